@@ -1,0 +1,267 @@
+//! Reading `forge.toml` and the environment into a [`ForgeConfig`], with errors that point at
+//! the exact key and line.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::ForgeConfig;
+
+/// The sections of `forge.toml`; `FORGE_<SECTION>_<KEY>` overrides only these.
+const SECTIONS: [&str; 7] = ["project", "database", "node", "gateway", "worker", "observability", "auth"];
+
+/// Why a configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not valid TOML, or a value in it is not allowed.
+    #[error("{file}:{line}:{column}: {}{message}", key_prefix(key))]
+    File {
+        /// The file, as given.
+        file: PathBuf,
+        /// The dotted key, such as `gateway.port`; empty for a syntax error.
+        key: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable holds a value that is not allowed.
+    #[error("environment variable {var}: {}{message}", key_prefix(key))]
+    Env {
+        /// The variable, such as `FORGE_GATEWAY_PORT`.
+        var: String,
+        /// The dotted key it sets.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Io {
+        /// The file, as given.
+        file: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() { String::new() } else { format!("`{key}`: ") }
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::File { key, .. } | ConfigError::Env { key, .. } if !key.is_empty() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The 1-based line in the file, for errors found in a file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::File { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+impl ForgeConfig {
+    /// Parses `forge.toml` text, without looking at the environment. Errors name the file as
+    /// `forge.toml`.
+    pub fn parse_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_named(text, Path::new("forge.toml"))
+    }
+
+    /// Parses TOML text that came from `file` (used only in error messages), without looking at
+    /// the environment.
+    pub fn parse_named(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| file_error(file, text, String::new(), &e))?;
+        deserialize_tracked(deserializer).map_err(|(path, e)| file_error(file, text, path, &e))
+    }
+
+    /// Reads `path` and applies environment overrides from the process environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_owned(), source })?;
+        Self::parse_with_env(&text, path, std::env::vars())
+    }
+
+    /// Like [`ForgeConfig::load`], but a missing file means "all defaults" rather than an error.
+    /// This is what `forge run` and the examples use.
+    pub fn load_or_default(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_with_env(&text, path, std::env::vars()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse_with_env("", path, std::env::vars()),
+            Err(source) => Err(ConfigError::Io { file: path.to_owned(), source }),
+        }
+    }
+
+    /// Parses `text` (from `file`) and then applies overrides from `env`, a list of
+    /// `(name, value)` pairs such as `std::env::vars()`.
+    pub fn parse_with_env(
+        text: &str,
+        file: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        // The file alone first, so its own mistakes are reported with their line.
+        let from_file = Self::parse_named(text, file)?;
+        let overrides = overrides(env);
+        if overrides.is_empty() {
+            return Ok(from_file);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| file_error(file, text, String::new(), &e))?;
+        let defaults = toml::Table::try_from(ForgeConfig::default()).unwrap_or_default();
+        for o in &overrides {
+            let section = table
+                .entry(o.section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section) = section.as_table_mut() else {
+                return Err(ConfigError::Env {
+                    var: o.var.clone(),
+                    key: o.section.clone(),
+                    message: "the file sets this section to a plain value".to_owned(),
+                });
+            };
+            let kind = defaults.get(&o.section).and_then(|s| s.get(&o.key));
+            section.insert(o.key.clone(), env_value(&o.value, kind));
+        }
+        deserialize_tracked::<ForgeConfig, _>(toml::Value::Table(table)).map_err(|(path, e)| {
+            let key = full_key(&path, e.message());
+            let var = overrides
+                .iter()
+                .rev()
+                .find(|o| key == o.dotted() || key.starts_with(&format!("{}.", o.dotted())))
+                .or_else(|| overrides.iter().rev().find(|o| key.starts_with(&o.section)))
+                .map(|o| o.var.clone())
+                .unwrap_or_else(|| "FORGE_*".to_owned());
+            ConfigError::Env { var, key, message: clean_message(e.message()) }
+        })
+    }
+}
+
+/// One `section.key = value` taken from the environment.
+#[derive(Debug)]
+struct Override {
+    var: String,
+    section: String,
+    key: String,
+    value: String,
+}
+
+impl Override {
+    fn dotted(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+}
+
+/// The overrides in `env`, aliases first so that the long form wins when both are set.
+fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
+    let mut aliases = Vec::new();
+    let mut long = Vec::new();
+    for (var, value) in env {
+        let alias = match var.as_str() {
+            "DATABASE_URL" => Some(("database", "url")),
+            "FORGE_PORT" => Some(("gateway", "port")),
+            _ => None,
+        };
+        if let Some((section, key)) = alias {
+            aliases.push(Override { var, section: section.to_owned(), key: key.to_owned(), value });
+            continue;
+        }
+        let Some(rest) = var.strip_prefix("FORGE_") else { continue };
+        let Some((section, key)) = rest.split_once('_') else { continue };
+        let section = section.to_ascii_lowercase();
+        if key.is_empty() || !SECTIONS.contains(&section.as_str()) {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        long.push(Override { var, section, key, value });
+    }
+    aliases.sort_by(|a, b| a.var.cmp(&b.var));
+    long.sort_by(|a, b| a.var.cmp(&b.var));
+    aliases.extend(long);
+    aliases
+}
+
+/// Turns an environment string into the TOML value its key expects, going by the type of the
+/// key's default. A value that does not fit stays a string, so the error names the expected type.
+fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
+    let parsed = || raw.parse::<toml::Value>().ok().or_else(|| parse_inline(raw));
+    match default {
+        Some(toml::Value::Integer(_)) => raw.trim().parse::<i64>().map(toml::Value::Integer).ok(),
+        Some(toml::Value::Boolean(_)) => raw.trim().parse::<bool>().map(toml::Value::Boolean).ok(),
+        Some(toml::Value::Array(_)) if raw.trim_start().starts_with('[') => parse_inline(raw),
+        Some(toml::Value::Array(_)) => Some(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        )),
+        Some(toml::Value::Table(_)) => parsed(),
+        _ => None,
+    }
+    .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn parse_inline(raw: &str) -> Option<toml::Value> {
+    let table: toml::Table = toml::from_str(&format!("v = {raw}")).ok()?;
+    table.get("v").cloned()
+}
+
+/// Deserializes while tracking the path of the value being read, so errors can name their key.
+fn deserialize_tracked<'de, T, D>(deserializer: D) -> Result<T, (String, toml::de::Error)>
+where
+    T: DeserializeOwned,
+    D: serde::Deserializer<'de, Error = toml::de::Error>,
+{
+    serde_path_to_error::deserialize(deserializer).map_err(|e| (e.path().to_string(), e.into_inner()))
+}
+
+fn file_error(file: &Path, text: &str, path: String, error: &toml::de::Error) -> ConfigError {
+    let (line, column) = error.span().map(|span| line_column(text, span)).unwrap_or((1, 1));
+    ConfigError::File {
+        file: file.to_owned(),
+        key: full_key(&path, error.message()),
+        line,
+        column,
+        message: clean_message(error.message()),
+    }
+}
+
+/// `serde_path_to_error` usually ends the path with an unknown key already; where it stops at the
+/// table, the key is taken from serde's message (``unknown field `prot` ``). A path of `.` means
+/// the document root.
+fn full_key(path: &str, message: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    match (path, unknown) {
+        (path, Some(field)) if path == field || path.ends_with(&format!(".{field}")) => path.to_owned(),
+        ("", Some(field)) => field.to_owned(),
+        (path, Some(field)) => format!("{path}.{field}"),
+        (path, None) => path.to_owned(),
+    }
+}
+
+fn clean_message(message: &str) -> String {
+    message.trim().trim_end_matches('.').to_owned()
+}
+
+fn line_column(text: &str, span: Range<usize>) -> (usize, usize) {
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(start, |nl| start - nl - 1) + 1;
+    (line, column)
+}

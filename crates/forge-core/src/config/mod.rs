@@ -1,0 +1,383 @@
+//! `forge.toml`, parsed into typed sections.
+//!
+//! Every key has a default, so an empty file (or none at all) gives a node that runs every role
+//! on the embedded PostgreSQL. An unknown key, a value of the wrong type or an impossible value
+//! (port 0, no roles, concurrency 0) is a [`ConfigError`] naming the file, the key and the line.
+//!
+//! Environment variables override the file: `DATABASE_URL` sets `database.url`, `FORGE_PORT`
+//! sets `gateway.port`, and any key can be set as `FORGE_<SECTION>_<KEY>` (upper case), for
+//! example `FORGE_DATABASE_POOL_SIZE=20` or `FORGE_NODE_ROLES=worker,scheduler`. The
+//! `FORGE_<SECTION>_<KEY>` form wins over the two short aliases.
+//!
+//! ```
+//! use forge_core::config::{ForgeConfig, Role};
+//!
+//! let text = r#"
+//! [node]
+//! roles = ["worker"]
+//!
+//! [worker.queues.emails]
+//! concurrency = 4
+//! "#;
+//! let config = ForgeConfig::parse_toml(text)?;
+//! assert_eq!(config.node.roles.iter().collect::<Vec<_>>(), vec![Role::Worker]);
+//! assert_eq!(config.worker.queues["emails"].concurrency.get(), 4);
+//! # Ok::<(), forge_core::config::ConfigError>(())
+//! ```
+
+mod load;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, de};
+
+pub use load::ConfigError;
+pub use units::{ByteSize, Duration, Port};
+
+/// The whole of `forge.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ForgeConfig {
+    /// `[project]`: what the application is called.
+    pub project: ProjectConfig,
+    /// `[database]`: where PostgreSQL is and how to pool connections to it.
+    pub database: DatabaseConfig,
+    /// `[node]`: what this process does in the cluster.
+    pub node: NodeConfig,
+    /// `[gateway]`: the HTTP server.
+    pub gateway: GatewayConfig,
+    /// `[worker]`: queues and how jobs are claimed.
+    pub worker: WorkerConfig,
+    /// `[observability]`: logging, and how long logs, traces and metrics are kept.
+    pub observability: ObservabilityConfig,
+    /// `[auth]`: how callers prove who they are.
+    pub auth: AuthConfig,
+}
+
+/// `[project]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProjectConfig {
+    /// The application's name, shown in the dashboard and logs. Default `"forge-app"`.
+    pub name: String,
+}
+
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        Self { name: "forge-app".to_owned() }
+    }
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DatabaseConfig {
+    /// A `postgres://` URL. Unset (the default): Forge starts its own embedded cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Connections in the pool. Default 10.
+    #[serde(deserialize_with = "at_least_one_u32")]
+    pub pool_size: NonZeroU32,
+    /// How long to wait for a new connection. Default `"5s"`.
+    pub connect_timeout: Duration,
+    /// How long a caller waits for a free pooled connection. Default `"5s"`.
+    pub acquire_timeout: Duration,
+    /// How long an idle connection stays open. Default `"10m"`.
+    pub idle_timeout: Duration,
+    /// Where the embedded cluster lives, relative to the project folder. Default `".forge/postgres"`.
+    pub embedded_dir: PathBuf,
+    /// The application's own migrations, run after Forge's. Default `"migrations"`.
+    pub migrations_dir: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: NonZeroU32::new(10).expect("10 is not zero"),
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            embedded_dir: PathBuf::from(".forge/postgres"),
+            migrations_dir: PathBuf::from("migrations"),
+        }
+    }
+}
+
+/// What a node does. A node may take any non-empty set of roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves HTTP: `/rpc`, `/health`, `/ready`, the dashboard.
+    Gateway,
+    /// Claims and runs jobs.
+    Worker,
+    /// Campaigns for leadership and, while leader, fires crons and runs maintenance.
+    Scheduler,
+    /// Runs queries, mutations and actions called through the gateway.
+    Function,
+}
+
+impl Role {
+    /// Every role, in a stable order.
+    pub const ALL: [Role; 4] = [Role::Gateway, Role::Worker, Role::Scheduler, Role::Function];
+
+    /// The name used in `forge.toml`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+            Role::Scheduler => "scheduler",
+            Role::Function => "function",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A non-empty set of [`Role`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Roles(Vec<Role>);
+
+impl Roles {
+    /// Every role: what an empty `forge.toml` gives.
+    pub fn all() -> Self {
+        Self(Role::ALL.to_vec())
+    }
+
+    /// The given roles, or `None` if there are none.
+    pub fn new(roles: impl IntoIterator<Item = Role>) -> Option<Self> {
+        let mut roles: Vec<Role> = roles.into_iter().collect();
+        roles.sort();
+        roles.dedup();
+        (!roles.is_empty()).then_some(Self(roles))
+    }
+
+    /// Whether the node takes `role`.
+    pub fn contains(&self, role: Role) -> bool {
+        self.0.contains(&role)
+    }
+
+    /// The roles, in a stable order.
+    pub fn iter(&self) -> impl Iterator<Item = Role> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl<'de> Deserialize<'de> for Roles {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let roles = Vec::<Role>::deserialize(deserializer)?;
+        Roles::new(roles).ok_or_else(|| {
+            de::Error::custom("roles must name at least one of \"gateway\", \"worker\", \"scheduler\", \"function\"")
+        })
+    }
+}
+
+/// `[node]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The roles this node takes. Default: all of them.
+    pub roles: Roles,
+    /// Capabilities this node offers (for example `"gpu"`); a job that requires one runs only on
+    /// nodes that have it. Default: none.
+    pub capabilities: Vec<String>,
+}
+
+/// `[gateway]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Address to listen on. Default `"127.0.0.1"`.
+    pub host: String,
+    /// Port to listen on. Default 8080.
+    pub port: Port,
+    /// Largest request body accepted; larger gets 413. Default `"1MiB"`.
+    pub body_limit: ByteSize,
+    /// Longest time a request may take. Default `"30s"`.
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: Port::new(8080).expect("8080 is not zero"),
+            body_limit: ByteSize::new(1 << 20),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Queues this node works, each with its concurrency. Default: `default` with 10.
+    #[serde(deserialize_with = "queue_map")]
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// How often an idle queue is polled when no notification arrives. Default `"1s"`.
+    pub poll_interval: Duration,
+    /// How long a claimed job's lease lasts without a heartbeat. Default `"30s"`.
+    pub lease: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: BTreeMap::from([("default".to_owned(), QueueConfig::default())]),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[worker.queues.<name>]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Jobs of this queue running at once on this node. Default 10.
+    #[serde(deserialize_with = "at_least_one_usize")]
+    pub concurrency: NonZeroUsize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { concurrency: NonZeroUsize::new(10).expect("10 is not zero") }
+    }
+}
+
+/// `[observability]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ObservabilityConfig {
+    /// A `tracing` filter for the process's own log output, such as `"info"` or
+    /// `"info,forge_runtime=debug"`. `RUST_LOG` overrides it. Default `"info"`.
+    pub log_level: String,
+    /// How the process prints its logs: `"pretty"` or `"json"`. Default `"pretty"`.
+    pub log_format: LogFormat,
+    /// How long telemetry is kept in Postgres.
+    pub retention: RetentionConfig,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self { log_level: "info".to_owned(), log_format: LogFormat::Pretty, retention: RetentionConfig::default() }
+    }
+}
+
+/// How a process prints its logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[observability.retention]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetentionConfig {
+    /// Logs. Default `"7d"`.
+    pub logs: Duration,
+    /// Traces. Default `"3d"`.
+    pub traces: Duration,
+    /// Metrics. Default `"30d"`.
+    pub metrics: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            logs: Duration::from_secs(7 * 86_400),
+            traces: Duration::from_secs(3 * 86_400),
+            metrics: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// HS256 secret for bearer JWTs; better set as `FORGE_AUTH_JWT_SECRET` than in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    /// Required `iss` claim, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .finish()
+    }
+}
+
+fn at_least_one_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZeroU32, D::Error> {
+    let n = i64::deserialize(deserializer)?;
+    u32::try_from(n)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
+}
+
+fn at_least_one_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZeroUsize, D::Error> {
+    let n = i64::deserialize(deserializer)?;
+    usize::try_from(n)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
+}
+
+fn queue_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, QueueConfig>, D::Error> {
+    let queues = BTreeMap::<String, QueueConfig>::deserialize(deserializer)?;
+    for name in queues.keys() {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(de::Error::custom(format!(
+                "queue name {name:?} is not allowed; use 1 to 64 letters, digits, '_' or '-'"
+            )));
+        }
+    }
+    Ok(queues)
+}
+
+#[cfg(test)]
+mod tests;
