@@ -1,1 +1,31 @@
-//! x
+//! Forge's runtime: everything that touches PostgreSQL or the network.
+//!
+//! Applications use it through the `forge` facade. The pieces, one folder each:
+//!
+//! - [`db`]: choosing the server (a `DATABASE_URL` or the embedded cluster), the pool, migrations;
+//! - [`gateway`]: the HTTP server (`/health`, `/ready`, errors as RFC 7807 problems);
+//! - [`cluster`]: how a node lives among others (for now, shutdown);
+//! - `testing` (feature `testing`): a fresh, migrated database per test.
+//!
+//! ```no_run
+//! use forge_runtime::{Forge, ForgeConfig};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), forge_runtime::Error> {
+//!     let config = ForgeConfig::load_or_default("forge.toml")?;
+//!     Forge::builder().config(config).build()?.run().await
+//! }
+//! ```
+#![warn(missing_docs)]
+
+pub mod cluster;
+pub mod db;
+mod error;
+mod forge;
+pub mod gateway;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use forge::{Forge, ForgeBuilder, RunningForge, init_tracing};
+pub use forge_core::{ConfigError, ForgeConfig, config};

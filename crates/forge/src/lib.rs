@@ -1,1 +1,43 @@
-//! x
+//! **Forge**: a job platform in which PostgreSQL is the only infrastructure.
+//!
+//! An application is one binary. It reads `forge.toml`, calls [`Forge::run`], and becomes a
+//! gateway, a worker, a scheduler or all of them, as `[node] roles` say. With no
+//! `DATABASE_URL`, Forge starts its own PostgreSQL from the machine's server binaries.
+//!
+//! ```no_run
+//! use forge::prelude::*;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), forge::Error> {
+//!     let config = ForgeConfig::load_or_default("forge.toml")?;
+//!     Forge::builder().config(config).build()?.run().await
+//! }
+//! ```
+//!
+//! Tests get a fresh, migrated database each with the `testing` feature:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), forge::Error> {
+//! let db = forge::testing::TestDatabase::new().await?;
+//! let node = forge::Forge::builder().config(db.config()).build()?.start().await?;
+//! node.stop().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub use forge_core as core;
+pub use forge_runtime::{Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing};
+pub use forge_runtime::{ConfigError, ForgeConfig};
+
+/// Per-test databases (cargo feature `testing`); see [`testing::TestDatabase`].
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use forge_runtime::testing::*;
+}
+
+/// Everything an application usually needs: `use forge::prelude::*`.
+pub mod prelude {
+    pub use crate::cluster::Shutdown;
+    pub use crate::config::{ForgeConfig, Role};
+    pub use crate::{Forge, ForgeBuilder, RunningForge};
+}

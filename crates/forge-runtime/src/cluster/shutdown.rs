@@ -1,0 +1,58 @@
+//! Shutdown: the first SIGINT or SIGTERM asks every component to stop; a second one exits at
+//! once with status 130.
+
+use tokio_util::sync::CancellationToken;
+
+/// A handle that asks a running node to stop. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A handle that has not been triggered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the node to stop.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether [`Shutdown::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes once the node has been asked to stop.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// A token that is cancelled with this handle, for components that take one.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and returns its name. After it returns, a second signal ends the
+/// process at once (exit status 130), for an operator who does not want to wait for draining.
+pub async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        eprintln!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+    Ok(name)
+}

@@ -1,0 +1,12 @@
+//! Everything between Forge and PostgreSQL: choosing the server (a `DATABASE_URL` or the
+//! embedded cluster), the connection pool, and migrations.
+
+mod embedded;
+mod migrations;
+mod pool;
+pub(crate) mod sql;
+
+pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
+pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
+pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, redact_url};
+pub(crate) use pool::quote_ident;

@@ -1,0 +1,202 @@
+//! Choosing the server and opening the pool.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use forge_core::ForgeConfig;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::embedded::{EmbeddedError, EmbeddedPostgres};
+use super::sql;
+
+/// The database Forge creates and uses inside the embedded cluster.
+pub const EMBEDDED_DATABASE: &str = "forge";
+
+/// Why the database could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The embedded cluster could not be started.
+    #[error("embedded PostgreSQL: {0}")]
+    Embedded(#[from] EmbeddedError),
+    /// `database.url` is not a valid PostgreSQL URL.
+    #[error("database.url is not a valid PostgreSQL URL ({url}): {source}")]
+    InvalidUrl {
+        /// The URL, password removed.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The server did not answer.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// The server, password removed.
+        target: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The server did not answer within `database.connect_timeout`.
+    #[error("cannot connect to {target}: no answer within {timeout}")]
+    Timeout {
+        /// The server, password removed.
+        target: String,
+        /// The timeout.
+        timeout: String,
+    },
+}
+
+/// A connection pool to the configured server, and the embedded cluster behind it if Forge
+/// started one.
+#[derive(Debug)]
+pub struct Database {
+    pool: PgPool,
+    target: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `database.url`, or, when it is unset, starts (or joins) the embedded cluster
+    /// in `database.embedded_dir` (relative to `project_dir`) and connects to its `forge`
+    /// database, creating that database on first use.
+    pub async fn connect(config: &ForgeConfig, project_dir: &Path) -> Result<Self, DbError> {
+        let (options, target, embedded) = match &config.database.url {
+            Some(url) => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|source| DbError::InvalidUrl { url: redact_url(url), source })?;
+                (options, redact_url(url), None)
+            }
+            None => {
+                let dir = resolve(project_dir, &config.database.embedded_dir);
+                let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(dir))
+                    .await
+                    .map_err(|e| EmbeddedError::Io {
+                        action: "could not start",
+                        path: PathBuf::from("embedded cluster"),
+                        source: std::io::Error::other(e.to_string()),
+                    })??;
+                let admin = cluster.connect_options("postgres");
+                let target = cluster.url(EMBEDDED_DATABASE);
+                ensure_database(&admin, EMBEDDED_DATABASE)
+                    .await
+                    .map_err(|source| DbError::Connect { target: target.clone(), source })?;
+                (cluster.connect_options(EMBEDDED_DATABASE), target, Some(cluster))
+            }
+        };
+        let timeout = config.database.connect_timeout;
+        let connect = PgPoolOptions::new()
+            .max_connections(config.database.pool_size.get())
+            .acquire_timeout(config.database.acquire_timeout.as_std())
+            .idle_timeout(Some(config.database.idle_timeout.as_std()))
+            .connect_with(options);
+        let pool = match tokio::time::timeout(timeout.as_std(), connect).await {
+            Ok(Ok(pool)) => pool,
+            Ok(Err(source)) => return Err(DbError::Connect { target, source }),
+            Err(_) => return Err(DbError::Timeout { target, timeout: timeout.to_string() }),
+        };
+        Ok(Self { pool, target, embedded })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Where the pool connects, password removed.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Whether Forge started (or joined) an embedded cluster for this database.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Closes the pool and, if this process is the embedded cluster's last user, stops it.
+    pub async fn close(self) -> Result<(), DbError> {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded {
+            tokio::task::spawn_blocking(move || cluster.stop())
+                .await
+                .map_err(|e| EmbeddedError::Io {
+                    action: "could not stop",
+                    path: PathBuf::from("embedded cluster"),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `database` on the server `admin` points at, unless it exists. Safe to race: a
+/// concurrent creation of the same database counts as success.
+pub async fn ensure_database(admin: &PgConnectOptions, database: &str) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect_with(admin).await?;
+    let exists: bool = sqlx::query_scalar(sql::DATABASE_EXISTS).bind(database).fetch_one(&mut conn).await?;
+    if !exists {
+        let create = format!("create database {}", quote_ident(database));
+        match sqlx::raw_sql(&create).execute(&mut conn).await {
+            Ok(_) => {}
+            // 42P04 duplicate_database, 23505 the catalog's unique index: another process won.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.close().await
+}
+
+/// `"name"` with inner quotes doubled: a safe SQL identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db?sslmode=off&password=x"), "postgres://h/db?sslmode=off&password=***");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("forge"), "\"forge\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

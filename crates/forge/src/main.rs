@@ -1,0 +1,144 @@
+//! The `forge` command line: manage a Forge application's database and configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use forge::ForgeConfig;
+use forge::db::{Database, Migrator};
+
+/// Forge: a job platform in which PostgreSQL is the only infrastructure.
+#[derive(Debug, Parser)]
+#[command(name = "forge", version, about)]
+struct Cli {
+    /// The project folder (holding forge.toml and migrations/).
+    #[arg(long, global = true, default_value = ".")]
+    project: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check forge.toml and the environment, and print the resulting configuration.
+    Config,
+    /// Apply, roll back or list migrations (Forge's own, then the application's).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the last N applied migrations (default 1).
+    Down {
+        /// How many to roll back.
+        #[arg(default_value_t = 1)]
+        n: usize,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Config => {
+            let mut value = serde_json::to_value(&config).map_err(|e| e.to_string())?;
+            if let Some(secret) = value.pointer_mut("/auth/jwt_secret") {
+                *secret = serde_json::Value::String("<redacted>".to_owned());
+            }
+            let text = if cli.json {
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+            } else {
+                toml::to_string_pretty(&value).map_err(|e| e.to_string())?
+            };
+            println!("{text}");
+            Ok(())
+        }
+        Command::Migrate { action } => {
+            let dir = cli.project.join(&config.database.migrations_dir);
+            let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
+            let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
+            let result = migrate(&migrator, &db, action, cli.json).await;
+            let closed = db.close().await.map_err(|e| e.to_string());
+            result.and(closed)
+        }
+    }
+}
+
+async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json: bool) -> Result<(), String> {
+    let pool = db.pool();
+    let labels = |ms: Vec<forge::db::Migration>| ms.iter().map(|m| m.label()).collect::<Vec<_>>();
+    match action {
+        MigrateAction::Up => {
+            let done = labels(migrator.run(pool).await.map_err(|e| e.to_string())?);
+            report(json, "applied", &done);
+        }
+        MigrateAction::Down { n } => {
+            let done = labels(migrator.down(pool, n).await.map_err(|e| e.to_string())?);
+            report(json, "rolled back", &done);
+        }
+        MigrateAction::Status => {
+            let applied = migrator.applied(pool).await.map_err(|e| e.to_string())?;
+            let rows: Vec<serde_json::Value> = migrator
+                .migrations()
+                .iter()
+                .map(|m| {
+                    let a = applied.iter().find(|a| a.source == m.source && a.version == m.version);
+                    serde_json::json!({
+                        "migration": m.label(),
+                        "applied_at": a.map(|a| a.applied_at.to_rfc3339()),
+                        "changed": a.is_some_and(|a| a.checksum != m.checksum),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<40} {}", "MIGRATION", "APPLIED AT");
+                for row in rows {
+                    let at = row["applied_at"].as_str().unwrap_or("pending");
+                    let changed = if row["changed"].as_bool() == Some(true) { "  (file changed since!)" } else { "" };
+                    println!("{:<40} {at}{changed}", row["migration"].as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(json: bool, verb: &str, labels: &[String]) {
+    if json {
+        println!("{}", serde_json::json!({ verb: labels }));
+    } else if labels.is_empty() {
+        println!("nothing {verb}");
+    } else {
+        for label in labels {
+            println!("{verb} {label}");
+        }
+    }
+}
