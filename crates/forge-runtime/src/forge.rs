@@ -58,8 +58,15 @@ impl ForgeBuilder {
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
         log_filter(&config.observability)?;
-        let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
-        Ok(Forge { config, project_dir, migrator, listener: self.listener, shutdown: Shutdown::new() })
+        let migrator =
+            Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
+        Ok(Forge {
+            config,
+            project_dir,
+            migrator,
+            listener: self.listener,
+            shutdown: Shutdown::new(),
+        })
     }
 }
 
@@ -141,31 +148,53 @@ impl Forge {
             gateway = ?gateway.as_ref().map(|(addr, _)| addr),
             "forge node started"
         );
-        Ok(RunningForge { db, gateway, shutdown: self.shutdown })
+        Ok(RunningForge {
+            db,
+            gateway,
+            shutdown: self.shutdown,
+        })
     }
 
-    async fn start_gateway(&self, pool: PgPool) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    async fn start_gateway(
+        &self,
+        pool: PgPool,
+    ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let gw = &self.config.gateway;
         let listener = match &self.listener {
             Some(listener) => {
-                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let std = listener.try_clone().map_err(|source| Error::Listen { addr: addr.clone(), source })?;
-                std.set_nonblocking(true).map_err(|source| Error::Listen { addr: addr.clone(), source })?;
-                tokio::net::TcpListener::from_std(std).map_err(|source| Error::Listen { addr, source })?
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let std = listener.try_clone().map_err(|source| Error::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                std.set_nonblocking(true).map_err(|source| Error::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                tokio::net::TcpListener::from_std(std)
+                    .map_err(|source| Error::Listen { addr, source })?
             }
             None => {
                 let addr = format!("{}:{}", gw.host, gw.port);
-                tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Listen { addr, source })?
+                tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| Error::Listen { addr, source })?
             }
         };
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Listen { addr: format!("{}:{}", gw.host, gw.port), source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: format!("{}:{}", gw.host, gw.port),
+            source,
+        })?;
         let body_limit = usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX);
         let app = gateway::router(GatewayState::new(pool, self.migrator.clone()), body_limit);
         let token = self.shutdown.token();
         let handle = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
         });
         Ok((addr, handle))
     }
@@ -216,7 +245,9 @@ impl RunningForge {
 /// `observability.log_level`. Does nothing if the process already has one.
 pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     let filter = log_filter(config)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _already_set = match config.log_format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -229,10 +260,16 @@ fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
         Ok(value) if !value.trim().is_empty() => ("RUST_LOG", value),
         _ => ("observability.log_level", config.log_level.clone()),
     };
-    EnvFilter::try_new(&directives)
-        .map_err(|e| Error::Setting { key, message: format!("invalid log filter {directives:?}: {e}") })
+    EnvFilter::try_new(&directives).map_err(|e| Error::Setting {
+        key,
+        message: format!("invalid log filter {directives:?}: {e}"),
+    })
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
 }

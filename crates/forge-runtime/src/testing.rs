@@ -56,7 +56,11 @@ impl TestDatabase {
         let root = project_root();
         let config = ForgeConfig::load_or_default(root.join("forge.toml"))?;
         let dir = &config.database.migrations_dir;
-        let migrator = Migrator::with_app_dir(if dir.is_absolute() { dir.clone() } else { root.join(dir) })?;
+        let migrator = Migrator::with_app_dir(if dir.is_absolute() {
+            dir.clone()
+        } else {
+            root.join(dir)
+        })?;
         Self::with_migrator(&migrator).await
     }
 
@@ -91,7 +95,8 @@ impl TestDatabase {
 
     /// The project's configuration (defaults if it has no `forge.toml`) pointed at this database.
     pub fn config(&self) -> ForgeConfig {
-        let mut config = ForgeConfig::load_or_default(project_root().join("forge.toml")).unwrap_or_default();
+        let mut config =
+            ForgeConfig::load_or_default(project_root().join("forge.toml")).unwrap_or_default();
         config.database.url = Some(self.url.clone());
         config
     }
@@ -108,7 +113,9 @@ impl TestDatabase {
         loop {
             match sqlx::raw_sql(&create).execute(&mut conn).await {
                 Ok(_) => break,
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && tries < 100 => {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006") && tries < 100 =>
+                {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -123,21 +130,35 @@ impl TestDatabase {
             .await
             .map_err(|source| server.error(source))?;
         let url = server.url_for(&name);
-        Ok(Self { name, url, pool, admin: server.admin_options() })
+        Ok(Self {
+            name,
+            url,
+            pool,
+            admin: server.admin_options(),
+        })
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("forge::testing: kept database {} of the failed test: {}", self.name, self.url);
+            eprintln!(
+                "forge::testing: kept database {} of the failed test: {}",
+                self.name, self.url
+            );
             return;
         }
         let admin = self.admin.clone();
-        let drop_sql = format!("drop database if exists {} with (force)", quote_ident(&self.name));
+        let drop_sql = format!(
+            "drop database if exists {} with (force)",
+            quote_ident(&self.name)
+        );
         // Drop cannot await; a short-lived thread with its own runtime does the work.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut conn = PgConnection::connect_with(&admin).await.ok()?;
                 sqlx::raw_sql(&drop_sql).execute(&mut conn).await.ok()?;
@@ -169,21 +190,40 @@ impl Server {
         let root = project_root();
         let config = ForgeConfig::load_or_default(root.join("forge.toml"))?;
         if let Some(url) = &config.database.url {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|source| DbError::InvalidUrl { url: crate::db::redact_url(url), source })?;
-            return Ok(Self { options, url_base: UrlBase::Url(url.clone()) });
+            let options =
+                PgConnectOptions::from_str(url).map_err(|source| DbError::InvalidUrl {
+                    url: crate::db::redact_url(url),
+                    source,
+                })?;
+            return Ok(Self {
+                options,
+                url_base: UrlBase::Url(url.clone()),
+            });
         }
         let dir = config.database.embedded_dir;
-        let dir = if dir.is_absolute() { dir } else { root.join(dir) };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            root.join(dir)
+        };
         let started = tokio::task::spawn_blocking(move || start_embedded(dir))
             .await
-            .map_err(|e| Error::Setting { key: "database.embedded_dir", message: e.to_string() })?;
-        let socket_dir = started.map_err(|message| Error::Setting { key: "database.embedded_dir", message })?;
+            .map_err(|e| Error::Setting {
+                key: "database.embedded_dir",
+                message: e.to_string(),
+            })?;
+        let socket_dir = started.map_err(|message| Error::Setting {
+            key: "database.embedded_dir",
+            message,
+        })?;
         let options = PgConnectOptions::new()
             .socket(&socket_dir)
             .port(5432)
             .username(crate::db::EMBEDDED_USER);
-        Ok(Self { options, url_base: UrlBase::Embedded { socket_dir } })
+        Ok(Self {
+            options,
+            url_base: UrlBase::Embedded { socket_dir },
+        })
     }
 
     fn admin_options(&self) -> PgConnectOptions {
@@ -191,14 +231,20 @@ impl Server {
     }
 
     async fn admin_connection(&self) -> Result<PgConnection> {
-        PgConnection::connect_with(&self.admin_options()).await.map_err(|source| self.error(source))
+        PgConnection::connect_with(&self.admin_options())
+            .await
+            .map_err(|source| self.error(source))
     }
 
     fn url_for(&self, database: &str) -> String {
         match &self.url_base {
             UrlBase::Url(url) => url_with_database(url, database),
             UrlBase::Embedded { socket_dir } => {
-                format!("postgres://{}@localhost:5432/{database}?host={}", crate::db::EMBEDDED_USER, socket_dir.display())
+                format!(
+                    "postgres://{}@localhost:5432/{database}?host={}",
+                    crate::db::EMBEDDED_USER,
+                    socket_dir.display()
+                )
             }
         }
     }
@@ -206,7 +252,9 @@ impl Server {
     fn error(&self, source: sqlx::Error) -> Error {
         let target = match &self.url_base {
             UrlBase::Url(url) => crate::db::redact_url(url),
-            UrlBase::Embedded { socket_dir } => format!("embedded PostgreSQL in {}", socket_dir.display()),
+            UrlBase::Embedded { socket_dir } => {
+                format!("embedded PostgreSQL in {}", socket_dir.display())
+            }
         };
         Error::Database(DbError::Connect { target, source })
     }
@@ -224,7 +272,9 @@ fn start_embedded(dir: PathBuf) -> std::result::Result<PathBuf, String> {
     });
     started.clone()?;
     let slot = EMBEDDED.lock().map_err(|e| e.to_string())?;
-    slot.as_ref().map(|c| c.dir().to_owned()).ok_or_else(|| "the embedded cluster was already stopped".to_owned())
+    slot.as_ref()
+        .map(|c| c.dir().to_owned())
+        .ok_or_else(|| "the embedded cluster was already stopped".to_owned())
 }
 
 extern "C" fn stop_embedded_at_exit() {
@@ -238,23 +288,37 @@ extern "C" fn stop_embedded_at_exit() {
 /// racing to build it take turns on an advisory lock; a template left half-built by a crashed
 /// process is rebuilt.
 async fn ensure_template(server: &Server, template: &str, migrator: &Migrator) -> Result<()> {
-    if TEMPLATES.lock().ok().is_some_and(|t| t.as_ref().is_some_and(|t| t.contains(template))) {
+    if TEMPLATES
+        .lock()
+        .ok()
+        .is_some_and(|t| t.as_ref().is_some_and(|t| t.contains(template)))
+    {
         return Ok(());
     }
     let mut conn = server.admin_connection().await?;
     let result = async {
-        sqlx::query("select pg_advisory_lock(hashtext('forge_test_template'))").execute(&mut conn).await?;
-        let state: Option<bool> = sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
-            .bind(template)
-            .fetch_optional(&mut conn)
+        sqlx::query("select pg_advisory_lock(hashtext('forge_test_template'))")
+            .execute(&mut conn)
             .await?;
+        let state: Option<bool> =
+            sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
+                .bind(template)
+                .fetch_optional(&mut conn)
+                .await?;
         if state == Some(true) {
             return Ok::<bool, sqlx::Error>(false);
         }
         if state == Some(false) {
-            sqlx::raw_sql(&format!("drop database {} with (force)", quote_ident(template))).execute(&mut conn).await?;
+            sqlx::raw_sql(&format!(
+                "drop database {} with (force)",
+                quote_ident(template)
+            ))
+            .execute(&mut conn)
+            .await?;
         }
-        sqlx::raw_sql(&format!("create database {}", quote_ident(template))).execute(&mut conn).await?;
+        sqlx::raw_sql(&format!("create database {}", quote_ident(template)))
+            .execute(&mut conn)
+            .await?;
         Ok(true)
     }
     .await;
@@ -271,13 +335,23 @@ async fn ensure_template(server: &Server, template: &str, migrator: &Migrator) -
         let migrated = migrator.run(&pool).await;
         pool.close().await;
         migrated?;
-        let seal = format!("alter database {} with is_template true allow_connections false", quote_ident(template));
-        sqlx::raw_sql(&seal).execute(&mut conn).await.map_err(|source| server.error(source))?;
+        let seal = format!(
+            "alter database {} with is_template true allow_connections false",
+            quote_ident(template)
+        );
+        sqlx::raw_sql(&seal)
+            .execute(&mut conn)
+            .await
+            .map_err(|source| server.error(source))?;
     }
-    let _ = sqlx::query("select pg_advisory_unlock(hashtext('forge_test_template'))").execute(&mut conn).await;
+    let _ = sqlx::query("select pg_advisory_unlock(hashtext('forge_test_template'))")
+        .execute(&mut conn)
+        .await;
     let _ = conn.close().await;
     if let Ok(mut known) = TEMPLATES.lock() {
-        known.get_or_insert_with(HashSet::new).insert(template.to_owned());
+        known
+            .get_or_insert_with(HashSet::new)
+            .insert(template.to_owned());
     }
     Ok(())
 }
@@ -298,7 +372,9 @@ fn url_with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{database}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -313,8 +389,14 @@ mod tests {
 
     #[test]
     fn database_in_url_is_replaced() {
-        assert_eq!(url_with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            url_with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
         assert_eq!(url_with_database("postgres://u@h", "x"), "postgres://u@h/x");
-        assert_eq!(url_with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            url_with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

@@ -26,8 +26,10 @@
 #![warn(missing_docs)]
 
 pub use forge_core as core;
-pub use forge_runtime::{Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing};
 pub use forge_runtime::{ConfigError, ForgeConfig};
+pub use forge_runtime::{
+    Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing,
+};
 
 /// Per-test databases (cargo feature `testing`); see [`testing::TestDatabase`].
 #[cfg(feature = "testing")]

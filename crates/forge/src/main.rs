@@ -64,7 +64,8 @@ fn fail(message: &str) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let config = ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
+    let config =
+        ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Config => {
             let mut value = serde_json::to_value(&config).map_err(|e| e.to_string())?;
@@ -82,7 +83,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate { action } => {
             let dir = cli.project.join(&config.database.migrations_dir);
             let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
-            let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
+            let db = Database::connect(&config, &cli.project)
+                .await
+                .map_err(|e| e.to_string())?;
             let result = migrate(&migrator, &db, action, cli.json).await;
             let closed = db.close().await.map_err(|e| e.to_string());
             result.and(closed)
@@ -90,7 +93,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json: bool) -> Result<(), String> {
+async fn migrate(
+    migrator: &Migrator,
+    db: &Database,
+    action: MigrateAction,
+    json: bool,
+) -> Result<(), String> {
     let pool = db.pool();
     let labels = |ms: Vec<forge::db::Migration>| ms.iter().map(|m| m.label()).collect::<Vec<_>>();
     match action {
@@ -108,7 +116,9 @@ async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json
                 .migrations()
                 .iter()
                 .map(|m| {
-                    let a = applied.iter().find(|a| a.source == m.source && a.version == m.version);
+                    let a = applied
+                        .iter()
+                        .find(|a| a.source == m.source && a.version == m.version);
                     serde_json::json!({
                         "migration": m.label(),
                         "applied_at": a.map(|a| a.applied_at.to_rfc3339()),
@@ -119,11 +129,18 @@ async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json
             if json {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<40} {}", "MIGRATION", "APPLIED AT");
+                println!("{:<40} APPLIED AT", "MIGRATION");
                 for row in rows {
                     let at = row["applied_at"].as_str().unwrap_or("pending");
-                    let changed = if row["changed"].as_bool() == Some(true) { "  (file changed since!)" } else { "" };
-                    println!("{:<40} {at}{changed}", row["migration"].as_str().unwrap_or_default());
+                    let changed = if row["changed"].as_bool() == Some(true) {
+                        "  (file changed since!)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<40} {at}{changed}",
+                        row["migration"].as_str().unwrap_or_default()
+                    );
                 }
             }
         }

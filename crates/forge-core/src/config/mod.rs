@@ -70,7 +70,9 @@ pub struct ProjectConfig {
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        Self { name: "forge-app".to_owned() }
+        Self {
+            name: "forge-app".to_owned(),
+        }
     }
 }
 
@@ -264,7 +266,9 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { concurrency: NonZeroUsize::new(10).expect("10 is not zero") }
+        Self {
+            concurrency: NonZeroUsize::new(10).expect("10 is not zero"),
+        }
     }
 }
 
@@ -284,7 +288,11 @@ pub struct ObservabilityConfig {
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        Self { log_level: "info".to_owned(), log_format: LogFormat::Pretty, retention: RetentionConfig::default() }
+        Self {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Pretty,
+            retention: RetentionConfig::default(),
+        }
     }
 }
 
@@ -341,7 +349,10 @@ pub struct AuthConfig {
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .finish()
@@ -353,23 +364,37 @@ fn at_least_one_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZer
     u32::try_from(n)
         .ok()
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "{n} is not allowed; use a whole number of at least 1"
+            ))
+        })
 }
 
-fn at_least_one_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZeroUsize, D::Error> {
+fn at_least_one_usize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<NonZeroUsize, D::Error> {
     let n = i64::deserialize(deserializer)?;
     usize::try_from(n)
         .ok()
         .and_then(NonZeroUsize::new)
-        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "{n} is not allowed; use a whole number of at least 1"
+            ))
+        })
 }
 
-fn queue_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, QueueConfig>, D::Error> {
+fn queue_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, QueueConfig>, D::Error> {
     let queues = BTreeMap::<String, QueueConfig>::deserialize(deserializer)?;
     for name in queues.keys() {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             return Err(de::Error::custom(format!(
                 "queue name {name:?} is not allowed; use 1 to 64 letters, digits, '_' or '-'"

@@ -31,7 +31,9 @@ struct Inner {
 impl GatewayState {
     /// State over `pool`, with `migrator` naming the migrations `/ready` expects.
     pub fn new(pool: PgPool, migrator: Migrator) -> Self {
-        Self { inner: Arc::new(Inner { pool, migrator }) }
+        Self {
+            inner: Arc::new(Inner { pool, migrator }),
+        }
     }
 }
 
@@ -52,7 +54,10 @@ async fn ready(State(state): State<GatewayState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, not_ready_reason(&state)).await {
         Ok(None) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Ok(Some(reason)) => not_ready(reason),
-        Err(_) => not_ready(format!("database unreachable: no answer within {}s", READY_TIMEOUT.as_secs())),
+        Err(_) => not_ready(format!(
+            "database unreachable: no answer within {}s",
+            READY_TIMEOUT.as_secs()
+        )),
     }
 }
 
