@@ -189,7 +189,8 @@ impl Forge {
             source,
         })?;
         let body_limit = usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX);
-        let app = gateway::router(GatewayState::new(pool, self.migrator.clone()), body_limit);
+        let state = GatewayState::new(pool, self.migrator.clone());
+        let app = gateway::router(state, body_limit, gw.request_timeout.as_std());
         let token = self.shutdown.token();
         let handle = tokio::spawn(async move {
             axum::serve(listener, app)

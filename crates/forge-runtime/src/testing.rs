@@ -13,7 +13,7 @@
 //! come from its `[database] migrations_dir`.
 //!
 //! ```no_run
-//! # async fn demo() -> forge_runtime::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use forge_runtime::testing::TestDatabase;
 //!
 //! let db = TestDatabase::new().await?;

@@ -14,6 +14,14 @@ use http_body_util::BodyExt;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 
+fn app(pool: sqlx::PgPool, migrator: Migrator) -> axum::Router {
+    router(
+        GatewayState::new(pool, migrator),
+        1024,
+        std::time::Duration::from_secs(30),
+    )
+}
+
 async fn call(app: axum::Router, path: &str) -> (StatusCode, String, serde_json::Value) {
     let response = app
         .oneshot(Request::get(path).body(Body::empty()).expect("request"))
@@ -51,10 +59,7 @@ fn assert_problem(content_type: &str, body: &serde_json::Value, needle: &str) {
 #[tokio::test]
 async fn health_and_ready_answer_200_on_a_migrated_database() {
     let db = TestDatabase::new().await.expect("database");
-    let app = router(
-        GatewayState::new(db.pool().clone(), Migrator::forge().expect("migrator")),
-        1024,
-    );
+    let app = app(db.pool().clone(), Migrator::forge().expect("migrator"));
     let (status, _, body) = call(app.clone(), "/health").await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -70,10 +75,7 @@ async fn health_and_ready_answer_200_on_a_migrated_database() {
 #[tokio::test]
 async fn ready_is_503_while_migrations_are_pending() {
     let db = TestDatabase::empty().await.expect("database");
-    let app = router(
-        GatewayState::new(db.pool().clone(), Migrator::forge().expect("migrator")),
-        1024,
-    );
+    let app = app(db.pool().clone(), Migrator::forge().expect("migrator"));
     let (status, content_type, body) = call(app.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_problem(
@@ -96,10 +98,7 @@ async fn ready_is_503_when_the_database_is_unreachable() {
         .acquire_timeout(std::time::Duration::from_secs(1))
         .connect_lazy("postgres://postgres@127.0.0.1:1/forge")
         .expect("lazy pool");
-    let app = router(
-        GatewayState::new(pool, Migrator::forge().expect("migrator")),
-        1024,
-    );
+    let app = app(pool, Migrator::forge().expect("migrator"));
     let (status, content_type, body) = call(app, "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_problem(&content_type, &body, "database unreachable");

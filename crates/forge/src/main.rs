@@ -30,6 +30,21 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Work with the database directly.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Open psql on the application's database (starting the embedded cluster if needed).
+    Shell {
+        /// Extra arguments for psql, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +104,33 @@ async fn run(cli: Cli) -> Result<(), String> {
             let result = migrate(&migrator, &db, action, cli.json).await;
             let closed = db.close().await.map_err(|e| e.to_string());
             result.and(closed)
+        }
+        Command::Db {
+            action: DbAction::Shell { args },
+        } => {
+            let db = Database::connect(&config, &cli.project)
+                .await
+                .map_err(|e| e.to_string())?;
+            // The embedded target is a socket URL without secrets; a configured URL is used as is.
+            let url = config
+                .database
+                .url
+                .clone()
+                .unwrap_or_else(|| db.target().to_owned());
+            let status = tokio::process::Command::new("psql")
+                .arg(&url)
+                .args(&args)
+                .status()
+                .await;
+            let closed = db.close().await.map_err(|e| e.to_string());
+            match status {
+                Ok(status) if status.success() => closed,
+                Ok(status) => Err(format!("psql exited with {status}")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err("psql not found; install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)".to_owned())
+                }
+                Err(e) => Err(format!("cannot run psql: {e}")),
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sqlx::PgPool;
+use tower_http::timeout::TimeoutLayer;
 
 use super::problem::Problem;
 use crate::db::{Migrator, sql};
@@ -37,12 +38,17 @@ impl GatewayState {
     }
 }
 
-/// The gateway's router, limiting request bodies to `body_limit` bytes.
-pub fn router(state: GatewayState, body_limit: usize) -> Router {
+/// The gateway's router, limiting request bodies to `body_limit` bytes and requests to
+/// `timeout` (408 past it).
+pub fn router(state: GatewayState, body_limit: usize, timeout: Duration) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 
