@@ -93,11 +93,15 @@ impl TestDatabase {
         &self.pool
     }
 
-    /// The project's configuration (defaults if it has no `forge.toml`) pointed at this database.
+    /// The project's configuration (defaults if it has no `forge.toml`) pointed at this database,
+    /// with its folders made absolute so a node built from it finds the project's migrations
+    /// whatever its working folder.
     pub fn config(&self) -> ForgeConfig {
-        let mut config =
-            ForgeConfig::load_or_default(project_root().join("forge.toml")).unwrap_or_default();
+        let root = project_root();
+        let mut config = ForgeConfig::load_or_default(root.join("forge.toml")).unwrap_or_default();
         config.database.url = Some(self.url.clone());
+        config.database.migrations_dir = root.join(&config.database.migrations_dir);
+        config.database.embedded_dir = root.join(&config.database.embedded_dir);
         config
     }
 

@@ -94,6 +94,10 @@ async fn serves_probes_and_exits_0_on_sigterm() {
     )
     .await;
     assert!(body.contains("ready"), "{body}");
+    assert!(
+        !dir.path().join(".forge").exists(),
+        "with DATABASE_URL set, nothing is started"
+    );
     let status = sigterm_and_wait(child);
     assert!(status.success(), "exit status {status}");
 }
