@@ -15,5 +15,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod jobs;
 
 pub use config::{ConfigError, ForgeConfig};
