@@ -1,8 +1,30 @@
 //! Procedural macros for Forge. Applications do not depend on this crate directly: the macros
 //! are re-exported by `forge` and emit paths into `::forge::…`.
-//!
-//! The job, cron and function macros arrive with the components they register (the job engine,
-//! the cluster scheduler and the gateway); this crate is part of the workspace from the start so
-//! that the dependency graph (`forge` → `forge-runtime` → `forge-core`, `forge-macros` → `forge`
-//! paths) is fixed before anything is built on it.
 #![warn(missing_docs)]
+
+mod job;
+
+use proc_macro::TokenStream;
+
+/// Declares a job kind from an async function
+/// `async fn name(ctx: &JobContext, args: Args) -> Result<Output, JobError>`.
+///
+/// It generates a unit struct named after the function in PascalCase (`send_email` →
+/// `SendEmail`) implementing `forge::jobs::Job`, and registers it so every node of the binary
+/// can run it. Attributes, all optional:
+///
+/// | attribute | meaning |
+/// |-----------|---------|
+/// | `name = "email.send"` | the stored kind (default: the function's name) |
+/// | `queue = "emails"` | the queue (default `"default"`) |
+/// | `priority = high` | `critical`, `high`, `normal`, `low` or `background` |
+/// | `max_attempts = 5` | attempts before discarding (default 20) |
+/// | `backoff(exponential, base = "1s", max = "1h", jitter = 0.1)` | also `fixed` and `linear` |
+/// | `timeout = "30s"` | longest attempt (default 5 minutes) |
+/// | `worker_capability = "gpu"` | only nodes offering it run this kind |
+/// | `unique`, `unique(key)`, `unique(args, period = "1h")` | at most one live (or per-period) job per args or key |
+/// | `transactional` | `ctx.tx()` commits together with the job's completion |
+#[proc_macro_attribute]
+pub fn job(attr: TokenStream, item: TokenStream) -> TokenStream {
+    job::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}

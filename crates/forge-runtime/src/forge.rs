@@ -13,6 +13,9 @@ use crate::cluster::{Shutdown, wait_for_signal};
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
+use crate::jobs::maintenance::{self, MaintenanceSettings};
+use crate::jobs::worker::{Worker, WorkerSettings};
+use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
 
 /// Builds a [`Forge`] node.
 #[derive(Debug, Default)]
@@ -20,6 +23,7 @@ pub struct ForgeBuilder {
     config: Option<ForgeConfig>,
     project_dir: Option<PathBuf>,
     listener: Option<std::net::TcpListener>,
+    jobs: Vec<&'static JobRegistration>,
 }
 
 impl ForgeBuilder {
@@ -44,6 +48,13 @@ impl ForgeBuilder {
         self
     }
 
+    /// Registers a job kind implemented by hand (kinds declared with `#[forge::job]` register
+    /// themselves).
+    pub fn job<J: Job>(mut self) -> Self {
+        self.jobs.push(Box::leak(Box::new(JobRegistration::of::<J>())));
+        self
+    }
+
     /// Checks the configuration and reads the application's migrations. Nothing connects yet.
     pub fn build(self) -> Result<Forge> {
         let project_dir = match self.project_dir {
@@ -58,15 +69,9 @@ impl ForgeBuilder {
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
         log_filter(&config.observability)?;
-        let migrator =
-            Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
-        Ok(Forge {
-            config,
-            project_dir,
-            migrator,
-            listener: self.listener,
-            shutdown: Shutdown::new(),
-        })
+        let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
+        let registry = JobRegistry::collect(&self.jobs);
+        Ok(Forge { config, project_dir, migrator, registry, listener: self.listener, shutdown: Shutdown::new() })
     }
 }
 
@@ -85,6 +90,7 @@ pub struct Forge {
     config: ForgeConfig,
     project_dir: PathBuf,
     migrator: Migrator,
+    registry: JobRegistry,
     listener: Option<std::net::TcpListener>,
     shutdown: Shutdown,
 }
@@ -141,62 +147,68 @@ impl Forge {
                 }
             }
         }
+        let node_id = node_id();
+        let notifier = Notifier::spawn(db.pool().clone());
+        let worker = self.config.node.roles.contains(Role::Worker).then(|| {
+            let w = &self.config.worker;
+            Worker::spawn(
+                db.pool().clone(),
+                self.registry.clone(),
+                notifier.clone(),
+                WorkerSettings {
+                    node_id: node_id.clone(),
+                    queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
+                    capabilities: self.config.node.capabilities.clone(),
+                    poll_interval: w.poll_interval.as_std(),
+                    lease: w.lease.as_std(),
+                    shutdown_timeout: w.shutdown_timeout.as_std(),
+                },
+            )
+        });
+        let maintenance = self.config.node.roles.contains(Role::Scheduler).then(|| {
+            let settings = MaintenanceSettings {
+                lease: self.config.worker.lease.as_std(),
+                prune_after: self.config.worker.prune_after.as_std(),
+            };
+            tokio::spawn(maintenance::run(db.pool().clone(), notifier.clone(), settings, self.shutdown.token()))
+        });
         tracing::info!(
+            node = %node_id,
             roles = %roles.join(","),
             database = %db.target(),
             embedded = db.is_embedded(),
             gateway = ?gateway.as_ref().map(|(addr, _)| addr),
+            jobs = ?self.registry.names(),
             "forge node started"
         );
-        Ok(RunningForge {
-            db,
-            gateway,
-            shutdown: self.shutdown,
-        })
+        Ok(RunningForge { db, gateway, worker, maintenance, notifier, node_id, shutdown: self.shutdown })
     }
 
-    async fn start_gateway(
-        &self,
-        pool: PgPool,
-    ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    async fn start_gateway(&self, pool: PgPool) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let gw = &self.config.gateway;
         let listener = match &self.listener {
             Some(listener) => {
-                let addr = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                let std = listener.try_clone().map_err(|source| Error::Listen {
-                    addr: addr.clone(),
-                    source,
-                })?;
-                std.set_nonblocking(true).map_err(|source| Error::Listen {
-                    addr: addr.clone(),
-                    source,
-                })?;
-                tokio::net::TcpListener::from_std(std)
-                    .map_err(|source| Error::Listen { addr, source })?
+                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                let std = listener.try_clone().map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+                std.set_nonblocking(true).map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+                tokio::net::TcpListener::from_std(std).map_err(|source| Error::Listen { addr, source })?
             }
             None => {
                 let addr = format!("{}:{}", gw.host, gw.port);
-                tokio::net::TcpListener::bind(&addr)
-                    .await
-                    .map_err(|source| Error::Listen { addr, source })?
+                tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Listen { addr, source })?
             }
         };
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: format!("{}:{}", gw.host, gw.port),
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Listen { addr: format!("{}:{}", gw.host, gw.port), source })?;
         let body_limit = usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX);
         let state = GatewayState::new(pool, self.migrator.clone());
         let app = gateway::router(state, body_limit, gw.request_timeout.as_std());
         let token = self.shutdown.token();
-        let handle = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
+        let handle =
+            tokio::spawn(
+                async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await },
+            );
         Ok((addr, handle))
     }
 }
@@ -206,6 +218,10 @@ impl Forge {
 pub struct RunningForge {
     db: Database,
     gateway: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
+    worker: Option<Worker>,
+    maintenance: Option<JoinHandle<()>>,
+    notifier: Notifier,
+    node_id: String,
     shutdown: Shutdown,
 }
 
@@ -225,10 +241,32 @@ impl RunningForge {
         self.shutdown.clone()
     }
 
-    /// Stops the gateway (letting requests in flight finish), closes the pool and, if this
-    /// process was its last user, stops the embedded cluster.
+    /// This node's id, as recorded in `forge_jobs.attempted_by`.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Cancels a job: at once if it has not started, through its worker if it is running.
+    pub async fn cancel_job(&self, id: JobId) -> Result<CancelOutcome, JobsError> {
+        jobs::cancel(self.db.pool(), id).await
+    }
+
+    /// Makes a discarded or cancelled job available again.
+    pub async fn retry_job(&self, id: JobId) -> Result<bool, JobsError> {
+        jobs::retry(self.db.pool(), id).await
+    }
+
+    /// Stops the node: the worker stops claiming and drains (releasing what does not finish
+    /// within `[worker] shutdown_timeout`), the gateway lets requests in flight finish, the pool
+    /// closes and, if this process was its last user, the embedded cluster stops.
     pub async fn stop(self) -> Result<()> {
+        if let Some(worker) = self.worker {
+            worker.stop().await;
+        }
         self.shutdown.trigger();
+        if let Some(maintenance) = self.maintenance {
+            let _ = maintenance.await;
+        }
         let served = match self.gateway {
             Some((_, handle)) => match handle.await {
                 Ok(result) => result.map_err(Error::Serve),
@@ -246,9 +284,7 @@ impl RunningForge {
 /// `observability.log_level`. Does nothing if the process already has one.
 pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     let filter = log_filter(config)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _already_set = match config.log_format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -261,16 +297,31 @@ fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
         Ok(value) if !value.trim().is_empty() => ("RUST_LOG", value),
         _ => ("observability.log_level", config.log_level.clone()),
     };
-    EnvFilter::try_new(&directives).map_err(|e| Error::Setting {
-        key,
-        message: format!("invalid log filter {directives:?}: {e}"),
-    })
+    EnvFilter::try_new(&directives)
+        .map_err(|e| Error::Setting { key, message: format!("invalid log filter {directives:?}: {e}") })
+}
+
+impl Dispatcher for RunningForge {
+    fn dispatch_pool(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    fn dispatch_notifier(&self) -> Option<&Notifier> {
+        Some(&self.notifier)
+    }
+}
+
+/// `host-pid-xxxx`: unique per process, readable in `attempted_by`.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..6])
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
 }

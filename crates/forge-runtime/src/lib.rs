@@ -23,9 +23,16 @@ pub mod db;
 mod error;
 mod forge;
 pub mod gateway;
+pub mod jobs;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{Error, Result};
+
+/// Re-exports for `forge`'s macros; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
 pub use forge::{Forge, ForgeBuilder, RunningForge, init_tracing};
 pub use forge_core::{ConfigError, ForgeConfig, config};

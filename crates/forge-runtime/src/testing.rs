@@ -56,11 +56,7 @@ impl TestDatabase {
         let root = project_root();
         let config = ForgeConfig::load_or_default(root.join("forge.toml"))?;
         let dir = &config.database.migrations_dir;
-        let migrator = Migrator::with_app_dir(if dir.is_absolute() {
-            dir.clone()
-        } else {
-            root.join(dir)
-        })?;
+        let migrator = Migrator::with_app_dir(if dir.is_absolute() { dir.clone() } else { root.join(dir) })?;
         Self::with_migrator(&migrator).await
     }
 
@@ -117,9 +113,7 @@ impl TestDatabase {
         loop {
             match sqlx::raw_sql(&create).execute(&mut conn).await {
                 Ok(_) => break,
-                Err(sqlx::Error::Database(e))
-                    if e.code().as_deref() == Some("55006") && tries < 100 =>
-                {
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && tries < 100 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -134,35 +128,21 @@ impl TestDatabase {
             .await
             .map_err(|source| server.error(source))?;
         let url = server.url_for(&name);
-        Ok(Self {
-            name,
-            url,
-            pool,
-            admin: server.admin_options(),
-        })
+        Ok(Self { name, url, pool, admin: server.admin_options() })
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "forge::testing: kept database {} of the failed test: {}",
-                self.name, self.url
-            );
+            eprintln!("forge::testing: kept database {} of the failed test: {}", self.name, self.url);
             return;
         }
         let admin = self.admin.clone();
-        let drop_sql = format!(
-            "drop database if exists {} with (force)",
-            quote_ident(&self.name)
-        );
+        let drop_sql = format!("drop database if exists {} with (force)", quote_ident(&self.name));
         // Drop cannot await; a short-lived thread with its own runtime does the work.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let mut conn = PgConnection::connect_with(&admin).await.ok()?;
                 sqlx::raw_sql(&drop_sql).execute(&mut conn).await.ok()?;
@@ -194,40 +174,18 @@ impl Server {
         let root = project_root();
         let config = ForgeConfig::load_or_default(root.join("forge.toml"))?;
         if let Some(url) = &config.database.url {
-            let options =
-                PgConnectOptions::from_str(url).map_err(|source| DbError::InvalidUrl {
-                    url: crate::db::redact_url(url),
-                    source,
-                })?;
-            return Ok(Self {
-                options,
-                url_base: UrlBase::Url(url.clone()),
-            });
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|source| DbError::InvalidUrl { url: crate::db::redact_url(url), source })?;
+            return Ok(Self { options, url_base: UrlBase::Url(url.clone()) });
         }
         let dir = config.database.embedded_dir;
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            root.join(dir)
-        };
+        let dir = if dir.is_absolute() { dir } else { root.join(dir) };
         let started = tokio::task::spawn_blocking(move || start_embedded(dir))
             .await
-            .map_err(|e| Error::Setting {
-                key: "database.embedded_dir",
-                message: e.to_string(),
-            })?;
-        let socket_dir = started.map_err(|message| Error::Setting {
-            key: "database.embedded_dir",
-            message,
-        })?;
-        let options = PgConnectOptions::new()
-            .socket(&socket_dir)
-            .port(5432)
-            .username(crate::db::EMBEDDED_USER);
-        Ok(Self {
-            options,
-            url_base: UrlBase::Embedded { socket_dir },
-        })
+            .map_err(|e| Error::Setting { key: "database.embedded_dir", message: e.to_string() })?;
+        let socket_dir = started.map_err(|message| Error::Setting { key: "database.embedded_dir", message })?;
+        let options = PgConnectOptions::new().socket(&socket_dir).port(5432).username(crate::db::EMBEDDED_USER);
+        Ok(Self { options, url_base: UrlBase::Embedded { socket_dir } })
     }
 
     fn admin_options(&self) -> PgConnectOptions {
@@ -235,9 +193,7 @@ impl Server {
     }
 
     async fn admin_connection(&self) -> Result<PgConnection> {
-        PgConnection::connect_with(&self.admin_options())
-            .await
-            .map_err(|source| self.error(source))
+        PgConnection::connect_with(&self.admin_options()).await.map_err(|source| self.error(source))
     }
 
     fn url_for(&self, database: &str) -> String {
@@ -276,9 +232,7 @@ fn start_embedded(dir: PathBuf) -> std::result::Result<PathBuf, String> {
     });
     started.clone()?;
     let slot = EMBEDDED.lock().map_err(|e| e.to_string())?;
-    slot.as_ref()
-        .map(|c| c.dir().to_owned())
-        .ok_or_else(|| "the embedded cluster was already stopped".to_owned())
+    slot.as_ref().map(|c| c.dir().to_owned()).ok_or_else(|| "the embedded cluster was already stopped".to_owned())
 }
 
 extern "C" fn stop_embedded_at_exit() {
@@ -292,37 +246,23 @@ extern "C" fn stop_embedded_at_exit() {
 /// racing to build it take turns on an advisory lock; a template left half-built by a crashed
 /// process is rebuilt.
 async fn ensure_template(server: &Server, template: &str, migrator: &Migrator) -> Result<()> {
-    if TEMPLATES
-        .lock()
-        .ok()
-        .is_some_and(|t| t.as_ref().is_some_and(|t| t.contains(template)))
-    {
+    if TEMPLATES.lock().ok().is_some_and(|t| t.as_ref().is_some_and(|t| t.contains(template))) {
         return Ok(());
     }
     let mut conn = server.admin_connection().await?;
     let result = async {
-        sqlx::query("select pg_advisory_lock(hashtext('forge_test_template'))")
-            .execute(&mut conn)
+        sqlx::query("select pg_advisory_lock(hashtext('forge_test_template'))").execute(&mut conn).await?;
+        let state: Option<bool> = sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
+            .bind(template)
+            .fetch_optional(&mut conn)
             .await?;
-        let state: Option<bool> =
-            sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
-                .bind(template)
-                .fetch_optional(&mut conn)
-                .await?;
         if state == Some(true) {
             return Ok::<bool, sqlx::Error>(false);
         }
         if state == Some(false) {
-            sqlx::raw_sql(&format!(
-                "drop database {} with (force)",
-                quote_ident(template)
-            ))
-            .execute(&mut conn)
-            .await?;
+            sqlx::raw_sql(&format!("drop database {} with (force)", quote_ident(template))).execute(&mut conn).await?;
         }
-        sqlx::raw_sql(&format!("create database {}", quote_ident(template)))
-            .execute(&mut conn)
-            .await?;
+        sqlx::raw_sql(&format!("create database {}", quote_ident(template))).execute(&mut conn).await?;
         Ok(true)
     }
     .await;
@@ -339,23 +279,13 @@ async fn ensure_template(server: &Server, template: &str, migrator: &Migrator) -
         let migrated = migrator.run(&pool).await;
         pool.close().await;
         migrated?;
-        let seal = format!(
-            "alter database {} with is_template true allow_connections false",
-            quote_ident(template)
-        );
-        sqlx::raw_sql(&seal)
-            .execute(&mut conn)
-            .await
-            .map_err(|source| server.error(source))?;
+        let seal = format!("alter database {} with is_template true allow_connections false", quote_ident(template));
+        sqlx::raw_sql(&seal).execute(&mut conn).await.map_err(|source| server.error(source))?;
     }
-    let _ = sqlx::query("select pg_advisory_unlock(hashtext('forge_test_template'))")
-        .execute(&mut conn)
-        .await;
+    let _ = sqlx::query("select pg_advisory_unlock(hashtext('forge_test_template'))").execute(&mut conn).await;
     let _ = conn.close().await;
     if let Ok(mut known) = TEMPLATES.lock() {
-        known
-            .get_or_insert_with(HashSet::new)
-            .insert(template.to_owned());
+        known.get_or_insert_with(HashSet::new).insert(template.to_owned());
     }
     Ok(())
 }
@@ -363,10 +293,7 @@ async fn ensure_template(server: &Server, template: &str, migrator: &Migrator) -
 /// The nearest ancestor of the current folder holding a `forge.toml`, else the current folder.
 pub fn project_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    cwd.ancestors()
-        .find(|dir| dir.join("forge.toml").is_file())
-        .map(Path::to_path_buf)
-        .unwrap_or(cwd)
+    cwd.ancestors().find(|dir| dir.join("forge.toml").is_file()).map(Path::to_path_buf).unwrap_or(cwd)
 }
 
 /// `url` with its database (the path) replaced by `database`.
@@ -376,9 +303,7 @@ fn url_with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{database}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -393,14 +318,8 @@ mod tests {
 
     #[test]
     fn database_in_url_is_replaced() {
-        assert_eq!(
-            url_with_database("postgres://u@h:5432/test", "x"),
-            "postgres://u@h:5432/x"
-        );
+        assert_eq!(url_with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
         assert_eq!(url_with_database("postgres://u@h", "x"), "postgres://u@h/x");
-        assert_eq!(
-            url_with_database("postgres://u@h/db?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
+        assert_eq!(url_with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
     }
 }

@@ -15,36 +15,16 @@ use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 
 fn app(pool: sqlx::PgPool, migrator: Migrator) -> axum::Router {
-    router(
-        GatewayState::new(pool, migrator),
-        1024,
-        std::time::Duration::from_secs(30),
-    )
+    router(GatewayState::new(pool, migrator), 1024, std::time::Duration::from_secs(30))
 }
 
 async fn call(app: axum::Router, path: &str) -> (StatusCode, String, serde_json::Value) {
-    let response = app
-        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
+    let response = app.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        content_type,
-        serde_json::from_slice(&bytes).expect("json body"),
-    )
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, content_type, serde_json::from_slice(&bytes).expect("json body"))
 }
 
 fn assert_problem(content_type: &str, body: &serde_json::Value, needle: &str) {
@@ -61,15 +41,9 @@ async fn health_and_ready_answer_200_on_a_migrated_database() {
     let db = TestDatabase::new().await.expect("database");
     let app = app(db.pool().clone(), Migrator::forge().expect("migrator"));
     let (status, _, body) = call(app.clone(), "/health").await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (StatusCode::OK, Some("ok"))
-    );
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
     let (status, _, body) = call(app, "/ready").await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (StatusCode::OK, Some("ready"))
-    );
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
 }
 
 #[tokio::test]
@@ -78,17 +52,9 @@ async fn ready_is_503_while_migrations_are_pending() {
     let app = app(db.pool().clone(), Migrator::forge().expect("migrator"));
     let (status, content_type, body) = call(app.clone(), "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_problem(
-        &content_type,
-        &body,
-        "migrations not applied: forge/0001_jobs",
-    );
+    assert_problem(&content_type, &body, "migrations not applied: forge/0001_jobs");
     let (status, _, _) = call(app, "/health").await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "/health does not depend on the database"
-    );
+    assert_eq!(status, StatusCode::OK, "/health does not depend on the database");
 }
 
 #[tokio::test]
@@ -108,14 +74,8 @@ async fn ready_is_503_when_the_database_is_unreachable() {
 async fn a_running_node_turns_unready_when_its_database_disappears() {
     let db = TestDatabase::new().await.expect("database");
     let config = with_roles(db.config(), &[Role::Gateway]);
-    let node = Forge::builder()
-        .config(config)
-        .listener(listener())
-        .build()
-        .expect("build")
-        .start()
-        .await
-        .expect("start");
+    let node =
+        Forge::builder().config(config).listener(listener()).build().expect("build").start().await.expect("start");
     let base = format!("http://{}", node.local_addr().expect("gateway address"));
 
     assert_eq!(get(&format!("{base}/ready")).await.0, 200);
@@ -128,11 +88,7 @@ async fn a_running_node_turns_unready_when_its_database_disappears() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(content_type, PROBLEM_JSON);
     assert!(body.contains("database unreachable"), "{body}");
-    assert_eq!(
-        get(&format!("{base}/health")).await.0,
-        200,
-        "the process still lives"
-    );
+    assert_eq!(get(&format!("{base}/health")).await.0, 200, "the process still lives");
     node.stop().await.expect("stop");
 }
 
@@ -141,7 +97,5 @@ async fn admin_connection(db: &TestDatabase) -> sqlx::PgConnection {
     use sqlx::Connection;
     use sqlx::postgres::PgConnectOptions;
     let options: PgConnectOptions = db.url().parse().expect("test url");
-    sqlx::PgConnection::connect_with(&options.database("postgres"))
-        .await
-        .expect("admin connection")
+    sqlx::PgConnection::connect_with(&options.database("postgres")).await.expect("admin connection")
 }

@@ -8,10 +8,10 @@ use forge_runtime::config::Role;
 use forge_runtime::db::{MigrationError, Migrator};
 use forge_runtime::testing::TestDatabase;
 
-const APP_0001: &str =
-    "-- @up\ncreate table widgets (id int primary key);\n-- @down\ndrop table widgets;\n";
+const APP_0001: &str = "-- @up\ncreate table widgets (id int primary key);\n-- @down\ndrop table widgets;\n";
 /// Fails unless Forge's own migrations ran first.
-const APP_0002: &str = "-- @up\ncreate view widget_jobs as select id, kind from forge_jobs;\n-- @down\ndrop view widget_jobs;\n";
+const APP_0002: &str =
+    "-- @up\ncreate view widget_jobs as select id, kind from forge_jobs;\n-- @down\ndrop view widget_jobs;\n";
 
 #[tokio::test]
 async fn concurrent_migrators_apply_each_migration_once() {
@@ -22,15 +22,8 @@ async fn concurrent_migrators_apply_each_migration_once() {
     // `create table` without `if not exists` fails if it runs twice: both must succeed.
     let (a, b) = tokio::join!(migrator.run(db.pool()), migrator.run(db.pool()));
     let (a, b) = (a.expect("first migrator"), b.expect("second migrator"));
-    assert_eq!(
-        a.len() + b.len(),
-        migrator.migrations().len(),
-        "each migration applied by exactly one caller"
-    );
-    assert!(
-        a.is_empty() || b.is_empty(),
-        "one caller applied everything, the other found nothing to do"
-    );
+    assert_eq!(a.len() + b.len(), migrator.migrations().len(), "each migration applied by exactly one caller");
+    assert!(a.is_empty() || b.is_empty(), "one caller applied everything, the other found nothing to do");
 
     let rows = ledger(db.pool()).await;
     assert_eq!(rows.len(), migrator.migrations().len());
@@ -44,23 +37,11 @@ async fn two_runtimes_starting_together_on_an_empty_database_both_come_up() {
     let mut config = with_roles(db.config(), &[Role::Worker]);
     config.database.migrations_dir = dir.path().to_owned();
 
-    let build = || {
-        Forge::builder()
-            .config(config.clone())
-            .project_dir(dir.path())
-            .build()
-            .expect("build")
-    };
+    let build = || Forge::builder().config(config.clone()).project_dir(dir.path()).build().expect("build");
     let (a, b) = tokio::join!(build().start(), build().start());
-    let (a, b) = (
-        a.expect("first node starts"),
-        b.expect("second node starts"),
-    );
+    let (a, b) = (a.expect("first node starts"), b.expect("second node starts"));
 
-    let expected = Migrator::with_app_dir(dir.path())
-        .expect("migrator")
-        .migrations()
-        .len();
+    let expected = Migrator::with_app_dir(dir.path()).expect("migrator").migrations().len();
     let rows = ledger(db.pool()).await;
     assert_eq!(rows.len(), expected, "{rows:?}");
     assert!(rows.iter().all(|(_, n)| *n == 1), "{rows:?}");
@@ -74,44 +55,21 @@ async fn two_runtimes_starting_together_on_an_empty_database_both_come_up() {
 async fn a_changed_applied_migration_is_refused() {
     let db = TestDatabase::empty().await.expect("empty database");
     let dir = migrations_dir(&[("0001_widgets.sql", APP_0001)]);
-    Migrator::with_app_dir(dir.path())
-        .expect("migrator")
-        .run(db.pool())
-        .await
-        .expect("first run");
+    Migrator::with_app_dir(dir.path()).expect("migrator").run(db.pool()).await.expect("first run");
 
-    std::fs::write(
-        dir.path().join("0001_widgets.sql"),
-        APP_0001.replace("int primary key", "bigint primary key"),
-    )
-    .expect("edit migration");
+    std::fs::write(dir.path().join("0001_widgets.sql"), APP_0001.replace("int primary key", "bigint primary key"))
+        .expect("edit migration");
     let edited = Migrator::with_app_dir(dir.path()).expect("migrator");
-    let err = edited
-        .run(db.pool())
-        .await
-        .expect_err("an edited migration is refused");
-    assert!(
-        matches!(&err, MigrationError::Changed { label, .. } if label == "app/0001_widgets"),
-        "{err}"
-    );
+    let err = edited.run(db.pool()).await.expect_err("an edited migration is refused");
+    assert!(matches!(&err, MigrationError::Changed { label, .. } if label == "app/0001_widgets"), "{err}");
     assert!(err.to_string().contains("must not be edited"), "{err}");
 
     // A node refuses to start on it too, and /ready would say so.
     let mut config = with_roles(db.config(), &[Role::Worker]);
     config.database.migrations_dir = dir.path().to_owned();
-    let err = Forge::builder()
-        .config(config)
-        .build()
-        .expect("build")
-        .start()
-        .await
-        .expect_err("refused");
+    let err = Forge::builder().config(config).build().expect("build").start().await.expect_err("refused");
     assert!(err.to_string().contains("app/0001_widgets"), "{err}");
-    let reason = edited
-        .pending_reason(db.pool())
-        .await
-        .expect("reason")
-        .expect("not ready");
+    let reason = edited.pending_reason(db.pool()).await.expect("reason").expect("not ready");
     assert!(reason.contains("app/0001_widgets"), "{reason}");
 }
 
@@ -121,52 +79,21 @@ async fn app_migrations_run_after_forge_migrations() {
     // 0001 sorts before Forge's later migrations by number, yet needs forge_jobs to exist.
     let dir = migrations_dir(&[("0001_view.sql", APP_0002)]);
     let migrator = Migrator::with_app_dir(dir.path()).expect("migrator");
-    let applied = migrator
-        .run(db.pool())
-        .await
-        .expect("migrations apply in order");
+    let applied = migrator.run(db.pool()).await.expect("migrations apply in order");
     let labels: Vec<String> = applied.iter().map(|m| m.label()).collect();
-    assert_eq!(
-        labels.last().map(String::as_str),
-        Some("app/0001_view"),
-        "{labels:?}"
-    );
-    assert!(
-        labels[..labels.len() - 1]
-            .iter()
-            .all(|l| l.starts_with("forge/")),
-        "{labels:?}"
-    );
+    assert_eq!(labels.last().map(String::as_str), Some("app/0001_view"), "{labels:?}");
+    assert!(labels[..labels.len() - 1].iter().all(|l| l.starts_with("forge/")), "{labels:?}");
 }
 
 #[tokio::test]
 async fn a_failing_migration_leaves_nothing_behind() {
     let db = TestDatabase::empty().await.expect("empty database");
-    let dir = migrations_dir(&[
-        ("0001_widgets.sql", APP_0001),
-        ("0002_broken.sql", "-- @up\ncreate tabel oops;\n"),
-    ]);
-    let err = Migrator::with_app_dir(dir.path())
-        .expect("migrator")
-        .run(db.pool())
-        .await
-        .expect_err("fails");
-    assert!(
-        matches!(&err, MigrationError::Failed { label, .. } if label == "app/0002_broken"),
-        "{err}"
-    );
-    assert!(
-        !table_exists(db.pool(), "widgets").await,
-        "0001 was rolled back with 0002"
-    );
-    assert!(
-        !table_exists(db.pool(), "forge_jobs").await,
-        "Forge's migrations were rolled back too"
-    );
-    assert!(
-        !table_exists(db.pool(), "forge_migrations").await,
-        "the ledger itself was rolled back"
-    );
+    let dir = migrations_dir(&[("0001_widgets.sql", APP_0001), ("0002_broken.sql", "-- @up\ncreate tabel oops;\n")]);
+    let err = Migrator::with_app_dir(dir.path()).expect("migrator").run(db.pool()).await.expect_err("fails");
+    assert!(matches!(&err, MigrationError::Failed { label, .. } if label == "app/0002_broken"), "{err}");
+    assert!(!table_exists(db.pool(), "widgets").await, "0001 was rolled back with 0002");
+    assert!(!table_exists(db.pool(), "forge_jobs").await, "Forge's migrations were rolled back too");
+    assert!(!table_exists(db.pool(), "forge_migrations").await, "the ledger itself was rolled back");
 }
 
 #[tokio::test]
@@ -177,10 +104,7 @@ async fn down_rolls_back_newest_first() {
     migrator.run(db.pool()).await.expect("up");
 
     let undone = migrator.down(db.pool(), 1).await.expect("down 1");
-    assert_eq!(
-        undone.iter().map(|m| m.label()).collect::<Vec<_>>(),
-        vec!["app/0002_view"]
-    );
+    assert_eq!(undone.iter().map(|m| m.label()).collect::<Vec<_>>(), vec!["app/0002_view"]);
     assert!(table_exists(db.pool(), "widgets").await);
     assert!(!table_exists(db.pool(), "widget_jobs").await);
 
@@ -200,10 +124,7 @@ async fn an_irreversible_migration_is_not_rolled_back() {
     let dir = migrations_dir(&[("0001_once.sql", "-- @up\ncreate table once (id int);\n")]);
     let migrator = Migrator::with_app_dir(dir.path()).expect("migrator");
     migrator.run(db.pool()).await.expect("up");
-    let err = migrator
-        .down(db.pool(), 1)
-        .await
-        .expect_err("no down section");
+    let err = migrator.down(db.pool(), 1).await.expect_err("no down section");
     assert!(matches!(err, MigrationError::Irreversible { .. }), "{err}");
     assert!(table_exists(db.pool(), "once").await);
 }
@@ -213,33 +134,22 @@ async fn test_databases_come_migrated_and_isolated() {
     let (a, b) = tokio::join!(TestDatabase::new(), TestDatabase::new());
     let (a, b) = (a.expect("a"), b.expect("b"));
     assert_ne!(a.name(), b.name());
-    sqlx::query("insert into forge_jobs (kind) values ('only_in_a')")
-        .execute(a.pool())
-        .await
-        .expect("insert");
+    sqlx::query("insert into forge_jobs (kind) values ('only_in_a')").execute(a.pool()).await.expect("insert");
     let count = |pool| async move {
-        sqlx::query_scalar::<_, i64>("select count(*) from forge_jobs")
-            .fetch_one(pool)
-            .await
-            .expect("count")
+        sqlx::query_scalar::<_, i64>("select count(*) from forge_jobs").fetch_one(pool).await.expect("count")
     };
     assert_eq!(count(a.pool()).await, 1);
     assert_eq!(count(b.pool()).await, 0, "b does not see a's rows");
-    let pending = Migrator::forge()
-        .expect("migrator")
-        .pending_reason(a.pool())
-        .await
-        .expect("reason");
+    let pending = Migrator::forge().expect("migrator").pending_reason(a.pool()).await.expect("reason");
     assert_eq!(pending, None, "every Forge migration is applied");
 
     // Dropping a passing test's database removes it.
     let name = a.name().to_owned();
     drop(a);
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(b.pool())
-            .await
-            .expect("pg_database");
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(&name)
+        .fetch_one(b.pool())
+        .await
+        .expect("pg_database");
     assert!(!exists, "{name} was dropped");
 }

@@ -26,10 +26,16 @@
 #![warn(missing_docs)]
 
 pub use forge_core as core;
+pub use forge_macros::job;
+pub use forge_runtime::jobs;
+
+/// Items the macros' generated code uses; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use forge_runtime::__private::inventory;
+}
 pub use forge_runtime::{ConfigError, ForgeConfig};
-pub use forge_runtime::{
-    Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing,
-};
+pub use forge_runtime::{Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing};
 
 /// Per-test databases (cargo feature `testing`); see [`testing::TestDatabase`].
 #[cfg(feature = "testing")]
@@ -41,5 +47,6 @@ pub mod testing {
 pub mod prelude {
     pub use crate::cluster::Shutdown;
     pub use crate::config::{ForgeConfig, Role};
+    pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }

@@ -79,8 +79,7 @@ fn fail(message: &str) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let config =
-        ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
+    let config = ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Config => {
             let mut value = serde_json::to_value(&config).map_err(|e| e.to_string())?;
@@ -98,49 +97,31 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate { action } => {
             let dir = cli.project.join(&config.database.migrations_dir);
             let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
-            let db = Database::connect(&config, &cli.project)
-                .await
-                .map_err(|e| e.to_string())?;
+            let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
             let result = migrate(&migrator, &db, action, cli.json).await;
             let closed = db.close().await.map_err(|e| e.to_string());
             result.and(closed)
         }
-        Command::Db {
-            action: DbAction::Shell { args },
-        } => {
-            let db = Database::connect(&config, &cli.project)
-                .await
-                .map_err(|e| e.to_string())?;
+        Command::Db { action: DbAction::Shell { args } } => {
+            let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
             // The embedded target is a socket URL without secrets; a configured URL is used as is.
-            let url = config
-                .database
-                .url
-                .clone()
-                .unwrap_or_else(|| db.target().to_owned());
-            let status = tokio::process::Command::new("psql")
-                .arg(&url)
-                .args(&args)
-                .status()
-                .await;
+            let url = config.database.url.clone().unwrap_or_else(|| db.target().to_owned());
+            let status = tokio::process::Command::new("psql").arg(&url).args(&args).status().await;
             let closed = db.close().await.map_err(|e| e.to_string());
             match status {
                 Ok(status) if status.success() => closed,
                 Ok(status) => Err(format!("psql exited with {status}")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err("psql not found; install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)".to_owned())
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+                    "psql not found; install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)"
+                        .to_owned(),
+                ),
                 Err(e) => Err(format!("cannot run psql: {e}")),
             }
         }
     }
 }
 
-async fn migrate(
-    migrator: &Migrator,
-    db: &Database,
-    action: MigrateAction,
-    json: bool,
-) -> Result<(), String> {
+async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json: bool) -> Result<(), String> {
     let pool = db.pool();
     let labels = |ms: Vec<forge::db::Migration>| ms.iter().map(|m| m.label()).collect::<Vec<_>>();
     match action {
@@ -158,9 +139,7 @@ async fn migrate(
                 .migrations()
                 .iter()
                 .map(|m| {
-                    let a = applied
-                        .iter()
-                        .find(|a| a.source == m.source && a.version == m.version);
+                    let a = applied.iter().find(|a| a.source == m.source && a.version == m.version);
                     serde_json::json!({
                         "migration": m.label(),
                         "applied_at": a.map(|a| a.applied_at.to_rfc3339()),
@@ -174,15 +153,8 @@ async fn migrate(
                 println!("{:<40} APPLIED AT", "MIGRATION");
                 for row in rows {
                     let at = row["applied_at"].as_str().unwrap_or("pending");
-                    let changed = if row["changed"].as_bool() == Some(true) {
-                        "  (file changed since!)"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "{:<40} {at}{changed}",
-                        row["migration"].as_str().unwrap_or_default()
-                    );
+                    let changed = if row["changed"].as_bool() == Some(true) { "  (file changed since!)" } else { "" };
+                    println!("{:<40} {at}{changed}", row["migration"].as_str().unwrap_or_default());
                 }
             }
         }

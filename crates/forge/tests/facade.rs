@@ -4,21 +4,13 @@ use forge::prelude::*;
 
 #[tokio::test]
 async fn readme_example_node_becomes_ready() {
-    let db = forge::testing::TestDatabase::new()
-        .await
-        .expect("fresh, migrated database");
+    let db = forge::testing::TestDatabase::new().await.expect("fresh, migrated database");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let node = Forge::builder()
-        .config(db.config())
-        .listener(port)
-        .build()
-        .expect("build");
+    let node = Forge::builder().config(db.config()).listener(port).build().expect("build");
     let running = node.start().await.expect("start");
     let addr = running.local_addr().expect("gateway role is on by default");
 
-    let body = reqwest::get(format!("http://{addr}/ready"))
-        .await
-        .expect("GET /ready");
+    let body = reqwest::get(format!("http://{addr}/ready")).await.expect("GET /ready");
     assert_eq!(body.status().as_u16(), 200);
     running.stop().await.expect("stop");
 }

@@ -15,10 +15,7 @@ fn free_port() -> u16 {
 
 /// Polls `url` until it answers `want`, or fails after `limit`. Returns the last body.
 async fn wait_for(url: &str, want: u16, limit: Duration, child: &mut Child) -> String {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
     let deadline = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -29,13 +26,7 @@ async fn wait_for(url: &str, want: u16, limit: Duration, child: &mut Child) -> S
             Ok(response) if response.status().as_u16() == want => {
                 return response.text().await.expect("body");
             }
-            Ok(response) => {
-                last = format!(
-                    "{} {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                )
-            }
+            Ok(response) => last = format!("{} {}", response.status(), response.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -62,10 +53,7 @@ fn sigterm_and_wait(mut child: Child) -> std::process::ExitStatus {
 
 fn spawn(dir: &Path, port: u16, database_url: Option<&str>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstart"));
-    cmd.current_dir(dir)
-        .env("FORGE_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.current_dir(dir).env("FORGE_PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::inherit());
     match database_url {
         Some(url) => cmd.env("DATABASE_URL", url),
         None => cmd.env_remove("DATABASE_URL"),
@@ -79,61 +67,28 @@ async fn serves_probes_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().expect("project dir");
     let port = free_port();
     let mut child = spawn(dir.path(), port, Some(db.url()));
-    wait_for(
-        &format!("http://127.0.0.1:{port}/health"),
-        200,
-        Duration::from_secs(30),
-        &mut child,
-    )
-    .await;
-    let body = wait_for(
-        &format!("http://127.0.0.1:{port}/ready"),
-        200,
-        Duration::from_secs(30),
-        &mut child,
-    )
-    .await;
+    wait_for(&format!("http://127.0.0.1:{port}/health"), 200, Duration::from_secs(30), &mut child).await;
+    let body = wait_for(&format!("http://127.0.0.1:{port}/ready"), 200, Duration::from_secs(30), &mut child).await;
     assert!(body.contains("ready"), "{body}");
-    assert!(
-        !dir.path().join(".forge").exists(),
-        "with DATABASE_URL set, nothing is started"
-    );
+    assert!(!dir.path().join(".forge").exists(), "with DATABASE_URL set, nothing is started");
     let status = sigterm_and_wait(child);
     assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]
 async fn starts_its_own_postgres_without_database_url() {
-    let dir = tempfile::Builder::new()
-        .prefix("forge-quickstart-")
-        .tempdir()
-        .expect("project dir");
+    let dir = tempfile::Builder::new().prefix("forge-quickstart-").tempdir().expect("project dir");
     // tempdir makes the folder 0700; as root the server runs as `postgres`, which must reach it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let port = free_port();
     let mut child = spawn(dir.path(), port, None);
-    let body = wait_for(
-        &format!("http://127.0.0.1:{port}/ready"),
-        200,
-        Duration::from_secs(90),
-        &mut child,
-    )
-    .await;
+    let body = wait_for(&format!("http://127.0.0.1:{port}/ready"), 200, Duration::from_secs(90), &mut child).await;
     assert!(body.contains("ready"), "{body}");
     let cluster = dir.path().join(".forge/postgres");
-    assert!(
-        cluster.join("data/PG_VERSION").exists(),
-        "cluster created in .forge/postgres"
-    );
-    assert!(
-        cluster.join(".s.PGSQL.5432").exists(),
-        "socket in the cluster folder"
-    );
+    assert!(cluster.join("data/PG_VERSION").exists(), "cluster created in .forge/postgres");
+    assert!(cluster.join(".s.PGSQL.5432").exists(), "socket in the cluster folder");
 
     let status = sigterm_and_wait(child);
     assert!(status.success(), "exit status {status}");
-    assert!(
-        !cluster.join("data/postmaster.pid").exists(),
-        "the embedded server stopped with the process"
-    );
+    assert!(!cluster.join("data/postmaster.pid").exists(), "the embedded server stopped with the process");
 }

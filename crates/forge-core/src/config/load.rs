@@ -9,15 +9,7 @@ use serde::de::DeserializeOwned;
 use super::ForgeConfig;
 
 /// The sections of `forge.toml`; `FORGE_<SECTION>_<KEY>` overrides only these.
-const SECTIONS: [&str; 7] = [
-    "project",
-    "database",
-    "node",
-    "gateway",
-    "worker",
-    "observability",
-    "auth",
-];
+const SECTIONS: [&str; 7] = ["project", "database", "node", "gateway", "worker", "observability", "auth"];
 
 /// Why a configuration could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +51,14 @@ pub enum ConfigError {
 }
 
 fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("`{key}`: ")
-    }
+    if key.is_empty() { String::new() } else { format!("`{key}`: ") }
 }
 
 impl ConfigError {
     /// The dotted key the error is about, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::File { key, .. } | ConfigError::Env { key, .. } if !key.is_empty() => {
-                Some(key)
-            }
+            ConfigError::File { key, .. } | ConfigError::Env { key, .. } if !key.is_empty() => Some(key),
             _ => None,
         }
     }
@@ -96,18 +82,15 @@ impl ForgeConfig {
     /// Parses TOML text that came from `file` (used only in error messages), without looking at
     /// the environment.
     pub fn parse_named(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let deserializer = toml::de::Deserializer::parse(text)
-            .map_err(|e| file_error(file, text, String::new(), &e))?;
+        let deserializer =
+            toml::de::Deserializer::parse(text).map_err(|e| file_error(file, text, String::new(), &e))?;
         deserialize_tracked(deserializer).map_err(|(path, e)| file_error(file, text, path, &e))
     }
 
     /// Reads `path` and applies environment overrides from the process environment.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_owned(), source })?;
         Self::parse_with_env(&text, path, std::env::vars())
     }
 
@@ -117,13 +100,8 @@ impl ForgeConfig {
         let path = path.as_ref();
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse_with_env(&text, path, std::env::vars()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::parse_with_env("", path, std::env::vars())
-            }
-            Err(source) => Err(ConfigError::Io {
-                file: path.to_owned(),
-                source,
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse_with_env("", path, std::env::vars()),
+            Err(source) => Err(ConfigError::Io { file: path.to_owned(), source }),
         }
     }
 
@@ -140,13 +118,10 @@ impl ForgeConfig {
         if overrides.is_empty() {
             return Ok(from_file);
         }
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| file_error(file, text, String::new(), &e))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| file_error(file, text, String::new(), &e))?;
         let defaults = toml::Table::try_from(ForgeConfig::default()).unwrap_or_default();
         for o in &overrides {
-            let section = table
-                .entry(o.section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let section = table.entry(o.section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let Some(section) = section.as_table_mut() else {
                 return Err(ConfigError::Env {
                     var: o.var.clone(),
@@ -166,11 +141,7 @@ impl ForgeConfig {
                 .or_else(|| overrides.iter().rev().find(|o| key.starts_with(&o.section)))
                 .map(|o| o.var.clone())
                 .unwrap_or_else(|| "FORGE_*".to_owned());
-            ConfigError::Env {
-                var,
-                key,
-                message: clean_message(e.message()),
-            }
+            ConfigError::Env { var, key, message: clean_message(e.message()) }
         })
     }
 }
@@ -201,12 +172,7 @@ fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
             _ => None,
         };
         if let Some((section, key)) = alias {
-            aliases.push(Override {
-                var,
-                section: section.to_owned(),
-                key: key.to_owned(),
-                value,
-            });
+            aliases.push(Override { var, section: section.to_owned(), key: key.to_owned(), value });
             continue;
         }
         let Some(rest) = var.strip_prefix("FORGE_") else {
@@ -220,12 +186,7 @@ fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
             continue;
         }
         let key = key.to_ascii_lowercase();
-        long.push(Override {
-            var,
-            section,
-            key,
-            value,
-        });
+        long.push(Override { var, section, key, value });
     }
     aliases.sort_by(|a, b| a.var.cmp(&b.var));
     long.sort_by(|a, b| a.var.cmp(&b.var));
@@ -236,11 +197,7 @@ fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
 /// Turns an environment string into the TOML value its key expects, going by the type of the
 /// key's default. A value that does not fit stays a string, so the error names the expected type.
 fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
-    let parsed = || {
-        raw.parse::<toml::Value>()
-            .ok()
-            .or_else(|| parse_inline(raw))
-    };
+    let parsed = || raw.parse::<toml::Value>().ok().or_else(|| parse_inline(raw));
     match default {
         Some(toml::Value::Integer(_)) => raw.trim().parse::<i64>().map(toml::Value::Integer).ok(),
         Some(toml::Value::Boolean(_)) => raw.trim().parse::<bool>().map(toml::Value::Boolean).ok(),
@@ -269,15 +226,11 @@ where
     T: DeserializeOwned,
     D: serde::Deserializer<'de, Error = toml::de::Error>,
 {
-    serde_path_to_error::deserialize(deserializer)
-        .map_err(|e| (e.path().to_string(), e.into_inner()))
+    serde_path_to_error::deserialize(deserializer).map_err(|e| (e.path().to_string(), e.into_inner()))
 }
 
 fn file_error(file: &Path, text: &str, path: String, error: &toml::de::Error) -> ConfigError {
-    let (line, column) = error
-        .span()
-        .map(|span| line_column(text, span))
-        .unwrap_or((1, 1));
+    let (line, column) = error.span().map(|span| line_column(text, span)).unwrap_or((1, 1));
     ConfigError::File {
         file: file.to_owned(),
         key: full_key(&path, error.message()),
@@ -292,14 +245,9 @@ fn file_error(file: &Path, text: &str, path: String, error: &toml::de::Error) ->
 /// the document root.
 fn full_key(path: &str, message: &str) -> String {
     let path = if path == "." { "" } else { path };
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, _)| field);
+    let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(field, _)| field);
     match (path, unknown) {
-        (path, Some(field)) if path == field || path.ends_with(&format!(".{field}")) => {
-            path.to_owned()
-        }
+        (path, Some(field)) if path == field || path.ends_with(&format!(".{field}")) => path.to_owned(),
         ("", Some(field)) => field.to_owned(),
         (path, Some(field)) => format!("{path}.{field}"),
         (path, None) => path.to_owned(),

@@ -70,9 +70,7 @@ pub struct ProjectConfig {
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        Self {
-            name: "forge-app".to_owned(),
-        }
+        Self { name: "forge-app".to_owned() }
     }
 }
 
@@ -242,6 +240,10 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long a claimed job's lease lasts without a heartbeat. Default `"30s"`.
     pub lease: Duration,
+    /// On shutdown, how long running jobs may finish before they are released. Default `"30s"`.
+    pub shutdown_timeout: Duration,
+    /// Finished jobs older than this are deleted. Default `"1d"`.
+    pub prune_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -250,6 +252,8 @@ impl Default for WorkerConfig {
             queues: BTreeMap::from([("default".to_owned(), QueueConfig::default())]),
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            prune_after: Duration::from_secs(86_400),
         }
     }
 }
@@ -266,9 +270,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self {
-            concurrency: NonZeroUsize::new(10).expect("10 is not zero"),
-        }
+        Self { concurrency: NonZeroUsize::new(10).expect("10 is not zero") }
     }
 }
 
@@ -288,11 +290,7 @@ pub struct ObservabilityConfig {
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        Self {
-            log_level: "info".to_owned(),
-            log_format: LogFormat::Pretty,
-            retention: RetentionConfig::default(),
-        }
+        Self { log_level: "info".to_owned(), log_format: LogFormat::Pretty, retention: RetentionConfig::default() }
     }
 }
 
@@ -349,10 +347,7 @@ pub struct AuthConfig {
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .finish()
@@ -364,37 +359,23 @@ fn at_least_one_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZer
     u32::try_from(n)
         .ok()
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| {
-            de::Error::custom(format!(
-                "{n} is not allowed; use a whole number of at least 1"
-            ))
-        })
+        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
 }
 
-fn at_least_one_usize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<NonZeroUsize, D::Error> {
+fn at_least_one_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NonZeroUsize, D::Error> {
     let n = i64::deserialize(deserializer)?;
     usize::try_from(n)
         .ok()
         .and_then(NonZeroUsize::new)
-        .ok_or_else(|| {
-            de::Error::custom(format!(
-                "{n} is not allowed; use a whole number of at least 1"
-            ))
-        })
+        .ok_or_else(|| de::Error::custom(format!("{n} is not allowed; use a whole number of at least 1")))
 }
 
-fn queue_map<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, QueueConfig>, D::Error> {
+fn queue_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, QueueConfig>, D::Error> {
     let queues = BTreeMap::<String, QueueConfig>::deserialize(deserializer)?;
     for name in queues.keys() {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             return Err(de::Error::custom(format!(
                 "queue name {name:?} is not allowed; use 1 to 64 letters, digits, '_' or '-'"

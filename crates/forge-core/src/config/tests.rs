@@ -3,22 +3,15 @@ use std::path::Path;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn assert_file_error(text: &str, key: &str, line: usize, needle: &str) {
-    let err = ForgeConfig::parse_named(text, Path::new("app/forge.toml"))
-        .expect_err("config should be refused");
+    let err = ForgeConfig::parse_named(text, Path::new("app/forge.toml")).expect_err("config should be refused");
     let shown = err.to_string();
     assert_eq!(err.key(), Some(key), "{shown}");
     assert_eq!(err.line(), Some(line), "{shown}");
-    assert!(
-        shown.starts_with(&format!("app/forge.toml:{line}:")),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("app/forge.toml:{line}:")), "{shown}");
     assert!(shown.contains(&format!("`{key}`")), "{shown}");
     assert!(shown.contains(needle), "{shown}");
 }
@@ -77,10 +70,7 @@ jwt_issuer = "billing"
     assert_eq!(c.project.name, "billing");
     assert_eq!(c.database.pool_size.get(), 25);
     assert_eq!(c.database.connect_timeout.as_std().as_secs(), 2);
-    assert_eq!(
-        c.node.roles.iter().collect::<Vec<_>>(),
-        vec![Role::Worker, Role::Scheduler]
-    );
+    assert_eq!(c.node.roles.iter().collect::<Vec<_>>(), vec![Role::Worker, Role::Scheduler]);
     assert!(!c.node.roles.contains(Role::Gateway));
     assert_eq!(c.node.capabilities, vec!["gpu"]);
     assert_eq!(c.gateway.port.get(), 9000);
@@ -89,96 +79,46 @@ jwt_issuer = "billing"
     assert_eq!(c.worker.queues.len(), 2);
     assert_eq!(c.worker.queues["emails"].concurrency.get(), 50);
     assert_eq!(c.observability.log_format, LogFormat::Json);
-    assert_eq!(
-        c.observability.retention.logs.as_std().as_secs(),
-        14 * 86_400
-    );
-    assert_eq!(
-        c.observability.retention.traces.as_std().as_secs(),
-        3 * 86_400
-    );
+    assert_eq!(c.observability.retention.logs.as_std().as_secs(), 14 * 86_400);
+    assert_eq!(c.observability.retention.traces.as_std().as_secs(), 3 * 86_400);
     assert_eq!(c.auth.jwt_secret.as_deref(), Some("s3cret"));
-    assert!(
-        !format!("{:?}", c.auth).contains("s3cret"),
-        "secrets stay out of Debug output"
-    );
+    assert!(!format!("{:?}", c.auth).contains("s3cret"), "secrets stay out of Debug output");
 }
 
 #[test]
 fn unknown_key_names_key_and_line() {
-    assert_file_error(
-        "[gateway]\nhost = \"x\"\nprot = 80\n",
-        "gateway.prot",
-        3,
-        "unknown field",
-    );
+    assert_file_error("[gateway]\nhost = \"x\"\nprot = 80\n", "gateway.prot", 3, "unknown field");
     assert_file_error("colour = \"blue\"\n", "colour", 1, "unknown field");
     assert_file_error("[gatewy]\nport = 1\n", "gatewy", 1, "unknown field");
 }
 
 #[test]
 fn wrong_type_names_key_and_line() {
-    assert_file_error(
-        "[database]\n\npool_size = \"ten\"\n",
-        "database.pool_size",
-        3,
-        "",
-    );
+    assert_file_error("[database]\n\npool_size = \"ten\"\n", "database.pool_size", 3, "");
     assert_file_error("[node]\nroles = \"worker\"\n", "node.roles", 2, "");
-    assert_file_error(
-        "[gateway]\nrequest_timeout = 30\n",
-        "gateway.request_timeout",
-        2,
-        "duration",
-    );
+    assert_file_error("[gateway]\nrequest_timeout = 30\n", "gateway.request_timeout", 2, "duration");
 }
 
 #[test]
 fn impossible_values_name_key_and_line() {
-    assert_file_error(
-        "[gateway]\nport = 0\n",
-        "gateway.port",
-        2,
-        "port 0 is not allowed",
-    );
+    assert_file_error("[gateway]\nport = 0\n", "gateway.port", 2, "port 0 is not allowed");
     assert_file_error("[gateway]\nport = 70000\n", "gateway.port", 2, "port 70000");
     assert_file_error("[node]\nroles = []\n", "node.roles", 2, "at least one");
-    assert_file_error(
-        "[node]\nroles = [\"cook\"]\n",
-        "node.roles[0]",
-        2,
-        "unknown variant `cook`",
-    );
+    assert_file_error("[node]\nroles = [\"cook\"]\n", "node.roles[0]", 2, "unknown variant `cook`");
     assert_file_error(
         "[worker.queues.default]\nconcurrency = 0\n",
         "worker.queues.default.concurrency",
         2,
         "at least 1",
     );
-    assert_file_error(
-        "[worker]\nlease = \"0s\"\n",
-        "worker.lease",
-        2,
-        "greater than zero",
-    );
-    assert_file_error(
-        "[database]\npool_size = -3\n",
-        "database.pool_size",
-        2,
-        "-3 is not allowed",
-    );
-    assert_file_error(
-        "[worker.queues.\"bad queue\"]\nconcurrency = 1\n",
-        "worker.queues",
-        1,
-        "bad queue",
-    );
+    assert_file_error("[worker]\nlease = \"0s\"\n", "worker.lease", 2, "greater than zero");
+    assert_file_error("[database]\npool_size = -3\n", "database.pool_size", 2, "-3 is not allowed");
+    assert_file_error("[worker.queues.\"bad queue\"]\nconcurrency = 1\n", "worker.queues", 1, "bad queue");
 }
 
 #[test]
 fn syntax_error_names_line() {
-    let err =
-        ForgeConfig::parse_named("[gateway]\nport = = 3\n", Path::new("forge.toml")).unwrap_err();
+    let err = ForgeConfig::parse_named("[gateway]\nport = = 3\n", Path::new("forge.toml")).unwrap_err();
     assert_eq!(err.line(), Some(2), "{err}");
     assert!(err.to_string().starts_with("forge.toml:2:"), "{err}");
 }
@@ -201,10 +141,7 @@ fn environment_overrides_the_file() {
     assert_eq!(c.gateway.port.get(), 7000);
     assert_eq!(c.database.url.as_deref(), Some("postgres://x@h/db"));
     assert_eq!(c.database.pool_size.get(), 12);
-    assert_eq!(
-        c.node.roles.iter().collect::<Vec<_>>(),
-        vec![Role::Worker, Role::Scheduler]
-    );
+    assert_eq!(c.node.roles.iter().collect::<Vec<_>>(), vec![Role::Worker, Role::Scheduler]);
     assert_eq!(c.worker.poll_interval.as_std().as_millis(), 50);
     assert_eq!(c.worker.queues.keys().collect::<Vec<_>>(), vec!["mail"]);
     assert_eq!(c.auth.jwt_secret.as_deref(), Some("from-env"));
@@ -219,39 +156,23 @@ fn long_form_wins_over_alias() {
 
 #[test]
 fn bad_environment_value_names_the_variable() {
-    let err = ForgeConfig::parse_with_env("", Path::new("forge.toml"), env(&[("FORGE_PORT", "0")]))
-        .unwrap_err();
-    assert!(
-        matches!(&err, ConfigError::Env { var, .. } if var == "FORGE_PORT"),
-        "{err}"
-    );
+    let err = ForgeConfig::parse_with_env("", Path::new("forge.toml"), env(&[("FORGE_PORT", "0")])).unwrap_err();
+    assert!(matches!(&err, ConfigError::Env { var, .. } if var == "FORGE_PORT"), "{err}");
     assert_eq!(err.key(), Some("gateway.port"));
 
-    let err = ForgeConfig::parse_with_env(
-        "",
-        Path::new("forge.toml"),
-        env(&[("FORGE_GATEWAY_PORTT", "1")]),
-    )
-    .unwrap_err();
+    let err =
+        ForgeConfig::parse_with_env("", Path::new("forge.toml"), env(&[("FORGE_GATEWAY_PORTT", "1")])).unwrap_err();
     assert!(err.to_string().contains("FORGE_GATEWAY_PORTT"), "{err}");
     assert_eq!(err.key(), Some("gateway.portt"));
 
-    let err = ForgeConfig::parse_with_env(
-        "",
-        Path::new("forge.toml"),
-        env(&[("FORGE_NODE_ROLES", "")]),
-    )
-    .unwrap_err();
+    let err = ForgeConfig::parse_with_env("", Path::new("forge.toml"), env(&[("FORGE_NODE_ROLES", "")])).unwrap_err();
     assert!(err.to_string().contains("FORGE_NODE_ROLES"), "{err}");
 }
 
 #[test]
 fn a_bad_file_is_reported_before_the_environment() {
-    let err = ForgeConfig::parse_with_env(
-        "[gateway]\nport = 0\n",
-        Path::new("forge.toml"),
-        env(&[("FORGE_PORT", "1")]),
-    )
-    .unwrap_err();
+    let err =
+        ForgeConfig::parse_with_env("[gateway]\nport = 0\n", Path::new("forge.toml"), env(&[("FORGE_PORT", "1")]))
+            .unwrap_err();
     assert_eq!(err.line(), Some(2));
 }

@@ -46,9 +46,8 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parsed = humantime::parse_duration(s.trim()).map_err(|e| {
-            format!("invalid duration {s:?} ({e}); write it like \"5s\", \"250ms\" or \"7d\"")
-        })?;
+        let parsed = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"5s\", \"250ms\" or \"7d\""))?;
         if parsed.is_zero() {
             return Err(format!("duration {s:?} must be greater than zero"));
         }
@@ -122,9 +121,8 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (digits, unit) = t.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| {
-            format!("invalid size {s:?}; write it like 1048576, \"512KiB\" or \"2MiB\"")
-        })?;
+        let n: u64 =
+            digits.parse().map_err(|_| format!("invalid size {s:?}; write it like 1048576, \"512KiB\" or \"2MiB\""))?;
         let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -134,14 +132,10 @@ impl FromStr for ByteSize {
             "gb" => 1_000_000_000,
             "gib" | "g" => 1 << 30,
             other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?}; use B, KB, KiB, MB, MiB, GB or GiB"
-                ));
+                return Err(format!("unknown size unit {other:?} in {s:?}; use B, KB, KiB, MB, MiB, GB or GiB"));
             }
         };
-        let bytes = n
-            .checked_mul(factor)
-            .ok_or_else(|| format!("size {s:?} is too large"))?;
+        let bytes = n.checked_mul(factor).ok_or_else(|| format!("size {s:?} is too large"))?;
         if bytes == 0 {
             return Err(format!("size {s:?} must be greater than zero"));
         }
@@ -219,10 +213,7 @@ impl FromStr for Port {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let n: u16 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid port {s:?}; use 1 to 65535"))?;
+        let n: u16 = s.trim().parse().map_err(|_| format!("invalid port {s:?}; use 1 to 65535"))?;
         Port::new(n).ok_or_else(|| "port 0 is not allowed; use 1 to 65535".to_owned())
     }
 }
@@ -255,14 +246,8 @@ mod tests {
 
     #[test]
     fn durations_parse_and_refuse_zero() {
-        assert_eq!(
-            "250ms".parse::<Duration>().unwrap().as_std().as_millis(),
-            250
-        );
-        assert_eq!(
-            "7d".parse::<Duration>().unwrap().as_std().as_secs(),
-            7 * 86_400
-        );
+        assert_eq!("250ms".parse::<Duration>().unwrap().as_std().as_millis(), 250);
+        assert_eq!("7d".parse::<Duration>().unwrap().as_std().as_secs(), 7 * 86_400);
         assert!("0ms".parse::<Duration>().is_err());
         assert!("soon".parse::<Duration>().is_err());
     }

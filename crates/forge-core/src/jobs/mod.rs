@@ -26,3 +26,14 @@ pub use backoff::{Backoff, BackoffKind};
 pub use error::JobError;
 pub use options::{JobOptions, Priority, Unique, UniqueBy};
 pub use state::{InvalidTransition, JobState};
+
+/// A job's id: `forge_jobs.id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -92,11 +92,7 @@ type Result<T, E = EmbeddedError> = std::result::Result<T, E>;
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EmbeddedError + use<> {
     let path = path.to_owned();
-    move |source| EmbeddedError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| EmbeddedError::Io { action, path, source }
 }
 
 /// A running embedded cluster, shared with other processes through `users.lock`.
@@ -123,11 +119,7 @@ impl EmbeddedPostgres {
     /// until the server accepts connections; call it from `spawn_blocking` in async code.
     pub fn start(dir: impl AsRef<Path>) -> Result<Self> {
         let bin_dir = find_binaries()?;
-        let run_as = if is_root() {
-            Some(postgres_user()?)
-        } else {
-            None
-        };
+        let run_as = if is_root() { Some(postgres_user()?) } else { None };
         let dir = absolute(dir.as_ref())?;
         let dir = match &run_as {
             Some(user) if !reachable_by(&dir, user.uid)? => {
@@ -143,28 +135,17 @@ impl EmbeddedPostgres {
         };
         check_socket_path(&dir)?;
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("cannot chmod", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err("cannot chmod", &dir))?;
         if let Some(user) = &run_as {
-            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
-                .map_err(io_err("cannot chown", &dir))?;
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)).map_err(io_err("cannot chown", &dir))?;
         }
 
         let users_lock = open_lock(&dir.join("users.lock"))?;
-        users_lock
-            .lock_shared()
-            .map_err(io_err("cannot lock", &dir.join("users.lock")))?;
+        users_lock.lock_shared().map_err(io_err("cannot lock", &dir.join("users.lock")))?;
         let start_lock = open_lock(&dir.join("start.lock"))?;
-        start_lock
-            .lock()
-            .map_err(io_err("cannot lock", &dir.join("start.lock")))?;
+        start_lock.lock().map_err(io_err("cannot lock", &dir.join("start.lock")))?;
 
-        let cluster = Self {
-            dir,
-            bin_dir,
-            run_as,
-            users_lock: Some(users_lock),
-        };
+        let cluster = Self { dir, bin_dir, run_as, users_lock: Some(users_lock) };
         cluster.init_if_needed()?;
         if !cluster.is_running()? {
             cluster.pg_ctl_start()?;
@@ -185,20 +166,13 @@ impl EmbeddedPostgres {
 
     /// Connection options for `database` as the embedded superuser, over the Unix socket.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.dir)
-            .port(SOCKET_PORT)
-            .username(EMBEDDED_USER)
-            .database(database)
+        PgConnectOptions::new().socket(&self.dir).port(SOCKET_PORT).username(EMBEDDED_USER).database(database)
     }
 
     /// A `postgres://` URL for `database` (the `host` parameter names the socket folder), usable
     /// by sqlx and by `psql`.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{EMBEDDED_USER}@localhost:{SOCKET_PORT}/{database}?host={}",
-            self.dir.display()
-        )
+        format!("postgres://{EMBEDDED_USER}@localhost:{SOCKET_PORT}/{database}?host={}", self.dir.display())
     }
 
     /// Stops the server unless another process still uses it.
@@ -215,24 +189,10 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         let start_lock = open_lock(&self.dir.join("start.lock"))?;
-        start_lock
-            .lock()
-            .map_err(io_err("cannot lock", &self.dir.join("start.lock")))?;
+        start_lock.lock().map_err(io_err("cannot lock", &self.dir.join("start.lock")))?;
         if self.is_running()? {
             let data = self.data_dir();
-            self.run(
-                "pg_ctl",
-                &[
-                    "stop",
-                    "-D",
-                    path_str(&data),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "-t",
-                    "60",
-                ],
-            )?;
+            self.run("pg_ctl", &["stop", "-D", path_str(&data), "-m", "fast", "-w", "-t", "60"])?;
         }
         Ok(())
     }
@@ -249,17 +209,7 @@ impl EmbeddedPostgres {
         tracing::info!(dir = %self.dir.display(), "creating the embedded PostgreSQL cluster");
         self.run(
             "initdb",
-            &[
-                "-D",
-                path_str(&data),
-                "-U",
-                EMBEDDED_USER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
+            &["-D", path_str(&data), "-U", EMBEDDED_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
         )?;
         // Tests open many small pools in parallel; the default of 100 connections is tight.
         let conf = data.join("postgresql.conf");
@@ -271,10 +221,7 @@ impl EmbeddedPostgres {
 
     fn is_running(&self) -> Result<bool> {
         let data = self.data_dir();
-        let out = self
-            .command("pg_ctl")
-            .args(["status", "-D", path_str(&data)])
-            .output();
+        let out = self.command("pg_ctl").args(["status", "-D", path_str(&data)]).output();
         let out = out.map_err(io_err("cannot run", &self.bin_dir.join("pg_ctl")))?;
         // 0: running; 3: not running; 4: no data folder.
         Ok(out.status.success())
@@ -286,35 +233,13 @@ impl EmbeddedPostgres {
         // pg_ctl hands -o to a shell; check_socket_path has refused quotes in the path.
         let options = format!("-k '{}' -p {SOCKET_PORT}", self.dir.display());
         tracing::info!(dir = %self.dir.display(), "starting the embedded PostgreSQL server");
-        self.run(
-            "pg_ctl",
-            &[
-                "start",
-                "-D",
-                path_str(&data),
-                "-l",
-                path_str(&log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &options,
-            ],
-        )
-        .map_err(|e| match e {
-            EmbeddedError::Command {
-                command,
-                status,
-                output,
-            } => {
+        self.run("pg_ctl", &["start", "-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "-o", &options])
+            .map_err(|e| match e {
+            EmbeddedError::Command { command, status, output } => {
                 let tail = fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(5).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                EmbeddedError::Command {
-                    command,
-                    status,
-                    output: format!("{output}\n{}", tail.join("\n")),
-                }
+                EmbeddedError::Command { command, status, output: format!("{output}\n{}", tail.join("\n")) }
             }
             other => other,
         })?;
@@ -323,24 +248,16 @@ impl EmbeddedPostgres {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
-        cmd.current_dir(&self.dir)
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA");
+        cmd.current_dir(&self.dir).env("LC_ALL", "C").env_remove("PGDATA");
         if let Some(user) = &self.run_as {
-            cmd.uid(user.uid)
-                .gid(user.gid)
-                .env("HOME", &user.home)
-                .env("USER", EMBEDDED_USER);
+            cmd.uid(user.uid).gid(user.gid).env("HOME", &user.home).env("USER", EMBEDDED_USER);
         }
         cmd
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
-        let out = self
-            .command(program)
-            .args(args)
-            .output()
-            .map_err(io_err("cannot run", &self.bin_dir.join(program)))?;
+        let out =
+            self.command(program).args(args).output().map_err(io_err("cannot run", &self.bin_dir.join(program)))?;
         if out.status.success() {
             return Ok(out);
         }
@@ -372,18 +289,12 @@ pub fn find_binaries() -> Result<PathBuf> {
 }
 
 fn find_binaries_in(path: Option<std::ffi::OsString>, versions_dir: &Path) -> Result<PathBuf> {
-    let has_all = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
     if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             let pg_ctl = dir.join("pg_ctl");
             if pg_ctl.is_file()
-                && let Some(real) = fs::canonicalize(&pg_ctl)
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                && let Some(real) = fs::canonicalize(&pg_ctl).ok().and_then(|p| p.parent().map(Path::to_path_buf))
                 && has_all(&real)
             {
                 return Ok(real);
@@ -401,10 +312,7 @@ fn find_binaries_in(path: Option<std::ffi::OsString>, versions_dir: &Path) -> Re
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or(EmbeddedError::BinariesNotFound)
+    versions.pop().map(|(_, bin)| bin).ok_or(EmbeddedError::BinariesNotFound)
 }
 
 fn is_root() -> bool {
@@ -424,17 +332,9 @@ fn postgres_user() -> Result<SystemUser> {
         let home = if (*pw).pw_dir.is_null() {
             PathBuf::from("/")
         } else {
-            PathBuf::from(
-                std::ffi::CStr::from_ptr((*pw).pw_dir)
-                    .to_string_lossy()
-                    .into_owned(),
-            )
+            PathBuf::from(std::ffi::CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned())
         };
-        Ok(SystemUser {
-            uid: (*pw).pw_uid,
-            gid: (*pw).pw_gid,
-            home,
-        })
+        Ok(SystemUser { uid: (*pw).pw_uid, gid: (*pw).pw_gid, home })
     }
 }
 
@@ -442,8 +342,7 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
     if dir.is_absolute() {
         return Ok(dir.to_owned());
     }
-    let cwd = std::env::current_dir()
-        .map_err(io_err("cannot read the current folder", Path::new(".")))?;
+    let cwd = std::env::current_dir().map_err(io_err("cannot read the current folder", Path::new(".")))?;
     Ok(cwd.join(dir))
 }
 
@@ -454,11 +353,7 @@ fn reachable_by(dir: &Path, uid: u32) -> Result<bool> {
             continue;
         };
         let mode = meta.mode();
-        let searchable = if meta.uid() == uid {
-            mode & 0o100 != 0
-        } else {
-            mode & 0o001 != 0
-        };
+        let searchable = if meta.uid() == uid { mode & 0o100 != 0 } else { mode & 0o001 != 0 };
         if !searchable {
             return Ok(false);
         }
@@ -473,15 +368,9 @@ fn fallback_dir(dir: &Path) -> PathBuf {
 }
 
 fn check_socket_path(dir: &Path) -> Result<()> {
-    let text = dir.to_str().ok_or(EmbeddedError::BadPath {
-        path: dir.to_owned(),
-        reason: "it is not UTF-8",
-    })?;
+    let text = dir.to_str().ok_or(EmbeddedError::BadPath { path: dir.to_owned(), reason: "it is not UTF-8" })?;
     if text.contains('\'') || text.contains('\\') {
-        return Err(EmbeddedError::BadPath {
-            path: dir.to_owned(),
-            reason: "it contains a quote or backslash",
-        });
+        return Err(EmbeddedError::BadPath { path: dir.to_owned(), reason: "it contains a quote or backslash" });
     }
     // sockaddr_un holds 107 bytes; the socket file name adds 14.
     if text.len() + "/.s.PGSQL.5432".len() > 107 {
@@ -494,12 +383,7 @@ fn check_socket_path(dir: &Path) -> Result<()> {
 }
 
 fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io_err("cannot open", path))
+    OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err("cannot open", path))
 }
 
 fn path_str(path: &Path) -> &str {
@@ -522,8 +406,7 @@ mod tests {
     #[test]
     fn missing_binaries_say_what_to_install() {
         let empty = tempfile::tempdir().unwrap();
-        let err =
-            find_binaries_in(Some(empty.path().as_os_str().to_owned()), empty.path()).unwrap_err();
+        let err = find_binaries_in(Some(empty.path().as_os_str().to_owned()), empty.path()).unwrap_err();
         assert!(matches!(err, EmbeddedError::BinariesNotFound));
         let message = err.to_string();
         assert!(message.contains("apt-get install postgresql"), "{message}");
@@ -541,11 +424,7 @@ mod tests {
             }
         }
         let found = find_binaries_in(None, root.path()).unwrap();
-        assert_eq!(
-            found,
-            root.path().join("16").join("bin"),
-            "the newest version wins"
-        );
+        assert_eq!(found, root.path().join("16").join("bin"), "the newest version wins");
     }
 
     #[test]

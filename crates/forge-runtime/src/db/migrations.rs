@@ -69,38 +69,22 @@ pub struct Migration {
 
 impl Migration {
     /// Parses the file `file_name` with contents `text`.
-    pub fn parse(
-        source: MigrationSource,
-        file_name: &str,
-        text: &str,
-    ) -> Result<Self, MigrationError> {
-        let bad = |reason: String| MigrationError::Invalid {
-            file: file_name.to_owned(),
-            reason,
-        };
-        let stem = file_name
-            .strip_suffix(".sql")
-            .ok_or_else(|| bad("the file name must end in .sql".to_owned()))?;
-        let (number, name) = stem
-            .split_once('_')
-            .ok_or_else(|| bad("the file name must look like 0001_create_users.sql".to_owned()))?;
+    pub fn parse(source: MigrationSource, file_name: &str, text: &str) -> Result<Self, MigrationError> {
+        let bad = |reason: String| MigrationError::Invalid { file: file_name.to_owned(), reason };
+        let stem = file_name.strip_suffix(".sql").ok_or_else(|| bad("the file name must end in .sql".to_owned()))?;
+        let (number, name) =
+            stem.split_once('_').ok_or_else(|| bad("the file name must look like 0001_create_users.sql".to_owned()))?;
         let version: i64 = number
             .parse()
             .ok()
             .filter(|v| *v > 0)
             .ok_or_else(|| bad(format!("{number:?} is not a positive migration number")))?;
         if name.is_empty() {
-            return Err(bad(
-                "the file name needs a name after the number, as in 0001_create_users.sql"
-                    .to_owned(),
-            ));
+            return Err(bad("the file name needs a name after the number, as in 0001_create_users.sql".to_owned()));
         }
 
         let normalised = text.replace("\r\n", "\n");
-        let checksum = Sha256::digest(normalised.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let checksum = Sha256::digest(normalised.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         let (mut up, mut down) = (None::<String>, None::<String>);
         let mut in_up = None::<bool>;
         for line in normalised.lines() {
@@ -134,18 +118,10 @@ impl Migration {
                 None => return Err(bad("SQL before the `-- @up` line".to_owned())),
             }
         }
-        let up = up
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| bad("no `-- @up` section, or it is empty".to_owned()))?;
+        let up =
+            up.filter(|s| !s.trim().is_empty()).ok_or_else(|| bad("no `-- @up` section, or it is empty".to_owned()))?;
         let down = down.filter(|s| !s.trim().is_empty());
-        Ok(Self {
-            source,
-            version,
-            name: name.to_owned(),
-            up,
-            down,
-            checksum,
-        })
+        Ok(Self { source, version, name: name.to_owned(), up, down, checksum })
     }
 
     /// `forge/0001_jobs` or `app/0003_add_index`: how the migration is named in messages.
@@ -243,10 +219,7 @@ impl Migrator {
         let mut files: Vec<(String, String)> = ForgeMigrations::iter()
             .filter_map(|name| {
                 let file = ForgeMigrations::get(&name)?;
-                Some((
-                    name.into_owned(),
-                    String::from_utf8_lossy(&file.data).into_owned(),
-                ))
+                Some((name.into_owned(), String::from_utf8_lossy(&file.data).into_owned()))
             })
             .collect();
         files.sort();
@@ -262,33 +235,22 @@ impl Migrator {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(migrator),
             Err(source) => {
-                return Err(MigrationError::Io {
-                    dir: dir.to_owned(),
-                    source,
-                });
+                return Err(MigrationError::Io { dir: dir.to_owned(), source });
             }
         };
         let mut files = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| MigrationError::Io {
-                dir: dir.to_owned(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| MigrationError::Io { dir: dir.to_owned(), source })?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.ends_with(".sql") {
                 continue;
             }
-            let text =
-                std::fs::read_to_string(entry.path()).map_err(|source| MigrationError::Io {
-                    dir: entry.path(),
-                    source,
-                })?;
+            let text = std::fs::read_to_string(entry.path())
+                .map_err(|source| MigrationError::Io { dir: entry.path(), source })?;
             files.push((name, text));
         }
         files.sort();
-        migrator
-            .migrations
-            .extend(parse_all(MigrationSource::App, files)?);
+        migrator.migrations.extend(parse_all(MigrationSource::App, files)?);
         Ok(migrator)
     }
 
@@ -305,12 +267,7 @@ impl Migrator {
             hasher.update(m.label().as_bytes());
             hasher.update(m.checksum.as_bytes());
         }
-        hasher
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// Applies every pending migration, in one transaction under an advisory lock. Returns the
@@ -333,10 +290,7 @@ impl Migrator {
             sqlx::raw_sql(&migration.up)
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| MigrationError::Failed {
-                    label: migration.label(),
-                    source,
-                })?;
+                .map_err(|source| MigrationError::Failed { label: migration.label(), source })?;
             let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             sqlx::query(sql::RECORD_MIGRATION)
                 .bind(migration.source.as_str())
@@ -365,26 +319,13 @@ impl Migrator {
         self.verify(&by_key)?;
 
         let mut done = Vec::new();
-        for migration in self
-            .migrations
-            .iter()
-            .rev()
-            .filter(|m| by_key.contains_key(&(m.source, m.version)))
-            .take(n)
-        {
-            let down = migration
-                .down
-                .as_ref()
-                .ok_or_else(|| MigrationError::Irreversible {
-                    label: migration.label(),
-                })?;
+        for migration in self.migrations.iter().rev().filter(|m| by_key.contains_key(&(m.source, m.version))).take(n) {
+            let down =
+                migration.down.as_ref().ok_or_else(|| MigrationError::Irreversible { label: migration.label() })?;
             sqlx::raw_sql(down)
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| MigrationError::Failed {
-                    label: migration.label(),
-                    source,
-                })?;
+                .map_err(|source| MigrationError::Failed { label: migration.label(), source })?;
             sqlx::query(sql::FORGET_MIGRATION)
                 .bind(migration.source.as_str())
                 .bind(migration.version)
@@ -400,9 +341,7 @@ impl Migrator {
     /// The migrations recorded in the database (none if the ledger does not exist yet).
     pub async fn applied(&self, pool: &PgPool) -> Result<Vec<AppliedMigration>, MigrationError> {
         let mut conn = pool.acquire().await?;
-        let exists: bool = sqlx::query_scalar(sql::LEDGER_EXISTS)
-            .fetch_one(&mut *conn)
-            .await?;
+        let exists: bool = sqlx::query_scalar(sql::LEDGER_EXISTS).fetch_one(&mut *conn).await?;
         if !exists {
             return Ok(Vec::new());
         }
@@ -424,16 +363,10 @@ impl Migrator {
             .filter(|m| !by_key.contains_key(&(m.source, m.version)))
             .map(Migration::label)
             .collect();
-        Ok(
-            (!pending.is_empty())
-                .then(|| format!("migrations not applied: {}", pending.join(", "))),
-        )
+        Ok((!pending.is_empty()).then(|| format!("migrations not applied: {}", pending.join(", "))))
     }
 
-    fn verify(
-        &self,
-        applied: &HashMap<(MigrationSource, i64), &AppliedMigration>,
-    ) -> Result<(), MigrationError> {
+    fn verify(&self, applied: &HashMap<(MigrationSource, i64), &AppliedMigration>) -> Result<(), MigrationError> {
         for migration in &self.migrations {
             if let Some(a) = applied.get(&(migration.source, migration.version))
                 && a.checksum != migration.checksum
@@ -449,21 +382,12 @@ impl Migrator {
     }
 }
 
-fn parse_all(
-    source: MigrationSource,
-    files: Vec<(String, String)>,
-) -> Result<Vec<Migration>, MigrationError> {
+fn parse_all(source: MigrationSource, files: Vec<(String, String)>) -> Result<Vec<Migration>, MigrationError> {
     let mut migrations: Vec<(String, Migration)> = Vec::with_capacity(files.len());
     for (name, text) in files {
         let migration = Migration::parse(source, &name, &text)?;
-        if let Some((first, _)) = migrations
-            .iter()
-            .find(|(_, m)| m.version == migration.version)
-        {
-            return Err(MigrationError::Duplicate {
-                first: first.clone(),
-                second: name,
-            });
+        if let Some((first, _)) = migrations.iter().find(|(_, m)| m.version == migration.version) {
+            return Err(MigrationError::Duplicate { first: first.clone(), second: name });
         }
         migrations.push((name, migration));
     }
@@ -513,8 +437,7 @@ mod tests {
     #[test]
     fn checksum_ignores_line_endings_but_not_content() {
         let a = Migration::parse(MigrationSource::App, "1_a.sql", "-- @up\nselect 1;\n").unwrap();
-        let b =
-            Migration::parse(MigrationSource::App, "1_a.sql", "-- @up\r\nselect 1;\r\n").unwrap();
+        let b = Migration::parse(MigrationSource::App, "1_a.sql", "-- @up\r\nselect 1;\r\n").unwrap();
         let c = Migration::parse(MigrationSource::App, "1_a.sql", "-- @up\nselect 2;\n").unwrap();
         assert_eq!(a.checksum, b.checksum);
         assert_ne!(a.checksum, c.checksum);
@@ -541,15 +464,8 @@ mod tests {
     fn forge_migrations_are_embedded_and_ordered() {
         let m = Migrator::forge().unwrap();
         assert!(!m.migrations().is_empty());
-        assert!(
-            m.migrations()
-                .windows(2)
-                .all(|w| w[0].version < w[1].version)
-        );
-        assert!(
-            m.migrations().iter().all(|m| m.down.is_some()),
-            "every Forge migration can be rolled back"
-        );
+        assert!(m.migrations().windows(2).all(|w| w[0].version < w[1].version));
+        assert!(m.migrations().iter().all(|m| m.down.is_some()), "every Forge migration can be rolled back");
     }
 
     #[test]
@@ -558,9 +474,6 @@ mod tests {
             ("0001_a.sql".to_owned(), "-- @up\nselect 1;".to_owned()),
             ("0001_b.sql".to_owned(), "-- @up\nselect 1;".to_owned()),
         ];
-        assert!(matches!(
-            parse_all(MigrationSource::App, files),
-            Err(MigrationError::Duplicate { .. })
-        ));
+        assert!(matches!(parse_all(MigrationSource::App, files), Err(MigrationError::Duplicate { .. })));
     }
 }

@@ -64,35 +64,26 @@ impl Database {
     pub async fn connect(config: &ForgeConfig, project_dir: &Path) -> Result<Self, DbError> {
         let (options, target, embedded) = match &config.database.url {
             Some(url) => {
-                let options =
-                    PgConnectOptions::from_str(url).map_err(|source| DbError::InvalidUrl {
-                        url: redact_url(url),
-                        source,
-                    })?;
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|source| DbError::InvalidUrl { url: redact_url(url), source })?;
                 (options, redact_url(url), None)
             }
             None => {
                 let dir = resolve(project_dir, &config.database.embedded_dir);
-                let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(dir))
-                    .await
-                    .map_err(|e| EmbeddedError::Io {
-                        action: "could not start",
-                        path: PathBuf::from("embedded cluster"),
-                        source: std::io::Error::other(e.to_string()),
+                let cluster =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(dir)).await.map_err(|e| {
+                        EmbeddedError::Io {
+                            action: "could not start",
+                            path: PathBuf::from("embedded cluster"),
+                            source: std::io::Error::other(e.to_string()),
+                        }
                     })??;
                 let admin = cluster.connect_options("postgres");
                 let target = cluster.url(EMBEDDED_DATABASE);
                 ensure_database(&admin, EMBEDDED_DATABASE)
                     .await
-                    .map_err(|source| DbError::Connect {
-                        target: target.clone(),
-                        source,
-                    })?;
-                (
-                    cluster.connect_options(EMBEDDED_DATABASE),
-                    target,
-                    Some(cluster),
-                )
+                    .map_err(|source| DbError::Connect { target: target.clone(), source })?;
+                (cluster.connect_options(EMBEDDED_DATABASE), target, Some(cluster))
             }
         };
         let timeout = config.database.connect_timeout;
@@ -105,17 +96,10 @@ impl Database {
             Ok(Ok(pool)) => pool,
             Ok(Err(source)) => return Err(DbError::Connect { target, source }),
             Err(_) => {
-                return Err(DbError::Timeout {
-                    target,
-                    timeout: timeout.to_string(),
-                });
+                return Err(DbError::Timeout { target, timeout: timeout.to_string() });
             }
         };
-        Ok(Self {
-            pool,
-            target,
-            embedded,
-        })
+        Ok(Self { pool, target, embedded })
     }
 
     /// The pool.
@@ -137,13 +121,11 @@ impl Database {
     pub async fn close(self) -> Result<(), DbError> {
         self.pool.close().await;
         if let Some(cluster) = self.embedded {
-            tokio::task::spawn_blocking(move || cluster.stop())
-                .await
-                .map_err(|e| EmbeddedError::Io {
-                    action: "could not stop",
-                    path: PathBuf::from("embedded cluster"),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
+            tokio::task::spawn_blocking(move || cluster.stop()).await.map_err(|e| EmbeddedError::Io {
+                action: "could not stop",
+                path: PathBuf::from("embedded cluster"),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         }
         Ok(())
     }
@@ -153,17 +135,13 @@ impl Database {
 /// concurrent creation of the same database counts as success.
 pub async fn ensure_database(admin: &PgConnectOptions, database: &str) -> Result<(), sqlx::Error> {
     let mut conn = PgConnection::connect_with(admin).await?;
-    let exists: bool = sqlx::query_scalar(sql::DATABASE_EXISTS)
-        .bind(database)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool = sqlx::query_scalar(sql::DATABASE_EXISTS).bind(database).fetch_one(&mut conn).await?;
     if !exists {
         let create = format!("create database {}", quote_ident(database));
         match sqlx::raw_sql(&create).execute(&mut conn).await {
             Ok(_) => {}
             // 42P04 duplicate_database, 23505 the catalog's unique index: another process won.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e),
         }
     }
@@ -205,11 +183,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
 }
 
 #[cfg(test)]
@@ -218,15 +192,9 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("postgres://h/db?sslmode=off&password=x"),
-            "postgres://h/db?sslmode=off&password=***"
-        );
+        assert_eq!(redact_url("postgres://h/db?sslmode=off&password=x"), "postgres://h/db?sslmode=off&password=***");
     }
 
     #[test]

@@ -2,8 +2,7 @@
 
 /// Serialises migration runs across nodes for the rest of the transaction. The key is
 /// `hashtext('forge_migrations')`, fixed so every Forge version agrees on it.
-pub(crate) const MIGRATION_LOCK: &str =
-    r#"select pg_advisory_xact_lock(hashtext('forge_migrations'))"#;
+pub(crate) const MIGRATION_LOCK: &str = r#"select pg_advisory_xact_lock(hashtext('forge_migrations'))"#;
 
 /// The migration ledger; created by the migrator itself, before any migration.
 pub(crate) const CREATE_LEDGER: &str = r#"
@@ -31,11 +30,9 @@ insert into forge_migrations (source, version, name, checksum, duration_ms)
 values ($1, $2, $3, $4, $5)
 "#;
 
-pub(crate) const FORGET_MIGRATION: &str =
-    r#"delete from forge_migrations where source = $1 and version = $2"#;
+pub(crate) const FORGET_MIGRATION: &str = r#"delete from forge_migrations where source = $1 and version = $2"#;
 
 /// The readiness probe's round trip.
 pub(crate) const PING: &str = r#"select 1"#;
 
-pub(crate) const DATABASE_EXISTS: &str =
-    r#"select exists (select 1 from pg_database where datname = $1)"#;
+pub(crate) const DATABASE_EXISTS: &str = r#"select exists (select 1 from pg_database where datname = $1)"#;

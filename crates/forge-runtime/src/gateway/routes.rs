@@ -32,9 +32,7 @@ struct Inner {
 impl GatewayState {
     /// State over `pool`, with `migrator` naming the migrations `/ready` expects.
     pub fn new(pool: PgPool, migrator: Migrator) -> Self {
-        Self {
-            inner: Arc::new(Inner { pool, migrator }),
-        }
+        Self { inner: Arc::new(Inner { pool, migrator }) }
     }
 }
 
@@ -45,10 +43,7 @@ pub fn router(state: GatewayState, body_limit: usize, timeout: Duration) -> Rout
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .with_state(state)
 }
 
@@ -60,10 +55,7 @@ async fn ready(State(state): State<GatewayState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, not_ready_reason(&state)).await {
         Ok(None) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Ok(Some(reason)) => not_ready(reason),
-        Err(_) => not_ready(format!(
-            "database unreachable: no answer within {}s",
-            READY_TIMEOUT.as_secs()
-        )),
+        Err(_) => not_ready(format!("database unreachable: no answer within {}s", READY_TIMEOUT.as_secs())),
     }
 }
 

@@ -29,19 +29,10 @@ pub fn listener() -> std::net::TcpListener {
 
 /// GET `url`, returning status, content type and body.
 pub async fn get(url: &str) -> (u16, String, String) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("request");
+    let response = reqwest::Client::new().get(url).timeout(Duration::from_secs(10)).send().await.expect("request");
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     (status, content_type, response.text().await.expect("body"))
 }
 
@@ -57,11 +48,7 @@ pub async fn ledger(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
 
 /// Whether `table` exists in the database behind `pool`.
 pub async fn table_exists(pool: &sqlx::PgPool, table: &str) -> bool {
-    sqlx::query_scalar("select to_regclass($1) is not null")
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .expect("to_regclass")
+    sqlx::query_scalar("select to_regclass($1) is not null").bind(table).fetch_one(pool).await.expect("to_regclass")
 }
 
 /// Path to a string, for messages.

@@ -1,0 +1,291 @@
+//! `#[forge::job]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::meta::ParseNestedMeta;
+use syn::{FnArg, GenericArgument, ItemFn, LitFloat, LitInt, LitStr, PathArguments, ReturnType, Type};
+
+#[derive(Default)]
+struct Attrs {
+    name: Option<LitStr>,
+    queue: Option<LitStr>,
+    priority: Option<syn::Ident>,
+    max_attempts: Option<LitInt>,
+    backoff: Option<TokenStream>,
+    timeout_ms: Option<u64>,
+    capability: Option<LitStr>,
+    unique: Option<TokenStream>,
+    transactional: bool,
+}
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let mut attrs = Attrs::default();
+    let parser = syn::meta::parser(|meta| parse_attr(&mut attrs, meta));
+    syn::parse::Parser::parse2(parser, attr)?;
+    let func: ItemFn = syn::parse2(item)?;
+
+    if func.sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(func.sig.fn_token, "#[forge::job] needs an `async fn`"));
+    }
+    if !func.sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(&func.sig.generics, "#[forge::job] functions cannot be generic"));
+    }
+    let inputs: Vec<&FnArg> = func.sig.inputs.iter().collect();
+    let [_, args] = inputs.as_slice() else {
+        return Err(syn::Error::new_spanned(
+            &func.sig.inputs,
+            "#[forge::job] functions take two arguments: `ctx: &JobContext, args: YourArgs`",
+        ));
+    };
+    let args_ty = match args {
+        FnArg::Typed(pat) => &pat.ty,
+        FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, "#[forge::job] functions cannot take `self`")),
+    };
+    let output_ty = result_ok_type(&func.sig.output)?;
+
+    let fn_name = &func.sig.ident;
+    let vis = &func.vis;
+    let struct_name = format_ident!("{}", pascal_case(&fn_name.to_string()), span = fn_name.span());
+    let kind = attrs.name.map(|n| n.value()).unwrap_or_else(|| fn_name.to_string());
+    let doc = format!("The `{kind}` job, declared by `#[forge::job]` on [`{fn_name}`].");
+
+    let mut options = Vec::new();
+    if let Some(queue) = &attrs.queue {
+        options.push(quote! { options.queue = #queue; });
+    }
+    if let Some(priority) = &attrs.priority {
+        let variant = format_ident!("{}", pascal_case(&priority.to_string()), span = priority.span());
+        options.push(quote! { options.priority = ::forge::jobs::Priority::#variant; });
+    }
+    if let Some(n) = &attrs.max_attempts {
+        options.push(quote! { options.max_attempts = #n; });
+    }
+    if let Some(backoff) = &attrs.backoff {
+        options.push(quote! { options.backoff = #backoff; });
+    }
+    if let Some(ms) = attrs.timeout_ms {
+        options.push(quote! { options.timeout = ::core::time::Duration::from_millis(#ms); });
+    }
+    if let Some(capability) = &attrs.capability {
+        options.push(quote! { options.capability = ::core::option::Option::Some(#capability); });
+    }
+    if let Some(unique) = &attrs.unique {
+        options.push(quote! { options.unique = ::core::option::Option::Some(#unique); });
+    }
+    if attrs.transactional {
+        options.push(quote! { options.transactional = true; });
+    }
+
+    Ok(quote! {
+        #func
+
+        #[doc = #doc]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #struct_name;
+
+        impl ::forge::jobs::Job for #struct_name {
+            const NAME: &'static str = #kind;
+            type Args = #args_ty;
+            type Output = #output_ty;
+
+            fn options() -> ::forge::jobs::JobOptions {
+                #[allow(unused_mut)]
+                let mut options = ::forge::jobs::JobOptions::new();
+                #(#options)*
+                options
+            }
+
+            fn run(
+                ctx: &::forge::jobs::JobContext,
+                args: Self::Args,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<Self::Output, ::forge::jobs::JobError>,
+            > + ::core::marker::Send + '_ {
+                #fn_name(ctx, args)
+            }
+        }
+
+        ::forge::__private::inventory::submit! {
+            ::forge::jobs::JobRegistration::of::<#struct_name>()
+        }
+    })
+}
+
+fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
+    let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+    match key.as_str() {
+        "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
+        "queue" => {
+            let queue: LitStr = meta.value()?.parse()?;
+            let v = queue.value();
+            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(syn::Error::new_spanned(queue, "queue names are 1 to 64 letters, digits, '_' or '-'"));
+            }
+            attrs.queue = Some(queue);
+        }
+        "priority" => {
+            let ident: syn::Ident = meta.value()?.parse()?;
+            if !["critical", "high", "normal", "low", "background"].contains(&ident.to_string().as_str()) {
+                return Err(syn::Error::new_spanned(
+                    ident,
+                    "priority is one of critical, high, normal, low, background",
+                ));
+            }
+            attrs.priority = Some(ident);
+        }
+        "max_attempts" => {
+            let n: LitInt = meta.value()?.parse()?;
+            if n.base10_parse::<u32>()? == 0 {
+                return Err(syn::Error::new_spanned(n, "max_attempts must be at least 1"));
+            }
+            attrs.max_attempts = Some(n);
+        }
+        "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
+        "worker_capability" => attrs.capability = Some(non_empty(meta.value()?.parse()?)?),
+        "transactional" => attrs.transactional = true,
+        "backoff" => attrs.backoff = Some(parse_backoff(&meta)?),
+        "unique" => attrs.unique = Some(parse_unique(&meta)?),
+        _ => {
+            return Err(meta.error(
+                "unknown #[forge::job] attribute; expected one of name, queue, priority, max_attempts, \
+                 backoff, timeout, worker_capability, unique, transactional",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(lit: LitStr) -> syn::Result<LitStr> {
+    if lit.value().trim().is_empty() {
+        return Err(syn::Error::new_spanned(lit, "must not be empty"));
+    }
+    Ok(lit)
+}
+
+/// `timeout = "30s"` or `timeout = 30` (seconds), as milliseconds.
+fn duration_ms(meta: &ParseNestedMeta<'_>) -> syn::Result<u64> {
+    let value = meta.value()?;
+    if value.peek(LitInt) {
+        let secs: LitInt = value.parse()?;
+        let n = secs.base10_parse::<u64>()?;
+        if n == 0 {
+            return Err(syn::Error::new_spanned(secs, "a duration must be greater than zero"));
+        }
+        return Ok(n * 1000);
+    }
+    let lit: LitStr = value.parse()?;
+    parse_duration(&lit)
+}
+
+fn parse_duration(lit: &LitStr) -> syn::Result<u64> {
+    let d = humantime::parse_duration(&lit.value()).map_err(|e| {
+        syn::Error::new_spanned(lit, format!("invalid duration ({e}); write it like \"30s\" or \"5m\""))
+    })?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(syn::Error::new_spanned(lit, "a duration must be greater than zero"));
+    }
+    Ok(ms)
+}
+
+/// `backoff(exponential, base = "1s", max = "1h", jitter = 0.1)`.
+fn parse_backoff(meta: &ParseNestedMeta<'_>) -> syn::Result<TokenStream> {
+    let mut kind: Option<syn::Ident> = None;
+    let (mut base, mut max, mut jitter) = (1000u64, 3_600_000u64, 0.1f64);
+    let mut max_set = false;
+    meta.parse_nested_meta(|inner| {
+        let key = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        match key.as_str() {
+            "fixed" | "linear" | "exponential" if kind.is_none() => {
+                kind = inner.path.get_ident().cloned();
+                Ok(())
+            }
+            "base" => {
+                base = parse_duration(&inner.value()?.parse()?)?;
+                Ok(())
+            }
+            "max" => {
+                max = parse_duration(&inner.value()?.parse()?)?;
+                max_set = true;
+                Ok(())
+            }
+            "jitter" => {
+                let lit: LitFloat = inner.value()?.parse()?;
+                jitter = lit.base10_parse()?;
+                if !(0.0..=1.0).contains(&jitter) {
+                    return Err(syn::Error::new_spanned(lit, "jitter is a fraction from 0.0 to 1.0"));
+                }
+                Ok(())
+            }
+            _ => Err(inner.error("expected `fixed`, `linear` or `exponential`, then `base`, `max`, `jitter`")),
+        }
+    })?;
+    let kind = kind.ok_or_else(|| meta.error("backoff needs a kind: backoff(exponential, base = \"1s\")"))?;
+    let ctor = format_ident!("{}", kind);
+    if kind == "fixed" && !max_set {
+        max = base;
+    }
+    Ok(backoff_tokens(&ctor, base, max, jitter))
+}
+
+fn backoff_tokens(ctor: &syn::Ident, base: u64, max: u64, jitter: f64) -> TokenStream {
+    if ctor == "fixed" {
+        quote! { ::forge::jobs::Backoff::fixed(::core::time::Duration::from_millis(#base)).with_jitter(#jitter) }
+    } else {
+        quote! {
+            ::forge::jobs::Backoff::#ctor(
+                ::core::time::Duration::from_millis(#base),
+                ::core::time::Duration::from_millis(#max),
+            ).with_jitter(#jitter)
+        }
+    }
+}
+
+/// `unique`, `unique(key)`, `unique(args, period = "1h")`.
+fn parse_unique(meta: &ParseNestedMeta<'_>) -> syn::Result<TokenStream> {
+    let mut by = quote! { ::forge::jobs::UniqueBy::Args };
+    let mut period = quote! { ::core::option::Option::None };
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            let key = inner.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            match key.as_str() {
+                "args" => by = quote! { ::forge::jobs::UniqueBy::Args },
+                "key" => by = quote! { ::forge::jobs::UniqueBy::Key },
+                "period" => {
+                    let ms = parse_duration(&inner.value()?.parse()?)?;
+                    period = quote! { ::core::option::Option::Some(::core::time::Duration::from_millis(#ms)) };
+                }
+                _ => return Err(inner.error("expected `args`, `key` or `period = \"1h\"`")),
+            }
+            Ok(())
+        })?;
+    }
+    Ok(quote! { ::forge::jobs::Unique { by: #by, period: #period } })
+}
+
+/// `T` out of `-> Result<T, E>`.
+fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return Err(syn::Error::new(Span::call_site(), "#[forge::job] functions return `Result<Output, JobError>`"));
+    };
+    if let Type::Path(path) = ty.as_ref()
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(GenericArgument::Type(ok)) = args.args.first()
+    {
+        return Ok(ok.clone());
+    }
+    Err(syn::Error::new_spanned(ty, "#[forge::job] functions return `Result<Output, JobError>`"))
+}
+
+fn pascal_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
+}

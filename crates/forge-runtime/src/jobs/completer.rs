@@ -1,0 +1,145 @@
+//! The completer: attempt outcomes from every executing job go through one channel and are
+//! written in batches, one statement per batch. Under load a batch holds hundreds of outcomes;
+//! when idle, each outcome is written as soon as it arrives.
+
+use chrono::{DateTime, Utc};
+use forge_core::jobs::{JobId, JobState};
+use sqlx::{PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::dispatch::Notifier;
+use super::sql;
+
+/// Most outcomes written by one statement.
+const MAX_BATCH: usize = 1000;
+
+/// The end of one attempt, ready to be written.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) id: JobId,
+    pub(crate) attempt: i32,
+    pub(crate) state: JobState,
+    pub(crate) output: Option<serde_json::Value>,
+    pub(crate) error: Option<serde_json::Value>,
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    /// The attempt does not count (released, snoozed).
+    pub(crate) uncount: bool,
+}
+
+enum Message {
+    Outcome(Outcome),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to send outcomes to the completer.
+#[derive(Clone, Debug)]
+pub(crate) struct Completer {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Outcome(o) => write!(f, "Outcome({})", o.id),
+            Message::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl Completer {
+    /// Starts the completer task; it ends, after writing everything sent, when every handle is
+    /// dropped.
+    pub(crate) fn spawn(pool: PgPool, notifier: Notifier) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let handle = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = Vec::new();
+                let mut flushed = Vec::new();
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Outcome(o) => batch.push(o),
+                        Message::Flush(done) => flushed.push(done),
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    write(&pool, &notifier, &batch).await;
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
+            }
+        });
+        (Self { tx }, handle)
+    }
+
+    pub(crate) fn send(&self, outcome: Outcome) {
+        if self.tx.send(Message::Outcome(outcome)).is_err() {
+            tracing::error!(
+                "completer stopped; an outcome was not written (the job's lease will expire and it will be rescued)"
+            );
+        }
+    }
+
+    /// Waits until everything sent so far is written.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
+    let ids: Vec<i64> = batch.iter().map(|o| o.id.0).collect();
+    let attempts: Vec<i32> = batch.iter().map(|o| o.attempt).collect();
+    let states: Vec<&str> = batch.iter().map(|o| o.state.as_str()).collect();
+    let outputs: Vec<Option<serde_json::Value>> = batch.iter().map(|o| o.output.clone()).collect();
+    let errors: Vec<Option<serde_json::Value>> = batch.iter().map(|o| o.error.clone()).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = batch.iter().map(|o| o.run_at).collect();
+    let uncount: Vec<i32> = batch.iter().map(|o| i32::from(o.uncount)).collect();
+    // A failed write is retried a few times; after that the jobs' leases expire and maintenance
+    // rescues them, so nothing is lost, only delayed.
+    for attempt in 0..5u64 {
+        let result = sqlx::query(sql::FINISH)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&states)
+            .bind(&outputs)
+            .bind(&errors)
+            .bind(&run_ats)
+            .bind(&uncount)
+            .fetch_all(pool)
+            .await;
+        match result {
+            Ok(rows) => {
+                if rows.len() < batch.len() {
+                    tracing::debug!(
+                        written = rows.len(),
+                        sent = batch.len(),
+                        "some outcomes were for attempts no longer running (rescued or cancelled); ignored"
+                    );
+                }
+                let mut queues: Vec<String> = Vec::new();
+                for row in rows {
+                    let state: String = row.try_get("state").unwrap_or_default();
+                    let queue: String = row.try_get("queue").unwrap_or_default();
+                    if state == "available" && !queues.contains(&queue) {
+                        queues.push(queue);
+                    }
+                }
+                for queue in queues {
+                    notifier.notify(&queue);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, batch = batch.len(), "could not write job outcomes; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! [`JobContext`]: what a running attempt knows and can do.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use forge_core::jobs::JobId;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{Dispatcher, Notifier};
+use super::sql;
+
+/// The context of one attempt of one job. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: JobId,
+    kind: String,
+    queue: String,
+    attempt: u32,
+    max_attempts: u32,
+    scheduled_at: DateTime<Utc>,
+    node_id: String,
+    pool: PgPool,
+    notifier: Option<Notifier>,
+    cancel: CancellationToken,
+    tx: Option<Arc<Mutex<Option<Transaction<'static, Postgres>>>>>,
+}
+
+/// A transactional job's transaction, locked for the caller: use it as `&mut **tx`.
+pub type JobTx = OwnedMappedMutexGuard<Option<Transaction<'static, Postgres>>, Transaction<'static, Postgres>>;
+
+/// Why a transaction could not be handed out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// The job kind is not declared `transactional`.
+    #[error("job {0} is not transactional: declare it with #[forge::job(transactional)] to use ctx.tx()")]
+    NotTransactional(String),
+    /// The transaction was already committed or rolled back.
+    #[error("the job's transaction is finished")]
+    Finished,
+}
+
+/// Parts of a claimed job the worker hands to a context.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) id: JobId,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) scheduled_at: DateTime<Utc>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        job: Claimed,
+        node_id: String,
+        pool: PgPool,
+        notifier: Option<Notifier>,
+        cancel: CancellationToken,
+        tx: Option<Transaction<'static, Postgres>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id: job.id,
+                kind: job.kind,
+                queue: job.queue,
+                attempt: job.attempt,
+                max_attempts: job.max_attempts,
+                scheduled_at: job.scheduled_at,
+                node_id,
+                pool,
+                notifier,
+                cancel,
+                tx: tx.map(|tx| Arc::new(Mutex::new(Some(tx)))),
+            }),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.inner.id
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// The queue it was claimed from.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Attempts allowed before the job is discarded.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// Whether an earlier attempt failed.
+    pub fn is_retry(&self) -> bool {
+        self.inner.attempt > 1
+    }
+
+    /// Whether a failure now discards the job.
+    pub fn is_last_attempt(&self) -> bool {
+        self.inner.attempt >= self.inner.max_attempts
+    }
+
+    /// When the job was due to run.
+    pub fn scheduled_at(&self) -> DateTime<Utc> {
+        self.inner.scheduled_at
+    }
+
+    /// The node running this attempt.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The pool. In a transactional job, use [`JobContext::tx`] for work that must commit with
+    /// the job's completion.
+    pub fn db(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The attempt's transaction (transactional jobs only): it commits in the same transaction
+    /// that marks the job completed, and rolls back if the attempt fails, times out, panics or
+    /// its node dies.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &forge_runtime::jobs::JobContext) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = ctx.tx().await?;
+    /// sqlx::query("insert into ledger (amount) values (10)").execute(&mut **tx).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tx(&self) -> impl std::future::Future<Output = Result<JobTx, TxError>> + Send + 'static {
+        let slot = self.inner.tx.clone().ok_or_else(|| TxError::NotTransactional(self.inner.kind.clone()));
+        async move {
+            let guard: OwnedMutexGuard<Option<Transaction<'static, Postgres>>> = slot?.lock_owned().await;
+            OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| TxError::Finished)
+        }
+    }
+
+    /// Takes the transaction out, for the worker to commit or roll back.
+    pub(crate) async fn take_tx(&self) -> Option<Transaction<'static, Postgres>> {
+        match &self.inner.tx {
+            Some(slot) => slot.lock().await.take(),
+            None => None,
+        }
+    }
+
+    /// Records progress (0–100, with a message) and renews the lease.
+    pub async fn progress(&self, percent: u8, message: impl Into<String>) -> Result<(), sqlx::Error> {
+        let progress = serde_json::json!({ "percent": percent.min(100), "message": message.into() });
+        sqlx::query(sql::PROGRESS)
+            .bind(self.inner.id.0)
+            .bind(self.attempt_i32())
+            .bind(progress)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Renews the lease now (the worker also renews it periodically).
+    pub async fn heartbeat(&self) -> Result<bool, sqlx::Error> {
+        let renewed = sqlx::query(sql::HEARTBEAT)
+            .bind(vec![self.inner.id.0])
+            .bind(&self.inner.node_id)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        Ok(renewed.is_some())
+    }
+
+    /// Fires when the job is cancelled (or its lease lost, or the worker gives up on it): long
+    /// handlers should `select!` on it and return.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    fn attempt_i32(&self) -> i32 {
+        i32::try_from(self.inner.attempt).unwrap_or(i32::MAX)
+    }
+}
+
+impl Dispatcher for JobContext {
+    fn dispatch_pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    fn dispatch_notifier(&self) -> Option<&Notifier> {
+        self.inner.notifier.as_ref()
+    }
+}

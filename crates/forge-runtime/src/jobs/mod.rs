@@ -1,0 +1,48 @@
+//! The job engine: dispatch, claim, execute, complete, rescue.
+//!
+//! ## Leases and fencing
+//!
+//! A claim sets `state = 'running'`, increments `attempt`, and stamps `heartbeat_at` (the
+//! lease) and `attempted_by` (the node). The node's heartbeater renews the lease of every job it
+//! runs every third of `[worker] lease`. If a node dies, its leases stop being renewed;
+//! maintenance finds running jobs whose `heartbeat_at` is older than the lease and makes them
+//! `retryable` (or `discarded` when out of attempts), recording the lost attempt as an error.
+//!
+//! Every write that finishes an attempt is **fenced** by `(id, attempt, state = 'running')`. An
+//! attempt that was rescued (and perhaps claimed again, with `attempt + 1`) can no longer change
+//! the row: its late result is ignored. A job is therefore finalised once, whatever the
+//! timing of crashes, pauses and rescues.
+//!
+//! ## Transactional jobs
+//!
+//! A kind declared `transactional` runs with an open transaction ([`JobContext::tx`]); on
+//! success the completion is written inside that same transaction, fenced as above, and only
+//! then committed. The job's database effects and its completion commit together or not at
+//! all: a node dying mid-job rolls both back, and the rescued job runs again from a clean slate.
+//! The price is one transaction held open for the attempt and one round trip per job instead of
+//! the completer's batches.
+//!
+//! ## The hot path
+//!
+//! Dispatch is one INSERT (a batch is one statement over arrays). Each queue has one producer
+//! per node that claims as many jobs as it has free slots with one `UPDATE … FOR UPDATE SKIP
+//! LOCKED`; a full batch claims again at once, an empty one waits for a NOTIFY (coalesced by the
+//! dispatching node's [`Notifier`]) or the poll interval. Outcomes go to a completer that writes
+//! them in batches.
+
+mod completer;
+mod context;
+mod dispatch;
+mod job;
+pub(crate) mod maintenance;
+pub(crate) mod sql;
+pub(crate) mod worker;
+
+pub use context::{JobContext, JobTx, TxError};
+pub use dispatch::{
+    CancelOutcome, DispatchOptions, Dispatcher, JobsError, NewJob, Notifier, cancel, insert_jobs, retry,
+};
+pub use forge_core::jobs::{
+    Backoff, BackoffKind, InvalidTransition, JobError, JobId, JobOptions, JobState, Priority, Unique, UniqueBy,
+};
+pub use job::{BoxFuture, ErasedHandler, Job, JobRegistration, JobRegistry};

@@ -1,0 +1,241 @@
+//! The job engine's statements. The claim query exists here once.
+//!
+//! [`TRANSITIONS`] lists every state change these statements make; a test checks each against
+//! `JobState::can_transition`, so SQL never makes a transition the table forbids.
+
+#[cfg(test)]
+use forge_core::jobs::JobState;
+
+/// The channel on which dispatches announce a queue with available work (payload: the queue).
+pub(crate) const JOBS_CHANNEL: &str = "forge_jobs";
+/// The channel on which cancellation of a running job is announced (payload: the job id).
+pub(crate) const CANCEL_CHANNEL: &str = "forge_job_cancel";
+
+/// Every (from, to) state change made by the statements below.
+#[cfg(test)]
+pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
+    use JobState::*;
+    &[
+        // CLAIM
+        (Available, Running),
+        // FINISH
+        (Running, Completed),
+        (Running, Retryable),
+        (Running, Discarded),
+        (Running, Cancelled),
+        (Running, Scheduled),
+        (Running, Available),
+        // PROMOTE
+        (Scheduled, Available),
+        (Retryable, Available),
+        // RESCUE
+        (Running, Retryable),
+        (Running, Discarded),
+        // CANCEL
+        (Scheduled, Cancelled),
+        (Available, Cancelled),
+        (Retryable, Cancelled),
+        // RETRY
+        (Discarded, Available),
+        (Cancelled, Available),
+    ]
+};
+
+/// Inserts a batch (one element arrays for a single job) in one statement. Rows that hit a
+/// unique index are skipped; `$13` says whether to NOTIFY the queues that got available work
+/// (used when inserting inside a caller's transaction, where the notice waits for its commit).
+pub(crate) const INSERT: &str = r#"
+with input as (
+    select *
+    from unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[], $5::int[], $6::timestamptz[],
+                $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::jsonb[])
+         with ordinality as t(kind, queue, args, priority, max_attempts, run_at,
+                              unique_key, unique_period, capability, tags, metadata, ord)
+),
+ins as (
+    insert into forge_jobs (kind, queue, args, state, priority, max_attempts, run_at,
+                            unique_key, unique_period, capability, tags, metadata)
+    select kind, queue, args,
+           case when run_at > now() then 'scheduled' else 'available' end,
+           priority, max_attempts, coalesce(run_at, now()),
+           unique_key, unique_period, capability,
+           array(select jsonb_array_elements_text(tags)), metadata
+    from input
+    order by ord
+    on conflict do nothing
+    returning id, kind, unique_key, queue, state
+),
+notified as (
+    select count(pg_notify('forge_jobs', q.queue)) as n
+    from (select distinct queue from ins where state = 'available') q
+    where $12::bool
+)
+select i.id, i.kind, i.unique_key, (select n from notified) as notified
+from ins i
+order by i.id
+"#;
+
+/// The live (or same-period) jobs holding the given (kind, unique_key) pairs.
+pub(crate) const FIND_UNIQUE: &str = r#"
+select id, kind, unique_key
+from forge_jobs
+where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
+  and (unique_period or state in ('scheduled', 'available', 'running', 'retryable'))
+"#;
+
+/// The claim: as many available jobs of a queue as the producer has free slots, in priority,
+/// run_at, id order, skipping rows other producers hold, for this node's capabilities.
+pub(crate) const CLAIM: &str = r#"
+with claimed as (
+    select id
+    from forge_jobs
+    where state = 'available'
+      and queue = $1
+      and run_at <= now()
+      and (capability is null or capability = any($3::text[]))
+    order by priority, run_at, id
+    limit $2
+    for update skip locked
+)
+update forge_jobs j
+set state = 'running',
+    attempt = j.attempt + 1,
+    attempted_at = now(),
+    heartbeat_at = now(),
+    attempted_by = $4
+from claimed
+where j.id = claimed.id
+returning j.id, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.priority,
+          j.run_at, j.attempted_at, j.created_at, j.tags, j.metadata
+"#;
+
+/// Writes a batch of attempt outcomes in one statement. Fenced: a row changes only while it is
+/// still `running` the same attempt, so a result arriving after a rescue is ignored. `uncount`
+/// is 1 for an attempt that does not count (released at shutdown, snoozed).
+pub(crate) const FINISH: &str = r#"
+update forge_jobs j
+set state = u.state,
+    attempt = j.attempt - u.uncount,
+    output = coalesce(u.output, j.output),
+    errors = case when u.error is null then j.errors else j.errors || jsonb_build_array(u.error) end,
+    run_at = coalesce(u.run_at, j.run_at),
+    finalized_at = case when u.state in ('completed', 'discarded', 'cancelled') then now() end,
+    heartbeat_at = null
+from unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::int[])
+     as u(id, attempt, state, output, error, run_at, uncount)
+where j.id = u.id and j.attempt = u.attempt and j.state = 'running'
+returning j.id, j.state, j.queue
+"#;
+
+/// Renews the leases of this node's running jobs. Returns those still held, and whether
+/// cancellation was requested for each.
+pub(crate) const HEARTBEAT: &str = r#"
+update forge_jobs
+set heartbeat_at = now()
+where id = any($1::bigint[]) and state = 'running' and attempted_by = $2
+returning id, attempt, cancel_requested_at is not null as cancel_requested
+"#;
+
+/// Records progress (and renews the lease) of one attempt.
+pub(crate) const PROGRESS: &str = r#"
+update forge_jobs
+set progress = $3, heartbeat_at = now()
+where id = $1 and attempt = $2 and state = 'running'
+"#;
+
+/// Cancels a job that has not started, or flags a running one (its worker then stops it).
+pub(crate) const CANCEL: &str = r#"
+with target as (
+    select id, state from forge_jobs where id = $1 for update
+)
+update forge_jobs j
+set state = case when t.state = 'running' then 'running' else 'cancelled' end,
+    cancel_requested_at = now(),
+    finalized_at = case when t.state = 'running' then null else now() end
+from target t
+where j.id = t.id and t.state in ('scheduled', 'available', 'retryable', 'running')
+returning t.state as previous
+"#;
+
+/// Makes a discarded or cancelled job available again, with one more attempt allowed.
+pub(crate) const RETRY: &str = r#"
+update forge_jobs
+set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
+    max_attempts = greatest(max_attempts, attempt + 1)
+where id = $1 and state in ('discarded', 'cancelled')
+returning queue
+"#;
+
+/// Makes due scheduled and retryable jobs available, in bounded batches.
+pub(crate) const PROMOTE: &str = r#"
+with due as (
+    select id
+    from forge_jobs
+    where state in ('scheduled', 'retryable') and run_at <= now()
+    order by run_at
+    limit $1
+    for update skip locked
+)
+update forge_jobs j
+set state = 'available'
+from due
+where j.id = due.id
+returning j.queue
+"#;
+
+/// Rescues running jobs whose lease expired: retryable (run again now) if attempts are left,
+/// else discarded. The lost attempt is recorded as an error.
+pub(crate) const RESCUE: &str = r#"
+with expired as (
+    select id
+    from forge_jobs
+    where state = 'running' and heartbeat_at < now() - make_interval(secs => $1)
+    order by heartbeat_at
+    limit $2
+    for update skip locked
+)
+update forge_jobs j
+set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryable' end,
+    finalized_at = case when j.attempt >= j.max_attempts then now() end,
+    run_at = now(),
+    heartbeat_at = null,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt,
+        'at', now(),
+        'message', 'lease expired: node ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating'))
+from expired
+where j.id = expired.id
+returning j.id, j.state
+"#;
+
+/// Deletes finished jobs older than the retention, in bounded batches.
+pub(crate) const PRUNE: &str = r#"
+delete from forge_jobs
+where id in (
+    select id from forge_jobs
+    where finalized_at < now() - make_interval(secs => $1)
+    limit $2
+)
+"#;
+
+/// Serialises maintenance ticks across nodes (until leader election takes it over).
+pub(crate) const MAINTENANCE_LOCK: &str = r#"select pg_try_advisory_xact_lock(hashtext('forge_jobs_maintenance'))"#;
+
+pub(crate) const NOTIFY: &str = r#"select pg_notify($1, $2)"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sql_transition_is_allowed_by_the_table() {
+        for (from, to) in TRANSITIONS {
+            assert!(from.can_transition(*to), "SQL makes the forbidden transition {from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn the_claim_query_exists_once() {
+        assert_eq!(CLAIM.matches("for update skip locked").count(), 1);
+    }
+}

@@ -1,0 +1,431 @@
+//! The job engine end to end, against real PostgreSQL: dispatch, uniqueness, execution,
+//! retries and backoff, timeouts, panics, cancellation, transactional jobs, rescue, shutdown.
+
+use std::time::{Duration, Instant};
+
+use forge::config::{Role, Roles};
+use forge::jobs::{CancelOutcome, JobsError};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GreetArgs {
+    name: String,
+}
+
+#[forge::job(queue = "default")]
+async fn greet(_ctx: &JobContext, args: GreetArgs) -> Result<String, JobError> {
+    Ok(format!("hello {}", args.name))
+}
+
+#[forge::job(unique, max_attempts = 3)]
+async fn unique_by_args(_ctx: &JobContext, _args: serde_json::Value) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[forge::job(unique(key))]
+async fn unique_by_key(_ctx: &JobContext, _args: serde_json::Value) -> Result<(), JobError> {
+    Ok(())
+}
+
+/// Fails until its third attempt.
+#[forge::job(max_attempts = 5, backoff(fixed, base = "50ms", jitter = 0.0))]
+async fn flaky(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    if ctx.attempt() < 3 {
+        return Err(JobError::retry(format!("attempt {} failed", ctx.attempt())));
+    }
+    assert!(ctx.is_retry());
+    Ok(ctx.attempt())
+}
+
+#[forge::job(max_attempts = 3, backoff(linear, base = "1s", max = "10s", jitter = 0.0))]
+async fn always_fails(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Err(JobError::retry("nope"))
+}
+
+#[forge::job(max_attempts = 5)]
+async fn hopeless(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Err(JobError::permanent("this input can never work"))
+}
+
+#[forge::job(timeout = "200ms", max_attempts = 1)]
+async fn sleepy(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    Ok(())
+}
+
+#[forge::job(max_attempts = 1)]
+async fn panicky(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    panic!("boom");
+}
+
+#[forge::job]
+async fn waits_for_cancel(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    ctx.progress(10, "waiting").await?;
+    ctx.cancellation().cancelled().await;
+    Ok(())
+}
+
+#[forge::job]
+async fn snoozes(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    if ctx.attempt() == 1 && !ctx.is_retry() {
+        let snoozed: bool = sqlx::query_scalar("select jsonb_array_length(errors) = 0 from forge_jobs where id = $1")
+            .bind(ctx.id().0)
+            .fetch_one(ctx.db())
+            .await?;
+        let already: bool =
+            sqlx::query_scalar("select to_regclass('snoozed_once') is not null").fetch_one(ctx.db()).await?;
+        if snoozed && !already {
+            sqlx::query("create table snoozed_once ()").execute(ctx.db()).await?;
+            return Err(JobError::snooze(Duration::from_millis(100)));
+        }
+    }
+    Ok(())
+}
+
+#[forge::job(worker_capability = "gpu")]
+async fn needs_gpu(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Transfer {
+    amount: i64,
+    fail: bool,
+}
+
+#[forge::job(transactional, max_attempts = 1)]
+async fn record_transfer(ctx: &JobContext, args: Transfer) -> Result<(), JobError> {
+    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
+    sqlx::query("insert into transfers (amount) values ($1)").bind(args.amount).execute(&mut **tx).await?;
+    if args.fail {
+        return Err(JobError::permanent("failed after writing"));
+    }
+    Ok(())
+}
+
+#[forge::job(timeout = "60s")]
+async fn long_running(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+/// A node with the worker and scheduler roles and test-sized intervals.
+async fn node(db: &TestDatabase, tweak: impl FnOnce(&mut ForgeConfig)) -> RunningForge {
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.shutdown_timeout = "5s".parse().expect("duration");
+    tweak(&mut config);
+    Forge::builder().config(config).build().expect("build").start().await.expect("start")
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    state: String,
+    attempt: i32,
+    output: Option<serde_json::Value>,
+    errors: serde_json::Value,
+    progress: Option<serde_json::Value>,
+    run_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn row(pool: &sqlx::PgPool, id: JobId) -> Row {
+    sqlx::query_as("select state, attempt, output, errors, progress, run_at from forge_jobs where id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .expect("job row")
+}
+
+/// Waits until job `id` is in `state`, failing after 20 s.
+async fn wait_state(pool: &sqlx::PgPool, id: JobId, state: &str) -> Row {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = row(pool, id).await;
+        if r.state == state {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "job {id} never reached {state}; it is {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect("count")
+}
+
+#[tokio::test]
+async fn a_dispatched_job_runs_and_stores_its_output() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = Greet::dispatch(&node, GreetArgs { name: "ada".into() }).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(r.output, Some(json!("hello ada")));
+    assert_eq!(r.attempt, 1);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn dispatch_in_a_rolled_back_transaction_leaves_no_job() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut tx = db.pool().begin().await.expect("begin");
+    Greet::dispatch_in(&mut tx, GreetArgs { name: "ghost".into() }, DispatchOptions::new()).await.expect("dispatch");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(count(db.pool(), "select count(*) from forge_jobs").await, 0);
+
+    let mut tx = db.pool().begin().await.expect("begin");
+    let id =
+        Greet::dispatch_in(&mut tx, GreetArgs { name: "real".into() }, DispatchOptions::new()).await.expect("dispatch");
+    tx.commit().await.expect("commit");
+    let node = node(&db, |_| {}).await;
+    wait_state(db.pool(), id, "completed").await;
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn dispatch_many_inserts_a_batch_and_returns_ids_in_order() {
+    let db = TestDatabase::new().await.expect("db");
+    let names: Vec<GreetArgs> = (0..50).map(|i| GreetArgs { name: format!("n{i}") }).collect();
+    let ids = Greet::dispatch_many(db.pool(), names, DispatchOptions::new().tags(["batch"])).await.expect("batch");
+    assert_eq!(ids.len(), 50);
+    for (i, id) in ids.iter().enumerate() {
+        let name: String =
+            sqlx::query_scalar("select args->>'name' from forge_jobs where id = $1 and 'batch' = any(tags)")
+                .bind(id.0)
+                .fetch_one(db.pool())
+                .await
+                .expect("row");
+        assert_eq!(name, format!("n{i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_unique_conflict_returns_the_first_job() {
+    let db = TestDatabase::new().await.expect("db");
+    let first = UniqueByArgs::dispatch(db.pool(), json!({"a": 1, "b": 2})).await.expect("first");
+    let same = UniqueByArgs::dispatch(db.pool(), json!({"b": 2, "a": 1})).await.expect("second");
+    let other = UniqueByArgs::dispatch(db.pool(), json!({"a": 2})).await.expect("other");
+    assert_eq!(first, same, "same args (any key order): the first job's id");
+    assert_ne!(first, other);
+
+    let batch =
+        UniqueByArgs::dispatch_many(db.pool(), vec![json!({"a": 1, "b": 2}), json!({"c": 3})], DispatchOptions::new())
+            .await
+            .expect("batch");
+    assert_eq!(batch[0], first, "a batch also returns the holder's id");
+
+    let k1 =
+        UniqueByKey::dispatch_with(db.pool(), json!(1), DispatchOptions::new().unique_key("user-7")).await.expect("k1");
+    let k2 =
+        UniqueByKey::dispatch_with(db.pool(), json!(2), DispatchOptions::new().unique_key("user-7")).await.expect("k2");
+    assert_eq!(k1, k2);
+    let err = UniqueByKey::dispatch(db.pool(), json!(3)).await.expect_err("a key is required");
+    assert!(matches!(err, JobsError::MissingUniqueKey { .. }), "{err}");
+    assert_eq!(count(db.pool(), "select count(*) from forge_jobs").await, 4);
+
+    // Uniqueness holds while the job is live: once it completed, the same args make a new job.
+    let node = node(&db, |_| {}).await;
+    wait_state(db.pool(), first, "completed").await;
+    let again = UniqueByArgs::dispatch(db.pool(), json!({"a": 1, "b": 2})).await.expect("again");
+    assert_ne!(again, first);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn failed_attempts_retry_with_backoff_and_keep_their_errors() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = Flaky::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(r.attempt, 3);
+    assert_eq!(r.output, Some(json!(3)));
+    let errors = r.errors.as_array().expect("errors array");
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["attempt"], 1);
+    assert_eq!(errors[0]["message"], "attempt 1 failed");
+    assert_eq!(errors[1]["attempt"], 2);
+    assert!(errors[0]["at"].is_string());
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_backoff_schedule_sets_the_next_run() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = AlwaysFails::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "retryable").await;
+    let failed_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(r.errors[0]["at"].clone()).expect("error time");
+    let delay = (r.run_at - failed_at).num_milliseconds();
+    assert!((950..=1100).contains(&delay), "linear backoff, attempt 1: 1 s; got {delay} ms");
+    // Attempt 2 waits 2 s, then attempt 3 is the last: discarded with three errors.
+    let r = wait_state(db.pool(), id, "discarded").await;
+    assert_eq!(r.attempt, 3);
+    assert_eq!(r.errors.as_array().map(Vec::len), Some(3));
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_permanent_error_discards_without_retry() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = Hopeless::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "discarded").await;
+    assert_eq!(r.attempt, 1);
+    assert_eq!(r.errors[0]["message"], "this input can never work");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_timeout_aborts_the_attempt() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let started = Instant::now();
+    let id = Sleepy::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "discarded").await;
+    assert!(started.elapsed() < Duration::from_secs(10), "aborted long before the handler's 30 s sleep");
+    assert_eq!(r.errors[0]["kind"], "timeout");
+    assert!(r.errors[0]["message"].as_str().unwrap_or_default().contains("timed out"), "{:?}", r.errors);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_panic_is_a_failed_attempt() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = Panicky::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "discarded").await;
+    assert_eq!(r.errors[0]["kind"], "panic");
+    assert_eq!(r.errors[0]["message"], "panicked: boom");
+    // The worker survived: it still runs jobs.
+    let next = Greet::dispatch(&node, GreetArgs { name: "after".into() }).await.expect("dispatch");
+    wait_state(db.pool(), next, "completed").await;
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_fires_its_token() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = WaitsForCancel::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "running").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut r = r;
+    while r.progress.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = row(db.pool(), id).await;
+    }
+    assert_eq!(r.progress, Some(json!({"percent": 10, "message": "waiting"})));
+    assert_eq!(node.cancel_job(id).await.expect("cancel"), CancelOutcome::Requested);
+    wait_state(db.pool(), id, "cancelled").await;
+    assert_eq!(node.cancel_job(id).await.expect("cancel again"), CancelOutcome::AlreadyFinished);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn cancelling_a_scheduled_job_is_immediate() {
+    let db = TestDatabase::new().await.expect("db");
+    let id = Greet::dispatch_with(
+        db.pool(),
+        GreetArgs { name: "later".into() },
+        DispatchOptions::new().delay(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("dispatch");
+    assert_eq!(row(db.pool(), id).await.state, "scheduled");
+    let node = node(&db, |_| {}).await;
+    assert_eq!(node.cancel_job(id).await.expect("cancel"), CancelOutcome::Cancelled);
+    assert_eq!(row(db.pool(), id).await.state, "cancelled");
+    // An operator's retry brings it back, and it runs.
+    assert!(node.retry_job(id).await.expect("retry"));
+    wait_state(db.pool(), id, "completed").await;
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_snoozed_job_runs_again_without_counting_the_attempt() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let id = Snoozes::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(r.attempt, 1, "the snoozed attempt did not count");
+    assert_eq!(r.errors, json!([]));
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn jobs_needing_a_capability_run_only_where_it_is_offered() {
+    let db = TestDatabase::new().await.expect("db");
+    let plain = node(&db, |_| {}).await;
+    let id = NeedsGpu::dispatch(&plain, ()).await.expect("dispatch");
+    let control = Greet::dispatch(&plain, GreetArgs { name: "x".into() }).await.expect("dispatch");
+    wait_state(db.pool(), control, "completed").await;
+    assert_eq!(row(db.pool(), id).await.state, "available", "a node without the capability left it");
+    plain.stop().await.expect("stop");
+
+    let gpu = node(&db, |c| c.node.capabilities = vec!["gpu".into()]).await;
+    wait_state(db.pool(), id, "completed").await;
+    gpu.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_transactional_job_commits_its_writes_with_its_completion() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::query("create table transfers (amount bigint not null)").execute(db.pool()).await.expect("table");
+    let node = node(&db, |_| {}).await;
+    let ok = RecordTransfer::dispatch(&node, Transfer { amount: 10, fail: false }).await.expect("dispatch");
+    let bad = RecordTransfer::dispatch(&node, Transfer { amount: 99, fail: true }).await.expect("dispatch");
+    wait_state(db.pool(), ok, "completed").await;
+    wait_state(db.pool(), bad, "discarded").await;
+    assert_eq!(count(db.pool(), "select count(*) from transfers where amount = 10").await, 1);
+    assert_eq!(count(db.pool(), "select count(*) from transfers where amount = 99").await, 0, "rolled back");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_job_whose_node_died_is_rescued_and_its_late_result_ignored() {
+    let db = TestDatabase::new().await.expect("db");
+    // A job claimed by a node that then died: running, lease long expired.
+    let id: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, state, attempt, attempted_by, heartbeat_at, attempted_at)
+         values ('greet', '{\"name\": \"lazarus\"}', 'running', 1, 'dead-node', now() - interval '1 hour', now() - interval '1 hour')
+         returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("insert");
+    let id = JobId(id);
+    let node = node(&db, |_| {}).await;
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(r.attempt, 2, "the lost attempt counted, the rescue ran attempt 2");
+    assert!(r.errors[0]["message"].as_str().unwrap_or_default().contains("dead-node"), "{:?}", r.errors);
+
+    // The dead node's attempt 1 reports late: the fenced write changes nothing.
+    let changed =
+        sqlx::query("update forge_jobs set state = 'discarded' where id = $1 and attempt = 1 and state = 'running'")
+            .bind(id.0)
+            .execute(db.pool())
+            .await
+            .expect("late write")
+            .rows_affected();
+    assert_eq!(changed, 0);
+    assert_eq!(row(db.pool(), id).await.state, "completed");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn shutdown_releases_unfinished_jobs_without_counting_the_attempt() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |c| c.worker.shutdown_timeout = "200ms".parse().expect("duration")).await;
+    let id = LongRunning::dispatch(&node, ()).await.expect("dispatch");
+    wait_state(db.pool(), id, "running").await;
+    node.stop().await.expect("stop");
+    let r = row(db.pool(), id).await;
+    assert_eq!(r.state, "available");
+    assert_eq!(r.attempt, 0, "a released attempt is not a failure");
+    assert_eq!(r.errors, json!([]));
+}
