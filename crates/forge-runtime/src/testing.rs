@@ -12,6 +12,11 @@
 //! ancestor of the current folder that holds a `forge.toml`; the application's own migrations
 //! come from its `[database] migrations_dir`.
 //!
+//! For jobs: [`TestDatabase::assert_enqueued`] / [`TestDatabase::refute_enqueued`] look for
+//! live jobs of a kind whose arguments contain a JSON subset; [`TestDatabase::perform_job`] runs
+//! one handler in-process with a real context; [`TestDatabase::drain_queue`] runs a queue to
+//! empty with the real worker.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use forge_runtime::testing::TestDatabase;
@@ -33,6 +38,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::db::{DbError, EmbeddedPostgres, Migrator, quote_ident};
+use crate::jobs::context::Claimed;
+use crate::jobs::worker::{Worker, WorkerSettings};
+use crate::jobs::{Job, JobContext, JobError, JobId, JobRegistry, Notifier};
 use crate::error::{Error, Result};
 
 /// The embedded cluster this process started or joined; stopped at exit.
@@ -321,5 +329,164 @@ mod tests {
         assert_eq!(url_with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
         assert_eq!(url_with_database("postgres://u@h", "x"), "postgres://u@h/x");
         assert_eq!(url_with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+    }
+}
+
+/// How [`TestDatabase::drain_queue`] left the jobs it ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Jobs that completed.
+    pub completed: u64,
+    /// Jobs that failed and wait for a retry.
+    pub retryable: u64,
+    /// Jobs that were discarded.
+    pub discarded: u64,
+    /// Jobs that were cancelled.
+    pub cancelled: u64,
+}
+
+impl TestDatabase {
+    /// Panics unless a live job (scheduled, available, running or retryable) of kind `J` exists
+    /// whose arguments contain `args` (JSON containment: `{}` matches any).
+    pub async fn assert_enqueued<J: Job>(&self, args: serde_json::Value) {
+        let found = self.enqueued::<J>(&args).await;
+        assert!(found > 0, "expected a live {} job with args containing {args}; found none", J::NAME);
+    }
+
+    /// Panics if a live job of kind `J` exists whose arguments contain `args`.
+    pub async fn refute_enqueued<J: Job>(&self, args: serde_json::Value) {
+        let found = self.enqueued::<J>(&args).await;
+        assert!(found == 0, "expected no live {} job with args containing {args}; found {found}", J::NAME);
+    }
+
+    async fn enqueued<J: Job>(&self, args: &serde_json::Value) -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from forge_jobs where kind = $1 and args @> $2 \
+             and state in ('scheduled', 'available', 'running', 'retryable')",
+        )
+        .bind(J::NAME)
+        .bind(args)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("cannot look for {} jobs: {e}", J::NAME))
+    }
+
+    /// Runs `J`'s handler once, in this process, with a real [`JobContext`] on a job row
+    /// inserted for it (attempt 1), and returns the handler's result. The row ends completed or
+    /// discarded; a transactional job's transaction commits only on success.
+    pub async fn perform_job<J: Job>(&self, args: J::Args) -> std::result::Result<J::Output, JobError> {
+        let options = J::options();
+        let json = serde_json::to_value(&args).map_err(|e| JobError::permanent(e.to_string()))?;
+        let id: i64 = sqlx::query_scalar(
+            "insert into forge_jobs (kind, queue, args, state, attempt, max_attempts, attempted_at, heartbeat_at, attempted_by) \
+             values ($1, $2, $3, 'running', 1, $4, now(), now(), 'perform_job') returning id",
+        )
+        .bind(J::NAME)
+        .bind(options.queue)
+        .bind(&json)
+        .bind(i32::try_from(options.max_attempts).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| JobError::permanent(format!("cannot insert the job: {e}")))?;
+        let tx = if options.transactional {
+            Some(self.pool.begin().await.map_err(|e| JobError::permanent(e.to_string()))?)
+        } else {
+            None
+        };
+        let claimed = Claimed {
+            id: JobId(id),
+            kind: J::NAME.to_owned(),
+            queue: options.queue.to_owned(),
+            attempt: 1,
+            max_attempts: options.max_attempts,
+            scheduled_at: chrono::Utc::now(),
+        };
+        let ctx = JobContext::new(claimed, "perform_job".to_owned(), self.pool.clone(), None, Default::default(), tx);
+        let result = match tokio::time::timeout(options.timeout, J::run(&ctx, args)).await {
+            Ok(result) => result,
+            Err(_) => Err(JobError::retry(format!("timed out after {:?}", options.timeout))),
+        };
+        if let Some(tx) = ctx.take_tx().await {
+            let done = if result.is_ok() { tx.commit().await } else { tx.rollback().await };
+            done.map_err(|e| JobError::permanent(format!("cannot finish the job's transaction: {e}")))?;
+        }
+        let state = if result.is_ok() { "completed" } else { "discarded" };
+        let _ = sqlx::query("update forge_jobs set state = $2, finalized_at = now() where id = $1")
+            .bind(id)
+            .bind(state)
+            .execute(&self.pool)
+            .await;
+        result
+    }
+
+    /// Runs every available job of `queue` to completion in this process, one at a time, with
+    /// the real worker (claims, retries, timeouts), until none is available or running. Due
+    /// scheduled jobs and due retries are promoted as they come due; jobs whose `run_at` is still
+    /// ahead are left. Returns how the jobs it ran ended.
+    pub async fn drain_queue(&self, queue: &str) -> Drained {
+        let started = chrono::Utc::now();
+        let capabilities: Vec<String> =
+            sqlx::query_scalar("select distinct capability from forge_jobs where queue = $1 and capability is not null")
+                .bind(queue)
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        let notifier = Notifier::spawn(self.pool.clone());
+        let worker = Worker::spawn(
+            self.pool.clone(),
+            JobRegistry::collect(&[]),
+            notifier,
+            WorkerSettings {
+                node_id: "drain_queue".to_owned(),
+                queues: vec![(queue.to_owned(), 1)],
+                capabilities,
+                poll_interval: Duration::from_millis(10),
+                lease: Duration::from_secs(30),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+        );
+        loop {
+            // Due retries and scheduled jobs join in, as maintenance would promote them.
+            let _ = sqlx::query(
+                "update forge_jobs set state = 'available' \
+                 where queue = $1 and state in ('scheduled', 'retryable') and run_at <= now()",
+            )
+            .bind(queue)
+            .execute(&self.pool)
+            .await;
+            let busy: i64 = sqlx::query_scalar(
+                "select count(*) from forge_jobs where queue = $1 \
+                 and (state = 'running' or (state = 'available' and run_at <= now()))",
+            )
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(0);
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        worker.stop().await;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select state, count(*) from forge_jobs where queue = $1 and attempted_at >= $2 group by state",
+        )
+        .bind(queue)
+        .bind(started)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let mut drained = Drained::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                "completed" => drained.completed += n,
+                "retryable" => drained.retryable += n,
+                "discarded" => drained.discarded += n,
+                "cancelled" => drained.cancelled += n,
+                _ => {}
+            }
+        }
+        drained
     }
 }

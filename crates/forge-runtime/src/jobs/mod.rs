@@ -31,7 +31,7 @@
 //! them in batches.
 
 mod completer;
-mod context;
+pub(crate) mod context;
 mod dispatch;
 mod job;
 pub(crate) mod maintenance;

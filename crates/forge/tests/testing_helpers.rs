@@ -1,0 +1,102 @@
+//! `forge::testing`'s job helpers, used as an application would.
+
+use forge::prelude::*;
+use forge::testing::{Drained, TestDatabase};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Welcome {
+    user_id: i64,
+    locale: String,
+}
+
+#[forge::job(queue = "mail")]
+async fn send_welcome(ctx: &JobContext, args: Welcome) -> Result<String, JobError> {
+    sqlx::query("insert into outbox (user_id) values ($1)").bind(args.user_id).execute(ctx.db()).await?;
+    Ok(format!("welcome-{}-{}", args.user_id, args.locale))
+}
+
+#[forge::job(queue = "mail", max_attempts = 2, backoff(fixed, base = "10ms", jitter = 0.0))]
+async fn bounce(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Err(JobError::retry("mailbox full"))
+}
+
+#[forge::job(transactional)]
+async fn charge(ctx: &JobContext, amount: i64) -> Result<i64, JobError> {
+    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
+    sqlx::query("insert into charges (amount) values ($1)").bind(amount).execute(&mut **tx).await?;
+    if amount < 0 {
+        return Err(JobError::permanent("negative amount"));
+    }
+    Ok(amount)
+}
+
+async fn setup() -> TestDatabase {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql("create table outbox (user_id bigint); create table charges (amount bigint);")
+        .execute(db.pool())
+        .await
+        .expect("tables");
+    db
+}
+
+#[tokio::test]
+async fn assert_and_refute_enqueued_match_kind_and_a_subset_of_args() {
+    let db = setup().await;
+    db.refute_enqueued::<SendWelcome>(json!({})).await;
+    let mut tx = db.pool().begin().await.expect("begin");
+    SendWelcome::dispatch_in(&mut tx, Welcome { user_id: 7, locale: "fr".into() }, DispatchOptions::new())
+        .await
+        .expect("dispatch");
+    tx.commit().await.expect("commit");
+    db.assert_enqueued::<SendWelcome>(json!({})).await;
+    db.assert_enqueued::<SendWelcome>(json!({"user_id": 7})).await;
+    db.refute_enqueued::<SendWelcome>(json!({"user_id": 8})).await;
+    db.refute_enqueued::<Bounce>(json!({})).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected a live send_welcome job")]
+async fn assert_enqueued_fails_when_nothing_matches() {
+    let db = setup().await;
+    db.assert_enqueued::<SendWelcome>(json!({"user_id": 1})).await;
+}
+
+#[tokio::test]
+async fn perform_job_runs_the_handler_with_a_real_context() {
+    let db = setup().await;
+    let out = db.perform_job::<SendWelcome>(Welcome { user_id: 3, locale: "en".into() }).await.expect("ok");
+    assert_eq!(out, "welcome-3-en");
+    let n: i64 = sqlx::query_scalar("select count(*) from outbox where user_id = 3").fetch_one(db.pool()).await.expect("n");
+    assert_eq!(n, 1);
+
+    assert_eq!(db.perform_job::<Charge>(5).await.expect("charged"), 5);
+    let err = db.perform_job::<Charge>(-1).await.expect_err("refused");
+    assert!(matches!(err, JobError::Fatal(_)), "{err}");
+    let amounts: Vec<i64> = sqlx::query_scalar("select amount from charges").fetch_all(db.pool()).await.expect("rows");
+    assert_eq!(amounts, vec![5], "the failed transactional attempt rolled back");
+}
+
+#[tokio::test]
+async fn drain_queue_runs_everything_available() {
+    let db = setup().await;
+    let welcomes = (0..5).map(|i| Welcome { user_id: i, locale: "de".into() }).collect();
+    SendWelcome::dispatch_many(db.pool(), welcomes, DispatchOptions::new()).await.expect("dispatch");
+    Bounce::dispatch(db.pool(), ()).await.expect("dispatch");
+    let drained = db.drain_queue("mail").await;
+    assert_eq!(drained, Drained { completed: 5, retryable: 1, discarded: 0, cancelled: 0 });
+
+    // Bounce's retry is due 10 ms after its failure; once due, the next drain runs its last
+    // attempt, which discards it.
+    let due_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select run_at from forge_jobs where state = 'retryable'").fetch_one(db.pool()).await.expect("retry");
+    while chrono::Utc::now() < due_at {
+        tokio::task::yield_now().await;
+    }
+    let drained = db.drain_queue("mail").await;
+    assert_eq!(drained, Drained { completed: 0, retryable: 0, discarded: 1, cancelled: 0 });
+    db.refute_enqueued::<SendWelcome>(json!({})).await;
+    let n: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(db.pool()).await.expect("n");
+    assert_eq!(n, 5);
+}
