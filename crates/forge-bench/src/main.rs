@@ -1,15 +1,23 @@
-//! `forge-bench`: Forge's load, latency and chaos driver. Every scenario prints one JSON
-//! object on stdout, so results can be compared across commits. Build it in release mode:
+//! `forge-bench`: Forge's load, latency and chaos driver. Every scenario prints one JSON object
+//! per line on stdout. Build it in release mode; it uses `DATABASE_URL`'s server, or the
+//! embedded PostgreSQL, with a fresh database per run:
 //!
 //! ```text
-//! cargo run --release -p forge-bench -- testdb --iterations 50
+//! cargo run --release -p forge-bench -- jobs --jobs 20000
+//! cargo run --release -p forge-bench -- floor --jobs 20000
+//! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
+//! cargo run --release -p forge-bench -- testdb --iterations 30
 //! ```
 
+mod chaos;
+mod floor;
+mod jobs;
+mod stats;
+mod worker;
+
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use forge::testing::TestDatabase;
 
 /// Forge's benchmark driver.
 #[derive(Debug, Parser)]
@@ -21,11 +29,48 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Enqueue rate (batches), drain rate (one node, default concurrency) and pickup latency.
+    Jobs {
+        /// Jobs to enqueue and drain.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+    },
+    /// The same drain done by the leanest plain-SQL queue: the machine's physical limit.
+    Floor {
+        /// Jobs to insert and drain.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+    },
+    /// Worker processes killed with SIGKILL at random while they drain jobs; counts losses and
+    /// double finalisations (both must be 0).
+    Chaos {
+        /// Jobs to dispatch.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Worker processes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Kill (and restart) one node this often.
+        #[arg(long, default_value_t = 2000)]
+        kill_every_ms: u64,
+    },
     /// Time to hand a test a fresh, fully migrated database (template clone), and to drop it.
     Testdb {
         /// How many databases to create.
         #[arg(long, default_value_t = 20)]
         iterations: usize,
+    },
+    /// Runs one worker node on `--database-url` until SIGTERM (used by `chaos` and the kill tests).
+    Worker {
+        /// The database.
+        #[arg(long)]
+        database_url: String,
+        /// The job lease.
+        #[arg(long, default_value = "2s")]
+        lease: String,
+        /// Jobs of the default queue run at once.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
     },
 }
 
@@ -33,9 +78,16 @@ enum Scenario {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
+        Scenario::Jobs { jobs } => jobs::run(jobs.max(1)).await,
+        Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
+        Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
+        Scenario::Worker { database_url, lease, concurrency } => {
+            worker::run(&database_url, &lease, concurrency).await.map(|()| serde_json::Value::Null)
+        }
     };
     match result {
+        Ok(serde_json::Value::Null) => ExitCode::SUCCESS,
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS
@@ -47,7 +99,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn testdb(iterations: usize) -> Result<serde_json::Value, forge::Error> {
+/// What a scenario returns.
+type Report = Result<serde_json::Value, Box<dyn std::error::Error>>;
+
+async fn testdb(iterations: usize) -> Report {
+    use std::time::Instant;
+
+    use forge::testing::TestDatabase;
     // The first call may build the template; it is reported apart.
     let started = Instant::now();
     drop(TestDatabase::new().await?);
@@ -64,23 +122,10 @@ async fn testdb(iterations: usize) -> Result<serde_json::Value, forge::Error> {
         drop_times.push(started.elapsed());
     }
     Ok(serde_json::json!({
-        "scenario": "testdb",
+        "bench": "testdb",
         "iterations": iterations,
-        "first_ms": ms(first),
-        "create_ms": summary(&mut create),
-        "drop_ms": summary(&mut drop_times),
+        "first_ms": stats::ms(first),
+        "create_ms": stats::summary(&mut create),
+        "drop_ms": stats::summary(&mut drop_times),
     }))
-}
-
-fn summary(samples: &mut [Duration]) -> serde_json::Value {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() - 1) as f64 * q).round() as usize;
-        ms(samples[i])
-    };
-    serde_json::json!({ "p50": at(0.5), "p90": at(0.9), "max": at(1.0) })
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }

@@ -38,10 +38,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::db::{DbError, EmbeddedPostgres, Migrator, quote_ident};
+use crate::error::{Error, Result};
 use crate::jobs::context::Claimed;
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{Job, JobContext, JobError, JobId, JobRegistry, Notifier};
-use crate::error::{Error, Result};
 
 /// The embedded cluster this process started or joined; stopped at exit.
 static EMBEDDED: Mutex<Option<EmbeddedPostgres>> = Mutex::new(None);
@@ -425,12 +425,13 @@ impl TestDatabase {
     /// ahead are left. Returns how the jobs it ran ended.
     pub async fn drain_queue(&self, queue: &str) -> Drained {
         let started = chrono::Utc::now();
-        let capabilities: Vec<String> =
-            sqlx::query_scalar("select distinct capability from forge_jobs where queue = $1 and capability is not null")
-                .bind(queue)
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
+        let capabilities: Vec<String> = sqlx::query_scalar(
+            "select distinct capability from forge_jobs where queue = $1 and capability is not null",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
         let notifier = Notifier::spawn(self.pool.clone());
         let worker = Worker::spawn(
             self.pool.clone(),

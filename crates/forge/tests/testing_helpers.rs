@@ -68,7 +68,8 @@ async fn perform_job_runs_the_handler_with_a_real_context() {
     let db = setup().await;
     let out = db.perform_job::<SendWelcome>(Welcome { user_id: 3, locale: "en".into() }).await.expect("ok");
     assert_eq!(out, "welcome-3-en");
-    let n: i64 = sqlx::query_scalar("select count(*) from outbox where user_id = 3").fetch_one(db.pool()).await.expect("n");
+    let n: i64 =
+        sqlx::query_scalar("select count(*) from outbox where user_id = 3").fetch_one(db.pool()).await.expect("n");
     assert_eq!(n, 1);
 
     assert_eq!(db.perform_job::<Charge>(5).await.expect("charged"), 5);
@@ -90,7 +91,10 @@ async fn drain_queue_runs_everything_available() {
     // Bounce's retry is due 10 ms after its failure; once due, the next drain runs its last
     // attempt, which discards it.
     let due_at: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("select run_at from forge_jobs where state = 'retryable'").fetch_one(db.pool()).await.expect("retry");
+        sqlx::query_scalar("select run_at from forge_jobs where state = 'retryable'")
+            .fetch_one(db.pool())
+            .await
+            .expect("retry");
     while chrono::Utc::now() < due_at {
         tokio::task::yield_now().await;
     }

@@ -233,7 +233,7 @@ impl Default for GatewayConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// Queues this node works, each with its concurrency. Default: `default` with 10.
+    /// Queues this node works, each with its concurrency. Default: `default` with 100.
     #[serde(deserialize_with = "queue_map")]
     pub queues: BTreeMap<String, QueueConfig>,
     /// How often an idle queue is polled when no notification arrives. Default `"1s"`.
@@ -263,14 +263,14 @@ impl Default for WorkerConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct QueueConfig {
-    /// Jobs of this queue running at once on this node. Default 10.
+    /// Jobs of this queue running at once on this node. Default 100.
     #[serde(deserialize_with = "at_least_one_usize")]
     pub concurrency: NonZeroUsize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { concurrency: NonZeroUsize::new(10).expect("10 is not zero") }
+        Self { concurrency: NonZeroUsize::new(100).expect("100 is not zero") }
     }
 }
 

@@ -25,7 +25,7 @@ fn empty_file_runs_every_role_with_defaults() {
     }
     assert_eq!(config.gateway.port.get(), 8080);
     assert_eq!(config.database.url, None);
-    assert_eq!(config.worker.queues["default"].concurrency.get(), 10);
+    assert_eq!(config.worker.queues["default"].concurrency.get(), 100);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{JobError, JobId, JobState};
+use futures_util::FutureExt;
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -147,6 +148,7 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
     let slots = Arc::new(Semaphore::new(concurrency));
     let waker = shared.wakers.get(&queue).cloned().unwrap_or_default();
     let poll = shared.settings.poll_interval;
+    let mut busy = false;
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
@@ -156,10 +158,16 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
+        if busy {
+            // Work is waiting: give running jobs a moment to free more slots, so that one claim
+            // serves many jobs instead of one round trip per freed slot.
+            gather(&slots, &mut permits, concurrency, GATHER).await;
+        }
         let wanted = permits.len();
         match claim(&shared, &queue, wanted).await {
             Ok(jobs) => {
                 let full = jobs.len() == wanted;
+                busy = full;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
                     tokio::spawn(execute(shared.clone(), job, permit));
@@ -172,6 +180,7 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
             }
             Err(e) => {
                 drop(permits);
+                busy = false;
                 tracing::warn!(error = %e, queue, "claim failed; retrying after the poll interval");
             }
         }
@@ -183,6 +192,24 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
     }
     // Drain: every slot back means every job of this producer has finished.
     let _ = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+}
+
+/// How long a busy producer waits for more free slots before claiming.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// Adds permits to `permits` as they free up, until there are `target` or `wait` has passed.
+async fn gather(slots: &Arc<Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>, target: usize, wait: Duration) {
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    while permits.len() < target {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => permits.push(p),
+                Err(_) => return,
+            },
+            () = &mut deadline => return,
+        }
+    }
 }
 
 /// A claimed row.
@@ -289,23 +316,20 @@ async fn run_attempt(
         token.clone(),
         tx,
     );
-    let mut task = tokio::spawn((registered.handler)(ctx.clone(), job.args.clone()));
+    // The handler runs in this task; a panic is caught, and losing the race to the timeout or a
+    // cancellation drops (and so aborts) it.
+    let handler = std::panic::AssertUnwindSafe((registered.handler)(ctx.clone(), job.args.clone())).catch_unwind();
     let timeout = registered.options.timeout;
     let ended = tokio::select! {
-        joined = &mut task => match joined {
+        finished = handler => match finished {
             Ok(Ok(output)) => Ended::Ok(output),
             Ok(Err(e)) => Ended::Failed(e, "error"),
-            Err(e) if e.is_panic() => Ended::Failed(JobError::retry(format!("panicked: {}", panic_message(e.into_panic()))), "panic"),
-            Err(e) => Ended::Failed(JobError::retry(format!("aborted: {e}")), "error"),
+            Err(panic) => Ended::Failed(JobError::retry(format!("panicked: {}", panic_message(panic))), "panic"),
         },
         () = tokio::time::sleep(timeout) => {
-            task.abort();
             Ended::Failed(JobError::retry(format!("timed out after {timeout:?}")), "timeout")
         }
-        () = token.cancelled() => {
-            task.abort();
-            Ended::Stopped(StopReason::Cancelled)
-        }
+        () = token.cancelled() => Ended::Stopped(StopReason::Cancelled),
     };
     // A transactional job's work commits in the same transaction as its completion, fenced like
     // every other completion; on any other ending it rolls back (dropping it rolls back).

@@ -1,0 +1,100 @@
+//! `forge-bench jobs`: enqueue rate, drain rate and pickup latency of the real engine.
+
+use std::time::{Duration, Instant};
+
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+
+use crate::Report;
+use crate::stats::{ms, per_second, quantile};
+use crate::worker::Noop;
+
+/// Jobs per `dispatch_many` call.
+const BATCH: usize = 1000;
+/// Pickup samples, and the pause between them.
+const PICKUPS: usize = 200;
+const PICKUP_GAP: Duration = Duration::from_millis(20);
+
+pub(crate) async fn run(jobs: usize) -> Report {
+    let db = TestDatabase::new().await?;
+
+    // Enqueue: batches of 1000, one statement each.
+    let started = Instant::now();
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(BATCH);
+        Noop::dispatch_many(db.pool(), vec![(); n], DispatchOptions::new()).await?;
+        left -= n;
+    }
+    let enqueue = started.elapsed();
+
+    // Drain: one node, default concurrency, until every job is completed.
+    let started = Instant::now();
+    let node = start_node(&db).await?;
+    wait_until_done(db.pool(), jobs).await?;
+    let drain = started.elapsed();
+
+    // Pickup: the node is idle; dispatch one job at a time and measure dispatch → start.
+    sqlx::query("truncate forge_jobs").execute(db.pool()).await?;
+    let mut ids = Vec::with_capacity(PICKUPS);
+    for _ in 0..PICKUPS {
+        ids.push(Noop::dispatch(&node, ()).await?.0);
+        tokio::time::sleep(PICKUP_GAP).await;
+    }
+    wait_until_done(db.pool(), PICKUPS).await?;
+    let mut pickups: Vec<Duration> = sqlx::query_scalar::<_, f64>(
+        "select extract(epoch from attempted_at - created_at)::float8 from forge_jobs where id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(db.pool())
+    .await?
+    .into_iter()
+    .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    .collect();
+    pickups.sort();
+    node.stop().await?;
+
+    Ok(serde_json::json!({
+        "bench": "jobs",
+        "jobs": jobs,
+        "enqueue_per_s": per_second(jobs, enqueue),
+        "drain_per_s": per_second(jobs, drain),
+        "pickup_p50_ms": ms(quantile(&pickups, 0.5)),
+        "pickup_p99_ms": ms(quantile(&pickups, 0.99)),
+    }))
+}
+
+async fn start_node(db: &TestDatabase) -> Result<RunningForge, forge::Error> {
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("two roles");
+    config.observability.log_level = "warn".to_owned();
+    Forge::builder().config(config).build()?.start().await
+}
+
+/// Waits until no job is available or running (with cheap index-only probes, so the wait does
+/// not load the database it measures), then checks that `expected` jobs completed.
+async fn wait_until_done(pool: &sqlx::PgPool, expected: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let busy: bool = sqlx::query_scalar(
+            "select exists (select 1 from forge_jobs where state = 'available')
+                 or exists (select 1 from forge_jobs where state = 'running')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if !busy {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("jobs still running after 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let done: i64 =
+        sqlx::query_scalar("select count(*) from forge_jobs where state = 'completed'").fetch_one(pool).await?;
+    if usize::try_from(done).unwrap_or(0) < expected {
+        return Err(format!("only {done} of {expected} jobs completed").into());
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The bench's jobs, and a worker node process that runs them.
+
+use std::time::Duration;
+
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Does nothing: what `jobs` and `floor` measure is the queue itself.
+#[forge::job]
+pub(crate) async fn noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
+/// Arguments of [`ledger_write`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LedgerArgs {
+    /// How long the job works before writing, in milliseconds.
+    pub(crate) work_ms: u64,
+}
+
+/// Records each execution (outside the job's transaction, so a killed attempt leaves its mark)
+/// and writes one ledger row inside the job's transaction, which commits with its completion.
+#[forge::job(transactional, max_attempts = 100, backoff(fixed, base = "100ms"))]
+pub(crate) async fn ledger_write(ctx: &JobContext, args: LedgerArgs) -> Result<(), JobError> {
+    sqlx::query("insert into bench_executions (job_id, attempt, node) values ($1, $2, $3)")
+        .bind(ctx.id().0)
+        .bind(i32::try_from(ctx.attempt()).unwrap_or(i32::MAX))
+        .bind(ctx.node_id())
+        .execute(ctx.db())
+        .await?;
+    if args.work_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
+    }
+    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
+    sqlx::query("insert into bench_ledger (job_id) values ($1)").bind(ctx.id().0).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The bench's own tables.
+pub(crate) const SCHEMA: &str = r#"
+create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
+create table if not exists bench_ledger (job_id bigint not null);
+"#;
+
+/// Runs a worker + scheduler node on `url` until SIGTERM/SIGINT.
+pub(crate) async fn run(url: &str, lease: &str, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = ForgeConfig::default();
+    config.database.url = Some(url.to_owned());
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).ok_or("no roles")?;
+    config.worker.lease = lease.parse()?;
+    config.worker.poll_interval = "100ms".parse()?;
+    config.worker.shutdown_timeout = "5s".parse()?;
+    if let Some(queue) = config.worker.queues.get_mut("default") {
+        queue.concurrency = std::num::NonZeroUsize::new(concurrency).ok_or("concurrency must be at least 1")?;
+    }
+    config.observability.log_level = "warn".to_owned();
+    // An empty project folder: the bench has no migrations of its own.
+    let dir = std::env::temp_dir().join(format!("forge-bench-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = Forge::builder().config(config).project_dir(&dir).build()?.run().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(())
+}
