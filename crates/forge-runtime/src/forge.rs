@@ -116,16 +116,7 @@ impl Forge {
     /// process was its last user, and returns.
     pub async fn run(self) -> Result<()> {
         init_tracing(&self.config.observability)?;
-        let node = self.start().await?;
-        let shutdown = node.shutdown_handle();
-        tokio::select! {
-            signal = wait_for_signal() => {
-                let signal = signal.map_err(Error::Signal)?;
-                tracing::info!(signal, "shutting down");
-            }
-            () = shutdown.triggered() => tracing::info!("shutting down"),
-        }
-        node.stop().await
+        self.start().await?.run_until_signal().await
     }
 
     /// Connects to the database (starting the embedded cluster if there is no URL), applies
@@ -239,6 +230,19 @@ impl RunningForge {
     /// A handle that asks the node to stop.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+
+    /// Runs until SIGINT, SIGTERM or [`Shutdown::trigger`], then [`RunningForge::stop`]s.
+    pub async fn run_until_signal(self) -> Result<()> {
+        let shutdown = self.shutdown_handle();
+        tokio::select! {
+            signal = wait_for_signal() => {
+                let signal = signal.map_err(Error::Signal)?;
+                tracing::info!(signal, "shutting down");
+            }
+            () = shutdown.triggered() => tracing::info!("shutting down"),
+        }
+        self.stop().await
     }
 
     /// This node's id, as recorded in `forge_jobs.attempted_by`.

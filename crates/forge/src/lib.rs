@@ -50,3 +50,8 @@ pub mod prelude {
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }
+
+/// README.md's example, compiled as a doctest so it stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

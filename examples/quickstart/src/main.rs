@@ -1,14 +1,34 @@
 //! The smallest Forge application. Run it with `./dev.sh run` (or `cargo run -p quickstart`):
 //! with no `DATABASE_URL` it starts its own PostgreSQL under `.forge/postgres/`, applies
-//! migrations and serves `GET /health` and `GET /ready` on http://127.0.0.1:8080.
+//! migrations, serves `GET /health` and `GET /ready` on http://127.0.0.1:8080, and runs the
+//! `greet` job it dispatches at start-up.
 
 use forge::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The `greet` job's arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Greeting {
+    /// Who to greet.
+    pub name: String,
+}
+
+/// Greets someone; the returned text is stored as the job's output.
+#[forge::job(max_attempts = 3)]
+pub async fn greet(ctx: &JobContext, args: Greeting) -> Result<String, JobError> {
+    tracing::info!(job = %ctx.id(), attempt = ctx.attempt(), "greeting {}", args.name);
+    Ok(format!("hello, {}", args.name))
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let started = async {
         let config = ForgeConfig::load_or_default("forge.toml")?;
-        Forge::builder().config(config).build()?.run().await
+        forge::init_tracing(&config.observability)?;
+        let node = Forge::builder().config(config).build()?.start().await?;
+        Greet::dispatch(&node, Greeting { name: "world".into() }).await.map_err(|e| e.to_string())?;
+        node.run_until_signal().await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
     };
     match started.await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -71,6 +71,22 @@ async fn serves_probes_and_exits_0_on_sigterm() {
     let body = wait_for(&format!("http://127.0.0.1:{port}/ready"), 200, Duration::from_secs(30), &mut child).await;
     assert!(body.contains("ready"), "{body}");
     assert!(!dir.path().join(".forge").exists(), "with DATABASE_URL set, nothing is started");
+
+    // The job it dispatched at start-up ran.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output: Option<serde_json::Value> =
+            sqlx::query_scalar("select output from forge_jobs where kind = 'greet' and state = 'completed'")
+                .fetch_optional(db.pool())
+                .await
+                .expect("query");
+        if let Some(output) = output {
+            assert_eq!(output, serde_json::json!("hello, world"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the greet job did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = sigterm_and_wait(child);
     assert!(status.success(), "exit status {status}");
 }

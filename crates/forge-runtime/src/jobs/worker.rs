@@ -274,9 +274,13 @@ async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePer
     };
     let reason = shared.running.lock().ok().and_then(|mut r| r.remove(&job.id)).and_then(|r| r.reason);
     let ended = match (ended, reason) {
-        (Ended::Stopped(_), Some(reason)) | (Ended::Failed(..), Some(reason @ StopReason::LeaseLost)) => {
-            Ended::Stopped(reason)
-        }
+        (Ended::Written, _) => Ended::Written,
+        // Another node owns the job now: this attempt's result would be fenced off anyway.
+        (_, Some(StopReason::LeaseLost)) => Ended::Stopped(StopReason::LeaseLost),
+        // A requested cancellation wins, even over a handler that returned when it saw it.
+        (_, Some(StopReason::Cancelled)) => Ended::Stopped(StopReason::Cancelled),
+        (Ended::Stopped(_), Some(reason)) => Ended::Stopped(reason),
+        // Released at shutdown, but the handler finished first: its result stands.
         (ended, _) => ended,
     };
     if let Some(outcome) = outcome(&job, ended, registered.as_ref().map(|r| &r.options)) {
