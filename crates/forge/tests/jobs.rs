@@ -429,3 +429,25 @@ async fn shutdown_releases_unfinished_jobs_without_counting_the_attempt() {
     assert_eq!(r.attempt, 0, "a released attempt is not a failure");
     assert_eq!(r.errors, json!([]));
 }
+
+#[tokio::test]
+async fn finished_jobs_are_pruned_after_their_retention() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |c| c.worker.prune_after = "1s".parse().expect("duration")).await;
+    let done = Greet::dispatch(&node, GreetArgs { name: "old".into() }).await.expect("dispatch");
+    wait_state(db.pool(), done, "completed").await;
+    let waiting = Greet::dispatch_with(
+        &node,
+        GreetArgs { name: "later".into() },
+        DispatchOptions::new().delay(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("dispatch");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(db.pool(), &format!("select count(*) from forge_jobs where id = {}", done.0)).await > 0 {
+        assert!(Instant::now() < deadline, "the completed job was never pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(row(db.pool(), waiting).await.state, "scheduled", "live jobs are never pruned");
+    node.stop().await.expect("stop");
+}

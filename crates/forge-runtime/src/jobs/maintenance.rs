@@ -13,8 +13,10 @@ use super::sql;
 
 /// Rows one statement touches at most.
 const BATCH: i64 = 1000;
-/// How often finished jobs are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often finished jobs are pruned: a tenth of the retention, between 100 ms and a minute.
+fn prune_every(prune_after: Duration) -> Duration {
+    (prune_after / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
 
 /// Maintenance timing.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +38,7 @@ pub(crate) async fn run(pool: PgPool, notifier: Notifier, settings: MaintenanceS
     let every = (settings.lease / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut last_prune: Option<Instant> = None;
     loop {
-        let prune = last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
+        let prune = last_prune.is_none_or(|t| t.elapsed() >= prune_every(settings.prune_after));
         match tick(&pool, &notifier, settings, prune).await {
             Ok(Some(_)) if prune => last_prune = Some(Instant::now()),
             Ok(_) => {}
