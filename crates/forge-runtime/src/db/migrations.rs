@@ -274,12 +274,7 @@ impl Migrator {
     /// ones this call applied (empty when another node got there first).
     pub async fn run(&self, pool: &PgPool) -> Result<Vec<Migration>, MigrationError> {
         let mut tx = pool.begin().await?;
-        sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
-        sqlx::raw_sql(sql::CREATE_LEDGER).execute(&mut *tx).await?;
-        let applied = applied(&mut tx).await?;
-        let by_key: HashMap<(MigrationSource, i64), &AppliedMigration> =
-            applied.iter().map(|a| ((a.source, a.version), a)).collect();
-        self.verify(&by_key)?;
+        let by_key = self.lock_ledger(&mut tx).await?;
 
         let mut done = Vec::new();
         for migration in &self.migrations {
@@ -311,12 +306,7 @@ impl Migrator {
     /// first, in one transaction under the migration lock. Returns those rolled back.
     pub async fn down(&self, pool: &PgPool, n: usize) -> Result<Vec<Migration>, MigrationError> {
         let mut tx = pool.begin().await?;
-        sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
-        sqlx::raw_sql(sql::CREATE_LEDGER).execute(&mut *tx).await?;
-        let applied = applied(&mut tx).await?;
-        let by_key: HashMap<(MigrationSource, i64), &AppliedMigration> =
-            applied.iter().map(|a| ((a.source, a.version), a)).collect();
-        self.verify(&by_key)?;
+        let by_key = self.lock_ledger(&mut tx).await?;
 
         let mut done = Vec::new();
         for migration in self.migrations.iter().rev().filter(|m| by_key.contains_key(&(m.source, m.version))).take(n) {
@@ -364,6 +354,19 @@ impl Migrator {
             .map(Migration::label)
             .collect();
         Ok((!pending.is_empty()).then(|| format!("migrations not applied: {}", pending.join(", "))))
+    }
+
+    /// Takes the migration lock for the rest of the transaction, makes sure the ledger exists,
+    /// and returns what it records, after checking every applied migration's checksum.
+    async fn lock_ledger(
+        &self,
+        tx: &mut PgConnection,
+    ) -> Result<HashMap<(MigrationSource, i64), AppliedMigration>, MigrationError> {
+        sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
+        sqlx::raw_sql(sql::CREATE_LEDGER).execute(&mut *tx).await?;
+        let by_key: HashMap<_, _> = applied(tx).await?.into_iter().map(|a| ((a.source, a.version), a)).collect();
+        self.verify(&by_key.iter().map(|(k, v)| (*k, v)).collect())?;
+        Ok(by_key)
     }
 
     fn verify(&self, applied: &HashMap<(MigrationSource, i64), &AppliedMigration>) -> Result<(), MigrationError> {
