@@ -5,13 +5,17 @@
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{JobId, JobState};
 use sqlx::{PgPool, Row};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::dispatch::Notifier;
 use super::sql;
 
 /// Most outcomes written by one statement.
 const MAX_BATCH: usize = 1000;
+/// Batches written at the same time.
+const WRITERS: usize = 2;
 
 /// The end of one attempt, ready to be written.
 #[derive(Debug)]
@@ -52,6 +56,9 @@ impl Completer {
     pub(crate) fn spawn(pool: PgPool, notifier: Notifier) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let handle = tokio::spawn(async move {
+            // Up to WRITERS batches are written at once, so a slow statement does not hold up
+            // the next batch; outcomes touch distinct rows, so their order does not matter.
+            let writers = Arc::new(Semaphore::new(WRITERS));
             while let Some(first) = rx.recv().await {
                 let mut batch = Vec::new();
                 let mut flushed = Vec::new();
@@ -66,12 +73,25 @@ impl Completer {
                     }
                 }
                 if !batch.is_empty() {
-                    write(&pool, &notifier, &batch).await;
+                    let Ok(permit) = writers.clone().acquire_owned().await else { break };
+                    let (pool, notifier) = (pool.clone(), notifier.clone());
+                    tokio::spawn(async move {
+                        write(&pool, &notifier, &batch).await;
+                        drop(permit);
+                    });
                 }
-                for done in flushed {
-                    let _ = done.send(());
+                if !flushed.is_empty() {
+                    // Everything sent before the flush is in a batch that is written or being
+                    // written: wait for all writers to be idle.
+                    if let Ok(all) = writers.acquire_many(WRITERS as u32).await {
+                        drop(all);
+                    }
+                    for done in flushed {
+                        let _ = done.send(());
+                    }
                 }
             }
+            let _ = writers.acquire_many(WRITERS as u32).await;
         });
         (Self { tx }, handle)
     }
