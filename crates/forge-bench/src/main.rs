@@ -71,6 +71,9 @@ enum Scenario {
         /// Jobs of the default queue run at once.
         #[arg(long, default_value_t = 10)]
         concurrency: usize,
+        /// The node heartbeat (and leader campaign) interval.
+        #[arg(long, default_value = "1s")]
+        heartbeat: String,
     },
 }
 
@@ -82,8 +85,8 @@ async fn main() -> ExitCode {
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
-        Scenario::Worker { database_url, lease, concurrency } => {
-            worker::run(&database_url, &lease, concurrency).await.map(|()| serde_json::Value::Null)
+        Scenario::Worker { database_url, lease, concurrency, heartbeat } => {
+            worker::run(&database_url, &lease, concurrency, &heartbeat).await.map(|()| serde_json::Value::Null)
         }
     };
     match result {

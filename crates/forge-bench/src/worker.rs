@@ -44,11 +44,20 @@ create table if not exists bench_ledger (job_id bigint not null);
 "#;
 
 /// Runs a worker + scheduler node on `url` until SIGTERM/SIGINT.
-pub(crate) async fn run(url: &str, lease: &str, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn run(
+    url: &str,
+    lease: &str,
+    concurrency: usize,
+    heartbeat: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ForgeConfig::default();
     config.database.url = Some(url.to_owned());
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).ok_or("no roles")?;
     config.worker.lease = lease.parse()?;
+    config.node.heartbeat_interval = heartbeat.parse()?;
+    // Dead after the lease, but never within three heartbeats.
+    let dead_after = config.worker.lease.as_std().max(config.node.heartbeat_interval.as_std() * 3);
+    config.node.dead_after = format!("{}ms", dead_after.as_millis()).parse()?;
     config.worker.poll_interval = "100ms".parse()?;
     config.worker.shutdown_timeout = "5s".parse()?;
     if let Some(queue) = config.worker.queues.get_mut("default") {

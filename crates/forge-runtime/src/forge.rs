@@ -9,7 +9,12 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
-use crate::cluster::{Shutdown, wait_for_signal};
+use std::time::Duration;
+
+use crate::cluster::{
+    Duties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, sweep_dead_nodes,
+    wait_for_signal,
+};
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
@@ -69,6 +74,15 @@ impl ForgeBuilder {
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
         log_filter(&config.observability)?;
+        if config.node.dead_after.as_std() < config.node.heartbeat_interval.as_std() * 2 {
+            return Err(Error::Setting {
+                key: "node.dead_after",
+                message: format!(
+                    "{} is too short: it must be at least twice node.heartbeat_interval ({}), or live nodes would be declared dead",
+                    config.node.dead_after, config.node.heartbeat_interval
+                ),
+            });
+        }
         let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
         let registry = JobRegistry::collect(&self.jobs);
         Ok(Forge { config, project_dir, migrator, registry, listener: self.listener, shutdown: Shutdown::new() })
@@ -139,6 +153,23 @@ impl Forge {
             }
         }
         let node_id = node_id();
+        let info = NodeInfo {
+            id: node_id.clone(),
+            hostname: hostname(),
+            pid: std::process::id(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            capabilities: self.config.node.capabilities.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let heartbeat = self.config.node.heartbeat_interval.as_std();
+        let node = match RegisteredNode::register(db.pool().clone(), &info, heartbeat).await {
+            Ok(node) => node,
+            Err(source) => {
+                let target = db.target().to_owned();
+                let _ = db.close().await;
+                return Err(Error::Database(crate::db::DbError::Connect { target, source }));
+            }
+        };
         let notifier = Notifier::spawn(db.pool().clone());
         let worker = self.config.node.roles.contains(Role::Worker).then(|| {
             let w = &self.config.worker;
@@ -156,12 +187,28 @@ impl Forge {
                 },
             )
         });
-        let maintenance = self.config.node.roles.contains(Role::Scheduler).then(|| {
-            let settings = MaintenanceSettings {
+        let leadership = self.config.node.roles.contains(Role::Scheduler).then(|| {
+            let maintenance = MaintenanceSettings {
                 lease: self.config.worker.lease.as_std(),
                 prune_after: self.config.worker.prune_after.as_std(),
             };
-            tokio::spawn(maintenance::run(db.pool().clone(), notifier.clone(), settings, self.shutdown.token()))
+            let dead_after = self.config.node.dead_after.as_std();
+            let (pool, notifier) = (db.pool().clone(), notifier.clone());
+            // The leader's duties, started with each term and stopped when it ends.
+            let duties: Duties = Box::new(move |term| {
+                let (pool, notifier, term) = (pool.clone(), notifier.clone(), term);
+                tokio::spawn(async move {
+                    let sweep = tokio::spawn(sweep_dead_nodes(pool.clone(), dead_after, heartbeat, term.clone()));
+                    maintenance::run(pool, notifier, maintenance, term).await;
+                    let _ = sweep.await;
+                })
+            });
+            let settings = LeaderSettings {
+                campaign_every: heartbeat,
+                renew_every: (heartbeat / 2).max(Duration::from_millis(50)),
+                term: self.config.node.dead_after.as_std(),
+            };
+            Leadership::spawn(db.pool().clone(), node_id.clone(), settings, duties)
         });
         tracing::info!(
             node = %node_id,
@@ -172,7 +219,16 @@ impl Forge {
             jobs = ?self.registry.names(),
             "forge node started"
         );
-        Ok(RunningForge { db, gateway, worker, maintenance, notifier, node_id, shutdown: self.shutdown })
+        Ok(RunningForge {
+            db,
+            gateway,
+            worker,
+            node: Some(node),
+            leadership,
+            notifier,
+            node_id,
+            shutdown: self.shutdown,
+        })
     }
 
     async fn start_gateway(&self, pool: PgPool) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
@@ -210,7 +266,8 @@ pub struct RunningForge {
     db: Database,
     gateway: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     worker: Option<Worker>,
-    maintenance: Option<JoinHandle<()>>,
+    node: Option<RegisteredNode>,
+    leadership: Option<Leadership>,
     notifier: Notifier,
     node_id: String,
     shutdown: Shutdown,
@@ -245,7 +302,12 @@ impl RunningForge {
         self.stop().await
     }
 
-    /// This node's id, as recorded in `forge_jobs.attempted_by`.
+    /// Whether this node currently leads the cluster (holds the scheduler lock).
+    pub fn is_leader(&self) -> bool {
+        self.leadership.as_ref().is_some_and(Leadership::is_leader)
+    }
+
+    /// This node's id, as recorded in `forge_nodes` and `forge_jobs.attempted_by`.
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
@@ -263,13 +325,16 @@ impl RunningForge {
     /// Stops the node: the worker stops claiming and drains (releasing what does not finish
     /// within `[worker] shutdown_timeout`), the gateway lets requests in flight finish, the pool
     /// closes and, if this process was its last user, the embedded cluster stops.
-    pub async fn stop(self) -> Result<()> {
-        if let Some(worker) = self.worker {
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(node) = &self.node {
+            node.set_status(NodeStatus::Draining).await;
+        }
+        if let Some(worker) = self.worker.take() {
             worker.stop().await;
         }
         self.shutdown.trigger();
-        if let Some(maintenance) = self.maintenance {
-            let _ = maintenance.await;
+        if let Some(leadership) = self.leadership.take() {
+            leadership.stop().await;
         }
         let served = match self.gateway {
             Some((_, handle)) => match handle.await {
@@ -278,6 +343,9 @@ impl RunningForge {
             },
             None => Ok(()),
         };
+        if let Some(node) = self.node.take() {
+            node.stop().await;
+        }
         let closed = self.db.close().await.map_err(Error::from);
         tracing::info!("forge node stopped");
         served.and(closed)
@@ -315,15 +383,18 @@ impl Dispatcher for RunningForge {
     }
 }
 
-/// `host-pid-xxxx`: unique per process, readable in `attempted_by`.
+/// `host-pid-xxxxxx`: unique per process, readable in `attempted_by`.
 fn node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}-{}", hostname(), std::process::id(), &suffix[..6])
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_owned());
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &suffix[..6])
+        .unwrap_or_else(|| "node".to_owned())
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {

@@ -22,3 +22,12 @@ fn an_empty_config_takes_every_role() {
         assert!(config.node.roles.contains(role), "{role}");
     }
 }
+
+#[test]
+fn a_dead_after_shorter_than_two_heartbeats_is_refused() {
+    let mut config = ForgeConfig::default();
+    config.node.heartbeat_interval = "5s".parse().expect("duration");
+    config.node.dead_after = "6s".parse().expect("duration");
+    let err = Forge::builder().config(config).build().expect_err("refused");
+    assert!(err.to_string().contains("node.dead_after"), "{err}");
+}

@@ -191,7 +191,7 @@ impl<'de> Deserialize<'de> for Roles {
 }
 
 /// `[node]`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct NodeConfig {
@@ -200,6 +200,23 @@ pub struct NodeConfig {
     /// Capabilities this node offers (for example `"gpu"`); a job that requires one runs only on
     /// nodes that have it. Default: none.
     pub capabilities: Vec<String>,
+    /// How often the node records that it is alive; non-leaders campaign for leadership as often.
+    /// Default `"5s"`.
+    pub heartbeat_interval: Duration,
+    /// A node silent for this long is declared dead by the leader, and its running jobs are
+    /// rescued at once. Default `"30s"`.
+    pub dead_after: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            roles: Roles::all(),
+            capabilities: Vec::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[gateway]`.

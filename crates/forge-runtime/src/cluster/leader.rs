@@ -1,0 +1,201 @@
+//! Leader election: a session-level advisory lock held on a dedicated connection.
+//!
+//! A node with the scheduler role campaigns: it tries `pg_try_advisory_lock` on a connection of
+//! its own (not from the pool) every `heartbeat_interval`. The winner records its term in
+//! `forge_leaders` and starts the leader duties (job maintenance, dead-node sweeps, and crons as
+//! they arrive). It renews the term on the same connection every half interval; if that fails,
+//! the connection (and with it the lock, which Postgres releases when a session ends) may be
+//! gone, so the node stops its duties at once, drops the connection and campaigns again. Two
+//! nodes can never both hold the lock, and a node acts as leader only while its renewals
+//! succeed. On shutdown the leader stops its duties, unlocks and deletes its row.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::sql;
+
+/// The role the scheduler nodes compete for.
+pub const SCHEDULER_ROLE: &str = "scheduler";
+
+/// Starts the duties of a new term; they must end when the token is cancelled.
+pub(crate) type Duties = Box<dyn Fn(CancellationToken) -> JoinHandle<()> + Send + Sync>;
+
+/// Timing of a campaign.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeaderSettings {
+    /// How often a non-leader tries for the lock.
+    pub(crate) campaign_every: Duration,
+    /// How often the leader renews its term (and checks its lock connection).
+    pub(crate) renew_every: Duration,
+    /// How long a recorded term lasts without renewal.
+    pub(crate) term: Duration,
+}
+
+/// A running campaign for one role.
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    is_leader: Arc<AtomicBool>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+enum Ended {
+    Stopped,
+    Lost,
+}
+
+impl Leadership {
+    pub(crate) fn spawn(pool: PgPool, node_id: String, settings: LeaderSettings, duties: Duties) -> Self {
+        let is_leader = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(campaign(pool, node_id, settings, duties, is_leader.clone(), stop.clone()));
+        Self { is_leader, stop, task }
+    }
+
+    /// Whether this node leads now.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::SeqCst)
+    }
+
+    /// Stops the duties, releases the lock and the recorded term.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn campaign(
+    pool: PgPool,
+    node_id: String,
+    settings: LeaderSettings,
+    duties: Duties,
+    is_leader: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let options = pool.connect_options().as_ref().clone();
+    loop {
+        let mut conn = match PgConnection::connect_with(&options).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the leader-election connection");
+                tokio::select! {
+                    () = tokio::time::sleep(settings.campaign_every) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let won = match sqlx::query_scalar::<_, bool>(sql::TRY_LOCK).bind(SCHEDULER_ROLE).fetch_one(&mut conn).await
+            {
+                Ok(won) => won,
+                Err(_) => break,
+            };
+            if won {
+                match lead(&mut conn, &node_id, settings, &duties, &is_leader, &stop).await {
+                    Ended::Stopped => {
+                        let _ = conn.close().await;
+                        return;
+                    }
+                    // The connection is suspect: drop it (releasing the lock if it still held it),
+                    // and let the others campaign before this node tries again.
+                    Ended::Lost => {
+                        drop(conn);
+                        tokio::select! {
+                            () = tokio::time::sleep(settings.campaign_every) => break,
+                            () = stop.cancelled() => return,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(settings.campaign_every) => {}
+                () = stop.cancelled() => {
+                    let _ = conn.close().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn lead(
+    conn: &mut PgConnection,
+    node_id: &str,
+    settings: LeaderSettings,
+    duties: &Duties,
+    is_leader: &AtomicBool,
+    stop: &CancellationToken,
+) -> Ended {
+    if !term_query(sql::BEGIN_TERM, conn, node_id, settings).await {
+        return Ended::Lost;
+    }
+    is_leader.store(true, Ordering::SeqCst);
+    tracing::info!(node = node_id, "became the leader");
+    let term_token = CancellationToken::new();
+    let running = duties(term_token.clone());
+    let ended = loop {
+        tokio::select! {
+            () = tokio::time::sleep(settings.renew_every) => {
+                if !term_query(sql::RENEW_TERM, conn, node_id, settings).await {
+                    tracing::warn!(node = node_id, "lost the leader lock's connection; stepping down");
+                    break Ended::Lost;
+                }
+            }
+            () = stop.cancelled() => break Ended::Stopped,
+        }
+    };
+    // Stop acting as leader before anything else.
+    is_leader.store(false, Ordering::SeqCst);
+    term_token.cancel();
+    let _ = running.await;
+    if matches!(ended, Ended::Stopped) {
+        let _ = sqlx::query(sql::RESIGN).bind(SCHEDULER_ROLE).bind(node_id).execute(&mut *conn).await;
+        let _ = sqlx::query(sql::UNLOCK).bind(SCHEDULER_ROLE).execute(&mut *conn).await;
+        tracing::info!(node = node_id, "resigned leadership");
+    }
+    ended
+}
+
+/// Begins or extends the term on the lock's connection; `false` if that did not succeed within
+/// the renewal interval.
+async fn term_query(statement: &'static str, conn: &mut PgConnection, node_id: &str, settings: LeaderSettings) -> bool {
+    let query =
+        sqlx::query(statement).bind(SCHEDULER_ROLE).bind(node_id).bind(settings.term.as_secs_f64()).execute(conn);
+    matches!(tokio::time::timeout(settings.renew_every, query).await, Ok(Ok(_)))
+}
+
+/// The leader's sweep: declares dead the nodes silent past `dead_after` and rescues their
+/// running jobs at once, every `every`, until `stop`.
+pub(crate) async fn sweep_dead_nodes(pool: PgPool, dead_after: Duration, every: Duration, stop: CancellationToken) {
+    loop {
+        match sweep_once(&pool, dead_after).await {
+            Ok((nodes, jobs)) if !nodes.is_empty() => {
+                tracing::warn!(?nodes, rescued = jobs, "declared nodes dead and rescued their jobs");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dead-node sweep failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn sweep_once(pool: &PgPool, dead_after: Duration) -> Result<(Vec<String>, usize), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let dead: Vec<String> =
+        sqlx::query_scalar(sql::MARK_DEAD).bind(dead_after.as_secs_f64()).fetch_all(&mut *tx).await?;
+    let rescued = if dead.is_empty() {
+        0
+    } else {
+        sqlx::query(sql::RESCUE_FROM_NODES).bind(&dead).fetch_all(&mut *tx).await?.len()
+    };
+    tx.commit().await?;
+    Ok((dead, rescued))
+}

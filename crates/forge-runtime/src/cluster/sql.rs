@@ -1,0 +1,58 @@
+//! The cluster component's statements.
+
+pub(crate) const REGISTER: &str = r#"
+insert into forge_nodes (id, hostname, pid, roles, capabilities, version)
+values ($1, $2, $3, $4, $5, $6)
+"#;
+
+pub(crate) const HEARTBEAT: &str = r#"
+update forge_nodes set last_heartbeat = now(),
+    status = case when status = 'dead' then 'running' else status end
+where id = $1
+"#;
+
+pub(crate) const SET_STATUS: &str = r#"update forge_nodes set status = $2, last_heartbeat = now() where id = $1"#;
+
+/// The advisory lock of a leader role: `hashtext('forge_leader:' || role)`.
+pub(crate) const TRY_LOCK: &str = r#"select pg_try_advisory_lock(hashtext('forge_leader:' || $1))"#;
+
+pub(crate) const UNLOCK: &str = r#"select pg_advisory_unlock(hashtext('forge_leader:' || $1))"#;
+
+/// Starts the lock holder's term. Run on the lock's own connection.
+pub(crate) const BEGIN_TERM: &str = r#"
+insert into forge_leaders (role, node_id, acquired_at, lease_until)
+values ($1, $2, now(), now() + make_interval(secs => $3))
+on conflict (role) do update
+set node_id = excluded.node_id, acquired_at = excluded.acquired_at, lease_until = excluded.lease_until
+"#;
+
+/// Extends the term, on the lock's own connection: a failure means the lock (held by that
+/// session) may be gone too.
+pub(crate) const RENEW_TERM: &str = r#"
+update forge_leaders set lease_until = now() + make_interval(secs => $3)
+where role = $1 and node_id = $2
+"#;
+
+pub(crate) const RESIGN: &str = r#"delete from forge_leaders where role = $1 and node_id = $2"#;
+
+/// Declares dead the nodes silent for longer than the threshold.
+pub(crate) const MARK_DEAD: &str = r#"
+update forge_nodes set status = 'dead'
+where status in ('running', 'draining') and last_heartbeat < now() - make_interval(secs => $1)
+returning id
+"#;
+
+/// Rescues at once the running jobs of dead nodes, as lease expiry would later.
+pub(crate) const RESCUE_FROM_NODES: &str = r#"
+update forge_jobs j
+set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryable' end,
+    finalized_at = case when j.attempt >= j.max_attempts then now() end,
+    run_at = now(),
+    heartbeat_at = null,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt,
+        'at', now(),
+        'message', 'node ' || j.attempted_by || ' died (no heartbeat)'))
+where j.state = 'running' and j.attempted_by = any($1::text[])
+returning j.id
+"#;
