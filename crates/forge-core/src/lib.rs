@@ -16,5 +16,6 @@
 
 pub mod config;
 pub mod jobs;
+pub mod schedule;
 
 pub use config::{ConfigError, ForgeConfig};
