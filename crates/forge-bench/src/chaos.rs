@@ -8,7 +8,7 @@ use forge::prelude::*;
 use forge::testing::TestDatabase;
 
 use crate::Report;
-use crate::worker::{LedgerArgs, LedgerWrite, SCHEMA};
+use crate::worker::{LedgerArgs, LedgerWrite, Processes, SCHEMA};
 
 pub(crate) async fn run(jobs: usize, nodes: usize, kill_every_ms: u64) -> Report {
     let db = TestDatabase::new().await?;
@@ -18,7 +18,7 @@ pub(crate) async fn run(jobs: usize, nodes: usize, kill_every_ms: u64) -> Report
         LedgerWrite::dispatch_many(db.pool(), chunk.to_vec(), DispatchOptions::new()).await?;
     }
 
-    let mut children: Vec<Child> = (0..nodes).map(|_| spawn_worker(db.url())).collect::<Result<_, _>>()?;
+    let mut children = Processes((0..nodes).map(|_| spawn_worker(db.url())).collect::<Result<_, _>>()?);
     let mut kills = 0u64;
     let mut next_kill = Instant::now() + Duration::from_millis(kill_every_ms);
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -32,15 +32,15 @@ pub(crate) async fn run(jobs: usize, nodes: usize, kill_every_ms: u64) -> Report
         }
         if kill_every_ms > 0 && Instant::now() >= next_kill {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let victim = (seed >> 64) as usize % children.len();
-            kill9(&mut children[victim]);
-            children[victim] = spawn_worker(db.url())?;
+            let victim = (seed >> 64) as usize % children.0.len();
+            kill9(&mut children.0[victim]);
+            children.0[victim] = spawn_worker(db.url())?;
             kills += 1;
             next_kill = Instant::now() + Duration::from_millis(kill_every_ms);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for child in &mut children {
+    for child in &mut children.0 {
         terminate(child);
     }
 
@@ -52,7 +52,8 @@ pub(crate) async fn run(jobs: usize, nodes: usize, kill_every_ms: u64) -> Report
     .fetch_one(db.pool())
     .await?;
     let lost: i64 = sqlx::query_scalar(
-        "select count(*) from forge_jobs j where not exists (select 1 from bench_ledger l where l.job_id = j.id)",
+        "select count(*) from forge_jobs j where j.kind = 'ledger_write'
+           and not exists (select 1 from bench_ledger l where l.job_id = j.id)",
     )
     .fetch_one(db.pool())
     .await?;

@@ -69,7 +69,7 @@ async fn start_node(db: &TestDatabase) -> Result<RunningForge, forge::Error> {
     let mut config = db.config();
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("two roles");
     config.observability.log_level = "warn".to_owned();
-    Forge::builder().config(config).build()?.start().await
+    Forge::builder().config(config).crons(false).build()?.start().await
 }
 
 /// Waits until no job is available or running (with cheap index-only probes, so the wait does

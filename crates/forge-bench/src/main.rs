@@ -6,10 +6,12 @@
 //! cargo run --release -p forge-bench -- jobs --jobs 20000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
+//! cargo run --release -p forge-bench -- failover --nodes 3
 //! cargo run --release -p forge-bench -- testdb --iterations 30
 //! ```
 
 mod chaos;
+mod failover;
 mod floor;
 mod jobs;
 mod stats;
@@ -74,6 +76,22 @@ enum Scenario {
         /// The node heartbeat (and leader campaign) interval.
         #[arg(long, default_value = "1s")]
         heartbeat: String,
+        /// Schedule the bench's cron (`bench_tick`, every second) when leading.
+        #[arg(long)]
+        crons: bool,
+        /// How long running jobs may finish after SIGTERM before they are released.
+        #[arg(long, default_value = "5s")]
+        shutdown_timeout: String,
+    },
+    /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
+    /// Reports the takeover time and whether every tick fired exactly once.
+    Failover {
+        /// Nodes to start.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Seconds to run before and after the kill.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -85,9 +103,12 @@ async fn main() -> ExitCode {
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
-        Scenario::Worker { database_url, lease, concurrency, heartbeat } => {
-            worker::run(&database_url, &lease, concurrency, &heartbeat).await.map(|()| serde_json::Value::Null)
+        Scenario::Worker { database_url, lease, concurrency, heartbeat, crons, shutdown_timeout } => {
+            worker::run(&database_url, &lease, concurrency, &heartbeat, crons, &shutdown_timeout)
+                .await
+                .map(|()| serde_json::Value::Null)
         }
+        Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
     };
     match result {
         Ok(serde_json::Value::Null) => ExitCode::SUCCESS,

@@ -37,10 +37,24 @@ pub(crate) async fn ledger_write(ctx: &JobContext, args: LedgerArgs) -> Result<(
     Ok(())
 }
 
+/// Every second, with catch-up: records which job ran which tick (`failover` and the failover
+/// tests count them). Scheduled only by workers started with `--crons`.
+#[forge::cron("* * * * * *", catch_up, catch_up_limit = 60)]
+pub(crate) async fn bench_tick(ctx: &CronContext) -> Result<(), JobError> {
+    sqlx::query("insert into bench_cron_ticks (scheduled_at, job_id, catch_up) values ($1, $2, $3)")
+        .bind(ctx.scheduled_time())
+        .bind(ctx.job().id().0)
+        .bind(ctx.is_catch_up())
+        .execute(ctx.db())
+        .await?;
+    Ok(())
+}
+
 /// The bench's own tables.
 pub(crate) const SCHEMA: &str = r#"
 create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
 create table if not exists bench_ledger (job_id bigint not null);
+create table if not exists bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null);
 "#;
 
 /// Runs a worker + scheduler node on `url` until SIGTERM/SIGINT.
@@ -49,6 +63,8 @@ pub(crate) async fn run(
     lease: &str,
     concurrency: usize,
     heartbeat: &str,
+    crons: bool,
+    shutdown_timeout: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ForgeConfig::default();
     config.database.url = Some(url.to_owned());
@@ -59,7 +75,7 @@ pub(crate) async fn run(
     let dead_after = config.worker.lease.as_std().max(config.node.heartbeat_interval.as_std() * 3);
     config.node.dead_after = format!("{}ms", dead_after.as_millis()).parse()?;
     config.worker.poll_interval = "100ms".parse()?;
-    config.worker.shutdown_timeout = "5s".parse()?;
+    config.worker.shutdown_timeout = shutdown_timeout.parse()?;
     if let Some(queue) = config.worker.queues.get_mut("default") {
         queue.concurrency = std::num::NonZeroUsize::new(concurrency).ok_or("concurrency must be at least 1")?;
     }
@@ -67,8 +83,22 @@ pub(crate) async fn run(
     // An empty project folder: the bench has no migrations of its own.
     let dir = std::env::temp_dir().join(format!("forge-bench-worker-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = Forge::builder().config(config).project_dir(&dir).build()?.run().await;
+    let result = Forge::builder().config(config).project_dir(&dir).crons(crons).build()?.run().await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(())
+}
+
+/// Worker processes started by a scenario; any still running are killed when this is dropped,
+/// so an early error leaves no process behind.
+#[derive(Debug, Default)]
+pub(crate) struct Processes(pub(crate) Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

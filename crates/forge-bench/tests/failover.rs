@@ -8,7 +8,7 @@ use forge::testing::TestDatabase;
 
 fn node(url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_forge-bench"))
-        .args(["worker", "--database-url", url, "--lease", "2s", "--heartbeat", "200ms"])
+        .args(["worker", "--database-url", url, "--lease", "2s", "--heartbeat", "200ms", "--crons"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -64,4 +64,61 @@ async fn killing_the_leader_of_three_nodes_hands_leadership_over_within_10s() {
         n.kill().expect("stop node");
         n.wait().expect("reap");
     }
+}
+
+#[tokio::test]
+async fn two_nodes_racing_for_leadership_never_both_fire_crons() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql(
+        "create table bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null)",
+    )
+    .execute(db.pool())
+    .await
+    .expect("schema");
+    let mut nodes: Vec<Child> = (0..2).map(|_| node(db.url())).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ticks: i64 =
+            sqlx::query_scalar("select count(*) from bench_cron_ticks").fetch_one(db.pool()).await.expect("n");
+        if ticks >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cron did not run 5 times within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let firers: Vec<String> = sqlx::query_scalar("select distinct fired_by from forge_cron_runs")
+        .fetch_all(db.pool())
+        .await
+        .expect("fired_by");
+    assert_eq!(firers.len(), 1, "one leader fired every tick: {firers:?}");
+    let doubled: i64 = sqlx::query_scalar(
+        "select count(*) from (select scheduled_at from bench_cron_ticks group by scheduled_at having count(*) > 1) t",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("doubled");
+    assert_eq!(doubled, 0);
+    for n in &mut nodes {
+        n.kill().expect("stop node");
+        n.wait().expect("reap");
+    }
+}
+
+#[test]
+fn a_cron_every_second_fires_each_tick_once_across_a_leader_kill() {
+    // 15 s before and 15 s after killing the leader of three nodes.
+    let out = Command::new(env!("CARGO_BIN_EXE_forge-bench"))
+        .args(["failover", "--nodes", "3", "--seconds", "15"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run forge-bench failover");
+    assert!(out.status.success(), "forge-bench failover failed");
+    let line = String::from_utf8(out.stdout).expect("utf-8");
+    let report: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(report["bench"], "failover");
+    let expected = report["cron_ticks_expected"].as_i64().expect("expected");
+    assert!(expected >= 28, "{report}");
+    assert_eq!(report["cron_ticks_fired"].as_i64(), Some(expected), "no gap: {report}");
+    assert_eq!(report["cron_ticks_duplicated"].as_i64(), Some(0), "no duplicate: {report}");
+    assert!(report["leader_takeover_ms"].as_f64().expect("takeover") < 10_000.0, "{report}");
 }

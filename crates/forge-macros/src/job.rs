@@ -155,7 +155,7 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
     Ok(())
 }
 
-fn non_empty(lit: LitStr) -> syn::Result<LitStr> {
+pub(crate) fn non_empty(lit: LitStr) -> syn::Result<LitStr> {
     if lit.value().trim().is_empty() {
         return Err(syn::Error::new_spanned(lit, "must not be empty"));
     }
@@ -163,7 +163,7 @@ fn non_empty(lit: LitStr) -> syn::Result<LitStr> {
 }
 
 /// `timeout = "30s"` or `timeout = 30` (seconds), as milliseconds.
-fn duration_ms(meta: &ParseNestedMeta<'_>) -> syn::Result<u64> {
+pub(crate) fn duration_ms(meta: &ParseNestedMeta<'_>) -> syn::Result<u64> {
     let value = meta.value()?;
     if value.peek(LitInt) {
         let secs: LitInt = value.parse()?;
@@ -279,7 +279,7 @@ fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
     Err(syn::Error::new_spanned(ty, "#[forge::job] functions return `Result<Output, JobError>`"))
 }
 
-fn pascal_case(snake: &str) -> String {
+pub(crate) fn pascal_case(snake: &str) -> String {
     snake
         .split('_')
         .filter(|part| !part.is_empty())

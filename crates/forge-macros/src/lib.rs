@@ -2,6 +2,7 @@
 //! are re-exported by `forge` and emit paths into `::forge::…`.
 #![warn(missing_docs)]
 
+mod cron;
 mod job;
 
 use proc_macro::TokenStream;
@@ -27,4 +28,24 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn job(attr: TokenStream, item: TokenStream) -> TokenStream {
     job::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Declares a cron from `async fn name(ctx: &CronContext) -> Result<(), JobError>`.
+///
+/// `#[forge::cron("*/5 * * * *")]` takes a 5-field expression (or 6, with seconds first), and:
+///
+/// | attribute | meaning |
+/// |-----------|---------|
+/// | `timezone = "Europe/Paris"` | IANA zone the expression is read in (default UTC) |
+/// | `catch_up` | after a gap, fire the missed ticks (oldest first) |
+/// | `catch_up_limit = 10` | at most this many missed ticks (default 10) |
+/// | `overlap = "skip"` / `"allow"` | whether a tick fires while the previous run is live (default skip) |
+/// | `name = "nightly"` | the cron's name (default: the function's) |
+/// | `queue`, `max_attempts` (default 3), `timeout` | the options of the job each tick dispatches |
+///
+/// A bad expression or time zone is a compile error here, and an error at start-up for crons
+/// registered by hand.
+#[proc_macro_attribute]
+pub fn cron(attr: TokenStream, item: TokenStream) -> TokenStream {
+    cron::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
 }

@@ -12,9 +12,9 @@ use tracing_subscriber::EnvFilter;
 use std::time::Duration;
 
 use crate::cluster::{
-    Duties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, sweep_dead_nodes,
-    wait_for_signal,
+    Duties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals, sweep_dead_nodes,
 };
+use crate::cron::{CronScheduler, Crons};
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
@@ -29,6 +29,7 @@ pub struct ForgeBuilder {
     project_dir: Option<PathBuf>,
     listener: Option<std::net::TcpListener>,
     jobs: Vec<&'static JobRegistration>,
+    without_crons: bool,
 }
 
 impl ForgeBuilder {
@@ -60,7 +61,15 @@ impl ForgeBuilder {
         self
     }
 
-    /// Checks the configuration and reads the application's migrations. Nothing connects yet.
+    /// Whether this node schedules the binary's `#[forge::cron]`s when it leads (default: yes).
+    /// A node that does not still runs cron jobs dispatched by a leader that does.
+    pub fn crons(mut self, enabled: bool) -> Self {
+        self.without_crons = !enabled;
+        self
+    }
+
+    /// Checks the configuration, the crons' expressions and time zones, and reads the
+    /// application's migrations. Nothing connects yet.
     pub fn build(self) -> Result<Forge> {
         let project_dir = match self.project_dir {
             Some(dir) => dir,
@@ -85,7 +94,12 @@ impl ForgeBuilder {
         }
         let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
         let registry = JobRegistry::collect(&self.jobs);
-        Ok(Forge { config, project_dir, migrator, registry, listener: self.listener, shutdown: Shutdown::new() })
+        let crons = if self.without_crons {
+            Crons::default()
+        } else {
+            Crons::collect().map_err(|message| Error::Setting { key: "cron", message })?
+        };
+        Ok(Forge { config, project_dir, migrator, registry, crons, listener: self.listener, shutdown: Shutdown::new() })
     }
 }
 
@@ -105,6 +119,7 @@ pub struct Forge {
     project_dir: PathBuf,
     migrator: Migrator,
     registry: JobRegistry,
+    crons: Crons,
     listener: Option<std::net::TcpListener>,
     shutdown: Shutdown,
 }
@@ -136,6 +151,8 @@ impl Forge {
     /// Connects to the database (starting the embedded cluster if there is no URL), applies
     /// pending migrations, and starts the components of the configured roles.
     pub async fn start(self) -> Result<RunningForge> {
+        // Listen for signals before anything can report ready, so an early SIGTERM is handled.
+        let signals = Signals::install().ok();
         let db = Database::connect(&self.config, &self.project_dir).await?;
         if let Err(e) = self.migrator.run(db.pool()).await {
             let _ = db.close().await;
@@ -193,14 +210,21 @@ impl Forge {
                 prune_after: self.config.worker.prune_after.as_std(),
             };
             let dead_after = self.config.node.dead_after.as_std();
-            let (pool, notifier) = (db.pool().clone(), notifier.clone());
+            let (pool, notifier, crons, leader_id) =
+                (db.pool().clone(), notifier.clone(), self.crons.clone(), node_id.clone());
             // The leader's duties, started with each term and stopped when it ends.
             let duties: Duties = Box::new(move |term| {
-                let (pool, notifier, term) = (pool.clone(), notifier.clone(), term);
+                let (pool, notifier, crons, leader_id) =
+                    (pool.clone(), notifier.clone(), crons.clone(), leader_id.clone());
                 tokio::spawn(async move {
                     let sweep = tokio::spawn(sweep_dead_nodes(pool.clone(), dead_after, heartbeat, term.clone()));
+                    let scheduler = (!crons.is_empty())
+                        .then(|| tokio::spawn(CronScheduler::run(pool.clone(), crons, leader_id, term.clone())));
                     maintenance::run(pool, notifier, maintenance, term).await;
                     let _ = sweep.await;
+                    if let Some(scheduler) = scheduler {
+                        let _ = scheduler.await;
+                    }
                 })
             });
             let settings = LeaderSettings {
@@ -217,6 +241,7 @@ impl Forge {
             embedded = db.is_embedded(),
             gateway = ?gateway.as_ref().map(|(addr, _)| addr),
             jobs = ?self.registry.names(),
+            crons = ?self.crons.names(),
             "forge node started"
         );
         Ok(RunningForge {
@@ -227,6 +252,7 @@ impl Forge {
             leadership,
             notifier,
             node_id,
+            signals,
             shutdown: self.shutdown,
         })
     }
@@ -270,6 +296,7 @@ pub struct RunningForge {
     leadership: Option<Leadership>,
     notifier: Notifier,
     node_id: String,
+    signals: Option<Signals>,
     shutdown: Shutdown,
 }
 
@@ -290,13 +317,14 @@ impl RunningForge {
     }
 
     /// Runs until SIGINT, SIGTERM or [`Shutdown::trigger`], then [`RunningForge::stop`]s.
-    pub async fn run_until_signal(self) -> Result<()> {
+    pub async fn run_until_signal(mut self) -> Result<()> {
         let shutdown = self.shutdown_handle();
+        let signals = match self.signals.take() {
+            Some(signals) => signals,
+            None => Signals::install().map_err(Error::Signal)?,
+        };
         tokio::select! {
-            signal = wait_for_signal() => {
-                let signal = signal.map_err(Error::Signal)?;
-                tracing::info!(signal, "shutting down");
-            }
+            signal = signals.wait() => tracing::info!(signal, "shutting down"),
             () = shutdown.triggered() => tracing::info!("shutting down"),
         }
         self.stop().await

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod cron;
 pub mod db;
 mod error;
 mod forge;

@@ -26,8 +26,13 @@
 #![warn(missing_docs)]
 
 pub use forge_core as core;
-pub use forge_macros::job;
+pub use forge_macros::{cron, job};
 pub use forge_runtime::jobs;
+
+/// Crons: `#[forge::cron]`'s runtime side.
+pub mod cron {
+    pub use forge_runtime::cron::*;
+}
 
 /// Items the macros' generated code uses; not part of the public API.
 #[doc(hidden)]
@@ -47,6 +52,7 @@ pub mod testing {
 pub mod prelude {
     pub use crate::cluster::Shutdown;
     pub use crate::config::{ForgeConfig, Role};
+    pub use crate::cron::CronContext;
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }

@@ -10,4 +10,4 @@ pub use leader::SCHEDULER_ROLE;
 pub(crate) use leader::{Duties, LeaderSettings, Leadership, sweep_dead_nodes};
 pub(crate) use node::RegisteredNode;
 pub use node::{NodeInfo, NodeStatus};
-pub use shutdown::{Shutdown, wait_for_signal};
+pub use shutdown::{Shutdown, Signals, wait_for_signal};

@@ -36,23 +36,43 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and returns its name. After it returns, a second signal ends the
-/// process at once (exit status 130), for an operator who does not want to wait for draining.
+/// SIGINT and SIGTERM listeners. Installed when a node starts, so a signal that arrives before
+/// anything waits for it (say, while the application dispatches its first jobs) is kept rather
+/// than killing the process.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the listeners.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for SIGINT or SIGTERM and returns its name. After it returns, a second signal ends
+    /// the process at once (exit status 130), for an operator who does not want to wait for
+    /// draining.
+    pub async fn wait(mut self) -> &'static str {
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.term.recv() => {},
+                _ = self.int.recv() => {},
+            }
+            eprintln!("second signal: exiting without waiting");
+            std::process::exit(130);
+        });
+        name
+    }
+}
+
+/// Installs the listeners and waits for SIGINT or SIGTERM; see [`Signals::wait`].
 pub async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        eprintln!("second signal: exiting without waiting");
-        std::process::exit(130);
-    });
-    Ok(name)
+    Ok(Signals::install()?.wait().await)
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use forge_core::jobs::{JobId, Priority, UniqueBy};
+use forge_core::jobs::{JobId, JobOptions, Priority, UniqueBy};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
@@ -168,6 +168,22 @@ impl NewJob {
             capability: defaults.capability.map(str::to_owned),
             tags: options.tags.clone(),
         })
+    }
+
+    /// A row for kind `kind` with raw JSON arguments and a kind's options.
+    pub fn with_options(kind: impl Into<String>, args: serde_json::Value, options: &JobOptions) -> Self {
+        Self {
+            kind: kind.into(),
+            queue: options.queue.to_owned(),
+            args,
+            priority: options.priority.as_i16(),
+            max_attempts: i32::try_from(options.max_attempts).unwrap_or(i32::MAX).max(1),
+            run_at: None,
+            unique_key: None,
+            unique_period: false,
+            capability: options.capability.map(str::to_owned),
+            tags: Vec::new(),
+        }
     }
 
     /// A row for kind `kind` with raw JSON arguments and default options (for tools such as the
