@@ -1,7 +1,7 @@
 //! The smallest Forge application. Run it with `./dev.sh run` (or `cargo run -p quickstart`):
 //! with no `DATABASE_URL` it starts its own PostgreSQL under `.forge/postgres/`, applies
-//! migrations, serves `GET /health` and `GET /ready` on http://127.0.0.1:8080, and runs the
-//! `greet` job it dispatches at start-up.
+//! migrations, serves `GET /health` and `GET /ready` on http://127.0.0.1:8080, runs the `greet`
+//! job it dispatches at start-up, and the `tick` cron every ten seconds.
 
 use forge::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,13 @@ pub struct Greeting {
 pub async fn greet(ctx: &JobContext, args: Greeting) -> Result<String, JobError> {
     tracing::info!(job = %ctx.id(), attempt = ctx.attempt(), "greeting {}", args.name);
     Ok(format!("hello, {}", args.name))
+}
+
+/// Every ten seconds, once across all running copies of this app.
+#[forge::cron("*/10 * * * * *")]
+pub async fn tick(ctx: &CronContext) -> Result<(), JobError> {
+    tracing::info!(tick = %ctx.scheduled_time(), delay_ms = ctx.delay().num_milliseconds(), "tick");
+    Ok(())
 }
 
 #[tokio::main]
