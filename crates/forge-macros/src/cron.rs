@@ -6,7 +6,7 @@ use quote::{format_ident, quote};
 use syn::parse::{ParseStream, Parser};
 use syn::{FnArg, ItemFn, LitInt, LitStr, Token};
 
-use crate::job::{duration_ms, non_empty, pascal_case};
+use crate::job::{JobKind, duration_ms, job_kind, non_empty, pascal_case};
 
 struct Attrs {
     expression: LitStr,
@@ -123,38 +123,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
     let doc = format!("The `{name}` cron (`{}`), declared by `#[forge::cron]` on [`{fn_name}`].", expression.value());
 
+    let job = job_kind(JobKind {
+        doc: &doc,
+        vis,
+        struct_name: &struct_name,
+        kind: &kind,
+        args_ty: quote!(::forge::cron::CronArgs),
+        output_ty: quote!(()),
+        options: &options,
+        run: quote! {
+            let cron = ::forge::cron::CronContext::new(ctx.clone(), #name, args);
+            async move { #fn_name(&cron).await }
+        },
+    });
     Ok(quote! {
         #func
-
-        #[doc = #doc]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #struct_name;
-
-        impl ::forge::jobs::Job for #struct_name {
-            const NAME: &'static str = #kind;
-            type Args = ::forge::cron::CronArgs;
-            type Output = ();
-
-            fn options() -> ::forge::jobs::JobOptions {
-                let mut options = ::forge::jobs::JobOptions::new();
-                #(#options)*
-                options
-            }
-
-            fn run(
-                ctx: &::forge::jobs::JobContext,
-                args: Self::Args,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<Self::Output, ::forge::jobs::JobError>,
-            > + ::core::marker::Send + '_ {
-                let cron = ::forge::cron::CronContext::new(ctx.clone(), #name, args);
-                async move { #fn_name(&cron).await }
-            }
-        }
-
-        ::forge::__private::inventory::submit! {
-            ::forge::jobs::JobRegistration::of::<#struct_name>()
-        }
+        #job
 
         ::forge::__private::inventory::submit! {
             ::forge::cron::CronRegistration {

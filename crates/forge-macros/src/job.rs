@@ -76,9 +76,40 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         options.push(quote! { options.transactional = true; });
     }
 
+    let job = job_kind(JobKind {
+        doc: &doc,
+        vis,
+        struct_name: &struct_name,
+        kind: &kind,
+        args_ty: quote!(#args_ty),
+        output_ty: quote!(#output_ty),
+        options: &options,
+        run: quote!(#fn_name(ctx, args)),
+    });
     Ok(quote! {
         #func
+        #job
+    })
+}
 
+/// What [`job_kind`] generates a job kind from.
+pub(crate) struct JobKind<'a> {
+    pub(crate) doc: &'a str,
+    pub(crate) vis: &'a syn::Visibility,
+    pub(crate) struct_name: &'a syn::Ident,
+    pub(crate) kind: &'a str,
+    pub(crate) args_ty: TokenStream,
+    pub(crate) output_ty: TokenStream,
+    /// Statements that adjust `options`, a `JobOptions::new()`.
+    pub(crate) options: &'a [TokenStream],
+    /// The body of `Job::run`, with `ctx` and `args` in scope.
+    pub(crate) run: TokenStream,
+}
+
+/// A unit struct implementing `forge::jobs::Job`, registered with the global job registry.
+pub(crate) fn job_kind(k: JobKind<'_>) -> TokenStream {
+    let JobKind { doc, vis, struct_name, kind, args_ty, output_ty, options, run } = k;
+    quote! {
         #[doc = #doc]
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #struct_name;
@@ -101,14 +132,14 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<Self::Output, ::forge::jobs::JobError>,
             > + ::core::marker::Send + '_ {
-                #fn_name(ctx, args)
+                #run
             }
         }
 
         ::forge::__private::inventory::submit! {
             ::forge::jobs::JobRegistration::of::<#struct_name>()
         }
-    })
+    }
 }
 
 fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
