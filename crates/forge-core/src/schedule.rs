@@ -88,7 +88,7 @@ impl CronSchedule {
         };
         let schedule = cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Expression {
             expression: expression.to_owned(),
-            reason: e.to_string().lines().next().unwrap_or_default().trim().to_owned(),
+            reason: parse_error_reason(&e.to_string(), full.len() - expression.len()),
         })?;
         let tz: Tz = tz.parse().map_err(|_| ScheduleError::TimeZone(tz.to_owned()))?;
         // An interval fires more than once within some hour; sample a year of fires in UTC.
@@ -189,6 +189,19 @@ impl CronSchedule {
     }
 }
 
+/// The `cron` crate reports a parse error as the expression and a caret under the place it gave
+/// up; turn that into a column of the expression as the user wrote it.
+fn parse_error_reason(message: &str, prefix: usize) -> String {
+    let mut lines = message.lines();
+    let (Some(text), Some(caret)) = (lines.next(), lines.next()) else {
+        return message.trim().to_owned();
+    };
+    let Some(column) = caret.find('^') else { return message.trim().to_owned() };
+    let column = column.saturating_sub(prefix);
+    let rest: String = text.chars().skip(column + prefix).take(12).collect();
+    format!("cannot parse at column {} ({rest:?}); check the field values and their ranges", column + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +224,9 @@ mod tests {
     #[test]
     fn bad_expressions_and_zones_are_refused() {
         assert!(matches!(CronSchedule::parse("* * *", "UTC"), Err(ScheduleError::FieldCount(_))));
-        assert!(matches!(CronSchedule::parse("61 * * * *", "UTC"), Err(ScheduleError::Expression { .. })));
+        let err = CronSchedule::parse("61 * * * *", "UTC").unwrap_err();
+        assert!(matches!(err, ScheduleError::Expression { .. }), "{err}");
+        assert!(err.to_string().contains("column"), "{err}");
         assert!(matches!(CronSchedule::parse("* * * * *", "Mars/Olympus"), Err(ScheduleError::TimeZone(_))));
         let err = CronSchedule::parse("0 0 30 2 *", "UTC").unwrap_err();
         assert!(matches!(err, ScheduleError::Never(_)), "{err}");
