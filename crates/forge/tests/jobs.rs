@@ -451,3 +451,77 @@ async fn finished_jobs_are_pruned_after_their_retention() {
     assert_eq!(row(db.pool(), waiting).await.state, "scheduled", "live jobs are never pruned");
     node.stop().await.expect("stop");
 }
+
+/// Every state change the engine's SQL makes, recorded by a test-only trigger while jobs go
+/// through success, retries, discards, timeouts, panics, snoozes, cancellation, rescue, release
+/// and an operator's retry, is one the transition table allows.
+#[tokio::test]
+async fn the_sql_makes_only_transitions_the_table_allows() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql(
+        "create table seen_transitions (from_state text, to_state text);
+         create function record_transition() returns trigger language plpgsql as $$
+         begin
+           if old.state is distinct from new.state then
+             insert into seen_transitions values (old.state, new.state);
+           end if;
+           return new;
+         end $$;
+         create trigger record_transition after update on forge_jobs
+           for each row execute function record_transition();",
+    )
+    .execute(db.pool())
+    .await
+    .expect("trigger");
+    sqlx::query("create table transfers (amount bigint not null)").execute(db.pool()).await.expect("table");
+
+    // A job of a dead node, for the rescue path.
+    let rescued: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, state, attempt, attempted_by, heartbeat_at)
+         values ('greet', '{\"name\": \"r\"}', 'running', 1, 'gone', now() - interval '1 hour') returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("insert");
+    let n = node(&db, |c| c.worker.shutdown_timeout = "300ms".parse().expect("duration")).await;
+    let ids = vec![
+        (Greet::dispatch(&n, GreetArgs { name: "a".into() }).await.expect("d"), "completed"),
+        (Flaky::dispatch(&n, ()).await.expect("d"), "completed"),
+        (Hopeless::dispatch(&n, ()).await.expect("d"), "discarded"),
+        (Sleepy::dispatch(&n, ()).await.expect("d"), "discarded"),
+        (Panicky::dispatch(&n, ()).await.expect("d"), "discarded"),
+        (Snoozes::dispatch(&n, ()).await.expect("d"), "completed"),
+        (RecordTransfer::dispatch(&n, Transfer { amount: 1, fail: false }).await.expect("d"), "completed"),
+        (JobId(rescued), "completed"),
+    ];
+    for (id, state) in &ids {
+        wait_state(db.pool(), *id, state).await;
+    }
+    let running = WaitsForCancel::dispatch(&n, ()).await.expect("d");
+    wait_state(db.pool(), running, "running").await;
+    n.cancel_job(running).await.expect("cancel");
+    wait_state(db.pool(), running, "cancelled").await;
+    let later = Greet::dispatch_with(
+        &n,
+        GreetArgs { name: "l".into() },
+        DispatchOptions::new().delay(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("d");
+    n.cancel_job(later).await.expect("cancel");
+    assert!(n.retry_job(later).await.expect("retry"));
+    wait_state(db.pool(), later, "completed").await;
+    let long = LongRunning::dispatch(&n, ()).await.expect("d");
+    wait_state(db.pool(), long, "running").await;
+    n.stop().await.expect("stop"); // releases `long`
+
+    let seen: Vec<(String, String)> = sqlx::query_as("select distinct from_state, to_state from seen_transitions")
+        .fetch_all(db.pool())
+        .await
+        .expect("seen");
+    assert!(seen.len() >= 10, "the scenario covered most transitions: {seen:?}");
+    for (from, to) in &seen {
+        let (from, to): (JobState, JobState) = (from.parse().expect("state"), to.parse().expect("state"));
+        assert!(from.can_transition(to), "the SQL made the forbidden transition {from} -> {to}");
+    }
+}

@@ -1,7 +1,9 @@
 //! The job engine's statements. The claim query exists here once.
 //!
-//! [`TRANSITIONS`] lists every state change these statements make; a test checks each against
-//! `JobState::can_transition`, so SQL never makes a transition the table forbids.
+//! `TRANSITIONS` lists every state change these statements make, and a unit test checks each
+//! against `JobState::can_transition`. An integration test
+//! (`the_sql_makes_only_transitions_the_table_allows`) also records, with a test-only trigger,
+//! every transition the running engine actually makes and checks those.
 
 #[cfg(test)]
 use forge_core::jobs::JobState;
