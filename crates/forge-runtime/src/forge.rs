@@ -201,6 +201,7 @@ impl Forge {
                     poll_interval: w.poll_interval.as_std(),
                     lease: w.lease.as_std(),
                     shutdown_timeout: w.shutdown_timeout.as_std(),
+                    listen: w.listen,
                 },
             )
         });

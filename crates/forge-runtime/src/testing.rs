@@ -444,6 +444,7 @@ impl TestDatabase {
                 poll_interval: Duration::from_millis(10),
                 lease: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
+                listen: true,
             },
         );
         loop {

@@ -525,3 +525,23 @@ async fn the_sql_makes_only_transitions_the_table_allows() {
         assert!(from.can_transition(to), "the SQL made the forbidden transition {from} -> {to}");
     }
 }
+
+#[tokio::test]
+async fn poll_only_mode_runs_and_cancels_jobs_without_listen() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |c| c.worker.listen = false).await;
+    let id = Greet::dispatch(&node, GreetArgs { name: "polled".into() }).await.expect("dispatch");
+    wait_state(db.pool(), id, "completed").await;
+    let listening = count(
+        db.pool(),
+        "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+    )
+    .await;
+    assert_eq!(listening, 0, "no LISTEN session");
+    // Cancellation reaches the running job through the lease renewal.
+    let running = WaitsForCancel::dispatch(&node, ()).await.expect("dispatch");
+    wait_state(db.pool(), running, "running").await;
+    assert_eq!(node.cancel_job(running).await.expect("cancel"), CancelOutcome::Requested);
+    wait_state(db.pool(), running, "cancelled").await;
+    node.stop().await.expect("stop");
+}

@@ -261,6 +261,10 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// Finished jobs older than this are deleted. Default `"1d"`.
     pub prune_after: Duration,
+    /// Wake on `LISTEN`/`NOTIFY`. Set `false` behind PgBouncer in transaction mode, where LISTEN
+    /// does not work: idle queues are then polled every `poll_interval`, and cancellations reach
+    /// running jobs with the next lease renewal. Default `true`.
+    pub listen: bool,
 }
 
 impl Default for WorkerConfig {
@@ -271,6 +275,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             prune_after: Duration::from_secs(86_400),
+            listen: true,
         }
     }
 }

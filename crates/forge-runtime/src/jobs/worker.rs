@@ -31,6 +31,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) poll_interval: Duration,
     pub(crate) lease: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Whether to LISTEN for wake-ups and cancellations (else poll only).
+    pub(crate) listen: bool,
 }
 
 /// Why a running attempt was stopped from outside.
@@ -110,8 +112,10 @@ impl Worker {
                 tokio::spawn(produce(shared.clone(), queue.clone(), *concurrency, stop_claiming.clone()))
             })
             .collect();
-        let background =
-            vec![tokio::spawn(listen(shared.clone(), stop_claiming.clone())), tokio::spawn(heartbeat(shared.clone()))];
+        let mut background = vec![tokio::spawn(heartbeat(shared.clone()))];
+        if settings.listen {
+            background.push(tokio::spawn(listen(shared.clone(), stop_claiming.clone())));
+        }
         Self { shared, producers, background, completer_task, stop_claiming }
     }
 
