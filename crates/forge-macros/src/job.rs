@@ -41,7 +41,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         FnArg::Typed(pat) => &pat.ty,
         FnArg::Receiver(r) => return Err(syn::Error::new_spanned(r, "#[forge::job] functions cannot take `self`")),
     };
-    let output_ty = result_ok_type(&func.sig.output)?;
+    let output_ty = result_ok_type(&func.sig.output, "#[forge::job] functions return `Result<Output, JobError>`")?;
 
     let fn_name = &func.sig.ident;
     let vis = &func.vis;
@@ -295,9 +295,9 @@ fn parse_unique(meta: &ParseNestedMeta<'_>) -> syn::Result<TokenStream> {
 }
 
 /// `T` out of `-> Result<T, E>`.
-fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
+pub(crate) fn result_ok_type(output: &ReturnType, expected: &str) -> syn::Result<Type> {
     let ReturnType::Type(_, ty) = output else {
-        return Err(syn::Error::new(Span::call_site(), "#[forge::job] functions return `Result<Output, JobError>`"));
+        return Err(syn::Error::new(Span::call_site(), expected));
     };
     if let Type::Path(path) = ty.as_ref()
         && let Some(last) = path.path.segments.last()
@@ -307,7 +307,7 @@ fn result_ok_type(output: &ReturnType) -> syn::Result<Type> {
     {
         return Ok(ok.clone());
     }
-    Err(syn::Error::new_spanned(ty, "#[forge::job] functions return `Result<Output, JobError>`"))
+    Err(syn::Error::new_spanned(ty, expected))
 }
 
 pub(crate) fn pascal_case(snake: &str) -> String {

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod cron;
+mod function;
 mod job;
 
 use proc_macro::TokenStream;
@@ -48,4 +49,24 @@ pub fn job(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn cron(attr: TokenStream, item: TokenStream) -> TokenStream {
     cron::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Declares a query: `async fn name(ctx: &QueryContext, args: Args) -> Result<T, ForgeError>`,
+/// callable as `POST /rpc/name` and JSON-RPC method `name`. Attributes: `name = "..."`,
+/// `timeout = "10s"` (default 30 s).
+#[proc_macro_attribute]
+pub fn query(attr: TokenStream, item: TokenStream) -> TokenStream {
+    function::expand(function::Kind::Query, attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares a mutation: `async fn name(ctx: &MutationContext, args: Args) -> Result<T, ForgeError>`.
+/// `ctx.tx()` and the jobs `ctx.dispatch` enqueues commit only if it returns `Ok`.
+/// Attributes: `name = "..."`, `timeout = "10s"` (default 30 s).
+#[proc_macro_attribute]
+pub fn mutation(attr: TokenStream, item: TokenStream) -> TokenStream {
+    function::expand(function::Kind::Mutation, attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

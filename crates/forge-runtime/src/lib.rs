@@ -23,6 +23,7 @@ pub mod cron;
 pub mod db;
 mod error;
 mod forge;
+pub mod functions;
 pub mod gateway;
 pub mod jobs;
 #[cfg(feature = "testing")]

@@ -26,8 +26,8 @@
 #![warn(missing_docs)]
 
 pub use forge_core as core;
-pub use forge_macros::{cron, job};
-pub use forge_runtime::jobs;
+pub use forge_macros::{cron, job, mutation, query};
+pub use forge_runtime::{functions, jobs};
 
 /// Crons: `#[forge::cron]`'s runtime side.
 pub mod cron {
@@ -38,6 +38,7 @@ pub mod cron {
 #[doc(hidden)]
 pub mod __private {
     pub use forge_runtime::__private::inventory;
+    pub use serde_json;
 }
 pub use forge_runtime::{ConfigError, ForgeConfig};
 pub use forge_runtime::{Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing};
@@ -53,6 +54,7 @@ pub mod prelude {
     pub use crate::cluster::Shutdown;
     pub use crate::config::{ForgeConfig, Role};
     pub use crate::cron::CronContext;
+    pub use crate::functions::{ForgeError, MutationContext, QueryContext};
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }

@@ -32,6 +32,12 @@ pub struct Problem {
     /// The request path, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Invalid fields, with their paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::functions::FieldError>,
+    /// Application data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Problem {
@@ -43,6 +49,8 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             instance: None,
+            errors: Vec::new(),
+            data: None,
         }
     }
 

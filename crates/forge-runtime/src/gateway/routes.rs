@@ -6,13 +6,15 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use sqlx::PgPool;
 use tower_http::timeout::TimeoutLayer;
 
 use super::problem::Problem;
+use super::rpc;
 use crate::db::{Migrator, sql};
+use crate::functions::FunctionRegistry;
 
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,12 +29,22 @@ pub struct GatewayState {
 struct Inner {
     pool: PgPool,
     migrator: Migrator,
+    functions: FunctionRegistry,
 }
 
 impl GatewayState {
-    /// State over `pool`, with `migrator` naming the migrations `/ready` expects.
+    /// State over `pool`, with `migrator` naming the migrations `/ready` expects, serving every
+    /// registered function.
     pub fn new(pool: PgPool, migrator: Migrator) -> Self {
-        Self { inner: Arc::new(Inner { pool, migrator }) }
+        Self { inner: Arc::new(Inner { pool, migrator, functions: FunctionRegistry::collect() }) }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn functions(&self) -> &FunctionRegistry {
+        &self.inner.functions
     }
 }
 
@@ -42,6 +54,8 @@ pub fn router(state: GatewayState, body_limit: usize, timeout: Duration) -> Rout
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/rpc", post(rpc::call_jsonrpc))
+        .route("/rpc/{function}", post(rpc::call_rest))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .with_state(state)

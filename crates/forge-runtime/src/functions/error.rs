@@ -1,0 +1,149 @@
+//! [`ForgeError`]: what a function returns when it fails, and how the gateway shows it.
+
+use axum::http::StatusCode;
+use serde::Serialize;
+
+/// One invalid field of the arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's path, such as `user.email` or `items[2].qty`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A function's failure. Each variant owns its HTTP status and JSON-RPC code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForgeError {
+    /// The arguments do not fit the function (400 / −32602).
+    #[error("invalid arguments: {message}")]
+    InvalidArgs {
+        /// What is wrong.
+        message: String,
+        /// The fields concerned.
+        errors: Vec<FieldError>,
+    },
+    /// Valid arguments the function refuses (422).
+    #[error("{message}")]
+    Validation {
+        /// What is wrong.
+        message: String,
+        /// The fields concerned.
+        errors: Vec<FieldError>,
+    },
+    /// Something asked for does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A uniqueness or state conflict (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// No valid credentials (401).
+    #[error("authentication required")]
+    Unauthorized,
+    /// Credentials without the needed role (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The function ran past its timeout (504).
+    #[error("the function did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+    /// An application error with its own code, status and data.
+    #[error("{message}")]
+    App {
+        /// JSON-RPC error code (outside −32768..−32000).
+        code: i64,
+        /// HTTP status.
+        status: u16,
+        /// The message.
+        message: String,
+        /// Extra data for the caller.
+        data: Option<serde_json::Value>,
+    },
+    /// Anything else (500 / −32603). The message is logged, never shown to the caller.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ForgeError {
+    /// A 422 with one field error.
+    pub fn invalid_field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ForgeError::Validation { message: message.clone(), errors: vec![FieldError { path: path.into(), message }] }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForgeError::InvalidArgs { .. } => StatusCode::BAD_REQUEST,
+            ForgeError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ForgeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ForgeError::Conflict(_) => StatusCode::CONFLICT,
+            ForgeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ForgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ForgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ForgeError::App { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            ForgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON-RPC error code.
+    pub fn rpc_code(&self) -> i64 {
+        match self {
+            ForgeError::InvalidArgs { .. } => -32602,
+            ForgeError::Internal(_) => -32603,
+            ForgeError::Validation { .. } => -32000,
+            ForgeError::NotFound(_) => -32004,
+            ForgeError::Conflict(_) => -32009,
+            ForgeError::Unauthorized => -32001,
+            ForgeError::Forbidden(_) => -32003,
+            ForgeError::Timeout(_) => -32008,
+            ForgeError::App { code, .. } => *code,
+        }
+    }
+
+    /// The message shown to callers (internal errors say only that they happened).
+    pub fn public_message(&self) -> String {
+        match self {
+            ForgeError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Field errors, if any.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ForgeError::InvalidArgs { errors, .. } | ForgeError::Validation { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+
+    /// Application data, if any.
+    pub fn data(&self) -> Option<&serde_json::Value> {
+        match self {
+            ForgeError::App { data, .. } => data.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ForgeError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("23505")
+        {
+            return ForgeError::Conflict("a record with the same unique value exists".to_owned());
+        }
+        if matches!(e, sqlx::Error::RowNotFound) {
+            return ForgeError::NotFound("not found".to_owned());
+        }
+        ForgeError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::jobs::JobsError> for ForgeError {
+    fn from(e: crate::jobs::JobsError) -> Self {
+        ForgeError::Internal(e.to_string())
+    }
+}
