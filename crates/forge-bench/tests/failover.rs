@@ -1,19 +1,16 @@
 //! Leader failover with real processes: three nodes, the leader killed with SIGKILL, another
 //! node leads within 10 seconds.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::SCHEMA;
 use forge::testing::TestDatabase;
 
 fn node(url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_forge-bench"))
-        .args(["worker", "--database-url", url, "--lease", "2s", "--heartbeat", "200ms", "--crons"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn node")
+    common::worker(url, &["--lease", "2s", "--heartbeat", "200ms", "--crons"])
 }
 
 /// The leader's node id and pid, once there is a leader that is a running node.
@@ -69,12 +66,7 @@ async fn killing_the_leader_of_three_nodes_hands_leadership_over_within_10s() {
 #[tokio::test]
 async fn two_nodes_racing_for_leadership_never_both_fire_crons() {
     let db = TestDatabase::new().await.expect("db");
-    sqlx::raw_sql(
-        "create table bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null)",
-    )
-    .execute(db.pool())
-    .await
-    .expect("schema");
+    sqlx::raw_sql(SCHEMA).execute(db.pool()).await.expect("schema");
     let mut nodes: Vec<Child> = (0..2).map(|_| node(db.url())).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -1,40 +1,15 @@
 //! A worker process killed with SIGKILL in the middle of jobs: another node rescues them, each
 //! job is finalised once, and a transactional job's writes appear exactly once.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{SCHEMA, scalar, wait_for};
 use forge::testing::TestDatabase;
 
-const SCHEMA: &str = r#"
-create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
-create table if not exists bench_ledger (job_id bigint not null);
-"#;
-
-fn worker(url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_forge-bench"))
-        .args(["worker", "--database-url", url, "--lease", "1s", "--concurrency", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn worker")
-}
-
-async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
-}
-
-async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let got = scalar(pool, sql).await;
-        if got >= want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "`{sql}` reached {got}, not {want}, within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn worker(url: &str) -> std::process::Child {
+    common::worker(url, &["--lease", "1s", "--concurrency", "4"])
 }
 
 #[tokio::test]

@@ -2,36 +2,20 @@
 //! shutdown timeout), records itself stopped, and exits 0. No job is lost, and no attempt is
 //! counted as a failure.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::{SCHEMA, scalar};
 use forge::testing::TestDatabase;
 
-const SCHEMA: &str = r#"
-create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
-create table if not exists bench_ledger (job_id bigint not null);
-"#;
-
 fn worker(url: &str, shutdown_timeout: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_forge-bench"))
-        .args(["worker", "--database-url", url, "--lease", "5s", "--shutdown-timeout", shutdown_timeout])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn worker")
-}
-
-async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+    common::worker(url, &["--lease", "5s", "--shutdown-timeout", shutdown_timeout])
 }
 
 async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scalar(pool, sql).await < want {
-        assert!(Instant::now() < deadline, "`{sql}` never reached {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for(pool, sql, want, Duration::from_secs(60)).await;
 }
 
 fn sigterm(child: &mut Child) -> std::process::ExitStatus {

@@ -6,7 +6,7 @@ use quote::{format_ident, quote};
 use syn::parse::{ParseStream, Parser};
 use syn::{FnArg, ItemFn, LitInt, LitStr, Token};
 
-use crate::job::{JobKind, duration_ms, job_kind, non_empty, pascal_case};
+use crate::job::{JobKind, at_least_one, duration_ms, job_kind, non_empty, pascal_case};
 
 struct Attrs {
     expression: LitStr,
@@ -48,13 +48,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
             "timezone" => attrs.timezone = Some(meta.value()?.parse()?),
             "catch_up" => attrs.catch_up = true,
-            "catch_up_limit" => {
-                let n: LitInt = meta.value()?.parse()?;
-                if n.base10_parse::<u32>()? == 0 {
-                    return Err(syn::Error::new_spanned(n, "catch_up_limit must be at least 1"));
-                }
-                attrs.catch_up_limit = Some(n);
-            }
+            "catch_up_limit" => attrs.catch_up_limit = Some(at_least_one(&meta, "catch_up_limit")?),
             "overlap" => {
                 let v: LitStr = meta.value()?.parse()?;
                 attrs.overlap_allow = match v.value().as_str() {
@@ -64,13 +58,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 };
             }
             "queue" => attrs.queue = Some(non_empty(meta.value()?.parse()?)?),
-            "max_attempts" => {
-                let n: LitInt = meta.value()?.parse()?;
-                if n.base10_parse::<u32>()? == 0 {
-                    return Err(syn::Error::new_spanned(n, "max_attempts must be at least 1"));
-                }
-                attrs.max_attempts = Some(n);
-            }
+            "max_attempts" => attrs.max_attempts = Some(at_least_one(&meta, "max_attempts")?),
             "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
             _ => {
                 return Err(meta.error(

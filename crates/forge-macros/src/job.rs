@@ -164,13 +164,7 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
             }
             attrs.priority = Some(ident);
         }
-        "max_attempts" => {
-            let n: LitInt = meta.value()?.parse()?;
-            if n.base10_parse::<u32>()? == 0 {
-                return Err(syn::Error::new_spanned(n, "max_attempts must be at least 1"));
-            }
-            attrs.max_attempts = Some(n);
-        }
+        "max_attempts" => attrs.max_attempts = Some(at_least_one(&meta, "max_attempts")?),
         "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
         "worker_capability" => attrs.capability = Some(non_empty(meta.value()?.parse()?)?),
         "transactional" => attrs.transactional = true,
@@ -184,6 +178,15 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `key = N` with N a whole number of at least 1.
+pub(crate) fn at_least_one(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result<LitInt> {
+    let n: LitInt = meta.value()?.parse()?;
+    if n.base10_parse::<u32>()? == 0 {
+        return Err(syn::Error::new_spanned(n, format!("{key} must be at least 1")));
+    }
+    Ok(n)
 }
 
 pub(crate) fn non_empty(lit: LitStr) -> syn::Result<LitStr> {

@@ -110,6 +110,11 @@ pub fn parse_args<T: serde::de::DeserializeOwned>(args: serde_json::Value) -> Re
     })
 }
 
+/// A function's result as the reply's JSON.
+fn reply<O: Serialize>(out: O) -> Result<serde_json::Value, ForgeError> {
+    serde_json::to_value(out).map_err(|e| ForgeError::Internal(format!("cannot serialise the result: {e}")))
+}
+
 /// Runs a query handler: the glue `#[forge::query]` emits.
 #[doc(hidden)]
 pub fn run_query<A, O, F, Fut>(
@@ -125,8 +130,7 @@ where
 {
     Box::pin(async move {
         let args: A = parse_args(args)?;
-        let out = f(QueryContext::new(parts.pool, parts.request_id), args).await?;
-        serde_json::to_value(out).map_err(|e| ForgeError::Internal(e.to_string()))
+        reply(f(QueryContext::new(parts.pool, parts.request_id), args).await?)
     })
 }
 
@@ -155,7 +159,7 @@ where
                 if let Some(tx) = tx {
                     tx.commit().await?;
                 }
-                serde_json::to_value(out).map_err(|e| ForgeError::Internal(e.to_string()))
+                reply(out)
             }
             Err(e) => {
                 if let Some(tx) = tx {

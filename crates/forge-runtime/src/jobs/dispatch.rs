@@ -227,8 +227,15 @@ pub trait Dispatcher: Send + Sync {
             let notifier = self.dispatch_notifier();
             let ids = insert_jobs(&mut conn, jobs, notifier.is_none()).await?;
             if let Some(notifier) = notifier {
-                for job in jobs.iter().filter(|j| j.run_at.is_none_or(|t| t <= Utc::now())) {
-                    notifier.notify(&job.queue);
+                let now = Utc::now();
+                let mut queues: Vec<&str> = Vec::new();
+                for job in jobs.iter().filter(|j| j.run_at.is_none_or(|t| t <= now)) {
+                    if !queues.contains(&job.queue.as_str()) {
+                        queues.push(&job.queue);
+                    }
+                }
+                for queue in queues {
+                    notifier.notify(queue);
                 }
             }
             Ok(ids)
