@@ -52,8 +52,17 @@ pub fn cron(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Declares a query: `async fn name(ctx: &QueryContext, args: Args) -> Result<T, ForgeError>`,
-/// callable as `POST /rpc/name` and JSON-RPC method `name`. Attributes: `name = "..."`,
-/// `timeout = "10s"` (default 30 s).
+/// callable as `POST /rpc/name` and JSON-RPC method `name`. `ctx.db()` is a read-only pool.
+///
+/// | attribute | meaning |
+/// |-----------|---------|
+/// | `name = "notes.list"` | the name callers use (default: the function's) |
+/// | `public` | anyone may call it, without credentials |
+/// | `require_auth` | any authenticated caller (the default when no access is named) |
+/// | `require_role("admin")`, `require_role("admin", "ops")` | a caller with one of these roles |
+/// | `timeout = 10` or `timeout = "500ms"` | longest run before 504 (default 30 s) |
+/// | `rate_limit(requests = 10, per = "1m", key = "user")` | token bucket per `user`, `api_key`, `ip` or `global` |
+/// | `cache = "30s"` | serve the same caller's same arguments from this node's cache |
 #[proc_macro_attribute]
 pub fn query(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Query, attr.into(), item.into())
@@ -63,10 +72,20 @@ pub fn query(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Declares a mutation: `async fn name(ctx: &MutationContext, args: Args) -> Result<T, ForgeError>`.
 /// `ctx.tx()` and the jobs `ctx.dispatch` enqueues commit only if it returns `Ok`.
-/// Attributes: `name = "..."`, `timeout = "10s"` (default 30 s).
+/// Attributes: as for [`macro@query`], without `cache`.
 #[proc_macro_attribute]
 pub fn mutation(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Mutation, attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares an action: `async fn name(ctx: &ActionContext, args: Args) -> Result<T, ForgeError>`.
+/// `ctx.http()` is an HTTP client with timeouts; `ctx.mutate(..)` runs a mutation and
+/// `Job::dispatch(ctx, ..)` enqueues a job. Attributes: as for [`macro@query`], without `cache`.
+#[proc_macro_attribute]
+pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
+    function::expand(function::Kind::Action, attr.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use forge_core::ForgeConfig;
 use forge_core::config::{LogFormat, ObservabilityConfig, Role};
@@ -17,7 +18,7 @@ use crate::cluster::{
 use crate::cron::{CronScheduler, Crons};
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
-use crate::gateway::{self, GatewayState};
+use crate::gateway::{self, GatewayState, Probes};
 use crate::jobs::maintenance::{self, MaintenanceSettings};
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
@@ -159,9 +160,11 @@ impl Forge {
             return Err(e.into());
         }
         let roles: Vec<&str> = self.config.node.roles.iter().map(Role::as_str).collect();
+        let notifier = Notifier::spawn(db.pool().clone());
+        let probes = Arc::new(Probes::default());
         let mut gateway = None;
         if self.config.node.roles.contains(Role::Gateway) {
-            match self.start_gateway(db.pool().clone()).await {
+            match self.start_gateway(&db, notifier.clone(), probes.clone()).await {
                 Ok(started) => gateway = Some(started),
                 Err(e) => {
                     let _ = db.close().await;
@@ -187,7 +190,6 @@ impl Forge {
                 return Err(Error::Database(crate::db::DbError::Connect { target, source }));
             }
         };
-        let notifier = Notifier::spawn(db.pool().clone());
         let worker = self.config.node.roles.contains(Role::Worker).then(|| {
             let w = &self.config.worker;
             Worker::spawn(
@@ -219,10 +221,12 @@ impl Forge {
                     (pool.clone(), notifier.clone(), crons.clone(), leader_id.clone());
                 tokio::spawn(async move {
                     let sweep = tokio::spawn(sweep_dead_nodes(pool.clone(), dead_after, heartbeat, term.clone()));
+                    let buckets = tokio::spawn(gateway::rate_limit::prune_idle_buckets(pool.clone(), term.clone()));
                     let scheduler = (!crons.is_empty())
                         .then(|| tokio::spawn(CronScheduler::run(pool.clone(), crons, leader_id, term.clone())));
                     maintenance::run(pool, notifier, maintenance, term).await;
                     let _ = sweep.await;
+                    let _ = buckets.await;
                     if let Some(scheduler) = scheduler {
                         let _ = scheduler.await;
                     }
@@ -235,6 +239,12 @@ impl Forge {
             };
             Leadership::spawn(db.pool().clone(), node_id.clone(), settings, duties)
         });
+        if let Some(worker) = &worker {
+            let _ = probes.worker.set(worker.slots_probe());
+        }
+        if let Some(leadership) = &leadership {
+            let _ = probes.leader.set(leadership.flag());
+        }
         tracing::info!(
             node = %node_id,
             roles = %roles.join(","),
@@ -258,7 +268,12 @@ impl Forge {
         })
     }
 
-    async fn start_gateway(&self, pool: PgPool) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    async fn start_gateway(
+        &self,
+        db: &Database,
+        notifier: Notifier,
+        probes: Arc<Probes>,
+    ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let gw = &self.config.gateway;
         let listener = match &self.listener {
             Some(listener) => {
@@ -275,9 +290,15 @@ impl Forge {
         let addr = listener
             .local_addr()
             .map_err(|source| Error::Listen { addr: format!("{}:{}", gw.host, gw.port), source })?;
-        let body_limit = usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX);
-        let state = GatewayState::new(pool, self.migrator.clone());
-        let app = gateway::router(state, body_limit, gw.request_timeout.as_std());
+        let state = GatewayState::assemble(
+            db.pool().clone(),
+            db.read_pool().clone(),
+            self.migrator.clone(),
+            &self.config,
+            Some(notifier),
+            probes,
+        );
+        let app = gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.token();
         let handle =
             tokio::spawn(

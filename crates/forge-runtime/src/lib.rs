@@ -3,7 +3,9 @@
 //! Applications use it through the `forge` facade. The pieces, one folder each:
 //!
 //! - [`db`]: choosing the server (a `DATABASE_URL` or the embedded cluster), the pool, migrations;
-//! - [`gateway`]: the HTTP server (`/health`, `/ready`, errors as RFC 7807 problems);
+//! - [`functions`]: queries, mutations and actions, and the one path every call takes;
+//! - [`gateway`]: the HTTP server (`/rpc`, auth, rate limits, `/metrics`, RFC 7807 problems);
+//! - [`observability`]: the node's metrics;
 //! - [`cluster`]: how a node lives among others (for now, shutdown);
 //! - `testing` (feature `testing`): a fresh, migrated database per test.
 //!
@@ -26,6 +28,7 @@ mod forge;
 pub mod functions;
 pub mod gateway;
 pub mod jobs;
+pub mod observability;
 #[cfg(feature = "testing")]
 pub mod testing;
 

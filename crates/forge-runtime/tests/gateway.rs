@@ -15,7 +15,9 @@ use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 
 fn app(pool: sqlx::PgPool, migrator: Migrator) -> axum::Router {
-    router(GatewayState::new(pool, migrator), 1024, std::time::Duration::from_secs(30))
+    let mut config = forge_runtime::ForgeConfig::default();
+    config.gateway.body_limit = "1KiB".parse().expect("size");
+    router(GatewayState::with_config(pool, migrator, &config))
 }
 
 async fn call(app: axum::Router, path: &str) -> (StatusCode, String, serde_json::Value) {

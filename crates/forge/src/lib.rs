@@ -26,8 +26,8 @@
 #![warn(missing_docs)]
 
 pub use forge_core as core;
-pub use forge_macros::{cron, job, mutation, query};
-pub use forge_runtime::{functions, jobs};
+pub use forge_macros::{action, cron, job, mutation, query};
+pub use forge_runtime::{functions, jobs, observability};
 
 /// Crons: `#[forge::cron]`'s runtime side.
 pub mod cron {
@@ -54,7 +54,7 @@ pub mod prelude {
     pub use crate::cluster::Shutdown;
     pub use crate::config::{ForgeConfig, Role};
     pub use crate::cron::CronContext;
-    pub use crate::functions::{ForgeError, MutationContext, QueryContext};
+    pub use crate::functions::{ActionContext, Auth, ForgeError, MutationContext, QueryContext};
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }

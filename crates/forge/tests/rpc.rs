@@ -14,17 +14,17 @@ struct Add {
     b: i64,
 }
 
-#[forge::query]
+#[forge::query(public)]
 async fn add(_ctx: &QueryContext, args: Add) -> Result<i64, ForgeError> {
     Ok(args.a + args.b)
 }
 
-#[forge::query]
+#[forge::query(public)]
 async fn count_notes(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
     Ok(sqlx::query_scalar("select count(*) from notes").fetch_one(ctx.db()).await?)
 }
 
-#[forge::query]
+#[forge::query(public)]
 async fn broken(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
     Ok(sqlx::query_scalar("select secret_column from no_such_table").fetch_one(ctx.db()).await?)
 }
@@ -40,7 +40,7 @@ async fn index_note(_ctx: &JobContext, _args: Note) -> Result<(), JobError> {
 }
 
 /// Writes a note and dispatches its indexing job; refuses empty notes after both.
-#[forge::mutation]
+#[forge::mutation(public)]
 async fn create_note(ctx: &MutationContext, args: Note) -> Result<i64, ForgeError> {
     let id: i64 = sqlx::query_scalar("insert into notes (body) values ($1) returning id")
         .bind(&args.body)

@@ -232,6 +232,9 @@ pub struct GatewayConfig {
     pub body_limit: ByteSize,
     /// Longest time a request may take. Default `"30s"`.
     pub request_timeout: Duration,
+    /// Origins browsers may call the gateway from (CORS): exact origins such as
+    /// `"https://app.example.com"`, or `"*"` for any. Default: none (no CORS headers).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -241,6 +244,7 @@ impl Default for GatewayConfig {
             port: Port::new(8080).expect("8080 is not zero"),
             body_limit: ByteSize::new(1 << 20),
             request_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -351,27 +355,60 @@ impl Default for RetentionConfig {
 }
 
 /// `[auth]`.
-#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AuthConfig {
-    /// HS256 secret for bearer JWTs; better set as `FORGE_AUTH_JWT_SECRET` than in the file.
+    /// Secret for bearer JWTs; better set as `FORGE_AUTH_JWT_SECRET` than in the file. Unset:
+    /// bearer JWTs are refused (API keys still work).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<String>,
+    /// The one algorithm tokens may be signed with: `"HS256"` (default), `"HS384"` or
+    /// `"HS512"`. Tokens with any other `alg`, `none` included, are refused.
+    pub jwt_algorithm: JwtAlgorithm,
     /// Required `iss` claim, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_audience: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`. Default `"30s"`.
+    pub jwt_leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_algorithm: JwtAlgorithm::default(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An HMAC algorithm for JWTs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[allow(clippy::upper_case_acronyms, reason = "the names JWTs use")]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256.
+    #[default]
+    HS256,
+    /// HMAC with SHA-384.
+    HS384,
+    /// HMAC with SHA-512.
+    HS512,
 }
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway", &self.jwt_leeway)
             .finish()
     }
 }

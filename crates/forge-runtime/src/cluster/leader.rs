@@ -57,6 +57,11 @@ impl Leadership {
         Self { is_leader, stop, task }
     }
 
+    /// The flag that says whether this node leads, for `/metrics`.
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.is_leader.clone()
+    }
+
     /// Whether this node leads now.
     pub(crate) fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::SeqCst)

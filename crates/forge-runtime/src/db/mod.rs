@@ -10,4 +10,4 @@ pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries
 pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;
-pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, redact_url};
+pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, read_only_pool, redact_url};

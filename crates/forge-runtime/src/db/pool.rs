@@ -53,6 +53,7 @@ pub enum DbError {
 #[derive(Debug)]
 pub struct Database {
     pool: PgPool,
+    read_pool: PgPool,
     target: String,
     embedded: Option<EmbeddedPostgres>,
 }
@@ -99,12 +100,18 @@ impl Database {
                 return Err(DbError::Timeout { target, timeout: timeout.to_string() });
             }
         };
-        Ok(Self { pool, target, embedded })
+        let read_pool = read_only_pool(&pool);
+        Ok(Self { pool, read_pool, target, embedded })
     }
 
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A pool of read-only sessions to the same database, for queries (see [`read_only_pool`]).
+    pub fn read_pool(&self) -> &PgPool {
+        &self.read_pool
     }
 
     /// Where the pool connects, password removed.
@@ -119,6 +126,7 @@ impl Database {
 
     /// Closes the pool and, if this process is the embedded cluster's last user, stops it.
     pub async fn close(self) -> Result<(), DbError> {
+        self.read_pool.close().await;
         self.pool.close().await;
         if let Some(cluster) = self.embedded {
             tokio::task::spawn_blocking(move || cluster.stop()).await.map_err(|e| EmbeddedError::Io {
@@ -129,6 +137,19 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// A pool to the database `pool` connects to whose sessions are read-only
+/// (`default_transaction_read_only = on`): a write through it fails with SQLSTATE 25006. It has
+/// `pool`'s size and connects lazily, so a node that serves no query opens none.
+pub fn read_only_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([("default_transaction_read_only", "on")]);
+    let settings = pool.options();
+    PgPoolOptions::new()
+        .max_connections(settings.get_max_connections())
+        .acquire_timeout(settings.get_acquire_timeout())
+        .idle_timeout(settings.get_idle_timeout())
+        .connect_lazy_with(options)
 }
 
 /// Creates `database` on the server `admin` points at, unless it exists. Safe to race: a

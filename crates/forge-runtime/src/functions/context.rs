@@ -1,47 +1,148 @@
-//! The contexts functions run with.
+//! What a call carries ([`CallParts`]) and the contexts functions run with.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use forge_core::jobs::JobId;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::ForgeError;
-use crate::jobs::{DispatchOptions, Job, JobTx, NewJob, insert_jobs};
+use super::{Auth, ForgeError};
+use crate::jobs::{DispatchOptions, Dispatcher, Job, JobTx, NewJob, Notifier, insert_jobs};
 
-/// What a query knows.
+/// Everything a call brings to its function: the pools, the caller, the request's ids.
+///
+/// The gateway builds one per request; `forge::testing` builds one per test call.
+#[derive(Clone, Debug)]
+pub struct CallParts {
+    pub(crate) pool: PgPool,
+    pub(crate) read_pool: PgPool,
+    pub(crate) request_id: String,
+    pub(crate) trace_id: String,
+    pub(crate) auth: Auth,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) notifier: Option<Notifier>,
+}
+
+impl CallParts {
+    /// A call by an anonymous caller, writing through `pool` and reading through `read_pool`
+    /// (see [`crate::db::read_only_pool`]), with fresh request and trace ids.
+    pub fn new(pool: PgPool, read_pool: PgPool) -> Self {
+        Self {
+            pool,
+            read_pool,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            trace_id: new_trace_id(),
+            auth: Auth::anonymous(),
+            client_ip: None,
+            http: default_http_client(),
+            notifier: None,
+        }
+    }
+
+    /// Sets the caller.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets the request id.
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = request_id.into();
+        self
+    }
+
+    /// Sets the trace id (32 lowercase hex digits, as in W3C `traceparent`).
+    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = trace_id.into();
+        self
+    }
+
+    /// Sets the client's address (for rate limits by IP).
+    pub fn with_client_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    /// Sets the notifier that wakes workers after an action dispatches.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Sets the HTTP client actions use.
+    pub fn with_http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+}
+
+/// A new W3C trace id: 32 lowercase hex digits, not all zero.
+pub(crate) fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The HTTP client actions get by default: 5 s to connect, 30 s per request.
+fn default_http_client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .user_agent(concat!("forge/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+/// What a query knows: a read-only pool, the caller and the request.
 #[derive(Clone, Debug)]
 pub struct QueryContext {
-    pool: PgPool,
-    request_id: String,
+    parts: CallParts,
 }
 
 impl QueryContext {
-    pub(crate) fn new(pool: PgPool, request_id: String) -> Self {
-        Self { pool, request_id }
+    pub(crate) fn new(parts: CallParts) -> Self {
+        Self { parts }
     }
 
-    /// The pool, for reads.
+    /// A pool whose sessions are read-only (`default_transaction_read_only`): a write fails
+    /// with an error instead of slipping through a query.
     pub fn db(&self) -> &PgPool {
-        &self.pool
+        &self.parts.read_pool
+    }
+
+    /// The caller.
+    pub fn auth(&self) -> &Auth {
+        &self.parts.auth
     }
 
     /// The request's id (`X-Request-Id`).
     pub fn request_id(&self) -> &str {
-        &self.request_id
+        &self.parts.request_id
+    }
+
+    /// The trace this call belongs to (from `traceparent`, or new).
+    pub fn trace_id(&self) -> &str {
+        &self.parts.trace_id
     }
 }
 
-/// What a mutation knows: a transaction committed only if it succeeds.
+/// What a mutation knows: a transaction committed only if it succeeds, the caller and the
+/// request.
 #[derive(Clone, Debug)]
 pub struct MutationContext {
     tx: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
-    request_id: String,
+    parts: CallParts,
 }
 
 impl MutationContext {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, request_id: String) -> Self {
-        Self { tx: Arc::new(Mutex::new(Some(tx))), request_id }
+    pub(crate) fn new(tx: Transaction<'static, Postgres>, parts: CallParts) -> Self {
+        Self { tx: Arc::new(Mutex::new(Some(tx))), parts }
     }
 
     /// The mutation's transaction: use it as `&mut **tx`. It commits when the mutation returns
@@ -66,13 +167,86 @@ impl MutationContext {
         ids.first().copied().ok_or_else(|| ForgeError::Internal("the job was not inserted".to_owned()))
     }
 
-    /// The request's id (`X-Request-Id`).
-    pub fn request_id(&self) -> &str {
-        &self.request_id
+    /// The caller.
+    pub fn auth(&self) -> &Auth {
+        &self.parts.auth
     }
 
-    /// Takes the transaction out, for the gateway to commit or roll back.
+    /// The request's id (`X-Request-Id`).
+    pub fn request_id(&self) -> &str {
+        &self.parts.request_id
+    }
+
+    /// The trace this call belongs to.
+    pub fn trace_id(&self) -> &str {
+        &self.parts.trace_id
+    }
+
+    /// Takes the transaction out, for the runner to commit or roll back.
     pub(crate) async fn take(&self) -> Option<Transaction<'static, Postgres>> {
         self.tx.lock().await.take()
+    }
+}
+
+/// What an action knows: an HTTP client with timeouts, the pool, the caller and the request.
+/// An action may run mutations ([`ActionContext::mutate`]) and dispatch jobs (it is a
+/// [`Dispatcher`]: `SendEmail::dispatch(ctx, args)`).
+#[derive(Clone, Debug)]
+pub struct ActionContext {
+    parts: CallParts,
+}
+
+impl ActionContext {
+    pub(crate) fn new(parts: CallParts) -> Self {
+        Self { parts }
+    }
+
+    /// An HTTP client: 5 s to connect, 30 s per request unless the request sets its own.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.parts.http
+    }
+
+    /// The pool. Writes here commit at once; use [`ActionContext::mutate`] for all-or-nothing.
+    pub fn db(&self) -> &PgPool {
+        &self.parts.pool
+    }
+
+    /// Runs `f` as a mutation: its transaction commits if `f` returns `Ok` and rolls back
+    /// otherwise, jobs it dispatches included.
+    ///
+    /// ```ignore
+    /// let id = ctx.mutate(|m| async move { create_note(&m, note).await }).await?;
+    /// ```
+    pub async fn mutate<O, F, Fut>(&self, f: F) -> Result<O, ForgeError>
+    where
+        F: FnOnce(MutationContext) -> Fut,
+        Fut: Future<Output = Result<O, ForgeError>>,
+    {
+        super::run::in_transaction(self.parts.clone(), f).await
+    }
+
+    /// The caller.
+    pub fn auth(&self) -> &Auth {
+        &self.parts.auth
+    }
+
+    /// The request's id (`X-Request-Id`).
+    pub fn request_id(&self) -> &str {
+        &self.parts.request_id
+    }
+
+    /// The trace this call belongs to.
+    pub fn trace_id(&self) -> &str {
+        &self.parts.trace_id
+    }
+}
+
+impl Dispatcher for ActionContext {
+    fn dispatch_pool(&self) -> &PgPool {
+        &self.parts.pool
+    }
+
+    fn dispatch_notifier(&self) -> Option<&Notifier> {
+        self.parts.notifier.as_ref()
     }
 }

@@ -35,11 +35,20 @@ pub enum ForgeError {
     /// Something asked for does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// No function has this name (404 / −32601).
+    #[error("no function named {0:?}")]
+    UnknownFunction(String),
+    /// The caller's rate limit is spent (429, with `Retry-After`).
+    #[error("rate limit exceeded; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When a call will be allowed again.
+        retry_after: std::time::Duration,
+    },
     /// A uniqueness or state conflict (409).
     #[error("{0}")]
     Conflict(String),
     /// No valid credentials (401).
-    #[error("authentication required")]
+    #[error("authentication required: send `Authorization: Bearer <JWT or API key>`")]
     Unauthorized,
     /// Credentials without the needed role (403).
     #[error("forbidden: {0}")]
@@ -76,7 +85,8 @@ impl ForgeError {
         match self {
             ForgeError::InvalidArgs { .. } => StatusCode::BAD_REQUEST,
             ForgeError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ForgeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ForgeError::NotFound(_) | ForgeError::UnknownFunction(_) => StatusCode::NOT_FOUND,
+            ForgeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ForgeError::Conflict(_) => StatusCode::CONFLICT,
             ForgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             ForgeError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -95,6 +105,8 @@ impl ForgeError {
             ForgeError::Internal(_) => -32603,
             ForgeError::Validation { .. } => -32000,
             ForgeError::NotFound(_) => -32004,
+            ForgeError::UnknownFunction(_) => -32601,
+            ForgeError::RateLimited { .. } => -32029,
             ForgeError::Conflict(_) => -32009,
             ForgeError::Unauthorized => -32001,
             ForgeError::Forbidden(_) => -32003,
@@ -120,10 +132,38 @@ impl ForgeError {
     }
 
     /// Application data, if any.
-    pub fn data(&self) -> Option<&serde_json::Value> {
+    pub fn data(&self) -> Option<serde_json::Value> {
         match self {
-            ForgeError::App { data, .. } => data.as_ref(),
+            ForgeError::App { data, .. } => data.clone(),
+            ForgeError::RateLimited { retry_after } => {
+                Some(serde_json::json!({ "retry_after": retry_after.as_secs().max(1) }))
+            }
             _ => None,
+        }
+    }
+
+    /// Seconds until a rate-limited caller may try again (the `Retry-After` header).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ForgeError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        }
+    }
+
+    /// A URI naming the kind of problem, for RFC 7807's `type`.
+    pub fn problem_type(&self) -> &'static str {
+        match self {
+            ForgeError::InvalidArgs { .. } => "urn:forge:problem:invalid-args",
+            ForgeError::Validation { .. } => "urn:forge:problem:validation",
+            ForgeError::NotFound(_) => "urn:forge:problem:not-found",
+            ForgeError::UnknownFunction(_) => "urn:forge:problem:unknown-function",
+            ForgeError::RateLimited { .. } => "urn:forge:problem:rate-limited",
+            ForgeError::Conflict(_) => "urn:forge:problem:conflict",
+            ForgeError::Unauthorized => "urn:forge:problem:unauthorized",
+            ForgeError::Forbidden(_) => "urn:forge:problem:forbidden",
+            ForgeError::Timeout(_) => "urn:forge:problem:timeout",
+            ForgeError::App { .. } => "urn:forge:problem:application",
+            ForgeError::Internal(_) => "urn:forge:problem:internal",
         }
     }
 }

@@ -1,23 +1,76 @@
-//! The registry of functions, filled by the macros.
+//! The registry of functions, filled by the macros, and the one path every call takes:
+//! authorise, rate-limit, serve from cache, run under the timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use sqlx::PgPool;
+use serde::{Serialize, Serializer};
+use tracing::Instrument;
 
-use super::{ForgeError, MutationContext, QueryContext};
+use super::cache::QueryCache;
+use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;
 
 /// What kind of function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FunctionKind {
-    /// Reads.
+    /// Reads, on a read-only connection.
     Query,
-    /// Writes, in a transaction.
+    /// Writes, in a transaction committed only on success.
     Mutation,
+    /// Talks to the outside world; may run mutations and dispatch jobs.
+    Action,
+}
+
+impl FunctionKind {
+    /// `"query"`, `"mutation"` or `"action"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FunctionKind::Query => "query",
+            FunctionKind::Mutation => "mutation",
+            FunctionKind::Action => "action",
+        }
+    }
+}
+
+/// Who may call a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "roles")]
+pub enum Access {
+    /// Anyone, with or without credentials (`public`).
+    Public,
+    /// Any caller with valid credentials: the default, and `require_auth`.
+    Authenticated,
+    /// A caller with at least one of these roles (`require_role("admin")`).
+    AnyRole(&'static [&'static str]),
+}
+
+/// What a rate limit counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// Each caller (user or API key); anonymous callers by IP address.
+    User,
+    /// Each API key; other callers by user, then IP address.
+    ApiKey,
+    /// Each client IP address.
+    Ip,
+    /// All callers together.
+    Global,
+}
+
+/// A token bucket: `requests` calls per `per`, refilled continuously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// The bucket's size: calls allowed in a burst, and per `per`.
+    pub requests: u32,
+    /// The period over which `requests` calls are allowed.
+    #[serde(rename = "per_ms", serialize_with = "millis")]
+    pub per: Duration,
+    /// What the bucket is kept per.
+    pub key: RateLimitKey,
 }
 
 /// A function as clients and tools see it.
@@ -25,28 +78,39 @@ pub enum FunctionKind {
 pub struct FunctionInfo {
     /// Its name: the JSON-RPC method and the `/rpc/{name}` path.
     pub name: &'static str,
-    /// Query or mutation.
+    /// Query, mutation or action.
     pub kind: FunctionKind,
     /// The Rust type of its arguments.
     pub args_type: &'static str,
     /// The Rust type of its result.
     pub output_type: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Its rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+    /// How long a query's results are served from this node's cache, if at all.
+    #[serde(rename = "cache_ms", serialize_with = "opt_millis")]
+    pub cache: Option<Duration>,
     /// Longest run before the call fails with a timeout.
-    #[serde(skip)]
+    #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
 }
 
-/// What a handler gets from the gateway.
-#[derive(Clone, Debug)]
-pub struct CallParts {
-    pub(crate) pool: PgPool,
-    pub(crate) request_id: String,
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A handler with its types erased: JSON in, JSON out.
 pub type ErasedFunction = fn(CallParts, serde_json::Value) -> BoxFuture<Result<serde_json::Value, ForgeError>>;
 
-/// One function. `#[forge::query]` and `#[forge::mutation]` submit one.
+/// One function. `#[forge::query]`, `#[forge::mutation]` and `#[forge::action]` submit one.
 #[derive(Debug)]
 pub struct FunctionRegistration {
     /// Its description.
@@ -61,6 +125,7 @@ inventory::collect!(FunctionRegistration);
 #[derive(Clone, Debug, Default)]
 pub struct FunctionRegistry {
     functions: Arc<HashMap<&'static str, (FunctionInfo, ErasedFunction)>>,
+    cache: QueryCache,
 }
 
 impl FunctionRegistry {
@@ -73,7 +138,7 @@ impl FunctionRegistry {
                 (info.name, (info, r.handler))
             })
             .collect();
-        Self { functions: Arc::new(functions) }
+        Self { functions: Arc::new(functions), cache: QueryCache::default() }
     }
 
     /// The functions, sorted by name (for the dashboard and client generators).
@@ -83,20 +148,77 @@ impl FunctionRegistry {
         list
     }
 
-    /// Calls `name` with `args`: `None` if there is no such function.
-    pub(crate) async fn call(
+    /// One function's description.
+    pub fn get(&self, name: &str) -> Option<&FunctionInfo> {
+        self.functions.get(name).map(|(info, _)| info)
+    }
+
+    /// Calls `name` with `args` as `parts` says: checks the caller's access, takes a token from
+    /// the function's rate limit, answers from the cache for a cached query, and otherwise runs
+    /// the handler under the function's timeout.
+    pub async fn call(
         &self,
         name: &str,
         parts: CallParts,
         args: serde_json::Value,
-    ) -> Option<Result<serde_json::Value, ForgeError>> {
-        let (info, handler) = self.functions.get(name)?;
+    ) -> Result<serde_json::Value, ForgeError> {
+        let Some((info, handler)) = self.functions.get(name) else {
+            return Err(ForgeError::UnknownFunction(name.to_owned()));
+        };
+        authorize(info, &parts.auth)?;
+        if let Some(limit) = &info.rate_limit {
+            let key = bucket_key(info.name, limit, &parts);
+            crate::gateway::rate_limit::take(&parts.pool, &key, limit).await?;
+        }
+        let cache_key = info.cache.map(|_| QueryCache::key(info.name, &parts.auth, &args));
+        if let Some(key) = &cache_key
+            && let Some(hit) = self.cache.get(key)
+        {
+            return Ok(hit);
+        }
+        let span = tracing::info_span!(
+            "forge.function",
+            function = info.name,
+            kind = info.kind.as_str(),
+            request_id = %parts.request_id,
+            trace_id = %parts.trace_id,
+        );
         let timeout = info.timeout;
-        Some(match tokio::time::timeout(timeout, handler(parts, args)).await {
+        let result = match tokio::time::timeout(timeout, handler(parts, args).instrument(span)).await {
             Ok(result) => result,
             Err(_) => Err(ForgeError::Timeout(timeout)),
-        })
+        };
+        if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
+            self.cache.put(key, value.clone(), ttl);
+        }
+        result
     }
+}
+
+/// Checks `auth` against the function's [`Access`].
+fn authorize(info: &FunctionInfo, auth: &Auth) -> Result<(), ForgeError> {
+    match info.access {
+        Access::Public => Ok(()),
+        _ if !auth.is_authenticated() => Err(ForgeError::Unauthorized),
+        Access::Authenticated => Ok(()),
+        Access::AnyRole(roles) if roles.iter().any(|r| auth.has_role(r)) => Ok(()),
+        Access::AnyRole(roles) => Err(ForgeError::Forbidden(format!(
+            "`{}` needs the role {}",
+            info.name,
+            roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(" or ")
+        ))),
+    }
+}
+
+/// The rate-limit bucket a call draws from.
+fn bucket_key(function: &str, limit: &RateLimit, parts: &CallParts) -> String {
+    let ip = || parts.client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
+    let who = match limit.key {
+        RateLimitKey::Global => "global".to_owned(),
+        RateLimitKey::Ip => ip(),
+        RateLimitKey::User | RateLimitKey::ApiKey => parts.auth.subject().unwrap_or_else(ip),
+    };
+    format!("fn:{function}:{who}")
 }
 
 /// Deserialises arguments, naming the path of the first bad field.
@@ -109,66 +231,3 @@ pub fn parse_args<T: serde::de::DeserializeOwned>(args: serde_json::Value) -> Re
         ForgeError::InvalidArgs { message: message.clone(), errors: vec![FieldError { path, message }] }
     })
 }
-
-/// A function's result as the reply's JSON.
-fn reply<O: Serialize>(out: O) -> Result<serde_json::Value, ForgeError> {
-    serde_json::to_value(out).map_err(|e| ForgeError::Internal(format!("cannot serialise the result: {e}")))
-}
-
-/// Runs a query handler: the glue `#[forge::query]` emits.
-#[doc(hidden)]
-pub fn run_query<A, O, F, Fut>(
-    parts: CallParts,
-    args: serde_json::Value,
-    f: F,
-) -> BoxFuture<Result<serde_json::Value, ForgeError>>
-where
-    A: serde::de::DeserializeOwned + Send + 'static,
-    O: Serialize + Send + 'static,
-    F: FnOnce(QueryContext, A) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<O, ForgeError>> + Send + 'static,
-{
-    Box::pin(async move {
-        let args: A = parse_args(args)?;
-        reply(f(QueryContext::new(parts.pool, parts.request_id), args).await?)
-    })
-}
-
-/// Runs a mutation handler in a transaction committed only on success: the glue
-/// `#[forge::mutation]` emits.
-#[doc(hidden)]
-pub fn run_mutation<A, O, F, Fut>(
-    parts: CallParts,
-    args: serde_json::Value,
-    f: F,
-) -> BoxFuture<Result<serde_json::Value, ForgeError>>
-where
-    A: serde::de::DeserializeOwned + Send + 'static,
-    O: Serialize + Send + 'static,
-    F: FnOnce(MutationContext, A) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<O, ForgeError>> + Send + 'static,
-{
-    Box::pin(async move {
-        let args: A = parse_args(args)?;
-        let tx = parts.pool.begin().await?;
-        let ctx = MutationContext::new(tx, parts.request_id);
-        let result = f(ctx.clone(), args).await;
-        let tx = ctx.take().await;
-        match result {
-            Ok(out) => {
-                if let Some(tx) = tx {
-                    tx.commit().await?;
-                }
-                reply(out)
-            }
-            Err(e) => {
-                if let Some(tx) = tx {
-                    let _ = tx.rollback().await;
-                }
-                Err(e)
-            }
-        }
-    })
-}
-
-use super::FieldError;

@@ -1,19 +1,32 @@
 //! The HTTP gateway (axum).
 //!
-//! | route         | answer                                                                  |
-//! |---------------|-------------------------------------------------------------------------|
-//! | `GET /health` | 200 `{"status":"ok"}` while the process lives                           |
-//! | `GET /ready`  | 200 when the database answers and every migration is applied, else 503 with the reason as `application/problem+json` |
+//! | route | answer |
+//! |-------|--------|
+//! | `GET /health` | 200 `{"status":"ok"}` while the process lives |
+//! | `GET /ready` | 200 when the database answers and every migration is applied, else 503 with the reason as `application/problem+json` |
+//! | `GET /metrics` | the node's metrics in the Prometheus text format |
+//! | `POST /rpc` | JSON-RPC 2.0: single calls, batches (up to 100), notifications |
+//! | `POST /rpc/{function}` | the body is the arguments; `200 {"data": …}` or a problem |
 //!
-//! | `POST /rpc`   | JSON-RPC 2.0: single calls, batches (up to 100), notifications        |
-//! | `POST /rpc/{function}` | the body is the arguments; `200 {"data": …}` or a problem     |
-//!
-//! Requests larger than `gateway.body_limit` get 413, as a problem. Auth, rate limits, the
-//! dashboard and metrics join this router as their components arrive.
+//! Every request gets an `X-Request-Id` (kept from the request or generated, and echoed), runs
+//! in a `forge.http` span that continues an incoming W3C `traceparent`, and logs one
+//! `forge::access` event. Callers authenticate with a bearer JWT or an API key ([`auth`]);
+//! functions may be rate-limited with token buckets in Postgres ([`rate_limit`]). Bodies over
+//! `[gateway] body_limit` get 413 and requests over `request_timeout` 408, as problems; CORS
+//! follows `[gateway] cors_origins`.
 
+pub mod api_keys;
+pub mod auth;
+mod metrics;
 mod problem;
+pub mod rate_limit;
+mod request;
 mod routes;
 mod rpc;
+mod sql;
 
+pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
+pub use auth::{AuthError, Authenticator};
 pub use problem::{PROBLEM_JSON, Problem};
+pub(crate) use routes::Probes;
 pub use routes::{GatewayState, router};

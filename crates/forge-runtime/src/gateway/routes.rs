@@ -1,23 +1,54 @@
-//! The router and its probes.
+//! The router, its shared state and its probes.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
+use forge_core::ForgeConfig;
 use sqlx::PgPool;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use super::auth::Authenticator;
 use super::problem::Problem;
-use super::rpc;
-use crate::db::{Migrator, sql};
-use crate::functions::FunctionRegistry;
+use super::{metrics, request, rpc};
+use crate::db::{Migrator, read_only_pool, sql};
+use crate::functions::{CallParts, ForgeError, FunctionRegistry};
+use crate::jobs::Notifier;
+use crate::observability::Metrics;
 
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readings of the node's other components, filled in as they start, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct Probes {
+    /// Busy and total worker slots.
+    pub(crate) worker: OnceLock<Box<dyn Fn() -> (usize, usize) + Send + Sync>>,
+    /// Whether the node leads.
+    pub(crate) leader: OnceLock<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes").finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    pub(crate) fn worker_slots(&self) -> Option<(usize, usize)> {
+        self.worker.get().map(|probe| probe())
+    }
+
+    pub(crate) fn is_leader(&self) -> Option<bool> {
+        self.leader.get().map(|flag| flag.load(Ordering::SeqCst))
+    }
+}
 
 /// What the gateway's handlers share.
 #[derive(Clone, Debug)]
@@ -28,15 +59,55 @@ pub struct GatewayState {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    read_pool: PgPool,
     migrator: Migrator,
     functions: FunctionRegistry,
+    auth: Authenticator,
+    metrics: Metrics,
+    notifier: Option<Notifier>,
+    probes: Arc<Probes>,
+    body_limit: usize,
+    timeout: Duration,
+    cors_origins: Vec<String>,
 }
 
 impl GatewayState {
-    /// State over `pool`, with `migrator` naming the migrations `/ready` expects, serving every
-    /// registered function.
+    /// State over `pool` with the default configuration, `migrator` naming the migrations
+    /// `/ready` expects, serving every registered function.
     pub fn new(pool: PgPool, migrator: Migrator) -> Self {
-        Self { inner: Arc::new(Inner { pool, migrator, functions: FunctionRegistry::collect() }) }
+        Self::with_config(pool, migrator, &ForgeConfig::default())
+    }
+
+    /// State over `pool` with `[gateway]` and `[auth]` from `config`.
+    pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
+        let read_pool = read_only_pool(&pool);
+        Self::assemble(pool, read_pool, migrator, config, None, Arc::default())
+    }
+
+    pub(crate) fn assemble(
+        pool: PgPool,
+        read_pool: PgPool,
+        migrator: Migrator,
+        config: &ForgeConfig,
+        notifier: Option<Notifier>,
+        probes: Arc<Probes>,
+    ) -> Self {
+        let gw = &config.gateway;
+        Self {
+            inner: Arc::new(Inner {
+                read_pool,
+                auth: Authenticator::new(&config.auth, pool.clone()),
+                pool,
+                migrator,
+                functions: FunctionRegistry::collect(),
+                metrics: Metrics::default(),
+                notifier,
+                probes,
+                body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
+                timeout: gw.request_timeout.as_std(),
+                cors_origins: gw.cors_origins.clone(),
+            }),
+        }
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -46,19 +117,88 @@ impl GatewayState {
     pub(crate) fn functions(&self) -> &FunctionRegistry {
         &self.inner.functions
     }
+
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn probes(&self) -> &Probes {
+        &self.inner.probes
+    }
+
+    /// The node's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// A call's parts, before the caller is known.
+    pub(crate) fn call_parts(&self) -> CallParts {
+        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone()).with_notifier(self.inner.notifier.clone())
+    }
+
+    /// Runs a function and counts it in the metrics.
+    pub(crate) async fn call(
+        &self,
+        function: &str,
+        parts: CallParts,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.functions.call(function, parts, args).await;
+        metrics::record_call(self, function, &result, started.elapsed());
+        result
+    }
 }
 
-/// The gateway's router, limiting request bodies to `body_limit` bytes and requests to
-/// `timeout` (408 past it).
-pub fn router(state: GatewayState, body_limit: usize, timeout: Duration) -> Router {
-    Router::new()
+/// The gateway's router: `/health`, `/ready`, `/rpc`, `/rpc/{function}` and `/metrics`, with
+/// request ids, trace context, access logs, the body limit (413), the request timeout (408)
+/// and CORS as configured.
+pub fn router(state: GatewayState) -> Router {
+    let inner = &state.inner;
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::serve))
         .route("/rpc", post(rpc::call_jsonrpc))
         .route("/rpc/{function}", post(rpc::call_rest))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .with_state(state)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(inner.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, inner.timeout));
+    if let Some(cors) = cors_layer(&inner.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.layer(middleware::from_fn_with_state(state.clone(), request::observe)).with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("x-api-key"),
+                header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    Problem::new(StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
+        .with_instance(uri.path().to_owned())
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {

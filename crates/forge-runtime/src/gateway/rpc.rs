@@ -1,37 +1,42 @@
 //! `POST /rpc` (JSON-RPC 2.0: single calls, batches, notifications) and `POST /rpc/{function}`
 //! (the body is the arguments; `{"data": …}` or an RFC 7807 problem).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::auth::AuthError;
 use super::problem::Problem;
+use super::request::RequestMeta;
 use super::routes::GatewayState;
 use crate::functions::{CallParts, ForgeError};
 
 /// Most calls in one batch.
 const MAX_BATCH: usize = 100;
 
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-fn body_problem(rejection: BytesRejection, instance: &str) -> Response {
-    let status = rejection.status();
-    let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "the request body is larger than the gateway's body_limit".to_owned()
-    } else {
-        rejection.body_text()
-    };
-    Problem::new(status, detail).with_instance(instance).into_response()
+/// The body, or the problem that it is too large, unreadable or not JSON.
+#[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
+fn read_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, instance: &str) -> Result<Bytes, Response> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the request body is larger than the gateway's body_limit".to_owned()
+        } else {
+            rejection.body_text()
+        };
+        Problem::new(status, detail).with_type("urn:forge:problem:body").with_instance(instance).into_response()
+    })?;
+    if !body.is_empty() && !is_json(headers) {
+        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+            .with_type("urn:forge:problem:media-type")
+            .with_instance(instance)
+            .into_response());
+    }
+    Ok(body)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -41,23 +46,53 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")))
 }
 
+/// The call's parts with its caller, or the 401 (503) for credentials that do not hold.
+#[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
+async fn call_parts(
+    state: &GatewayState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    instance: &str,
+) -> Result<CallParts, Response> {
+    let auth = state.authenticator().authenticate(headers).await.map_err(|e| {
+        let status = match e {
+            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        if let AuthError::Unavailable(reason) = &e {
+            tracing::error!(error = %reason, "credentials could not be checked");
+        }
+        let detail = if status == StatusCode::UNAUTHORIZED { e.to_string() } else { "try again later".to_owned() };
+        let mut response = Problem::new(status, detail)
+            .with_type("urn:forge:problem:unauthorized")
+            .with_instance(instance)
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    })?;
+    Ok(state
+        .call_parts()
+        .with_auth(auth)
+        .with_request_id(meta.request_id.clone())
+        .with_trace_id(meta.trace_id.clone())
+        .with_client_ip(meta.client_ip))
+}
+
 /// `POST /rpc/{function}`.
 pub(crate) async fn call_rest(
     State(state): State<GatewayState>,
+    Extension(meta): Extension<RequestMeta>,
     Path(function): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let instance = format!("/rpc/{function}");
-    let body = match body {
+    let body = match read_body(&headers, body, &instance) {
         Ok(body) => body,
-        Err(rejection) => return body_problem(rejection, &instance),
+        Err(problem) => return problem,
     };
-    if !body.is_empty() && !is_json(&headers) {
-        return Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the arguments as application/json")
-            .with_instance(instance)
-            .into_response();
-    }
     let args = if body.is_empty() {
         Value::Null
     } else {
@@ -65,18 +100,19 @@ pub(crate) async fn call_rest(
             Ok(args) => args,
             Err(e) => {
                 return Problem::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}"))
+                    .with_type("urn:forge:problem:malformed-json")
                     .with_instance(instance)
                     .into_response();
             }
         }
     };
-    let parts = CallParts { pool: state.pool().clone(), request_id: request_id(&headers) };
-    match state.functions().call(&function, parts, args).await {
-        None => Problem::new(StatusCode::NOT_FOUND, format!("no function named {function:?}"))
-            .with_instance(instance)
-            .into_response(),
-        Some(Ok(data)) => (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response(),
-        Some(Err(e)) => error_problem(&e, &function, &instance),
+    let parts = match call_parts(&state, &meta, &headers, &instance).await {
+        Ok(parts) => parts,
+        Err(problem) => return problem,
+    };
+    match state.call(&function, parts, args).await {
+        Ok(data) => (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response(),
+        Err(e) => error_problem(&e, &function, &instance),
     }
 }
 
@@ -84,26 +120,41 @@ fn error_problem(e: &ForgeError, function: &str, instance: &str) -> Response {
     if let ForgeError::Internal(message) = e {
         tracing::error!(function, error = %message, "function failed");
     }
-    let mut problem = Problem::new(e.status(), e.public_message()).with_instance(instance);
+    let mut problem = Problem::new(e.status(), e.public_message()).with_type(e.problem_type()).with_instance(instance);
     problem.errors = e.field_errors().to_vec();
-    problem.data = e.data().cloned();
-    problem.into_response()
+    problem.data = e.data();
+    let mut response = problem.into_response();
+    add_error_headers(&mut response, e);
+    response
+}
+
+fn add_error_headers(response: &mut Response, e: &ForgeError) {
+    if let Some(secs) = e.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if matches!(e, ForgeError::Unauthorized) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
 }
 
 /// `POST /rpc`.
 pub(crate) async fn call_jsonrpc(
     State(state): State<GatewayState>,
+    Extension(meta): Extension<RequestMeta>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match read_body(&headers, body, "/rpc") {
         Ok(body) => body,
-        Err(rejection) => return body_problem(rejection, "/rpc"),
+        Err(problem) => return problem,
     };
-    let request_id = request_id(&headers);
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return reply(Some(rpc_error(Value::Null, -32700, "parse error", None))),
+    };
+    let parts = match call_parts(&state, &meta, &headers, "/rpc").await {
+        Ok(parts) => parts,
+        Err(problem) => return problem,
     };
     match message {
         Value::Array(calls) if calls.is_empty() => {
@@ -118,13 +169,13 @@ pub(crate) async fn call_jsonrpc(
         Value::Array(calls) => {
             let mut replies = Vec::new();
             for call in calls {
-                if let Some(r) = one_call(&state, &request_id, call).await {
+                if let Some(r) = one_call(&state, &parts, call).await {
                     replies.push(r);
                 }
             }
             if replies.is_empty() { StatusCode::NO_CONTENT.into_response() } else { reply(Some(Value::Array(replies))) }
         }
-        call => reply(one_call(&state, &request_id, call).await),
+        call => reply(one_call(&state, &parts, call).await),
     }
 }
 
@@ -145,7 +196,7 @@ fn rpc_error(id: Value, code: i64, message: &str, data: Option<Value>) -> Value 
 }
 
 /// Runs one call; `None` for a notification (no `id`).
-async fn one_call(state: &GatewayState, request_id: &str, call: Value) -> Option<Value> {
+async fn one_call(state: &GatewayState, parts: &CallParts, call: Value) -> Option<Value> {
     let Value::Object(call) = call else {
         return Some(rpc_error(Value::Null, -32600, "invalid request: a call is a JSON object", None));
     };
@@ -170,19 +221,16 @@ async fn one_call(state: &GatewayState, request_id: &str, call: Value) -> Option
             return Some(rpc_error(reply_id, -32600, "invalid request: params must be an object or an array", None));
         }
     };
-    let parts = CallParts { pool: state.pool().clone(), request_id: request_id.to_owned() };
-    let result = state.functions().call(method, parts, params).await;
+    let result = state.call(method, parts.clone(), params).await;
     id.as_ref()?;
     Some(match result {
-        None => rpc_error(reply_id, -32601, &format!("method not found: {method}"), None),
-        Some(Ok(value)) => json!({ "jsonrpc": "2.0", "result": value, "id": reply_id }),
-        Some(Err(e)) => {
+        Ok(value) => json!({ "jsonrpc": "2.0", "result": value, "id": reply_id }),
+        Err(e) => {
             if let ForgeError::Internal(message) = &e {
                 tracing::error!(function = %method, error = %message, "function failed");
             }
             let data = match (e.field_errors(), e.data()) {
-                ([], None) => None,
-                ([], Some(data)) => Some(data.clone()),
+                ([], data) => data,
                 (errors, _) => Some(json!({ "errors": errors })),
             };
             rpc_error(reply_id, e.rpc_code(), &e.public_message(), data)

@@ -119,6 +119,13 @@ impl Worker {
         Self { shared, producers, background, completer_task, stop_claiming }
     }
 
+    /// A reading of (busy slots, all slots) across the node's queues, for `/metrics`.
+    pub(crate) fn slots_probe(&self) -> Box<dyn Fn() -> (usize, usize) + Send + Sync> {
+        let shared = self.shared.clone();
+        let total = self.shared.settings.queues.iter().map(|(_, n)| n).sum();
+        Box::new(move || (shared.running.lock().map(|r| r.len()).unwrap_or(0), total))
+    }
+
     /// Stops claiming, waits up to the shutdown timeout for running jobs, releases the rest to
     /// `available` (their attempt not counted), and writes every outcome.
     pub(crate) async fn stop(self) {

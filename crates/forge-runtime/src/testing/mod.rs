@@ -43,6 +43,10 @@ use crate::jobs::context::Claimed;
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{Job, JobContext, JobError, JobId, JobRegistry, Notifier};
 
+mod functions;
+
+pub use functions::TestCaller;
+
 /// The embedded cluster this process started or joined; stopped at exit.
 static EMBEDDED: Mutex<Option<EmbeddedPostgres>> = Mutex::new(None);
 static EMBEDDED_STARTED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -55,6 +59,7 @@ pub struct TestDatabase {
     name: String,
     url: String,
     pool: PgPool,
+    read_pool: OnceLock<PgPool>,
     admin: PgConnectOptions,
 }
 
@@ -136,7 +141,7 @@ impl TestDatabase {
             .await
             .map_err(|source| server.error(source))?;
         let url = server.url_for(&name);
-        Ok(Self { name, url, pool, admin: server.admin_options() })
+        Ok(Self { name, url, pool, read_pool: OnceLock::new(), admin: server.admin_options() })
     }
 }
 

@@ -1,0 +1,44 @@
+//! Token-bucket rate limits kept in Postgres, so every gateway node draws from the same bucket.
+//!
+//! A bucket holds up to `requests` tokens and refills continuously at `requests / per`. A call
+//! takes one token with a single atomic upsert on `forge_rate_limits` (no read-then-write race
+//! between nodes); with none left the call fails with 429 and `Retry-After` says when the next
+//! token arrives. The table is unlogged: a crash forgets the buckets, which only forgives.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::sql;
+use crate::functions::{ForgeError, RateLimit};
+
+/// Takes one token from bucket `key`, or fails with [`ForgeError::RateLimited`].
+pub(crate) async fn take(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<(), ForgeError> {
+    let capacity = f64::from(limit.requests.max(1));
+    let per_second = capacity / limit.per.as_secs_f64().max(0.001);
+    let (allowed, tokens): (bool, f64) =
+        sqlx::query_as(sql::TAKE_TOKEN).bind(key).bind(capacity).bind(per_second).fetch_one(pool).await?;
+    if allowed {
+        return Ok(());
+    }
+    let wait = ((1.0 - tokens).max(0.0) / per_second).max(0.001);
+    Err(ForgeError::RateLimited { retry_after: Duration::from_secs_f64(wait.ceil().max(1.0)) })
+}
+
+/// Deletes buckets idle for `idle` (a full bucket is the same as none).
+pub(crate) async fn prune(pool: &PgPool, idle: Duration) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql::PRUNE_BUCKETS).bind(idle.as_secs_f64()).execute(pool).await?.rows_affected())
+}
+
+/// The leader's duty: every minute, delete buckets idle for a day, until `stop`.
+pub(crate) async fn prune_idle_buckets(pool: PgPool, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = prune(&pool, Duration::from_secs(86_400)).await {
+            tracing::warn!(error = %e, "could not prune rate-limit buckets");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! [`Metrics`]: counters and histograms with labels, kept in memory, rendered as Prometheus
+//! text (exposition format 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Buckets for durations in seconds: 1 ms to 30 s.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+enum Family {
+    Counter { help: &'static str, values: BTreeMap<Labels, u64> },
+    Histogram { help: &'static str, buckets: &'static [f64], values: BTreeMap<Labels, Histogram> },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// A node's metrics. Cheap to clone; clones share the values.
+///
+/// ```
+/// use forge_runtime::observability::{DURATION_BUCKETS, Metrics};
+///
+/// let metrics = Metrics::default();
+/// metrics.count("forge_demo_total", "Demo events.", &[("kind", "a")], 2);
+/// metrics.observe("forge_demo_seconds", "Demo durations.", DURATION_BUCKETS, &[], 0.003);
+/// let text = metrics.render();
+/// assert!(text.contains("forge_demo_total{kind=\"a\"} 2"));
+/// assert!(text.contains("forge_demo_seconds_bucket{le=\"0.005\"} 1"));
+/// assert!(text.contains("forge_demo_seconds_count 1"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+}
+
+impl Metrics {
+    /// Adds `n` to counter `name` with `labels`.
+    pub fn count(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name).or_insert_with(|| Family::Counter { help, values: BTreeMap::new() });
+        if let Family::Counter { values, .. } = family {
+            *values.entry(owned(labels)).or_default() += n;
+        }
+    }
+
+    /// Records `value` in histogram `name` with `labels` (the first call fixes the buckets).
+    pub fn observe(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        buckets: &'static [f64],
+        labels: &[(&'static str, &str)],
+        value: f64,
+    ) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family =
+            families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: BTreeMap::new() });
+        if let Family::Histogram { buckets, values, .. } = family {
+            let h = values.entry(owned(labels)).or_default();
+            if h.counts.len() != buckets.len() {
+                h.counts = vec![0; buckets.len()];
+            }
+            for (i, bound) in buckets.iter().enumerate() {
+                if value <= *bound {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += value;
+            h.count += 1;
+        }
+    }
+
+    /// The value of a counter (0 if never counted).
+    pub fn counter(&self, name: &str, labels: &[(&'static str, &str)]) -> u64 {
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        match families.get(name) {
+            Some(Family::Counter { values, .. }) => values.get(&owned(labels)).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Every metric, as Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, family) in families.iter() {
+            match family {
+                Family::Counter { help, values } => {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                    for (labels, v) in values {
+                        let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+                    }
+                }
+                Family::Histogram { help, buckets, values } => {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+                    for (labels, h) in values {
+                        for (bound, n) in buckets.iter().zip(&h.counts) {
+                            let le = bound.to_string();
+                            let _ = writeln!(out, "{name}_bucket{} {n}", label_text(labels, Some(&le)));
+                        }
+                        let _ = writeln!(out, "{name}_bucket{} {}", label_text(labels, Some("+Inf")), h.count);
+                        let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), h.sum);
+                        let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), h.count);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Appends a gauge family to Prometheus text.
+pub fn render_gauge(out: &mut String, name: &str, help: &str, values: &[(Vec<(&'static str, String)>, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, v) in values {
+        let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+    }
+}
+
+fn owned(labels: &[(&'static str, &str)]) -> Labels {
+    labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.count("x_total", "X.", &[("v", "a\"b\\c\nd")], 1);
+        assert!(m.render().contains(r#"x_total{v="a\"b\\c\nd"} 1"#), "{}", m.render());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        for v in [0.0005, 0.02, 3.0, 100.0] {
+            m.observe("d_seconds", "D.", DURATION_BUCKETS, &[("f", "a")], v);
+        }
+        let text = m.render();
+        assert!(text.contains(r#"d_seconds_bucket{f="a",le="0.001"} 1"#), "{text}");
+        assert!(text.contains(r#"d_seconds_bucket{f="a",le="0.025"} 2"#), "{text}");
+        assert!(text.contains(r#"d_seconds_bucket{f="a",le="5"} 3"#), "{text}");
+        assert!(text.contains(r#"d_seconds_bucket{f="a",le="+Inf"} 4"#), "{text}");
+        assert!(text.contains(r#"d_seconds_count{f="a"} 4"#), "{text}");
+    }
+}
