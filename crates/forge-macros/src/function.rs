@@ -147,7 +147,9 @@ fn parse_attr(kind: Kind, attrs: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn:
         }
         "rate_limit" => attrs.rate_limit = Some(parse_rate_limit(meta)?),
         "cache" if kind == Kind::Query => attrs.cache_ms = Some(duration_ms(meta)?),
-        "cache" => return Err(meta.error("only queries can be cached: their result depends only on their arguments")),
+        "cache" => {
+            return Err(meta.error("only queries can be cached: mutations and actions change something on every call"));
+        }
         _ => {
             return Err(meta.error(format!(
                 "unknown {} attribute; expected one of name, timeout, public, require_auth, require_role, rate_limit{}",
