@@ -8,12 +8,15 @@
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
 //! cargo run --release -p forge-bench -- failover --nodes 3
 //! cargo run --release -p forge-bench -- testdb --iterations 30
+//! cargo run --release -p forge-bench -- rpc --seconds 10 --connections 32
+//! cargo run --release -p forge-bench -- rpc-floor --seconds 10 --connections 32
 //! ```
 
 mod chaos;
 mod failover;
 mod floor;
 mod jobs;
+mod rpc;
 mod stats;
 mod worker;
 
@@ -83,6 +86,24 @@ enum Scenario {
         #[arg(long, default_value = "5s")]
         shutdown_timeout: String,
     },
+    /// Requests per second and latency of a trivial query through Forge's gateway.
+    Rpc {
+        /// How long to load the server.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent keep-alive clients.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
+    /// The same query's SQL behind a bare axum handler: the floor `rpc` is compared with.
+    RpcFloor {
+        /// How long to load the server.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent keep-alive clients.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
     /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
     /// Reports the takeover time and whether every tick fired exactly once.
     Failover {
@@ -108,6 +129,8 @@ async fn main() -> ExitCode {
                 .await
                 .map(|()| serde_json::Value::Null)
         }
+        Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
+        Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
     };
     match result {

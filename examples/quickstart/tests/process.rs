@@ -1,4 +1,4 @@
-//! The quickstart binary as a real process: it serves /health and /ready, and SIGTERM stops it
+//! The quickstart binary as a real process: it serves /health, /ready and its functions, and SIGTERM stops it
 //! with exit status 0 — on a given DATABASE_URL, and on the embedded default.
 
 use std::os::unix::fs::PermissionsExt;
@@ -85,6 +85,27 @@ async fn serves_probes_and_exits_0_on_sigterm() {
             break;
         }
         assert!(Instant::now() < deadline, "the greet job did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its functions answer over real HTTP; the mutation's job runs.
+    let client = reqwest::Client::new();
+    let rpc = |name: &str| format!("http://127.0.0.1:{port}/rpc/{name}");
+    let hello = client.post(rpc("hello")).json(&serde_json::json!({"name": "Ada"})).send().await.expect("hello");
+    assert_eq!(hello.json::<serde_json::Value>().await.expect("json"), serde_json::json!({"data": "hello, Ada"}));
+    let later = client.post(rpc("greet_later")).json(&serde_json::json!({"name": "Bob"})).send().await.expect("call");
+    assert!(later.headers().contains_key("x-request-id"));
+    let id = later.json::<serde_json::Value>().await.expect("json")["data"].as_i64().expect("job id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: String = sqlx::query_scalar("select state from forge_jobs where id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .expect("job");
+        if state == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dispatched job did not complete: {state}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = sigterm_and_wait(child);

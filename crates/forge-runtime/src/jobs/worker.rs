@@ -121,9 +121,13 @@ impl Worker {
 
     /// A reading of (busy slots, all slots) across the node's queues, for `/metrics`.
     pub(crate) fn slots_probe(&self) -> Box<dyn Fn() -> (usize, usize) + Send + Sync> {
-        let shared = self.shared.clone();
+        // Weak: the completer stops only once every `Shared` is gone, so a probe must not keep one.
+        let shared = Arc::downgrade(&self.shared);
         let total = self.shared.settings.queues.iter().map(|(_, n)| n).sum();
-        Box::new(move || (shared.running.lock().map(|r| r.len()).unwrap_or(0), total))
+        Box::new(move || {
+            let busy = shared.upgrade().and_then(|s| s.running.lock().ok().map(|r| r.len())).unwrap_or(0);
+            (busy, total)
+        })
     }
 
     /// Stops claiming, waits up to the shutdown timeout for running jobs, releases the rest to

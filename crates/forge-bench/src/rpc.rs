@@ -1,0 +1,121 @@
+//! `forge-bench rpc` and `forge-bench rpc-floor`: the same trivial query served by Forge's
+//! gateway (`POST /rpc/bench_echo`: routing, request id, trace span, auth check, metrics,
+//! argument parsing, a read-only pool) and by a bare axum handler running the same SQL with
+//! sqlx, both loaded by `--connections` keep-alive clients for `--seconds`. The ratio of the two
+//! is the gateway's overhead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::Report;
+use crate::stats::{ms, quantile};
+
+/// The SQL both servers run.
+const ECHO_SQL: &str = "select $1::int4";
+
+/// The query `forge-bench rpc` calls.
+#[forge::query(public)]
+async fn bench_echo(ctx: &QueryContext, n: i32) -> Result<i32, ForgeError> {
+    Ok(sqlx::query_scalar(ECHO_SQL).bind(n).fetch_one(ctx.db()).await?)
+}
+
+/// Forge's gateway.
+pub(crate) async fn run(seconds: u64, connections: usize) -> Report {
+    let db = TestDatabase::new().await?;
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Gateway]).ok_or("no roles")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let node = Forge::builder().config(config.clone()).listener(listener).build()?.start().await?;
+    let addr = node.local_addr().ok_or("the node has no gateway")?;
+    let report = load("rpc", &format!("http://{addr}/rpc/bench_echo"), seconds, connections).await;
+    node.stop().await?;
+    report.map(|mut r| {
+        r["pool_size"] = config.database.pool_size.get().into();
+        r
+    })
+}
+
+/// A bare axum handler over sqlx, with a pool of the node's default size.
+pub(crate) async fn floor(seconds: u64, connections: usize) -> Report {
+    let db = TestDatabase::new().await?;
+    let pool_size = db.config().database.pool_size.get();
+    let pool = PgPoolOptions::new().max_connections(pool_size).connect(db.url()).await?;
+    let app = Router::new().route("/echo", post(echo)).with_state(pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let report = load("rpc-floor", &format!("http://{addr}/echo"), seconds, connections).await;
+    server.abort();
+    pool.close().await;
+    report.map(|mut r| {
+        r["pool_size"] = pool_size.into();
+        r
+    })
+}
+
+async fn echo(State(pool): State<PgPool>, Json(n): Json<i32>) -> Result<Json<serde_json::Value>, String> {
+    let n: i32 = sqlx::query_scalar(ECHO_SQL).bind(n).fetch_one(&pool).await.map_err(|e| e.to_string())?;
+    Ok(Json(serde_json::json!({ "data": n })))
+}
+
+/// `connections` clients post `7` to `url` in a loop for `seconds`.
+async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Report {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build()?;
+    // Warm up: connections, prepared statements, the pools.
+    for _ in 0..connections {
+        client.post(url).header("content-type", "application/json").body("7").send().await?.error_for_status()?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let url: Arc<str> = url.into();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let ok = match client.post(&*url).header("content-type", "application/json").body("7").send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(sent.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Ok(serde_json::json!({
+        "bench": bench,
+        "seconds": seconds,
+        "connections": connections,
+        "requests": latencies.len(),
+        "errors": errors,
+        "req_per_s": (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
+        "p50_ms": ms(quantile(&latencies, 0.5)),
+        "p99_ms": ms(quantile(&latencies, 0.99)),
+    }))
+}
