@@ -502,3 +502,96 @@ async fn malformed_input_never_gets_a_5xx_and_changes_nothing() {
     assert_eq!(count(&db, "select count(*) from forge_jobs").await, 0, "no job enqueued");
     assert_eq!(count(&db, "select count(*) from forge_api_keys").await, 0);
 }
+
+#[tokio::test]
+async fn cors_follows_the_configured_origins() {
+    let (db, plain) = setup().await;
+    let preflight = |origin: &'static str| {
+        Request::options("/rpc/ping")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,authorization")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let response = plain.clone().oneshot(preflight("https://app.example.com")).await.expect("response");
+    assert!(!response.headers().contains_key("access-control-allow-origin"), "no CORS unless configured");
+
+    let mut config = config(&db);
+    config.gateway.cors_origins = vec!["https://app.example.com".to_owned()];
+    let router = db.router_with(&config).expect("router");
+    let response = router.clone().oneshot(preflight("https://app.example.com")).await.expect("response");
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example.com");
+    let allowed = response.headers()["access-control-allow-headers"].to_str().expect("headers").to_owned();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let response = router.clone().oneshot(preflight("https://evil.example.com")).await.expect("response");
+    assert!(!response.headers().contains_key("access-control-allow-origin"), "other origins get nothing");
+}
+
+/// Collects the fields of `forge::access` events.
+#[derive(Clone, Default)]
+struct AccessLog(std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.insert(field.name().to_owned(), format!("{value:?}"));
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0.insert(field.name().to_owned(), value.to_owned());
+            }
+        }
+        if event.metadata().target() == "forge::access" {
+            let mut fields = std::collections::BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().expect("lock").push(fields);
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_request_logs_one_access_event() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (_db, router) = setup().await;
+    let log = AccessLog::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    send(&router, "/rpc/ping", &[("x-request-id", "log-1"), ("traceparent", traceparent)], "").await;
+    send(&router, "/rpc/whoami", &[], "").await;
+    let events = log.0.lock().expect("lock").clone();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let first = &events[0];
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/rpc/ping");
+    assert_eq!(first["route"], "/rpc/{function}");
+    assert_eq!(first["status"], "200");
+    assert_eq!(first["request_id"], "log-1");
+    assert_eq!(first["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert!(first.contains_key("duration_ms"));
+    assert_eq!(events[1]["status"], "401");
+}
+
+#[tokio::test]
+async fn a_running_node_reports_its_worker_and_leadership() {
+    let db = TestDatabase::new().await.expect("db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let node =
+        Forge::builder().config(db.config()).listener(listener).build().expect("build").start().await.expect("start");
+    let url = format!("http://{}/metrics", node.local_addr().expect("addr"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = reqwest::get(&url).await.expect("GET").text().await.expect("body");
+        if text.contains("forge_leader 1") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became leader:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("forge_worker_busy_slots 0"), "{text}");
+    assert!(text.contains("forge_worker_slots 100"), "{text}");
+    assert!(text.contains(r#"forge_db_pool_connections{state="idle"}"#), "{text}");
+    node.stop().await.expect("stop");
+}
