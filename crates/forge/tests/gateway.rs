@@ -10,11 +10,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use forge::ForgeConfig;
 use forge::gateway::{ApiKeys, NewApiKey};
+mod common;
+
+use common::{IndexNote, Note, create_note};
 use forge::prelude::*;
 use forge::testing::{TestCaller, TestDatabase};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -58,29 +60,6 @@ async fn sneaky_write(ctx: &QueryContext, _args: ()) -> Result<(), ForgeError> {
     Ok(())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Note {
-    body: String,
-}
-
-#[forge::job]
-async fn index_note(_ctx: &JobContext, _args: Note) -> Result<(), JobError> {
-    Ok(())
-}
-
-#[forge::mutation(public)]
-async fn create_note(ctx: &MutationContext, args: Note) -> Result<i64, ForgeError> {
-    let id: i64 = sqlx::query_scalar("insert into notes (body) values ($1) returning id")
-        .bind(&args.body)
-        .fetch_one(&mut **ctx.tx().await?)
-        .await?;
-    ctx.dispatch::<IndexNote>(Note { body: args.body.clone() }).await?;
-    if args.body.trim().is_empty() {
-        return Err(ForgeError::invalid_field("body", "must not be empty"));
-    }
-    Ok(id)
-}
-
 /// An action: runs the mutation, then dispatches a job of its own; fails after both when asked.
 #[forge::action(public)]
 async fn import_note(ctx: &ActionContext, args: Note) -> Result<i64, ForgeError> {
@@ -90,12 +69,15 @@ async fn import_note(ctx: &ActionContext, args: Note) -> Result<i64, ForgeError>
     Ok(id)
 }
 
+/// An action calling the outside world (here, a server on loopback) with the context's client.
+#[forge::action(require_auth, timeout = 5)]
+async fn fetch_text(ctx: &ActionContext, url: String) -> Result<String, ForgeError> {
+    let response = ctx.http().get(&url).send().await.map_err(|e| ForgeError::Internal(e.to_string()))?;
+    response.text().await.map_err(|e| ForgeError::Internal(e.to_string()))
+}
+
 async fn setup() -> (TestDatabase, axum::Router) {
-    let db = TestDatabase::new().await.expect("db");
-    sqlx::query("create table notes (id bigint generated always as identity primary key, body text not null)")
-        .execute(db.pool())
-        .await
-        .expect("table");
+    let db = common::notes_database().await;
     let router = db.router_with(&config(&db)).expect("router");
     (db, router)
 }
@@ -395,6 +377,21 @@ async fn actions_run_mutations_and_dispatch_jobs() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(count(&db, "select count(*) from notes").await, 1);
     assert_eq!(count(&db, "select count(*) from forge_jobs").await, 2);
+}
+
+#[tokio::test]
+async fn actions_call_http_services() {
+    let db = TestDatabase::new().await.expect("db");
+    let app = axum::Router::new().route("/greeting", axum::routing::get(|| async { "hello from upstream" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{addr}/greeting");
+    let text: String = db.call("fetch_text", &url, &TestCaller::user("u-1")).await.expect("fetch");
+    assert_eq!(text, "hello from upstream");
+    let err = db.call::<String>("fetch_text", &url, &TestCaller::anonymous()).await.expect_err("401");
+    assert!(matches!(err, ForgeError::Unauthorized), "{err:?}");
+    server.abort();
 }
 
 #[tokio::test]

@@ -3,9 +3,11 @@
 
 use forge::config::{Role, Roles};
 use forge::functions::{FunctionKind, FunctionRegistry};
+mod common;
+
 use forge::prelude::*;
 use forge::testing::TestDatabase;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[derive(Debug, Deserialize)]
@@ -29,36 +31,8 @@ async fn broken(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
     Ok(sqlx::query_scalar("select secret_column from no_such_table").fetch_one(ctx.db()).await?)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Note {
-    body: String,
-}
-
-#[forge::job]
-async fn index_note(_ctx: &JobContext, _args: Note) -> Result<(), JobError> {
-    Ok(())
-}
-
-/// Writes a note and dispatches its indexing job; refuses empty notes after both.
-#[forge::mutation(public)]
-async fn create_note(ctx: &MutationContext, args: Note) -> Result<i64, ForgeError> {
-    let id: i64 = sqlx::query_scalar("insert into notes (body) values ($1) returning id")
-        .bind(&args.body)
-        .fetch_one(&mut **ctx.tx().await?)
-        .await?;
-    ctx.dispatch::<IndexNote>(Note { body: args.body.clone() }).await?;
-    if args.body.trim().is_empty() {
-        return Err(ForgeError::invalid_field("body", "must not be empty"));
-    }
-    Ok(id)
-}
-
 async fn gateway() -> (TestDatabase, RunningForge, String) {
-    let db = TestDatabase::new().await.expect("db");
-    sqlx::query("create table notes (id bigint generated always as identity primary key, body text not null)")
-        .execute(db.pool())
-        .await
-        .expect("table");
+    let db = common::notes_database().await;
     let mut config = db.config();
     config.node.roles = Roles::new([Role::Gateway]).expect("roles");
     config.gateway.body_limit = "1KiB".parse().expect("size");
