@@ -49,6 +49,11 @@ async fn slow(_ctx: &QueryContext, _args: ()) -> Result<(), ForgeError> {
     Ok(())
 }
 
+#[forge::query(public)]
+async fn explode(_ctx: &QueryContext, _args: ()) -> Result<(), ForgeError> {
+    panic!("secret panic detail")
+}
+
 #[forge::query(public, cache = "1h")]
 async fn cached_count(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
     Ok(sqlx::query_scalar("select count(*) from notes").fetch_one(ctx.db()).await?)
@@ -312,6 +317,12 @@ async fn limits_timeouts_and_media_types() {
     let request = Request::post("/rpc").header("content-type", "text/plain").body(Body::from("{}")).expect("req");
     let response = router.clone().oneshot(request).await.expect("response");
     assert_eq!(response.status().as_u16(), 415);
+
+    let r = send(&router, "/rpc/explode", &[], "").await;
+    assert_eq!(r.status, 500, "a panic is an internal error: {}", r.body);
+    assert!(!r.body.to_string().contains("secret"), "{}", r.body);
+    let r = send(&router, "/rpc/ping", &[], "").await;
+    assert_eq!(r.status, 200, "and the gateway goes on: {}", r.body);
 
     let request = Request::get("/nowhere").body(Body::empty()).expect("req");
     let response = router.clone().oneshot(request).await.expect("response");

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::{Serialize, Serializer};
 use tracing::Instrument;
 
@@ -184,8 +185,15 @@ impl FunctionRegistry {
             trace_id = %parts.trace_id,
         );
         let timeout = info.timeout;
-        let result = match tokio::time::timeout(timeout, handler(parts, args).instrument(span)).await {
-            Ok(result) => result,
+        // A panic is caught and answered as an internal error; the node goes on serving.
+        let run = std::panic::AssertUnwindSafe(handler(parts, args).instrument(span)).catch_unwind();
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(ForgeError::Internal(format!(
+                "{} panicked: {}",
+                info.name,
+                crate::jobs::worker::panic_message(panic)
+            ))),
             Err(_) => Err(ForgeError::Timeout(timeout)),
         };
         if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
