@@ -49,6 +49,16 @@ async fn slow(_ctx: &QueryContext, _args: ()) -> Result<(), ForgeError> {
     Ok(())
 }
 
+#[forge::mutation(public)]
+async fn pay(_ctx: &MutationContext, amount: i64) -> Result<(), ForgeError> {
+    Err(ForgeError::App {
+        code: 1402,
+        status: 402,
+        message: "insufficient funds".to_owned(),
+        data: Some(json!({ "needed": amount, "balance": 3 })),
+    })
+}
+
 #[forge::query(public)]
 async fn explode(_ctx: &QueryContext, _args: ()) -> Result<(), ForgeError> {
     panic!("secret panic detail")
@@ -328,6 +338,19 @@ async fn limits_timeouts_and_media_types() {
     let response = router.clone().oneshot(request).await.expect("response");
     assert_eq!(response.status().as_u16(), 404);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn application_errors_keep_their_status_code_and_data() {
+    let (_db, router) = setup().await;
+    let r = send(&router, "/rpc/pay", &[], "10").await;
+    assert_eq!(r.status, 402, "{}", r.body);
+    assert_eq!(r.body["type"], "urn:forge:problem:application");
+    assert_eq!(r.body["detail"], "insufficient funds");
+    assert_eq!(r.body["data"], json!({"needed": 10, "balance": 3}));
+    let r = send(&router, "/rpc", &[], r#"{"jsonrpc": "2.0", "method": "pay", "params": [10], "id": 9}"#).await;
+    assert_eq!(r.body["error"]["code"], 1402, "{}", r.body);
+    assert_eq!(r.body["error"]["data"]["needed"], 10);
 }
 
 #[tokio::test]

@@ -130,6 +130,11 @@ async fn json_rpc_follows_the_spec() {
     assert_eq!(r["error"]["code"], -32602);
     assert_eq!(r["error"]["data"]["errors"][0]["path"], "b");
 
+    let (_, _, r) = call(r#"{"jsonrpc": "2.0", "method": "add", "params": [{"a": 1, "b": 2}], "id": 4}"#).await;
+    assert_eq!(r["result"], 3, "by position, the list holds the one argument: {r}");
+    let (_, _, r) = call(r#"{"jsonrpc": "2.0", "method": "add", "params": [1, 2], "id": 5}"#).await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+
     let (_, _, r) = call(r#"{"jsonrpc": "2.0", "method": "broken", "id": 3}"#).await;
     assert_eq!(r["error"]["code"], -32603);
     assert_eq!(r["error"]["message"], "internal error");

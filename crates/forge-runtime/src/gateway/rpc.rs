@@ -214,9 +214,19 @@ async fn one_call(state: &GatewayState, parts: &CallParts, call: Value) -> Optio
     let Some(Value::String(method)) = call.get("method") else {
         return Some(rpc_error(reply_id, -32600, "invalid request: method must be a string", None));
     };
+    // By name (an object) the params are the argument; by position (an array) they are the
+    // argument list, which holds the one argument (or none, for `()`).
     let params = match call.get("params") {
         None => Value::Null,
-        Some(p @ (Value::Object(_) | Value::Array(_))) => p.clone(),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(Value::Array(list)) => match list.as_slice() {
+            [] => Value::Null,
+            [one] => one.clone(),
+            more => {
+                let message = format!("invalid params: by-position params hold one argument, not {}", more.len());
+                return id.as_ref().map(|_| rpc_error(reply_id, -32602, &message, None));
+            }
+        },
         Some(_) => {
             return Some(rpc_error(reply_id, -32600, "invalid request: params must be an object or an array", None));
         }
