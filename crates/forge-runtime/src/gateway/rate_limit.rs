@@ -42,3 +42,33 @@ pub(crate) async fn prune_idle_buckets(pool: PgPool, stop: tokio_util::sync::Can
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::functions::RateLimitKey;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn buckets_refill_and_idle_ones_are_pruned() {
+        let db = TestDatabase::new().await.expect("db");
+        let limit = RateLimit { requests: 1, per: Duration::from_secs(3600), key: RateLimitKey::Global };
+        take(db.pool(), "a", &limit).await.expect("first token");
+        assert!(matches!(take(db.pool(), "a", &limit).await, Err(ForgeError::RateLimited { .. })));
+        // An hour later the bucket is full again.
+        sqlx::query("update forge_rate_limits set updated_at = updated_at - interval '1 hour'")
+            .execute(db.pool())
+            .await
+            .expect("age");
+        take(db.pool(), "a", &limit).await.expect("refilled");
+        take(db.pool(), "b", &limit).await.expect("another bucket");
+        sqlx::query("update forge_rate_limits set updated_at = now() - interval '2 days' where key = 'a'")
+            .execute(db.pool())
+            .await
+            .expect("age");
+        assert_eq!(prune(db.pool(), Duration::from_secs(86_400)).await.expect("prune"), 1);
+        let left: Vec<String> =
+            sqlx::query_scalar("select key from forge_rate_limits").fetch_all(db.pool()).await.expect("keys");
+        assert_eq!(left, vec!["b".to_owned()]);
+    }
+}
