@@ -16,7 +16,16 @@ const BATCH: usize = 1000;
 const PICKUPS: usize = 200;
 const PICKUP_GAP: Duration = Duration::from_millis(20);
 
-pub(crate) async fn run(jobs: usize) -> Report {
+/// Whether the node stores telemetry while it drains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Observability {
+    /// Logs, spans (one per attempt) and metrics go to Postgres.
+    On,
+    /// Nothing is stored (metrics are still kept in memory).
+    Off,
+}
+
+pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
     let db = TestDatabase::new().await?;
 
     // Enqueue: batches of 1000, one statement each.
@@ -31,9 +40,12 @@ pub(crate) async fn run(jobs: usize) -> Report {
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
-    let node = start_node(&db).await?;
+    let node = start_node(&db, observability).await?;
     wait_until_done(db.pool(), jobs).await?;
     let drain = started.elapsed();
+    // What telemetry wrote while draining (flushed first, so the count is complete).
+    node.flush_telemetry().await?;
+    let spans: i64 = sqlx::query_scalar("select count(*) from forge_traces").fetch_one(db.pool()).await?;
 
     // Pickup: the node is idle; dispatch one job at a time and measure dispatch → start.
     sqlx::query("truncate forge_jobs").execute(db.pool()).await?;
@@ -53,11 +65,15 @@ pub(crate) async fn run(jobs: usize) -> Report {
     .map(|s| Duration::from_secs_f64(s.max(0.0)))
     .collect();
     pickups.sort();
+    let node_dropped = node.telemetry().dropped_logs() + node.telemetry().dropped_spans();
     node.stop().await?;
 
     Ok(serde_json::json!({
         "bench": "jobs",
         "jobs": jobs,
+        "observability": if observability == Observability::On { "on" } else { "off" },
+        "spans_stored": spans,
+        "dropped": node_dropped,
         "enqueue_per_s": per_second(jobs, enqueue),
         "drain_per_s": per_second(jobs, drain),
         "pickup_p50_ms": ms(quantile(&pickups, 0.5)),
@@ -65,10 +81,11 @@ pub(crate) async fn run(jobs: usize) -> Report {
     }))
 }
 
-async fn start_node(db: &TestDatabase) -> Result<RunningForge, forge::Error> {
+async fn start_node(db: &TestDatabase, observability: Observability) -> Result<RunningForge, forge::Error> {
     let mut config = db.config();
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("two roles");
     config.observability.log_level = "warn".to_owned();
+    config.observability.enabled = observability == Observability::On;
     Forge::builder().config(config).crons(false).build()?.start().await
 }
 

@@ -39,6 +39,10 @@ enum Scenario {
         /// Jobs to enqueue and drain.
         #[arg(long, default_value_t = 20_000)]
         jobs: usize,
+        /// Whether the node stores its logs, spans and metrics in Postgres (`on`, the default)
+        /// or not (`off`), to measure what telemetry costs.
+        #[arg(long, value_enum, default_value_t = jobs::Observability::On)]
+        observability: jobs::Observability,
     },
     /// The same drain done by the leanest plain-SQL queue: the machine's physical limit.
     Floor {
@@ -120,7 +124,7 @@ enum Scenario {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
-        Scenario::Jobs { jobs } => jobs::run(jobs.max(1)).await,
+        Scenario::Jobs { jobs, observability } => jobs::run(jobs.max(1), observability).await,
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,

@@ -8,7 +8,10 @@ use forge_core::ForgeConfig;
 use forge_core::config::{LogFormat, ObservabilityConfig, Role};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
-use tracing_subscriber::EnvFilter;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use std::time::Duration;
 
@@ -18,10 +21,11 @@ use crate::cluster::{
 use crate::cron::{CronScheduler, Crons};
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
-use crate::gateway::{self, GatewayState, Probes};
+use crate::gateway::{self, GatewayState};
 use crate::jobs::maintenance::{self, MaintenanceSettings};
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
+use crate::observability::{self, FlushSettings, Telemetry, TelemetryLayer};
 
 /// Builds a [`Forge`] node.
 #[derive(Debug, Default)]
@@ -84,6 +88,15 @@ impl ForgeBuilder {
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
         log_filter(&config.observability)?;
+        store_filter(&config.observability)?;
+        for (key, value) in [
+            ("observability.flush_interval", config.observability.flush_interval),
+            ("observability.metrics_interval", config.observability.metrics_interval),
+        ] {
+            if value.as_std() < Duration::from_millis(10) {
+                return Err(Error::Setting { key, message: format!("{value} is too short: at least 10ms") });
+            }
+        }
         if config.node.dead_after.as_std() < config.node.heartbeat_interval.as_std() * 2 {
             return Err(Error::Setting {
                 key: "node.dead_after",
@@ -161,18 +174,24 @@ impl Forge {
         }
         let roles: Vec<&str> = self.config.node.roles.iter().map(Role::as_str).collect();
         let notifier = Notifier::spawn(db.pool().clone());
-        let probes = Arc::new(Probes::default());
+        let node_id = node_id();
+        let obs = &self.config.observability;
+        let telemetry = Telemetry::new(node_id.clone(), obs.buffer_size.get());
+        if obs.enabled {
+            install_telemetry_layer(obs);
+            telemetry.attach();
+        }
         let mut gateway = None;
         if self.config.node.roles.contains(Role::Gateway) {
-            match self.start_gateway(&db, notifier.clone(), probes.clone()).await {
+            match self.start_gateway(&db, notifier.clone(), telemetry.clone()).await {
                 Ok(started) => gateway = Some(started),
                 Err(e) => {
+                    telemetry.detach();
                     let _ = db.close().await;
                     return Err(e);
                 }
             }
         }
-        let node_id = node_id();
         let info = NodeInfo {
             id: node_id.clone(),
             hostname: hostname(),
@@ -185,6 +204,7 @@ impl Forge {
         let node = match RegisteredNode::register(db.pool().clone(), &info, heartbeat).await {
             Ok(node) => node,
             Err(source) => {
+                telemetry.detach();
                 let target = db.target().to_owned();
                 let _ = db.close().await;
                 return Err(Error::Database(crate::db::DbError::Connect { target, source }));
@@ -196,6 +216,7 @@ impl Forge {
                 db.pool().clone(),
                 self.registry.clone(),
                 notifier.clone(),
+                telemetry.metrics().clone(),
                 WorkerSettings {
                     node_id: node_id.clone(),
                     queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
@@ -213,20 +234,27 @@ impl Forge {
                 prune_after: self.config.worker.prune_after.as_std(),
             };
             let dead_after = self.config.node.dead_after.as_std();
+            let retention = obs.enabled.then(|| obs.retention.clone());
             let (pool, notifier, crons, leader_id) =
                 (db.pool().clone(), notifier.clone(), self.crons.clone(), node_id.clone());
             // The leader's duties, started with each term and stopped when it ends.
             let duties: Duties = Box::new(move |term| {
-                let (pool, notifier, crons, leader_id) =
-                    (pool.clone(), notifier.clone(), crons.clone(), leader_id.clone());
+                let (pool, notifier, crons, leader_id, retention) =
+                    (pool.clone(), notifier.clone(), crons.clone(), leader_id.clone(), retention.clone());
                 tokio::spawn(async move {
                     let sweep = tokio::spawn(sweep_dead_nodes(pool.clone(), dead_after, heartbeat, term.clone()));
                     let buckets = tokio::spawn(gateway::rate_limit::prune_idle_buckets(pool.clone(), term.clone()));
+                    let pruning = retention.map(|retention| {
+                        tokio::spawn(observability::retention_duty(pool.clone(), retention, term.clone()))
+                    });
                     let scheduler = (!crons.is_empty())
                         .then(|| tokio::spawn(CronScheduler::run(pool.clone(), crons, leader_id, term.clone())));
                     maintenance::run(pool, notifier, maintenance, term).await;
                     let _ = sweep.await;
                     let _ = buckets.await;
+                    if let Some(pruning) = pruning {
+                        let _ = pruning.await;
+                    }
                     if let Some(scheduler) = scheduler {
                         let _ = scheduler.await;
                     }
@@ -240,11 +268,20 @@ impl Forge {
             Leadership::spawn(db.pool().clone(), node_id.clone(), settings, duties)
         });
         if let Some(worker) = &worker {
-            let _ = probes.worker.set(worker.slots_probe());
+            let _ = telemetry.probes().worker.set(worker.slots_probe());
         }
         if let Some(leadership) = &leadership {
-            let _ = probes.leader.set(leadership.flag());
+            let _ = telemetry.probes().leader.set(leadership.flag());
         }
+        let flusher = obs.enabled.then(|| {
+            let stop = CancellationToken::new();
+            let settings = FlushSettings {
+                flush_every: obs.flush_interval.as_std(),
+                metrics_every: obs.metrics_interval.as_std(),
+            };
+            let handle = observability::spawn_flusher(telemetry.clone(), db.pool().clone(), settings, stop.clone());
+            (stop, handle)
+        });
         tracing::info!(
             node = %node_id,
             roles = %roles.join(","),
@@ -263,6 +300,8 @@ impl Forge {
             leadership,
             notifier,
             node_id,
+            telemetry,
+            flusher,
             signals,
             shutdown: self.shutdown,
         })
@@ -272,7 +311,7 @@ impl Forge {
         &self,
         db: &Database,
         notifier: Notifier,
-        probes: Arc<Probes>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let gw = &self.config.gateway;
         let listener = match &self.listener {
@@ -296,7 +335,7 @@ impl Forge {
             self.migrator.clone(),
             &self.config,
             Some(notifier),
-            probes,
+            telemetry,
         );
         let app = gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.token();
@@ -318,6 +357,8 @@ pub struct RunningForge {
     leadership: Option<Leadership>,
     notifier: Notifier,
     node_id: String,
+    telemetry: Arc<Telemetry>,
+    flusher: Option<(CancellationToken, JoinHandle<()>)>,
     signals: Option<Signals>,
     shutdown: Shutdown,
 }
@@ -362,6 +403,18 @@ impl RunningForge {
         &self.node_id
     }
 
+    /// The node's telemetry: its metrics and the buffers of logs and spans waiting to be
+    /// written.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Writes the buffered logs and spans now (they are written every
+    /// `[observability] flush_interval` anyway); returns how many were written.
+    pub async fn flush_telemetry(&self) -> Result<usize, sqlx::Error> {
+        self.telemetry.flush(self.db.pool()).await
+    }
+
     /// Cancels a job: at once if it has not started, through its worker if it is running.
     pub async fn cancel_job(&self, id: JobId) -> Result<CancelOutcome, JobsError> {
         jobs::cancel(self.db.pool(), id).await
@@ -396,22 +449,59 @@ impl RunningForge {
         if let Some(node) = self.node.take() {
             node.stop().await;
         }
-        let closed = self.db.close().await.map_err(Error::from);
         tracing::info!("forge node stopped");
+        // Last: everything buffered, this node's final lines included, is written.
+        match self.flusher.take() {
+            Some((stop, handle)) => {
+                stop.cancel();
+                let _ = handle.await;
+            }
+            None => self.telemetry.detach(),
+        }
+        let closed = self.db.close().await.map_err(Error::from);
         served.and(closed)
     }
 }
 
-/// Installs a `tracing` subscriber printing to stderr, filtered by `RUST_LOG` or else
-/// `observability.log_level`. Does nothing if the process already has one.
+/// Installs the process's `tracing` subscriber: lines on stderr filtered by `RUST_LOG` or
+/// else `observability.log_level`, and (unless `observability.enabled` is false) the
+/// [`TelemetryLayer`] storing logs and spans at `observability.store_level` in Postgres. Does
+/// nothing if the process already has a subscriber.
 pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     let filter = log_filter(config)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _already_set = match config.log_format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let store = store_filter(config)?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Pretty => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let telemetry = config.enabled.then(|| TelemetryLayer::new().with_filter(store));
+    let _already_set = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(telemetry).try_init();
     Ok(())
+}
+
+/// Without a subscriber (a test, a program that did not call [`init_tracing`]), installs one
+/// that only stores telemetry; with a subscriber lacking the [`TelemetryLayer`], says so once.
+fn install_telemetry_layer(config: &ObservabilityConfig) {
+    if !tracing::dispatcher::has_been_set() {
+        let filter = store_filter(config).unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = tracing_subscriber::registry().with(TelemetryLayer::new().with_filter(filter)).try_init();
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !tracing::dispatcher::get_default(|d| d.is::<TelemetryLayer>()) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "the process's tracing subscriber has no forge TelemetryLayer: logs and spans are not stored"
+            );
+        });
+    }
+}
+
+fn store_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
+    EnvFilter::try_new(&config.store_level).map_err(|e| Error::Setting {
+        key: "observability.store_level",
+        message: format!("invalid filter {:?}: {e}", config.store_level),
+    })
 }
 
 fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
@@ -430,6 +520,10 @@ impl Dispatcher for RunningForge {
 
     fn dispatch_notifier(&self) -> Option<&Notifier> {
         Some(&self.notifier)
+    }
+
+    fn dispatch_span(&self) -> tracing::Span {
+        tracing::info_span!("forge.dispatch", node_id = %self.node_id)
     }
 }
 

@@ -28,6 +28,8 @@
 pub use forge_core as core;
 pub use forge_macros::{action, cron, job, mutation, query};
 pub use forge_runtime::{functions, jobs, observability};
+/// `tracing`, re-exported: events and spans inside jobs and functions are stored with them.
+pub use tracing;
 
 /// Crons: `#[forge::cron]`'s runtime side.
 pub mod cron {

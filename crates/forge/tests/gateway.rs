@@ -389,7 +389,7 @@ async fn metrics_count_requests_functions_jobs_and_the_pool() {
         r#"forge_function_calls_total{function="unknown",status="404"} 1"#,
         r#"forge_function_call_duration_seconds_count{function="create_note"} 1"#,
         r#"forge_http_request_duration_seconds_bucket{route="/rpc/{function}",le="+Inf"} 3"#,
-        r#"forge_jobs{queue="default",state="available"} 1"#,
+        r#"forge_queue_depth{queue="default",state="available"} 1"#,
         "# TYPE forge_db_pool_connections gauge",
         "forge_db_pool_max_connections 5",
     ] {
@@ -615,7 +615,7 @@ async fn a_running_node_reports_its_worker_and_leadership() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let text = reqwest::get(&url).await.expect("GET").text().await.expect("body");
-        if text.contains("forge_leader 1") {
+        if text.contains(r#"forge_leader{role="scheduler"} 1"#) {
             break text;
         }
         assert!(std::time::Instant::now() < deadline, "never became leader:\n{text}");

@@ -310,13 +310,35 @@ pub struct ObservabilityConfig {
     pub log_level: String,
     /// How the process prints its logs: `"pretty"` or `"json"`. Default `"pretty"`.
     pub log_format: LogFormat,
+    /// Whether the node stores its logs, spans and metrics in Postgres. Default `true`.
+    pub enabled: bool,
+    /// A `tracing` filter for what is stored in `forge_logs` and `forge_traces`, independent of
+    /// `log_level`. Default `"info"`.
+    pub store_level: String,
+    /// How often buffered logs and spans are written. Default `"1s"`.
+    pub flush_interval: Duration,
+    /// How often metrics are sampled and written (one row per series per interval).
+    /// Default `"10s"`.
+    pub metrics_interval: Duration,
+    /// Log records (and, separately, spans) held in memory while waiting to be written; when
+    /// full, the oldest are dropped and counted. Default `10000`.
+    pub buffer_size: NonZeroUsize,
     /// How long telemetry is kept in Postgres.
     pub retention: RetentionConfig,
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        Self { log_level: "info".to_owned(), log_format: LogFormat::Pretty, retention: RetentionConfig::default() }
+        Self {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Pretty,
+            enabled: true,
+            store_level: "info".to_owned(),
+            flush_interval: Duration::from_secs(1),
+            metrics_interval: Duration::from_secs(10),
+            buffer_size: NonZeroUsize::new(10_000).expect("10000 is not zero"),
+            retention: RetentionConfig::default(),
+        }
     }
 }
 

@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use forge_core::schedule::CronSchedule;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::context::CronArgs;
 use super::{CronRegistration, Overlap, sql};
+use crate::functions::new_trace_id;
 use crate::jobs::{NewJob, insert_jobs};
 
 /// How often the scheduler looks for due ticks.
@@ -98,7 +100,17 @@ impl CronScheduler {
             let busy = reg.overlap == Overlap::Skip
                 && sqlx::query_scalar::<_, bool>(sql::PREVIOUS_LIVE).bind(reg.name).fetch_one(pool).await?;
             for (at, catch_up) in picks {
-                fire(pool, reg, node_id, at, catch_up, busy).await?;
+                let span = tracing::info_span!(
+                    "forge.cron",
+                    node_id,
+                    span_kind = "producer",
+                    trace_id = %new_trace_id(),
+                    cron = reg.name,
+                    scheduled_at = %at,
+                    catch_up,
+                    skipped = busy,
+                );
+                fire(pool, reg, node_id, at, catch_up, busy).instrument(span).await?;
             }
             last[i] = Some(latest);
         }
@@ -131,7 +143,8 @@ async fn fire(
     }
     if !busy {
         let args = serde_json::to_value(CronArgs { scheduled_at: at, catch_up }).unwrap_or_default();
-        let job = NewJob::with_options(reg.job_kind, args, &(reg.job_options)());
+        let mut job = NewJob::with_options(reg.job_kind, args, &(reg.job_options)());
+        job.metadata.insert("cron".to_owned(), reg.name.into());
         let ids = insert_jobs(&mut tx, std::slice::from_ref(&job), true).await.map_err(|e| match e {
             crate::jobs::JobsError::Database(e) => e,
             other => sqlx::Error::Protocol(other.to_string()),

@@ -183,10 +183,11 @@ impl FunctionRegistry {
             kind = info.kind.as_str(),
             request_id = %parts.request_id,
             trace_id = %parts.trace_id,
+            status = tracing::field::Empty,
         );
         let timeout = info.timeout;
         // A panic is caught and answered as an internal error; the node goes on serving.
-        let run = std::panic::AssertUnwindSafe(handler(parts, args).instrument(span)).catch_unwind();
+        let run = std::panic::AssertUnwindSafe(handler(parts, args).instrument(span.clone())).catch_unwind();
         let result = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(ForgeError::Internal(format!(
@@ -196,6 +197,9 @@ impl FunctionRegistry {
             ))),
             Err(_) => Err(ForgeError::Timeout(timeout)),
         };
+        if result.as_ref().is_err_and(|e| e.status().is_server_error()) {
+            span.record("status", "error");
+        }
         if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
             self.cache.put(key, value.clone(), ttl);
         }

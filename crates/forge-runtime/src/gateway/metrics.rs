@@ -6,11 +6,13 @@
 //! | `forge_http_request_duration_seconds` | histogram | `route` |
 //! | `forge_function_calls_total` | counter | `function` (`unknown` for names not registered), `status` |
 //! | `forge_function_call_duration_seconds` | histogram | `function` |
-//! | `forge_jobs` | gauge | `queue`, `state` |
+//! | `forge_queue_depth` | gauge | `queue`, `state` (unfinished jobs) |
 //! | `forge_worker_busy_slots`, `forge_worker_slots` | gauge | — (worker nodes) |
-//! | `forge_leader` | gauge | — (1 while this node leads; scheduler nodes) |
+//! | `forge_leader` | gauge | `role` (1 while this node leads; scheduler nodes) |
 //! | `forge_db_pool_connections` | gauge | `state` (`idle`, `in_use`) |
 //! | `forge_db_pool_max_connections` | gauge | — |
+//!
+//! and the job, telemetry and system metrics listed in the observability docs.
 
 use std::time::Duration;
 
@@ -19,9 +21,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::routes::GatewayState;
-use super::sql;
 use crate::functions::ForgeError;
-use crate::observability::{DURATION_BUCKETS, render_gauge};
+use crate::observability::{DURATION_BUCKETS, sample_queue_depth};
 
 /// The content type of the text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -72,38 +73,14 @@ pub(crate) fn record_call(
     );
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the gauges are read afresh, then everything is rendered.
 pub(crate) async fn serve(State(state): State<GatewayState>) -> Response {
-    let mut out = state.metrics().render();
-    match sqlx::query_as::<_, (String, String, i64)>(sql::JOB_COUNTS).fetch_all(state.pool()).await {
-        Ok(rows) => {
-            let values: Vec<_> = rows
-                .into_iter()
-                .map(|(queue, state, n)| (vec![("queue", queue), ("state", state)], n as f64))
-                .collect();
-            render_gauge(&mut out, "forge_jobs", "Jobs in the table, by queue and state.", &values);
-        }
-        Err(e) => tracing::warn!(error = %e, "/metrics could not count jobs"),
+    let telemetry = state.telemetry();
+    telemetry.sample_gauges(state.pool());
+    if let Err(e) = sample_queue_depth(telemetry.metrics(), state.pool()).await {
+        tracing::warn!(error = %e, "/metrics could not count jobs");
     }
-    if let Some((busy, total)) = state.probes().worker_slots() {
-        render_gauge(&mut out, "forge_worker_busy_slots", "Jobs running on this node.", &[(vec![], busy as f64)]);
-        render_gauge(&mut out, "forge_worker_slots", "Jobs this node may run at once.", &[(vec![], total as f64)]);
-    }
-    if let Some(leader) = state.probes().is_leader() {
-        let v = if leader { 1.0 } else { 0.0 };
-        render_gauge(&mut out, "forge_leader", "1 while this node leads the cluster.", &[(vec![], v)]);
-    }
-    let pool = state.pool();
-    let (size, idle) = (pool.size() as f64, pool.num_idle() as f64);
-    render_gauge(
-        &mut out,
-        "forge_db_pool_connections",
-        "Open connections in the node's pool, by state.",
-        &[(vec![("state", "idle".to_owned())], idle), (vec![("state", "in_use".to_owned())], (size - idle).max(0.0))],
-    );
-    let max = f64::from(pool.options().get_max_connections());
-    render_gauge(&mut out, "forge_db_pool_max_connections", "The pool's size limit.", &[(vec![], max)]);
-    let mut response = (StatusCode::OK, out).into_response();
+    let mut response = (StatusCode::OK, telemetry.metrics().render()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
     response
 }

@@ -21,6 +21,8 @@ mod metrics;
 mod problem;
 pub mod rate_limit;
 mod request;
+
+pub(crate) use request::parse_traceparent;
 mod routes;
 mod rpc;
 mod sql;
@@ -28,5 +30,4 @@ mod sql;
 pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
 pub use auth::{AuthError, Authenticator};
 pub use problem::{PROBLEM_JSON, Problem};
-pub(crate) use routes::Probes;
 pub use routes::{GatewayState, router};

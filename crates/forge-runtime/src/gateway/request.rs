@@ -79,31 +79,40 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     });
     let span = tracing::info_span!(
         "forge.http",
+        node_id = state.telemetry().node_id(),
+        span_kind = "server",
         method = %method,
         route = %route,
         request_id = %request_id,
         trace_id = %trace_id,
         parent_span_id = parent.as_ref().map(|p| p.parent_id.as_str()),
+        status = tracing::field::Empty,
     );
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if response.status().is_server_error() {
+        span.record("status", "error");
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::record_request(&state, method.as_str(), &route, status, elapsed);
-    tracing::info!(
-        target: "forge::access",
-        method = %method,
-        path = %path,
-        route = %route,
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        request_id = %request_id,
-        trace_id = %trace_id,
-        client_ip = client_ip.map(|ip| ip.to_string()),
-        "request"
-    );
+    // Inside the request's span: the line carries its node and trace.
+    span.in_scope(|| {
+        tracing::info!(
+            target: "forge::access",
+            method = %method,
+            path = %path,
+            route = %route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = %request_id,
+            trace_id = %trace_id,
+            client_ip = client_ip.map(|ip| ip.to_string()),
+            "request"
+        );
+    });
     response
 }
 

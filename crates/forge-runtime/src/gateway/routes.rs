@@ -1,7 +1,6 @@
 //! The router, its shared state and its probes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,38 +16,14 @@ use tower_http::timeout::TimeoutLayer;
 use super::auth::Authenticator;
 use super::problem::Problem;
 use super::{metrics, request, rpc};
+
 use crate::db::{Migrator, read_only_pool, sql};
 use crate::functions::{CallParts, ForgeError, FunctionRegistry};
 use crate::jobs::Notifier;
-use crate::observability::Metrics;
+use crate::observability::{Metrics, Telemetry};
 
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Readings of the node's other components, filled in as they start, for `/metrics`.
-#[derive(Default)]
-pub(crate) struct Probes {
-    /// Busy and total worker slots.
-    pub(crate) worker: OnceLock<Box<dyn Fn() -> (usize, usize) + Send + Sync>>,
-    /// Whether the node leads.
-    pub(crate) leader: OnceLock<Arc<AtomicBool>>,
-}
-
-impl std::fmt::Debug for Probes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes").finish_non_exhaustive()
-    }
-}
-
-impl Probes {
-    pub(crate) fn worker_slots(&self) -> Option<(usize, usize)> {
-        self.worker.get().map(|probe| probe())
-    }
-
-    pub(crate) fn is_leader(&self) -> Option<bool> {
-        self.leader.get().map(|flag| flag.load(Ordering::SeqCst))
-    }
-}
 
 /// What the gateway's handlers share.
 #[derive(Clone, Debug)]
@@ -63,9 +38,8 @@ struct Inner {
     migrator: Migrator,
     functions: FunctionRegistry,
     auth: Authenticator,
-    metrics: Metrics,
+    telemetry: Arc<Telemetry>,
     notifier: Option<Notifier>,
-    probes: Arc<Probes>,
     body_limit: usize,
     timeout: Duration,
     cors_origins: Vec<String>,
@@ -81,7 +55,8 @@ impl GatewayState {
     /// State over `pool` with `[gateway]` and `[auth]` from `config`.
     pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
         let read_pool = read_only_pool(&pool);
-        Self::assemble(pool, read_pool, migrator, config, None, Arc::default())
+        let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
+        Self::assemble(pool, read_pool, migrator, config, None, telemetry)
     }
 
     pub(crate) fn assemble(
@@ -90,7 +65,7 @@ impl GatewayState {
         migrator: Migrator,
         config: &ForgeConfig,
         notifier: Option<Notifier>,
-        probes: Arc<Probes>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         let gw = &config.gateway;
         Self {
@@ -100,9 +75,8 @@ impl GatewayState {
                 pool,
                 migrator,
                 functions: FunctionRegistry::collect(),
-                metrics: Metrics::default(),
+                telemetry,
                 notifier,
-                probes,
                 body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
                 timeout: gw.request_timeout.as_std(),
                 cors_origins: gw.cors_origins.clone(),
@@ -122,13 +96,13 @@ impl GatewayState {
         &self.inner.auth
     }
 
-    pub(crate) fn probes(&self) -> &Probes {
-        &self.inner.probes
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     /// The node's metrics, as `/metrics` shows them.
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        self.inner.telemetry.metrics()
     }
 
     /// A call's parts, before the caller is known.

@@ -60,8 +60,3 @@ pub(crate) const REVOKE_KEY: &str = r"
 update forge_api_keys set revoked_at = $2
 where id = $1 and (revoked_at is null or revoked_at > $2)
 ";
-
-/// Jobs by queue and state, for `/metrics`.
-pub(crate) const JOB_COUNTS: &str = r"
-select queue, state::text, count(*) from forge_jobs group by queue, state order by queue, state
-";

@@ -123,6 +123,9 @@ pub struct NewJob {
     pub(crate) unique_period: bool,
     pub(crate) capability: Option<String>,
     pub(crate) tags: Vec<String>,
+    /// Context travelling with the job: `traceparent` (the dispatcher's span, filled in at
+    /// insert) and `cron` (the cron that fired it).
+    pub(crate) metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl NewJob {
@@ -167,6 +170,7 @@ impl NewJob {
             unique_period,
             capability: defaults.capability.map(str::to_owned),
             tags: options.tags.clone(),
+            metadata: serde_json::Map::new(),
         })
     }
 
@@ -183,6 +187,7 @@ impl NewJob {
             unique_period: false,
             capability: options.capability.map(str::to_owned),
             tags: Vec::new(),
+            metadata: serde_json::Map::new(),
         }
     }
 
@@ -200,6 +205,7 @@ impl NewJob {
             unique_period: false,
             capability: None,
             tags: Vec::new(),
+            metadata: serde_json::Map::new(),
         }
     }
 }
@@ -220,26 +226,36 @@ pub trait Dispatcher: Send + Sync {
         None
     }
 
+    /// The span dispatches run in: a node names itself in it, so the jobs it inserts are counted
+    /// in its metrics. None by default (the current span decides).
+    fn dispatch_span(&self) -> tracing::Span {
+        tracing::Span::none()
+    }
+
     /// Inserts `jobs` and wakes the workers of their queues.
     fn insert<'a>(&'a self, jobs: &'a [NewJob]) -> impl Future<Output = Result<Vec<JobId>, JobsError>> + Send + 'a {
-        async move {
-            let mut conn = self.dispatch_pool().acquire().await?;
-            let notifier = self.dispatch_notifier();
-            let ids = insert_jobs(&mut conn, jobs, notifier.is_none()).await?;
-            if let Some(notifier) = notifier {
-                let now = Utc::now();
-                let mut queues: Vec<&str> = Vec::new();
-                for job in jobs.iter().filter(|j| j.run_at.is_none_or(|t| t <= now)) {
-                    if !queues.contains(&job.queue.as_str()) {
-                        queues.push(&job.queue);
+        let span = self.dispatch_span();
+        tracing::Instrument::instrument(
+            async move {
+                let mut conn = self.dispatch_pool().acquire().await?;
+                let notifier = self.dispatch_notifier();
+                let ids = insert_jobs(&mut conn, jobs, notifier.is_none()).await?;
+                if let Some(notifier) = notifier {
+                    let now = Utc::now();
+                    let mut queues: Vec<&str> = Vec::new();
+                    for job in jobs.iter().filter(|j| j.run_at.is_none_or(|t| t <= now)) {
+                        if !queues.contains(&job.queue.as_str()) {
+                            queues.push(&job.queue);
+                        }
+                    }
+                    for queue in queues {
+                        notifier.notify(queue);
                     }
                 }
-                for queue in queues {
-                    notifier.notify(queue);
-                }
-            }
-            Ok(ids)
-        }
+                Ok(ids)
+            },
+            span,
+        )
     }
 }
 
@@ -253,6 +269,21 @@ impl Dispatcher for PgPool {
 /// ids in order; a job whose unique key is held returns the holder's id.
 pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool) -> Result<Vec<JobId>, JobsError> {
     let mut ids: Vec<Option<JobId>> = vec![None; jobs.len()];
+    // The dispatcher's span: the job's attempts continue its trace.
+    let traceparent = crate::observability::current_traceparent();
+    let metadata: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            let mut m = j.metadata.clone();
+            if let Some(tp) = &traceparent
+                && !m.contains_key("traceparent")
+            {
+                m.insert("traceparent".to_owned(), tp.clone().into());
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    let metrics = crate::observability::current_metrics();
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     for _ in 0..5 {
         if pending.is_empty() {
@@ -270,7 +301,7 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool)
             .bind(batch.iter().map(|j| j.unique_period).collect::<Vec<_>>())
             .bind(batch.iter().map(|j| j.capability.as_deref()).collect::<Vec<_>>())
             .bind(batch.iter().map(|j| serde_json::json!(j.tags)).collect::<Vec<_>>())
-            .bind(batch.iter().map(|_| serde_json::json!({})).collect::<Vec<_>>())
+            .bind(pending.iter().map(|i| metadata[*i].clone()).collect::<Vec<_>>())
             .bind(notify)
             .fetch_all(&mut *conn)
             .await?;
@@ -280,6 +311,15 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool)
         let mut keyed: HashMap<(String, String), JobId> = HashMap::new();
         for row in &rows {
             let id = JobId(row.try_get("id")?);
+            if let Some(m) = &metrics {
+                let (kind, queue): (&str, &str) = (row.try_get("kind")?, row.try_get("queue")?);
+                m.count(
+                    "forge_jobs_enqueued_total",
+                    "Jobs inserted, by kind and queue.",
+                    &[("kind", kind), ("queue", queue)],
+                    1,
+                );
+            }
             match row.try_get::<Option<String>, _>("unique_key")? {
                 Some(key) => {
                     keyed.insert((row.try_get("kind")?, key), id);

@@ -72,7 +72,7 @@ notified as (
     from (select distinct queue from ins where state = 'available') q
     where $12::bool
 )
-select i.id, i.kind, i.unique_key, (select n from notified) as notified
+select i.id, i.kind, i.unique_key, i.queue, (select n from notified) as notified
 from ins i
 order by i.id
 "#;

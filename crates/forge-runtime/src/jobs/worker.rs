@@ -15,12 +15,16 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::completer::{Completer, Outcome};
 use super::context::{Claimed, JobContext};
 use super::dispatch::Notifier;
 use super::job::JobRegistry;
 use super::sql;
+use crate::functions::new_trace_id;
+use crate::gateway::parse_traceparent;
+use crate::observability::{DURATION_BUCKETS, Metrics};
 
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
@@ -56,6 +60,7 @@ struct Shared {
     registry: JobRegistry,
     notifier: Notifier,
     completer: Completer,
+    metrics: Metrics,
     settings: WorkerSettings,
     running: Mutex<HashMap<i64, Running>>,
     wakers: HashMap<String, Arc<Notify>>,
@@ -92,7 +97,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn spawn(pool: PgPool, registry: JobRegistry, notifier: Notifier, settings: WorkerSettings) -> Self {
+    pub(crate) fn spawn(
+        pool: PgPool,
+        registry: JobRegistry,
+        notifier: Notifier,
+        metrics: Metrics,
+        settings: WorkerSettings,
+    ) -> Self {
         let (completer, completer_task) = Completer::spawn(pool.clone(), notifier.clone());
         let wakers = settings.queues.iter().map(|(q, _)| (q.clone(), Arc::new(Notify::new()))).collect();
         let shared = Arc::new(Shared {
@@ -100,6 +111,7 @@ impl Worker {
             registry,
             notifier,
             completer,
+            metrics,
             settings: settings.clone(),
             running: Mutex::new(HashMap::new()),
             wakers,
@@ -185,7 +197,8 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
                 busy = full;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    tokio::spawn(execute(shared.clone(), job, permit));
+                    let span = job_span(&shared.settings.node_id, &job);
+                    tokio::spawn(execute(shared.clone(), job, permit).instrument(span));
                 }
                 drop(permits);
                 if full {
@@ -237,6 +250,31 @@ struct ClaimedJob {
     max_attempts: i32,
     queue: String,
     run_at: DateTime<Utc>,
+    metadata: serde_json::Value,
+}
+
+/// The attempt's span: it continues the trace of whatever dispatched the job (its
+/// `traceparent`), or starts one.
+fn job_span(node_id: &str, job: &ClaimedJob) -> tracing::Span {
+    let parent = job.metadata.get("traceparent").and_then(|v| v.as_str()).and_then(parse_traceparent);
+    let (trace_id, parent_span_id) = match parent {
+        Some(p) => (p.trace_id, Some(p.parent_id)),
+        None => (new_trace_id(), None),
+    };
+    tracing::info_span!(
+        "forge.job",
+        node_id,
+        span_kind = "consumer",
+        trace_id = %trace_id,
+        parent_span_id = parent_span_id.as_deref(),
+        job_id = job.id,
+        kind = %job.kind,
+        queue = %job.queue,
+        attempt = job.attempt,
+        cron = job.metadata.get("cron").and_then(|v| v.as_str()),
+        status = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
 }
 
 async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>, sqlx::Error> {
@@ -248,6 +286,17 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
         .fetch_all(&shared.pool)
         .await?;
     let jobs = rows.iter().map(claimed_job).collect::<Result<Vec<_>, _>>()?;
+    let now = Utc::now();
+    for job in &jobs {
+        let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        shared.metrics.observe(
+            "forge_job_pickup_seconds",
+            "Time from a job being due to a worker claiming it, by queue.",
+            DURATION_BUCKETS,
+            &[("queue", queue)],
+            waited,
+        );
+    }
     if let Ok(mut running) = shared.running.lock() {
         for job in &jobs {
             running.insert(job.id, Running { attempt: job.attempt, token: CancellationToken::new(), reason: None });
@@ -265,6 +314,7 @@ fn claimed_job(row: &PgRow) -> Result<ClaimedJob, sqlx::Error> {
         max_attempts: row.try_get("max_attempts")?,
         queue: row.try_get("queue")?,
         run_at: row.try_get("run_at")?,
+        metadata: row.try_get("metadata")?,
     })
 }
 
@@ -278,6 +328,7 @@ enum Ended {
 }
 
 async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+    let started = std::time::Instant::now();
     let token = shared.running.lock().ok().and_then(|r| r.get(&job.id).map(|r| r.token.clone())).unwrap_or_default();
     let registered = shared.registry.get(&job.kind).cloned();
     let ended = match &registered {
@@ -298,7 +349,14 @@ async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePer
         // Released at shutdown, but the handler finished first: its result stands.
         (ended, _) => ended,
     };
-    if let Some(outcome) = outcome(&job, ended, registered.as_ref().map(|r| &r.options)) {
+    if let Ended::Failed(e, _) = &ended
+        && !matches!(e, JobError::Snooze(_))
+    {
+        tracing::warn!(error = %e.message(), "attempt failed");
+    }
+    let outcome = outcome(&job, ended, registered.as_ref().map(|r| &r.options));
+    record_attempt(&shared.metrics, &job, outcome.as_ref(), started.elapsed());
+    if let Some(outcome) = outcome {
         shared.completer.send(outcome);
     }
     drop(permit);
@@ -375,6 +433,37 @@ async fn run_attempt(
         };
     }
     ended
+}
+
+/// Counts the attempt by how it ended and marks its span.
+fn record_attempt(metrics: &Metrics, job: &ClaimedJob, outcome: Option<&Outcome>, took: Duration) {
+    let labels = [("kind", job.kind.as_str()), ("queue", job.queue.as_str())];
+    metrics.observe(
+        "forge_job_duration_seconds",
+        "Time a job attempt ran, by kind and queue.",
+        DURATION_BUCKETS,
+        &labels,
+        took.as_secs_f64(),
+    );
+    let Some(outcome) = outcome else { return };
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.state.as_str());
+    if outcome.error.is_some() && outcome.state != JobState::Cancelled {
+        span.record("status", "error");
+        metrics.count("forge_jobs_failed_total", "Job attempts that failed, by kind and queue.", &labels, 1);
+    }
+    match outcome.state {
+        JobState::Completed => {
+            metrics.count("forge_jobs_completed_total", "Jobs completed, by kind and queue.", &labels, 1);
+        }
+        JobState::Discarded => {
+            metrics.count("forge_jobs_discarded_total", "Jobs discarded, by kind and queue.", &labels, 1);
+        }
+        JobState::Cancelled => {
+            metrics.count("forge_jobs_cancelled_total", "Jobs cancelled, by kind and queue.", &labels, 1);
+        }
+        _ => {}
+    }
 }
 
 fn outcome(job: &ClaimedJob, ended: Ended, options: Option<&forge_core::jobs::JobOptions>) -> Option<Outcome> {

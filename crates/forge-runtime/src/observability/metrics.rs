@@ -1,5 +1,5 @@
-//! [`Metrics`]: counters and histograms with labels, kept in memory, rendered as Prometheus
-//! text (exposition format 0.0.4).
+//! [`Metrics`]: counters, gauges and histograms with labels, kept in memory, rendered as
+//! Prometheus text (exposition format 0.0.4) and snapshotted for `forge_metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub const DURATION_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
 enum Family {
     Counter { help: &'static str, values: BTreeMap<Labels, u64> },
+    Gauge { help: &'static str, values: BTreeMap<Labels, f64> },
     Histogram { help: &'static str, buckets: &'static [f64], values: BTreeMap<Labels, Histogram> },
 }
 
@@ -49,6 +50,23 @@ impl Metrics {
         let family = families.entry(name).or_insert_with(|| Family::Counter { help, values: BTreeMap::new() });
         if let Family::Counter { values, .. } = family {
             *values.entry(owned(labels)).or_default() += n;
+        }
+    }
+
+    /// Sets gauge `name` with `labels` to `value`.
+    pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name).or_insert_with(|| Family::Gauge { help, values: BTreeMap::new() });
+        if let Family::Gauge { values, .. } = family {
+            values.insert(owned(labels), value);
+        }
+    }
+
+    /// Forgets every series of gauge `name` (before setting the ones that still exist).
+    pub fn clear_gauge(&self, name: &str) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Family::Gauge { values, .. }) = families.get_mut(name) {
+            values.clear();
         }
     }
 
@@ -88,6 +106,53 @@ impl Metrics {
         }
     }
 
+    /// The value of a gauge, if set.
+    pub fn gauge_value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        match families.get(name) {
+            Some(Family::Gauge { values, .. }) => values.get(&owned(labels)).copied(),
+            _ => None,
+        }
+    }
+
+    /// Every series' current value: counters and histograms cumulative since the start.
+    pub(crate) fn snapshot(&self) -> Vec<Sample> {
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (name, family) in families.iter() {
+            match family {
+                Family::Counter { values, .. } => out.extend(values.iter().map(|(labels, v)| Sample {
+                    name,
+                    kind: SampleKind::Counter,
+                    labels: labels.clone(),
+                    value: *v as f64,
+                    sum: 0.0,
+                    bounds: &[],
+                    buckets: Vec::new(),
+                })),
+                Family::Gauge { values, .. } => out.extend(values.iter().map(|(labels, v)| Sample {
+                    name,
+                    kind: SampleKind::Gauge,
+                    labels: labels.clone(),
+                    value: *v,
+                    sum: 0.0,
+                    bounds: &[],
+                    buckets: Vec::new(),
+                })),
+                Family::Histogram { buckets, values, .. } => out.extend(values.iter().map(|(labels, h)| Sample {
+                    name,
+                    kind: SampleKind::Histogram,
+                    labels: labels.clone(),
+                    value: h.count as f64,
+                    sum: h.sum,
+                    bounds: buckets,
+                    buckets: h.counts.clone(),
+                })),
+            }
+        }
+        out
+    }
+
     /// Every metric, as Prometheus text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -96,6 +161,12 @@ impl Metrics {
             match family {
                 Family::Counter { help, values } => {
                     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                    for (labels, v) in values {
+                        let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+                    }
+                }
+                Family::Gauge { help, values } => {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
                     for (labels, v) in values {
                         let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
                     }
@@ -118,12 +189,38 @@ impl Metrics {
     }
 }
 
-/// Appends a gauge family to Prometheus text.
-pub fn render_gauge(out: &mut String, name: &str, help: &str, values: &[(Vec<(&'static str, String)>, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (labels, v) in values {
-        let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+/// What a series is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SampleKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl SampleKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
     }
+}
+
+/// One series at one moment.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) name: &'static str,
+    pub(crate) kind: SampleKind,
+    pub(crate) labels: Labels,
+    /// Counter total, gauge value, or histogram count.
+    pub(crate) value: f64,
+    /// Histogram sum.
+    pub(crate) sum: f64,
+    /// Histogram upper bounds.
+    pub(crate) bounds: &'static [f64],
+    /// Histogram cumulative counts per bound.
+    pub(crate) buckets: Vec<u64>,
 }
 
 fn owned(labels: &[(&'static str, &str)]) -> Labels {

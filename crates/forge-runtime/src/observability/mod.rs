@@ -1,9 +1,36 @@
-//! What a node measures about itself.
+//! What a node records about itself, stored in Postgres with no collector.
 //!
-//! For now: [`Metrics`], counters and histograms aggregated in memory and rendered in the
-//! Prometheus text format by the gateway's `GET /metrics`. Logs, traces and flushing metrics
-//! into Postgres arrive with this component's next part.
+//! - **Logs**: every `tracing` event at `[observability] store_level` or above goes to
+//!   `forge_logs`, carrying the node, trace and span, and the job, cron or function it
+//!   happened in.
+//! - **Traces**: spans inside a trace go to `forge_traces` when they close. Every HTTP request
+//!   (`forge.http`), function call (`forge.function`), job attempt (`forge.job`) and cron tick
+//!   (`forge.cron`) is a span; a job continues the trace of whatever dispatched it.
+//! - **Metrics**: [`Metrics`] in memory, shown by `GET /metrics` and written to `forge_metrics`
+//!   every `metrics_interval`, one row per series per interval.
+//!
+//! Recording never waits on the database: see [`Telemetry`]. The leader deletes old rows
+//! ([`enforce_retention`]); [`LogQuery`], [`trace`] and [`SeriesQuery`] read them back.
 
+mod buffer;
+mod layer;
+mod logs;
 mod metrics;
+mod query;
+mod retention;
+mod sql;
+mod system;
+mod telemetry;
+mod traces;
 
-pub use metrics::{DURATION_BUCKETS, Metrics, render_gauge};
+pub use layer::TelemetryLayer;
+pub use logs::LogRecord;
+pub use metrics::{DURATION_BUCKETS, Metrics};
+pub use query::{
+    LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, SpanNode, Trace, trace,
+};
+pub(crate) use retention::run as retention_duty;
+pub use retention::{Pruned, enforce_retention};
+pub(crate) use telemetry::{FlushSettings, current_metrics, sample_queue_depth, spawn_flusher};
+pub use telemetry::{Probes, Telemetry, current_traceparent};
+pub use traces::SpanRecord;

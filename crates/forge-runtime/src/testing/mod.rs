@@ -442,6 +442,7 @@ impl TestDatabase {
             self.pool.clone(),
             JobRegistry::collect(&[]),
             notifier,
+            crate::observability::Metrics::default(),
             WorkerSettings {
                 node_id: "drain_queue".to_owned(),
                 queues: vec![(queue.to_owned(), 1)],

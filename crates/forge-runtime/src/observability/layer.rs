@@ -1,0 +1,283 @@
+//! [`TelemetryLayer`]: the `tracing` layer that feeds each node's buffers.
+//!
+//! Every span gets a [`SpanContext`] inherited from its parent: the node it belongs to, the
+//! trace, the job (`job_id`, `cron`) and the function. Root spans name their node with a
+//! `node_id` field and their trace with `trace_id` (and `parent_span_id` when the trace came
+//! from elsewhere, such as a `traceparent` header or a job's dispatcher). Events become log
+//! records carrying that context; spans inside a trace become span records when they close.
+//!
+//! Fields with a meaning here: `node_id`, `trace_id`, `parent_span_id`, `job_id`, `cron`,
+//! `function`, `span_kind` (`server`, `consumer`, `producer`, `internal`) and `status` (a
+//! span whose `status` is `error`, or in which an `ERROR` event happened, failed).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::logs::{LogRecord, level_name};
+use super::telemetry::{self, Telemetry};
+use super::traces::SpanRecord;
+
+/// Targets never stored: the database driver (writing its statements would log more
+/// statements) and telemetry's own complaints.
+const SKIPPED_TARGETS: [&str; 2] = ["sqlx", "forge::telemetry"];
+
+/// The layer storing events and spans of every node in this process. Installed by
+/// [`crate::init_tracing`] and by [`crate::Forge::start`] when the process has no subscriber;
+/// an application with its own subscriber adds [`TelemetryLayer::new`] to it.
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryLayer {
+    _private: (),
+}
+
+impl TelemetryLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What a span passes on to the spans and events inside it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpanContext {
+    pub(crate) node: Option<Arc<Telemetry>>,
+    pub(crate) trace_id: Option<String>,
+    pub(crate) span_id: String,
+    pub(crate) parent_span_id: Option<String>,
+    pub(crate) job_id: Option<i64>,
+    pub(crate) cron: Option<String>,
+    pub(crate) function: Option<String>,
+}
+
+impl SpanContext {
+    /// The W3C `traceparent` naming this span as the parent.
+    pub(crate) fn traceparent(&self) -> Option<String> {
+        self.trace_id.as_ref().map(|trace| format!("00-{trace}-{}-01", self.span_id))
+    }
+}
+
+/// What a span records about itself until it closes.
+#[derive(Debug)]
+struct Recording {
+    name: &'static str,
+    kind: String,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    attributes: serde_json::Map<String, serde_json::Value>,
+    error: bool,
+}
+
+struct SpanFields<'a> {
+    context: &'a mut SpanContext,
+    recording: &'a mut Recording,
+}
+
+impl SpanFields<'_> {
+    fn text(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "node_id" => self.context.node = telemetry::node(&value),
+            "trace_id" if !value.is_empty() => {
+                if self.context.trace_id.as_deref() != Some(value.as_str()) {
+                    // A new trace: the inherited parent belongs to another one.
+                    self.context.parent_span_id = None;
+                }
+                self.context.trace_id = Some(value);
+            }
+            "parent_span_id" if !value.is_empty() => self.context.parent_span_id = Some(value),
+            "span_kind" => self.recording.kind = value,
+            name => {
+                match name {
+                    "cron" => self.context.cron = Some(value.clone()),
+                    "function" => self.context.function = Some(value.clone()),
+                    "status" if value == "error" => self.recording.error = true,
+                    _ => {}
+                }
+                self.recording.attributes.insert(name.to_owned(), value.into());
+            }
+        }
+    }
+
+    fn value(&mut self, field: &Field, value: serde_json::Value) {
+        if field.name() == "job_id" {
+            self.context.job_id = value.as_i64();
+        }
+        self.recording.attributes.insert(field.name().to_owned(), value);
+    }
+}
+
+impl Visit for SpanFields<'_> {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.value(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.value(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value(field, value.into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.text(field, format!("{value:?}"));
+    }
+}
+
+/// An event's message and fields.
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Visit for EventFields {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.fields.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.fields.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.fields.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.fields.insert(field.name().to_owned(), value.into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            value.clone_into(&mut self.message);
+        } else {
+            self.fields.insert(field.name().to_owned(), value.into());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.fields.insert(field.name().to_owned(), text.into());
+        }
+    }
+}
+
+/// A new span id: 16 hex digits.
+pub(crate) fn new_span_id() -> String {
+    let id = uuid::Uuid::new_v4();
+    id.simple().to_string()[..16].to_owned()
+}
+
+fn skipped(target: &str) -> bool {
+    SKIPPED_TARGETS.iter().any(|t| target.starts_with(t))
+}
+
+impl<S> Layer<S> for TelemetryLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if skipped(span.metadata().target()) {
+            return;
+        }
+        let mut context =
+            span.parent().and_then(|parent| parent.extensions().get::<SpanContext>().cloned()).unwrap_or_default();
+        context.parent_span_id = (!context.span_id.is_empty()).then(|| std::mem::take(&mut context.span_id));
+        context.span_id = new_span_id();
+        let mut recording = Recording {
+            name: span.metadata().name(),
+            kind: "internal".to_owned(),
+            started_at: Utc::now(),
+            started: Instant::now(),
+            attributes: serde_json::Map::new(),
+            error: false,
+        };
+        attrs.record(&mut SpanFields { context: &mut context, recording: &mut recording });
+        let mut extensions = span.extensions_mut();
+        extensions.insert(context);
+        extensions.insert(recording);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        let Some(mut context) = extensions.remove::<SpanContext>() else { return };
+        if let Some(recording) = extensions.get_mut::<Recording>() {
+            values.record(&mut SpanFields { context: &mut context, recording });
+        }
+        extensions.insert(context);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if skipped(meta.target()) {
+            return;
+        }
+        let span = ctx.event_span(event);
+        let context = span.as_ref().and_then(|span| span.extensions().get::<SpanContext>().cloned());
+        let Some(node) = context.as_ref().and_then(|c| c.node.clone()).or_else(telemetry::default_node) else {
+            return;
+        };
+        if *meta.level() == tracing::Level::ERROR
+            && let Some(span) = &span
+            && let Some(recording) = span.extensions_mut().get_mut::<Recording>()
+        {
+            recording.error = true;
+        }
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let context = context.unwrap_or_default();
+        node.push_log(LogRecord {
+            at: Utc::now(),
+            level: level_name(*meta.level()),
+            target: meta.target().to_owned(),
+            message: fields.message,
+            fields: fields.fields,
+            trace_id: context.trace_id,
+            span_id: (!context.span_id.is_empty()).then_some(context.span_id),
+            job_id: context.job_id,
+            cron: context.cron,
+            function: context.function,
+        });
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let mut extensions = span.extensions_mut();
+        let Some(recording) = extensions.remove::<Recording>() else { return };
+        let Some(context) = extensions.remove::<SpanContext>() else { return };
+        let (Some(node), Some(trace_id)) = (context.node, context.trace_id) else { return };
+        node.push_span(SpanRecord {
+            trace_id,
+            span_id: context.span_id,
+            parent_span_id: context.parent_span_id,
+            name: recording.name.to_owned(),
+            kind: recording.kind,
+            started_at: recording.started_at,
+            duration_us: i64::try_from(recording.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            status: if recording.error { "error" } else { "ok" },
+            attributes: recording.attributes,
+            job_id: context.job_id,
+            function: context.function,
+        });
+    }
+}

@@ -1,0 +1,520 @@
+//! Reading telemetry back: logs, a trace as a span tree, a metric's series. Used by the
+//! dashboard and `/_api`; every query is served by an index (see the `0006_observability`
+//! migration) and bounded by a limit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
+
+use super::sql;
+
+/// The most log records one page holds.
+pub const MAX_LOG_PAGE: u32 = 1000;
+
+/// A search of `forge_logs`, newest first.
+///
+/// ```
+/// use forge_runtime::observability::LogQuery;
+///
+/// let query = LogQuery::default().min_level("warn").text("timeout").limit(50);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    levels: Option<Vec<&'static str>>,
+    text: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    job_id: Option<i64>,
+    trace_id: Option<String>,
+    node_id: Option<String>,
+    before: Option<LogCursor>,
+    limit: Option<u32>,
+}
+
+/// Where a page of logs ended: pass it to [`LogQuery::before`] for the next (older) page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LogCursor {
+    /// The last record's time.
+    pub at: DateTime<Utc>,
+    /// The last record's id.
+    pub id: i64,
+}
+
+const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+impl LogQuery {
+    /// Records at `level` or more severe (`error`, `warn`, `info`, `debug`, `trace`); an
+    /// unknown level matches nothing.
+    pub fn min_level(mut self, level: &str) -> Self {
+        let level = level.to_ascii_lowercase();
+        self.levels = Some(match LEVELS.iter().position(|l| *l == level) {
+            Some(i) => LEVELS[..=i].to_vec(),
+            None => Vec::new(),
+        });
+        self
+    }
+
+    /// Records whose message contains `text` (case-insensitive).
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    /// Records at or after `at`.
+    pub fn since(mut self, at: DateTime<Utc>) -> Self {
+        self.since = Some(at);
+        self
+    }
+
+    /// Records before `at`.
+    pub fn until(mut self, at: DateTime<Utc>) -> Self {
+        self.until = Some(at);
+        self
+    }
+
+    /// Records logged inside job `id`.
+    pub fn job(mut self, id: i64) -> Self {
+        self.job_id = Some(id);
+        self
+    }
+
+    /// Records of trace `trace_id`.
+    pub fn trace(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = Some(trace_id.into());
+        self
+    }
+
+    /// Records of node `node_id`.
+    pub fn node(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
+    /// Records older than a previous page's end.
+    pub fn before(mut self, cursor: LogCursor) -> Self {
+        self.before = Some(cursor);
+        self
+    }
+
+    /// The page size: 100 unless set, at most [`MAX_LOG_PAGE`].
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Runs the search.
+    pub async fn fetch(&self, pool: &PgPool) -> Result<LogPage, sqlx::Error> {
+        let limit = self.limit.unwrap_or(100).clamp(1, MAX_LOG_PAGE);
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "select id, at, level, target, message, fields, trace_id, span_id, node_id, job_id, cron, function \
+             from forge_logs where true",
+        );
+        if let Some(levels) = &self.levels {
+            q.push(" and level = any(").push_bind(levels.clone()).push(")");
+        }
+        if let Some(text) = &self.text {
+            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            q.push(" and message ilike ").push_bind(pattern);
+        }
+        if let Some(since) = self.since {
+            q.push(" and at >= ").push_bind(since);
+        }
+        if let Some(until) = self.until {
+            q.push(" and at < ").push_bind(until);
+        }
+        if let Some(job_id) = self.job_id {
+            q.push(" and job_id = ").push_bind(job_id);
+        }
+        if let Some(trace_id) = &self.trace_id {
+            q.push(" and trace_id = ").push_bind(trace_id.clone());
+        }
+        if let Some(node_id) = &self.node_id {
+            q.push(" and node_id = ").push_bind(node_id.clone());
+        }
+        if let Some(cursor) = self.before {
+            q.push(" and (at, id) < (").push_bind(cursor.at).push(", ").push_bind(cursor.id).push(")");
+        }
+        q.push(" order by at desc, id desc limit ").push_bind(i64::from(limit) + 1);
+        let mut entries: Vec<LogEntry> = q.build_query_as().fetch_all(pool).await?;
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
+        let next = if more { entries.last().map(|e| LogCursor { at: e.at, id: e.id }) } else { None };
+        Ok(LogPage { entries, next })
+    }
+}
+
+/// A stored log record.
+#[derive(Clone, Debug, PartialEq, Serialize, FromRow)]
+pub struct LogEntry {
+    /// Its id.
+    pub id: i64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Its level.
+    pub level: String,
+    /// Its target (module).
+    pub target: String,
+    /// Its message.
+    pub message: String,
+    /// Its other fields.
+    pub fields: serde_json::Value,
+    /// The trace it belongs to.
+    pub trace_id: Option<String>,
+    /// The span it happened in.
+    pub span_id: Option<String>,
+    /// The node that logged it.
+    pub node_id: String,
+    /// The job it happened in.
+    pub job_id: Option<i64>,
+    /// The cron whose job it happened in.
+    pub cron: Option<String>,
+    /// The function it happened in.
+    pub function: Option<String>,
+}
+
+/// One page of logs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogPage {
+    /// The records.
+    pub entries: Vec<LogEntry>,
+    /// Where the next (older) page starts, if there is one.
+    pub next: Option<LogCursor>,
+}
+
+/// A stored span, with the spans that ran inside it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpanNode {
+    /// Its id.
+    pub span_id: String,
+    /// Its parent's id (a parent outside the trace's stored spans makes it a root).
+    pub parent_span_id: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// `server`, `consumer`, `producer` or `internal`.
+    pub kind: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it lasted, in microseconds.
+    pub duration_us: i64,
+    /// `ok` or `error`.
+    pub status: String,
+    /// Its fields.
+    pub attributes: serde_json::Value,
+    /// The node it ran on.
+    pub node_id: String,
+    /// The job it belongs to.
+    pub job_id: Option<i64>,
+    /// The function it belongs to.
+    pub function: Option<String>,
+    /// The spans inside it, in start order.
+    pub children: Vec<SpanNode>,
+}
+
+/// A trace: its spans as trees, roots in start order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trace {
+    /// The trace's id.
+    pub trace_id: String,
+    /// When its first span started.
+    pub started_at: DateTime<Utc>,
+    /// From its first span's start to its last span's end, in microseconds.
+    pub duration_us: i64,
+    /// How many spans it has.
+    pub span_count: usize,
+    /// Its root spans.
+    pub roots: Vec<SpanNode>,
+}
+
+impl Trace {
+    /// Every span, depth first.
+    pub fn spans(&self) -> Vec<&SpanNode> {
+        fn walk<'a>(node: &'a SpanNode, out: &mut Vec<&'a SpanNode>) {
+            out.push(node);
+            for child in &node.children {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        for root in &self.roots {
+            walk(root, &mut out);
+        }
+        out
+    }
+}
+
+/// Trace `trace_id` as a span tree, or `None` if none of its spans are stored.
+pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx::Error> {
+    let rows = sqlx::query(sql::TRACE_SPANS).bind(trace_id).fetch_all(pool).await?;
+    let mut spans = Vec::with_capacity(rows.len());
+    for row in rows {
+        spans.push(SpanNode {
+            span_id: row.try_get("span_id")?,
+            parent_span_id: row.try_get("parent_span_id")?,
+            name: row.try_get("name")?,
+            kind: row.try_get("kind")?,
+            started_at: row.try_get("started_at")?,
+            duration_us: row.try_get("duration_us")?,
+            status: row.try_get("status")?,
+            attributes: row.try_get("attributes")?,
+            node_id: row.try_get("node_id")?,
+            job_id: row.try_get("job_id")?,
+            function: row.try_get("function")?,
+            children: Vec::new(),
+        });
+    }
+    if spans.is_empty() {
+        return Ok(None);
+    }
+    let started_at = spans.iter().map(|s| s.started_at).min().unwrap_or_else(Utc::now);
+    let ended =
+        spans.iter().map(|s| s.started_at + chrono::Duration::microseconds(s.duration_us)).max().unwrap_or(started_at);
+    let span_count = spans.len();
+    Ok(Some(Trace {
+        trace_id: trace_id.to_owned(),
+        started_at,
+        duration_us: (ended - started_at).num_microseconds().unwrap_or(i64::MAX),
+        span_count,
+        roots: build_tree(spans),
+    }))
+}
+
+/// Hangs each span under its parent; spans whose parent is not among them are roots.
+fn build_tree(spans: Vec<SpanNode>) -> Vec<SpanNode> {
+    let ids: std::collections::HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
+    let mut children: HashMap<String, Vec<SpanNode>> = HashMap::new();
+    let mut roots = Vec::new();
+    for span in spans {
+        match &span.parent_span_id {
+            Some(parent) if ids.contains(parent) && *parent != span.span_id => {
+                children.entry(parent.clone()).or_default().push(span);
+            }
+            _ => roots.push(span),
+        }
+    }
+    fn attach(node: &mut SpanNode, children: &mut HashMap<String, Vec<SpanNode>>, depth: usize) {
+        if depth > 256 {
+            return;
+        }
+        if let Some(mut kids) = children.remove(&node.span_id) {
+            for kid in &mut kids {
+                attach(kid, children, depth + 1);
+            }
+            node.children = kids;
+        }
+    }
+    for root in &mut roots {
+        attach(root, &mut children, 0);
+    }
+    roots
+}
+
+/// A metric's values over a time range, one point per step.
+#[derive(Clone, Debug)]
+pub struct SeriesQuery {
+    name: String,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    step: chrono::Duration,
+    labels: BTreeMap<String, String>,
+}
+
+impl SeriesQuery {
+    /// Metric `name` over the last hour in one-minute steps.
+    pub fn new(name: impl Into<String>) -> Self {
+        let until = Utc::now();
+        Self {
+            name: name.into(),
+            since: until - chrono::Duration::hours(1),
+            until,
+            step: chrono::Duration::minutes(1),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// The time range: after `since`, up to and including `until`.
+    pub fn range(mut self, since: DateTime<Utc>, until: DateTime<Utc>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// The width of one point (at least one second).
+    pub fn step(mut self, step: std::time::Duration) -> Self {
+        self.step = chrono::Duration::from_std(step.max(std::time::Duration::from_secs(1)))
+            .unwrap_or(chrono::Duration::minutes(1));
+        self
+    }
+
+    /// Only series whose label `key` is `value`.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Reads the series: one per label set (and, for gauges, per node), points in time order.
+    pub async fn fetch(&self, pool: &PgPool) -> Result<Vec<Series>, sqlx::Error> {
+        let filter = serde_json::to_value(&self.labels).unwrap_or_default();
+        let rows = sqlx::query(sql::METRIC_ROWS)
+            .bind(&self.name)
+            .bind(self.since)
+            .bind(self.until)
+            .bind(filter)
+            .fetch_all(pool)
+            .await?;
+        let step_ms = self.step.num_milliseconds().max(1000);
+        let mut series: BTreeMap<String, Series> = BTreeMap::new();
+        for row in rows {
+            let at: DateTime<Utc> = row.try_get("at")?;
+            let kind: String = row.try_get("kind")?;
+            let labels: serde_json::Value = row.try_get("labels")?;
+            let node_id: String = row.try_get("node_id")?;
+            let node = (kind == "gauge").then_some(node_id);
+            let key = format!("{labels}|{}", node.as_deref().unwrap_or(""));
+            let entry = series.entry(key).or_insert_with(|| Series {
+                kind: kind.clone(),
+                labels: labels.clone(),
+                node_id: node.clone(),
+                points: Vec::new(),
+            });
+            let bucket_ms = at.timestamp_millis().div_euclid(step_ms) * step_ms;
+            let bucket = DateTime::<Utc>::from_timestamp_millis(bucket_ms).unwrap_or(at);
+            if entry.points.last().is_none_or(|p| p.at != bucket) {
+                entry.points.push(Point { at: bucket, ..Point::default() });
+            }
+            let Some(point) = entry.points.last_mut() else { continue };
+            let value: f64 = row.try_get("value")?;
+            point.samples += 1;
+            match kind.as_str() {
+                // The gauge's last value in the step.
+                "gauge" => point.value = value,
+                "counter" => point.value += value,
+                _ => {
+                    point.value += value;
+                    point.sum += row.try_get::<Option<f64>, _>("sum")?.unwrap_or(0.0);
+                    if let Some(buckets) = row.try_get::<Option<serde_json::Value>, _>("buckets")? {
+                        add_buckets(point, &buckets);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Series> = series.into_values().collect();
+        for s in &mut out {
+            if s.kind == "histogram" {
+                for p in &mut s.points {
+                    p.p50 = quantile(&p.bounds, &p.counts, p.value, 0.5);
+                    p.p95 = quantile(&p.bounds, &p.counts, p.value, 0.95);
+                    p.p99 = quantile(&p.bounds, &p.counts, p.value, 0.99);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn add_buckets(point: &mut Point, buckets: &serde_json::Value) {
+    let bounds: Vec<f64> =
+        buckets["le"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();
+    let counts: Vec<u64> =
+        buckets["counts"].as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default();
+    if point.bounds.is_empty() {
+        point.bounds = bounds;
+        point.counts = vec![0; point.bounds.len()];
+    }
+    if point.bounds.len() == counts.len() {
+        for (total, n) in point.counts.iter_mut().zip(counts) {
+            *total += n;
+        }
+    }
+}
+
+/// The upper bound of the bucket holding quantile `q` (`None` past the last bound).
+fn quantile(bounds: &[f64], cumulative: &[u64], count: f64, q: f64) -> Option<f64> {
+    if count <= 0.0 {
+        return None;
+    }
+    let rank = (count * q).ceil() as u64;
+    bounds.iter().zip(cumulative).find(|(_, n)| **n >= rank.max(1)).map(|(b, _)| *b)
+}
+
+/// One series of a metric.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Series {
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// Its labels.
+    pub labels: serde_json::Value,
+    /// For gauges, the node that reported it.
+    pub node_id: Option<String>,
+    /// Its points, oldest first; steps without samples are absent.
+    pub points: Vec<Point>,
+}
+
+/// One step of a series.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Point {
+    /// The step's start.
+    pub at: DateTime<Utc>,
+    /// Counter: the increase in the step. Gauge: its last value. Histogram: observations.
+    pub value: f64,
+    /// Histogram: the sum of observations.
+    pub sum: f64,
+    /// Histogram: the bucket bounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<f64>,
+    /// Histogram: cumulative counts per bound.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<u64>,
+    /// Histogram: the median's bucket bound.
+    pub p50: Option<f64>,
+    /// Histogram: the 95th percentile's bucket bound.
+    pub p95: Option<f64>,
+    /// Histogram: the 99th percentile's bucket bound.
+    pub p99: Option<f64>,
+    /// Rows in the step.
+    pub samples: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_cumulative_buckets() {
+        let bounds = [0.1, 0.5, 1.0];
+        let counts = [50, 90, 100];
+        assert_eq!(quantile(&bounds, &counts, 100.0, 0.5), Some(0.1));
+        assert_eq!(quantile(&bounds, &counts, 100.0, 0.9), Some(0.5));
+        assert_eq!(quantile(&bounds, &counts, 100.0, 0.99), Some(1.0));
+        assert_eq!(quantile(&bounds, &counts, 110.0, 0.99), None);
+        assert_eq!(quantile(&bounds, &counts, 0.0, 0.5), None);
+    }
+
+    #[test]
+    fn spans_hang_under_their_parents() {
+        let span = |id: &str, parent: Option<&str>| SpanNode {
+            span_id: id.to_owned(),
+            parent_span_id: parent.map(str::to_owned),
+            name: id.to_owned(),
+            kind: "internal".to_owned(),
+            started_at: Utc::now(),
+            duration_us: 1,
+            status: "ok".to_owned(),
+            attributes: serde_json::json!({}),
+            node_id: "n".to_owned(),
+            job_id: None,
+            function: None,
+            children: Vec::new(),
+        };
+        let roots = build_tree(vec![
+            span("a", Some("remote")),
+            span("b", Some("a")),
+            span("c", Some("b")),
+            span("d", Some("a")),
+        ]);
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].children.iter().map(|c| c.span_id.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+        assert_eq!(roots[0].children[0].children[0].span_id, "c");
+    }
+}

@@ -1,0 +1,66 @@
+//! The observability component's SQL.
+
+/// Log records, one array per column; `$8` is the node.
+pub(crate) const INSERT_LOGS: &str = r#"
+insert into forge_logs (at, level, target, message, fields, trace_id, span_id, node_id, job_id, cron, function)
+select at, level, target, message, fields, trace_id, span_id, $8, job_id, cron, function
+from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[],
+            $9::bigint[], $10::text[], $11::text[])
+     as t(at, level, target, message, fields, trace_id, span_id, job_id, cron, function)
+"#;
+
+/// Spans, one array per column; `$10` is the node.
+pub(crate) const INSERT_SPANS: &str = r#"
+insert into forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status,
+                          attributes, node_id, job_id, function)
+select trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes, $10,
+       job_id, function
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bigint[],
+            $8::text[], $9::jsonb[], $11::bigint[], $12::text[])
+     as t(trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes,
+          job_id, function)
+"#;
+
+/// One interval's metric rows: `$1` the time, `$2` the node, `$3` the interval's length.
+pub(crate) const INSERT_METRICS: &str = r#"
+insert into forge_metrics (at, node_id, seconds, name, kind, labels, value, sum, buckets)
+select $1, $2, $3, name, kind, labels, value, sum, buckets
+from unnest($4::text[], $5::text[], $6::jsonb[], $7::float8[], $8::float8[], $9::jsonb[])
+     as t(name, kind, labels, value, sum, buckets)
+"#;
+
+/// Unfinished jobs by queue and state. Each state is counted through its partial index.
+pub(crate) const QUEUE_DEPTH: &str = r#"
+select queue, state, count(*)
+from forge_jobs
+where state in ('available', 'scheduled', 'retryable', 'running')
+group by queue, state
+order by queue, state
+"#;
+
+/// Deletes up to `$2` rows older than `$1` from a telemetry table (`{table}`, `{column}`).
+pub(crate) fn delete_older(table: &str, column: &str) -> String {
+    format!(
+        "delete from {table} where ctid = any(array(\
+             select ctid from {table} where {column} < $1 order by {column} limit $2))"
+    )
+}
+
+/// A trace's spans, in start order.
+pub(crate) const TRACE_SPANS: &str = r#"
+select trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes,
+       node_id, job_id, function
+from forge_traces
+where trace_id = $1
+order by started_at, span_id
+limit 10000
+"#;
+
+/// A metric's rows over a time range whose labels contain `$4`.
+pub(crate) const METRIC_ROWS: &str = r#"
+select at, node_id, kind, labels, value, sum, buckets
+from forge_metrics
+where name = $1 and at > $2 and at <= $3 and labels @> $4
+order by at
+limit 200000
+"#;

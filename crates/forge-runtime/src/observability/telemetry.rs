@@ -1,0 +1,379 @@
+//! [`Telemetry`]: one node's buffers and metrics, and the flusher that writes them to Postgres.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::Buffer;
+use super::layer::SpanContext;
+use super::logs::{self, LogRecord};
+use super::metrics::{Labels, Sample, SampleKind};
+use super::system::SystemSampler;
+use super::traces::{self, SpanRecord};
+use super::{Metrics, sql};
+
+/// Records written by one statement at most.
+const BATCH: usize = 1000;
+
+/// Readings of the node's components, filled in as they start.
+#[derive(Default)]
+pub struct Probes {
+    /// Busy and total worker slots.
+    pub(crate) worker: OnceLock<Box<dyn Fn() -> (usize, usize) + Send + Sync>>,
+    /// Whether the node leads.
+    pub(crate) leader: OnceLock<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes").finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    pub(crate) fn worker_slots(&self) -> Option<(usize, usize)> {
+        self.worker.get().map(|probe| probe())
+    }
+
+    pub(crate) fn is_leader(&self) -> Option<bool> {
+        self.leader.get().map(|flag| flag.load(Ordering::SeqCst))
+    }
+}
+
+/// One node's telemetry: the bounded buffers of log records and spans waiting to be written,
+/// its [`Metrics`], and readings of its components.
+///
+/// **Never in the way.** Recording only pushes onto a bounded buffer. When a buffer is full
+/// the *oldest* record is dropped and counted; when the database is slow or down, a failed
+/// batch goes back to the front of its buffer and is retried later. Job execution never waits
+/// on telemetry, and memory stays bounded.
+#[derive(Debug)]
+pub struct Telemetry {
+    node_id: String,
+    logs: Buffer<LogRecord>,
+    spans: Buffer<SpanRecord>,
+    metrics: Metrics,
+    probes: Probes,
+    wake: Notify,
+}
+
+/// The nodes of this process that store telemetry, oldest first.
+static NODES: RwLock<Vec<Weak<Telemetry>>> = RwLock::new(Vec::new());
+
+/// The node named `node_id`, if it stores telemetry.
+pub(crate) fn node(node_id: &str) -> Option<Arc<Telemetry>> {
+    let nodes = NODES.read().unwrap_or_else(PoisonError::into_inner);
+    nodes.iter().filter_map(Weak::upgrade).find(|t| t.node_id == node_id)
+}
+
+/// Where records from outside any node's spans go: the process's oldest node.
+pub(crate) fn default_node() -> Option<Arc<Telemetry>> {
+    let nodes = NODES.read().unwrap_or_else(PoisonError::into_inner);
+    nodes.iter().find_map(Weak::upgrade)
+}
+
+impl Telemetry {
+    /// Telemetry for node `node_id`, each buffer holding at most `buffer_size` records.
+    pub fn new(node_id: impl Into<String>, buffer_size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            node_id: node_id.into(),
+            logs: Buffer::new(buffer_size),
+            spans: Buffer::new(buffer_size),
+            metrics: Metrics::default(),
+            probes: Probes::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    /// Log records dropped because the buffer was full.
+    pub fn dropped_logs(&self) -> u64 {
+        self.logs.dropped()
+    }
+
+    /// Spans dropped because the buffer was full.
+    pub fn dropped_spans(&self) -> u64 {
+        self.spans.dropped()
+    }
+
+    /// Log records and spans waiting to be written.
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.logs.len(), self.spans.len())
+    }
+
+    /// Starts receiving the records of spans naming this node (and of everything outside a
+    /// node's spans, if it is the process's oldest).
+    pub(crate) fn attach(self: &Arc<Self>) {
+        let mut nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
+        nodes.retain(|t| t.strong_count() > 0);
+        nodes.push(Arc::downgrade(self));
+    }
+
+    /// Stops receiving records.
+    pub(crate) fn detach(&self) {
+        let mut nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
+        nodes.retain(|t| t.upgrade().is_some_and(|t| !std::ptr::eq(Arc::as_ptr(&t), self)));
+    }
+
+    pub(crate) fn push_log(&self, record: LogRecord) {
+        if self.logs.push(record) >= BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn push_span(&self, record: SpanRecord) {
+        if self.spans.push(record) >= BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes every buffered log record and span, in batches; returns how many were written.
+    /// On a database error the unwritten records go back to their buffer.
+    pub async fn flush(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        let mut written = 0;
+        loop {
+            let batch = self.logs.take(BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(e) = logs::insert(pool, &self.node_id, &batch).await {
+                self.logs.put_back(batch);
+                return Err(e);
+            }
+            written += batch.len();
+        }
+        loop {
+            let batch = self.spans.take(BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(e) = traces::insert(pool, &self.node_id, &batch).await {
+                self.spans.put_back(batch);
+                return Err(e);
+            }
+            written += batch.len();
+        }
+        Ok(written)
+    }
+
+    /// Sets the gauges read off the node: pool, worker slots, leadership, telemetry drops.
+    pub(crate) fn sample_gauges(&self, pool: &PgPool) {
+        let m = &self.metrics;
+        let (size, idle) = (f64::from(pool.size()), pool.num_idle() as f64);
+        let in_use = (size - idle).max(0.0);
+        let help = "Open connections in the node's pool, by state.";
+        m.gauge("forge_db_pool_connections", help, &[("state", "idle")], idle);
+        m.gauge("forge_db_pool_connections", help, &[("state", "in_use")], in_use);
+        let max = f64::from(pool.options().get_max_connections());
+        m.gauge("forge_db_pool_max_connections", "The pool's size limit.", &[], max);
+        if let Some((busy, total)) = self.probes.worker_slots() {
+            m.gauge("forge_worker_busy_slots", "Jobs running on this node.", &[], busy as f64);
+            m.gauge("forge_worker_slots", "Jobs this node may run at once.", &[], total as f64);
+        }
+        if let Some(leader) = self.probes.is_leader() {
+            let v = if leader { 1.0 } else { 0.0 };
+            m.gauge("forge_leader", "1 while this node leads the cluster.", &[("role", "scheduler")], v);
+        }
+        let help = "Telemetry records dropped because the buffer was full (database slow or down).";
+        m.gauge("forge_telemetry_dropped", help, &[("kind", "logs")], self.logs.dropped() as f64);
+        m.gauge("forge_telemetry_dropped", help, &[("kind", "spans")], self.spans.dropped() as f64);
+    }
+}
+
+/// Sets `forge_queue_depth` from the job table (one query; the leader runs it).
+pub(crate) async fn sample_queue_depth(metrics: &Metrics, pool: &PgPool) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query_as::<_, (String, String, i64)>(sql::QUEUE_DEPTH).fetch_all(pool).await?;
+    metrics.clear_gauge("forge_queue_depth");
+    for (queue, state, n) in rows {
+        metrics.gauge(
+            "forge_queue_depth",
+            "Jobs not yet finished, by queue and state.",
+            &[("queue", &queue), ("state", &state)],
+            n as f64,
+        );
+    }
+    Ok(())
+}
+
+/// The trace context of the current span, if it is inside a trace.
+pub(crate) fn current_context() -> Option<SpanContext> {
+    use tracing_subscriber::registry::{LookupSpan, Registry};
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
+        })
+        .flatten()
+}
+
+/// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
+/// dispatches).
+pub fn current_traceparent() -> Option<String> {
+    current_context().and_then(|c| c.traceparent())
+}
+
+/// The metrics of the node the current span belongs to (or the process's oldest node).
+pub(crate) fn current_metrics() -> Option<Metrics> {
+    current_context().and_then(|c| c.node).or_else(default_node).map(|t| t.metrics.clone())
+}
+
+/// How often the flusher works.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlushSettings {
+    pub(crate) flush_every: Duration,
+    pub(crate) metrics_every: Duration,
+}
+
+/// Writes logs and spans every `flush_every` (or as soon as a batch is full) and metrics every
+/// `metrics_every`, until `stop`; then writes everything once more.
+pub(crate) fn spawn_flusher(
+    telemetry: Arc<Telemetry>,
+    pool: PgPool,
+    settings: FlushSettings,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut writer = MetricsWriter::new();
+        let mut next_metrics = tokio::time::Instant::now() + settings.metrics_every;
+        let mut failing = false;
+        loop {
+            // While the database is failing, try less often (and do not wake on full batches).
+            let wait = if failing { settings.flush_every.max(Duration::from_secs(1)) } else { settings.flush_every };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = telemetry.wake.notified(), if !failing => {}
+                () = stop.cancelled() => break,
+            }
+            match telemetry.flush(&pool).await {
+                Ok(_) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(target: "forge::telemetry", error = %e, "cannot write telemetry; buffering it (oldest records are dropped when full)");
+                    }
+                    failing = true;
+                }
+            }
+            if tokio::time::Instant::now() >= next_metrics {
+                next_metrics = tokio::time::Instant::now() + settings.metrics_every;
+                if let Err(e) = writer.write(&telemetry, &pool).await {
+                    tracing::debug!(target: "forge::telemetry", error = %e, "cannot write metrics; they will be in the next interval");
+                }
+            }
+        }
+        telemetry.detach();
+        if let Err(e) = telemetry.flush(&pool).await {
+            let (logs, spans) = telemetry.buffered();
+            tracing::warn!(target: "forge::telemetry", error = %e, logs, spans, "telemetry lost at shutdown");
+        }
+        if let Err(e) = writer.write(&telemetry, &pool).await {
+            tracing::warn!(target: "forge::telemetry", error = %e, "metrics of the last interval lost at shutdown");
+        }
+    })
+}
+
+/// Writes one row per series per interval: counters and histograms as the change since the
+/// last successful write, gauges as their current value. A failed write leaves the baseline
+/// where it was, so the next write covers both intervals: counts are never lost.
+#[derive(Debug)]
+pub(crate) struct MetricsWriter {
+    last: HashMap<(&'static str, Labels), Sample>,
+    last_at: chrono::DateTime<Utc>,
+    system: SystemSampler,
+}
+
+impl MetricsWriter {
+    pub(crate) fn new() -> Self {
+        Self { last: HashMap::new(), last_at: Utc::now(), system: SystemSampler::new() }
+    }
+
+    pub(crate) async fn write(&mut self, telemetry: &Telemetry, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        telemetry.sample_gauges(pool);
+        self.system.sample(&telemetry.metrics);
+        if telemetry.probes.is_leader() == Some(true)
+            && let Err(e) = sample_queue_depth(&telemetry.metrics, pool).await
+        {
+            tracing::debug!(target: "forge::telemetry", error = %e, "cannot read queue depths");
+        }
+        let now = Utc::now();
+        let snapshot = telemetry.metrics.snapshot();
+        let mut rows = Rows::default();
+        for sample in &snapshot {
+            let previous = self.last.get(&(sample.name, sample.labels.clone()));
+            let (value, sum, buckets) = match (sample.kind, previous) {
+                (SampleKind::Gauge, _) => (sample.value, None, None),
+                (_, Some(p)) if p.value == sample.value => continue,
+                (SampleKind::Counter, p) => (sample.value - p.map_or(0.0, |p| p.value), None, None),
+                (SampleKind::Histogram, p) => {
+                    let counts: Vec<u64> = match p {
+                        Some(p) => sample.buckets.iter().zip(&p.buckets).map(|(a, b)| a.saturating_sub(*b)).collect(),
+                        None => sample.buckets.clone(),
+                    };
+                    let le: Vec<serde_json::Value> = sample.bounds.iter().map(|b| (*b).into()).collect();
+                    (
+                        sample.value - p.map_or(0.0, |p| p.value),
+                        Some(sample.sum - p.map_or(0.0, |p| p.sum)),
+                        Some(serde_json::json!({ "le": le, "counts": counts })),
+                    )
+                }
+            };
+            rows.name.push(sample.name);
+            rows.kind.push(sample.kind.as_str());
+            rows.labels.push(serde_json::Value::Object(
+                sample.labels.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str()))).collect(),
+            ));
+            rows.value.push(value);
+            rows.sum.push(sum);
+            rows.buckets.push(buckets);
+        }
+        let seconds = (now - self.last_at).num_milliseconds() as f64 / 1000.0;
+        let written = rows.name.len();
+        if written > 0 {
+            sqlx::query(sql::INSERT_METRICS)
+                .bind(now)
+                .bind(&telemetry.node_id)
+                .bind(seconds)
+                .bind(&rows.name)
+                .bind(&rows.kind)
+                .bind(&rows.labels)
+                .bind(&rows.value)
+                .bind(&rows.sum)
+                .bind(&rows.buckets)
+                .execute(pool)
+                .await?;
+        }
+        self.last = snapshot.into_iter().map(|s| ((s.name, s.labels.clone()), s)).collect();
+        self.last_at = now;
+        Ok(written)
+    }
+}
+
+#[derive(Default)]
+struct Rows {
+    name: Vec<&'static str>,
+    kind: Vec<&'static str>,
+    labels: Vec<serde_json::Value>,
+    value: Vec<f64>,
+    sum: Vec<Option<f64>>,
+    buckets: Vec<Option<serde_json::Value>>,
+}

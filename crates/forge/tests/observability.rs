@@ -1,0 +1,430 @@
+//! Observability end to end, against real PostgreSQL: logs carry their job and trace, a
+//! request that dispatches a job is one trace, metrics after a known workload, the node riding
+//! out a database outage, retention, and the indexes behind the query API.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use forge::config::{Role, Roles};
+use forge::observability::{LogQuery, SeriesQuery, enforce_retention, trace};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+mod common;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Charge {
+    amount: i64,
+}
+
+#[forge::job]
+async fn charge_card(_ctx: &JobContext, args: Charge) -> Result<(), JobError> {
+    tracing::info!(amount = args.amount, "charging card");
+    tracing::info_span!("bank.call", bank = "acme").in_scope(|| tracing::warn!("bank answered slowly"));
+    Ok(())
+}
+
+#[forge::job(max_attempts = 1)]
+async fn decline_card(_ctx: &JobContext, _args: Charge) -> Result<(), JobError> {
+    Err(JobError::retry("card declined"))
+}
+
+/// A node with every role and telemetry written every 50 ms.
+async fn node(db: &TestDatabase, tweak: impl FnOnce(&mut ForgeConfig)) -> RunningForge {
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.observability.flush_interval = "50ms".parse().expect("duration");
+    config.observability.metrics_interval = "100ms".parse().expect("duration");
+    tweak(&mut config);
+    Forge::builder().config(config).build().expect("build").start().await.expect("start")
+}
+
+async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn job_state(pool: &sqlx::PgPool, id: JobId) -> String {
+    sqlx::query_scalar("select state from forge_jobs where id = $1").bind(id.0).fetch_one(pool).await.expect("state")
+}
+
+#[tokio::test]
+async fn a_jobs_logs_carry_its_id_and_trace() {
+    let db = TestDatabase::new().await.expect("db");
+    let forge = node(&db, |_| {}).await;
+    let id = ChargeCard::dispatch(&forge, Charge { amount: 4200 }).await.expect("dispatch");
+    wait_for("the job to complete", async || (job_state(db.pool(), id).await == "completed").then_some(())).await;
+
+    let page = wait_for("the job's logs", async || {
+        let page = LogQuery::default().job(id.0).fetch(db.pool()).await.expect("logs");
+        (page.entries.len() >= 2).then_some(page)
+    })
+    .await;
+    let charging = page.entries.iter().find(|e| e.message == "charging card").expect("the job's own line");
+    assert_eq!(charging.level, "info");
+    assert_eq!(charging.fields["amount"], 4200);
+    assert_eq!(charging.node_id, forge.node_id());
+    assert_eq!(charging.target, "observability");
+    let trace_id = charging.trace_id.clone().expect("a trace id");
+    assert_eq!(trace_id.len(), 32);
+    // A line from a span inside the job still carries the job and its trace.
+    let slow = page.entries.iter().find(|e| e.message == "bank answered slowly").expect("nested line");
+    assert_eq!((slow.level.as_str(), slow.trace_id.as_deref()), ("warn", Some(trace_id.as_str())));
+
+    // Filters: by level, by text, by trace.
+    let warnings = LogQuery::default().job(id.0).min_level("warn").fetch(db.pool()).await.expect("logs");
+    assert_eq!(warnings.entries.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["bank answered slowly"]);
+    let by_text = LogQuery::default().job(id.0).text("CHARGING").fetch(db.pool()).await.expect("logs");
+    assert_eq!(by_text.entries.len(), 1);
+    let by_trace = LogQuery::default().trace(&trace_id).fetch(db.pool()).await.expect("logs");
+    assert!(by_trace.entries.len() >= 2);
+
+    // The trace: the attempt's span with the bank call inside it.
+    let trace = wait_for("the job's spans", async || {
+        trace(db.pool(), &trace_id).await.expect("trace").filter(|t| t.span_count >= 2)
+    })
+    .await;
+    assert_eq!(trace.roots.len(), 1, "{trace:#?}");
+    let job = &trace.roots[0];
+    assert_eq!((job.name.as_str(), job.kind.as_str(), job.status.as_str()), ("forge.job", "consumer", "ok"));
+    assert_eq!(job.job_id, Some(id.0));
+    assert_eq!(job.attributes["kind"], "charge_card");
+    assert_eq!(job.attributes["outcome"], "completed");
+    assert_eq!(job.children.len(), 1);
+    assert_eq!(job.children[0].name, "bank.call");
+    assert_eq!(job.children[0].attributes["bank"], "acme");
+    forge.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn log_pages_go_back_in_time_by_keyset() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::query(
+        "insert into forge_logs (at, level, target, message, node_id, job_id)
+         select now() - make_interval(secs => i), 'info', 't', 'line ' || i, 'n', 7 from generate_series(1, 25) i",
+    )
+    .execute(db.pool())
+    .await
+    .expect("rows");
+    let first = LogQuery::default().job(7).limit(10).fetch(db.pool()).await.expect("page");
+    assert_eq!(first.entries.first().map(|e| e.message.as_str()), Some("line 1"), "newest first");
+    let second =
+        LogQuery::default().job(7).limit(10).before(first.next.expect("more")).fetch(db.pool()).await.expect("page");
+    assert_eq!(second.entries.first().map(|e| e.message.as_str()), Some("line 11"));
+    let third =
+        LogQuery::default().job(7).limit(10).before(second.next.expect("more")).fetch(db.pool()).await.expect("page");
+    assert_eq!(third.entries.len(), 5);
+    assert_eq!(third.next, None);
+    let none = LogQuery::default().job(7).min_level("loud").fetch(db.pool()).await.expect("page");
+    assert!(none.entries.is_empty(), "an unknown level matches nothing");
+}
+
+#[tokio::test]
+async fn a_request_that_dispatches_a_job_is_one_trace() {
+    let db = common::notes_database().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let forge = Forge::builder()
+        .config({
+            let mut c = db.config();
+            c.observability.flush_interval = "50ms".parse().expect("duration");
+            c
+        })
+        .listener(listener)
+        .build()
+        .expect("build")
+        .start()
+        .await
+        .expect("start");
+    let addr = forge.local_addr().expect("gateway");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = reqwest::Client::new()
+        .post(format!("http://{addr}/rpc/create_note"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({ "body": "traced" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(reply.status(), 200);
+
+    let trace = wait_for("the request's and the job's spans", async || {
+        let t = trace(db.pool(), trace_id).await.expect("trace")?;
+        t.spans().iter().any(|s| s.name == "forge.job").then_some(t)
+    })
+    .await;
+    assert_eq!(trace.roots.len(), 1, "{trace:#?}");
+    let http = &trace.roots[0];
+    assert_eq!((http.name.as_str(), http.kind.as_str()), ("forge.http", "server"));
+    assert_eq!(http.parent_span_id.as_deref(), Some("00f067aa0ba902b7"), "the caller's span is the parent");
+    assert_eq!(http.attributes["route"], "/rpc/{function}");
+    let function = &http.children[0];
+    assert_eq!((function.name.as_str(), function.function.as_deref()), ("forge.function", Some("create_note")));
+    assert_eq!(function.attributes["kind"], "mutation");
+    let job = function
+        .children
+        .iter()
+        .find(|s| s.name == "forge.job")
+        .unwrap_or_else(|| panic!("the job under the mutation: {trace:#?}"));
+    assert_eq!(job.attributes["kind"], "index_note");
+    assert!(job.job_id.is_some());
+
+    // The request's own log line (the access log) is in the same trace.
+    wait_for("the access log line in the trace", async || {
+        let logs = LogQuery::default().trace(trace_id).fetch(db.pool()).await.expect("logs");
+        logs.entries.iter().any(|e| e.target == "forge::access").then_some(())
+    })
+    .await;
+    forge.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn metrics_after_a_known_workload_are_exact() {
+    let db = TestDatabase::new().await.expect("db");
+    let forge = node(&db, |_| {}).await;
+    let mut ids = Vec::new();
+    for amount in 0..5 {
+        ids.push(ChargeCard::dispatch(&forge, Charge { amount }).await.expect("dispatch"));
+    }
+    for amount in 0..2 {
+        ids.push(DeclineCard::dispatch(&forge, Charge { amount }).await.expect("dispatch"));
+    }
+    wait_for("every job to finish", async || {
+        let finished: i64 =
+            sqlx::query_scalar("select count(*) from forge_jobs where state in ('completed', 'discarded')")
+                .fetch_one(db.pool())
+                .await
+                .expect("count");
+        (finished == 7).then_some(())
+    })
+    .await;
+    wait_for("leadership", async || forge.is_leader().then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(150)).await; // one metrics interval: the gauge is sampled
+    let m = forge.telemetry().metrics().clone();
+    // Stopping writes the last interval.
+    forge.stop().await.expect("stop");
+
+    let total = async |name: &str, kind: &str| -> f64 {
+        sqlx::query_scalar(
+            "select coalesce(sum(value), 0) from forge_metrics where name = $1 and labels ->> 'kind' = $2",
+        )
+        .bind(name)
+        .bind(kind)
+        .fetch_one(db.pool())
+        .await
+        .expect("sum")
+    };
+    assert_eq!(total("forge_jobs_enqueued_total", "charge_card").await, 5.0);
+    assert_eq!(total("forge_jobs_enqueued_total", "decline_card").await, 2.0);
+    assert_eq!(total("forge_jobs_completed_total", "charge_card").await, 5.0);
+    assert_eq!(total("forge_jobs_failed_total", "decline_card").await, 2.0);
+    assert_eq!(total("forge_jobs_discarded_total", "decline_card").await, 2.0);
+    assert_eq!(total("forge_jobs_completed_total", "decline_card").await, 0.0);
+    assert_eq!(m.counter("forge_jobs_completed_total", &[("kind", "charge_card"), ("queue", "default")]), 5);
+
+    // Durations: 5 observations, each within the histogram's bounds, and the series API agrees.
+    let series = SeriesQuery::new("forge_job_duration_seconds")
+        .range(Utc::now() - chrono::Duration::minutes(5), Utc::now())
+        .step(Duration::from_secs(3600))
+        .label("kind", "charge_card")
+        .fetch(db.pool())
+        .await
+        .expect("series");
+    assert_eq!(series.len(), 1, "{series:#?}");
+    let count: f64 = series[0].points.iter().map(|p| p.value).sum();
+    assert_eq!(count, 5.0);
+    let point = &series[0].points[0];
+    assert_eq!(point.counts.last().copied(), Some(5), "every attempt took under 30 s: {point:?}");
+    assert!(point.p99.is_some_and(|p| p <= 30.0));
+    assert!(point.sum >= 0.0 && point.sum < 5.0 * 30.0);
+
+    let counters = SeriesQuery::new("forge_jobs_failed_total").fetch(db.pool()).await.expect("series");
+    assert_eq!(counters.iter().flat_map(|s| &s.points).map(|p| p.value).sum::<f64>(), 2.0);
+
+    // Gauges: the machine's memory and the node's leadership were sampled.
+    let memory: f64 =
+        sqlx::query_scalar("select max(value) from forge_metrics where name = 'forge_system_memory_total_bytes'")
+            .fetch_one(db.pool())
+            .await
+            .expect("memory");
+    assert!(memory > 0.0);
+    let leader: f64 = sqlx::query_scalar("select max(value) from forge_metrics where name = 'forge_leader'")
+        .fetch_one(db.pool())
+        .await
+        .expect("leader");
+    assert_eq!(leader, 1.0);
+    let pickups: f64 =
+        sqlx::query_scalar("select sum(value) from forge_metrics where name = 'forge_job_pickup_seconds'")
+            .fetch_one(db.pool())
+            .await
+            .expect("pickups");
+    assert_eq!(pickups, 7.0);
+}
+
+/// Set by `outage_job` once it has logged everything.
+static OUTAGE_JOB_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static OUTAGE_GO: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[forge::job(queue = "outage")]
+async fn outage_job(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    if ctx.attempt() == 1 {
+        OUTAGE_GO.notified().await;
+    }
+    for i in 0..200 {
+        tracing::info!(i, "working through the outage");
+    }
+    OUTAGE_JOB_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_node_rides_out_a_database_outage_and_logging_resumes() {
+    let db = TestDatabase::new().await.expect("db");
+    let forge = node(&db, |c| {
+        c.observability.buffer_size = std::num::NonZeroUsize::new(50).expect("50");
+        c.worker.lease = "3s".parse().expect("duration");
+        c.worker.queues.insert("outage".to_owned(), Default::default());
+    })
+    .await;
+    let id = OutageJob::dispatch(&forge, ()).await.expect("dispatch");
+    wait_for("the job to be claimed", async || (job_state(db.pool(), id).await == "running").then_some(())).await;
+
+    // The database goes away: no new connections, and the node's are cut.
+    let admin_options: PgConnectOptions = db.url().parse::<PgConnectOptions>().expect("url").database("postgres");
+    let mut admin = admin_options.connect().await.expect("admin");
+    let name = db.name().replace('"', "\"\"");
+    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections false"))
+        .execute(&mut admin)
+        .await
+        .expect("block");
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+    )
+    .bind(db.name())
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+
+    // The claimed job still runs to its end, logging far more than the buffer holds.
+    OUTAGE_GO.notify_one();
+    wait_for("the job to finish its work", async || {
+        OUTAGE_JOB_DONE.load(std::sync::atomic::Ordering::SeqCst).then_some(())
+    })
+    .await;
+    let dropped = wait_for("records to be dropped", async || {
+        let d = forge.telemetry().dropped_logs();
+        (d > 0).then_some(d)
+    })
+    .await;
+    assert!(dropped >= 150, "200 lines into a 50-record buffer drop at least 150, dropped {dropped}");
+    assert!(forge.telemetry().buffered().0 <= 50, "the buffer stays bounded");
+    assert!(forge.flush_telemetry().await.is_err(), "the database is really down");
+
+    // Back: the job's completion lands (or it is rescued and completes), and logging resumes.
+    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections true"))
+        .execute(&mut admin)
+        .await
+        .expect("unblock");
+    admin.close().await.expect("close");
+    wait_for("the job to complete", async || (job_state(db.pool(), id).await == "completed").then_some(())).await;
+    ChargeCard::dispatch(&forge, Charge { amount: 1 }).await.expect("dispatch after the outage");
+    wait_for("logs written after the outage", async || {
+        let page = LogQuery::default().text("charging card").fetch(db.pool()).await.expect("logs");
+        (!page.entries.is_empty()).then_some(())
+    })
+    .await;
+    let kept: i64 = sqlx::query_scalar("select count(*) from forge_logs where message = 'working through the outage'")
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+    assert!(kept > 0 && kept <= 50, "the newest buffered lines were written once the database was back: {kept}");
+    let gauge: f64 = wait_for("the drop counter in forge_metrics", async || {
+        sqlx::query_scalar::<_, Option<f64>>(
+            "select max(value) from forge_metrics where name = 'forge_telemetry_dropped' and labels ->> 'kind' = 'logs'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("gauge")
+    })
+    .await;
+    assert!(gauge >= dropped as f64);
+    forge.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn retention_deletes_only_rows_older_than_their_kind_keeps() {
+    let db = TestDatabase::new().await.expect("db");
+    let pool = db.pool();
+    for age in ["1 hour", "2 days", "10 days"] {
+        sqlx::raw_sql(&format!(
+            "insert into forge_logs (at, level, target, message, node_id) select now() - interval '{age}', 'info', 't', 'm', 'n' from generate_series(1, 3);
+             insert into forge_traces (trace_id, span_id, name, kind, started_at, duration_us, status, node_id)
+               select md5(random()::text), 's', 'x', 'internal', now() - interval '{age}', 1, 'ok', 'n' from generate_series(1, 3);
+             insert into forge_metrics (at, node_id, name, kind, value, seconds) select now() - interval '{age}', 'n', 'm', 'gauge', 1, 10 from generate_series(1, 3);"
+        ))
+        .execute(pool)
+        .await
+        .expect("rows");
+    }
+    let mut retention = forge::config::RetentionConfig::default();
+    retention.logs = "7d".parse().expect("duration");
+    retention.traces = "1d".parse().expect("duration");
+    retention.metrics = "30d".parse().expect("duration");
+    let pruned = enforce_retention(pool, &retention).await.expect("prune");
+    assert_eq!((pruned.logs, pruned.spans, pruned.metrics), (3, 6, 0));
+    let count = async |sql: &str| -> i64 { sqlx::query_scalar(sql).fetch_one(pool).await.expect("count") };
+    assert_eq!(count("select count(*) from forge_logs where at > now() - interval '7 days'").await, 6);
+    assert_eq!(count("select count(*) from forge_logs").await, 6);
+    assert_eq!(count("select count(*) from forge_traces").await, 3);
+    assert_eq!(count("select count(*) from forge_metrics").await, 9);
+    assert_eq!(enforce_retention(pool, &retention).await.expect("prune again"), Default::default());
+}
+
+#[tokio::test]
+async fn the_query_api_is_served_by_indexes_on_a_large_table() {
+    let db = TestDatabase::new().await.expect("db");
+    let pool = db.pool();
+    sqlx::raw_sql(
+        "insert into forge_logs (at, level, target, message, node_id, job_id, trace_id)
+           select now() - make_interval(secs => i), case when i % 10 = 0 then 'error' else 'info' end, 't',
+                  'line ' || i, 'n', i / 10, md5((i / 10)::text)
+           from generate_series(1, 100000) i;
+         insert into forge_traces (trace_id, span_id, name, kind, started_at, duration_us, status, node_id, job_id)
+           select md5((i / 5)::text), md5(i::text), 'x', 'internal', now() - make_interval(secs => i), 1, 'ok', 'n', i / 5
+           from generate_series(1, 100000) i;
+         insert into forge_metrics (at, node_id, name, kind, value, seconds)
+           select now() - make_interval(secs => i), 'n', 'm' || (i % 50), 'gauge', i, 10
+           from generate_series(1, 100000) i;
+         analyze forge_logs; analyze forge_traces; analyze forge_metrics;",
+    )
+    .execute(pool)
+    .await
+    .expect("rows");
+    let plans = [
+        "select * from forge_logs where job_id = 42 order by at desc, id desc limit 101",
+        "select * from forge_logs where trace_id = md5('42') order by at desc, id desc limit 101",
+        "select * from forge_logs where level = any('{error}') order by at desc, id desc limit 101",
+        "select * from forge_logs where at >= now() - interval '1 hour' order by at desc, id desc limit 101",
+        "select * from forge_traces where trace_id = md5('42') order by started_at, span_id",
+        "select * from forge_metrics where name = 'm7' and at > now() - interval '1 hour' and at <= now() and labels @> '{}' order by at",
+    ];
+    for sql in plans {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("explain {sql}")).fetch_all(pool).await.expect("explain");
+        let plan = rows.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n");
+        assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
+    }
+    // And the API answers on it.
+    let page = LogQuery::default().job(42).fetch(pool).await.expect("logs");
+    assert_eq!(page.entries.len(), 10);
+    let t = trace(pool, &page.entries[0].trace_id.clone().expect("trace")).await.expect("trace").expect("stored");
+    assert_eq!(t.span_count, 5);
+}
