@@ -26,7 +26,8 @@ create index forge_logs_job_idx on forge_logs (job_id, at) where job_id is not n
 create index forge_logs_trace_idx on forge_logs (trace_id, at) where trace_id is not null;
 
 create table forge_traces (
-    trace_id       text        not null,
+    -- The 32 hex digits of a W3C trace id, stored in 16 bytes.
+    trace_id       uuid        not null,
     span_id        text        not null,
     parent_span_id text,
     name           text        not null,
@@ -41,12 +42,11 @@ create table forge_traces (
     constraint forge_traces_status_check check (status in ('ok', 'error'))
 );
 
--- A trace's spans.
+-- A trace's spans (a job's trace id comes from its row: `observability::trace_of_job`).
 create index forge_traces_trace_idx on forge_traces (trace_id);
--- Recent traces, and retention.
-create index forge_traces_started_idx on forge_traces (started_at);
--- A job's traces.
-create index forge_traces_job_idx on forge_traces (job_id, started_at) where job_id is not null;
+-- Recent traces, and retention: rows arrive in time order, so a BRIN index serves time ranges
+-- at almost no cost per insert (a job attempt is a span: this table takes every attempt).
+create index forge_traces_started_idx on forge_traces using brin (started_at);
 
 create table forge_metrics (
     at       timestamptz      not null,

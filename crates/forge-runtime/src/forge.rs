@@ -181,6 +181,9 @@ impl Forge {
             install_telemetry_layer(obs);
             telemetry.attach();
         }
+        // The `metrics` facade's values land in the node's metrics (unless the application
+        // installed its own recorder).
+        let _ = observability::ForgeRecorder::install();
         let mut gateway = None;
         if self.config.node.roles.contains(Role::Gateway) {
             match self.start_gateway(&db, notifier.clone(), telemetry.clone()).await {

@@ -28,6 +28,9 @@
 pub use forge_core as core;
 pub use forge_macros::{action, cron, job, mutation, query};
 pub use forge_runtime::{functions, jobs, observability};
+/// The `metrics` facade, re-exported: `metrics::counter!` and friends land in the node's
+/// metrics, `/metrics` and `forge_metrics`.
+pub use metrics;
 /// `tracing`, re-exported: events and spans inside jobs and functions are stored with them.
 pub use tracing;
 

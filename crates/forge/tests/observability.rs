@@ -24,6 +24,7 @@ struct Charge {
 #[forge::job]
 async fn charge_card(_ctx: &JobContext, args: Charge) -> Result<(), JobError> {
     tracing::info!(amount = args.amount, "charging card");
+    forge::metrics::counter!("cards_charged_total", "bank" => "acme").increment(1);
     tracing::info_span!("bank.call", bank = "acme").in_scope(|| tracing::warn!("bank answered slowly"));
     Ok(())
 }
@@ -230,6 +231,14 @@ async fn metrics_after_a_known_workload_are_exact() {
     assert_eq!(total("forge_jobs_discarded_total", "decline_card").await, 2.0);
     assert_eq!(total("forge_jobs_completed_total", "decline_card").await, 0.0);
     assert_eq!(m.counter("forge_jobs_completed_total", &[("kind", "charge_card"), ("queue", "default")]), 5);
+    // The application's own counter, through the `metrics` facade.
+    let charged: f64 = sqlx::query_scalar(
+        "select sum(value) from forge_metrics where name = 'cards_charged_total' and labels = '{\"bank\": \"acme\"}'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("sum");
+    assert_eq!(charged, 5.0);
 
     // Durations: 5 observations, each within the histogram's bounds, and the series API agrees.
     let series = SeriesQuery::new("forge_job_duration_seconds")
@@ -368,7 +377,7 @@ async fn retention_deletes_only_rows_older_than_their_kind_keeps() {
         sqlx::raw_sql(&format!(
             "insert into forge_logs (at, level, target, message, node_id) select now() - interval '{age}', 'info', 't', 'm', 'n' from generate_series(1, 3);
              insert into forge_traces (trace_id, span_id, name, kind, started_at, duration_us, status, node_id)
-               select md5(random()::text), 's', 'x', 'internal', now() - interval '{age}', 1, 'ok', 'n' from generate_series(1, 3);
+               select md5(random()::text)::uuid, 's', 'x', 'internal', now() - interval '{age}', 1, 'ok', 'n' from generate_series(1, 3);
              insert into forge_metrics (at, node_id, name, kind, value, seconds) select now() - interval '{age}', 'n', 'm', 'gauge', 1, 10 from generate_series(1, 3);"
         ))
         .execute(pool)
@@ -399,7 +408,7 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
                   'line ' || i, 'n', i / 10, md5((i / 10)::text)
            from generate_series(1, 100000) i;
          insert into forge_traces (trace_id, span_id, name, kind, started_at, duration_us, status, node_id, job_id)
-           select md5((i / 5)::text), md5(i::text), 'x', 'internal', now() - make_interval(secs => i), 1, 'ok', 'n', i / 5
+           select md5((i / 5)::text)::uuid, md5(i::text), 'x', 'internal', now() - make_interval(secs => i), 1, 'ok', 'n', i / 5
            from generate_series(1, 100000) i;
          insert into forge_metrics (at, node_id, name, kind, value, seconds)
            select now() - make_interval(secs => i), 'n', 'm' || (i % 50), 'gauge', i, 10
@@ -414,7 +423,8 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
         "select * from forge_logs where trace_id = md5('42') order by at desc, id desc limit 101",
         "select * from forge_logs where level = any('{error}') order by at desc, id desc limit 101",
         "select * from forge_logs where at >= now() - interval '1 hour' order by at desc, id desc limit 101",
-        "select * from forge_traces where trace_id = md5('42') order by started_at, span_id",
+        "select * from forge_traces where trace_id = md5('42')::uuid order by started_at, span_id",
+        "select * from forge_traces where started_at > now() - interval '10 minutes' order by started_at desc limit 50",
         "select * from forge_metrics where name = 'm7' and at > now() - interval '1 hour' and at <= now() and labels @> '{}' order by at",
     ];
     for sql in plans {

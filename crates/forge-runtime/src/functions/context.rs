@@ -79,10 +79,7 @@ impl CallParts {
     }
 }
 
-/// A new W3C trace id: 32 lowercase hex digits, not all zero.
-pub(crate) fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
+pub(crate) use crate::observability::new_trace_id;
 
 /// The HTTP client actions get by default: 5 s to connect, 30 s per request.
 fn default_http_client() -> reqwest::Client {

@@ -22,9 +22,8 @@ use super::context::{Claimed, JobContext};
 use super::dispatch::Notifier;
 use super::job::JobRegistry;
 use super::sql;
-use crate::functions::new_trace_id;
 use crate::gateway::parse_traceparent;
-use crate::observability::{DURATION_BUCKETS, Metrics};
+use crate::observability::{DURATION_BUCKETS, Metrics, job_trace_id};
 
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
@@ -254,12 +253,13 @@ struct ClaimedJob {
 }
 
 /// The attempt's span: it continues the trace of whatever dispatched the job (its
-/// `traceparent`), or starts one.
+/// `traceparent`), or the job's own trace, derived from its id (see
+/// [`crate::observability::trace_of_job`]).
 fn job_span(node_id: &str, job: &ClaimedJob) -> tracing::Span {
     let parent = job.metadata.get("traceparent").and_then(|v| v.as_str()).and_then(parse_traceparent);
     let (trace_id, parent_span_id) = match parent {
         Some(p) => (p.trace_id, Some(p.parent_id)),
-        None => (new_trace_id(), None),
+        None => (job_trace_id(job.id), None),
     };
     tracing::info_span!(
         "forge.job",
@@ -269,7 +269,6 @@ fn job_span(node_id: &str, job: &ClaimedJob) -> tracing::Span {
         parent_span_id = parent_span_id.as_deref(),
         job_id = job.id,
         kind = %job.kind,
-        queue = %job.queue,
         attempt = job.attempt,
         cron = job.metadata.get("cron").and_then(|v| v.as_str()),
         status = tracing::field::Empty,

@@ -21,6 +21,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::ids::new_span_id;
 use super::logs::{LogRecord, level_name};
 use super::telemetry::{self, Telemetry};
 use super::traces::SpanRecord;
@@ -70,7 +71,7 @@ struct Recording {
     kind: String,
     started_at: DateTime<Utc>,
     started: Instant,
-    attributes: serde_json::Map<String, serde_json::Value>,
+    attributes: Vec<(&'static str, serde_json::Value)>,
     error: bool,
 }
 
@@ -99,16 +100,18 @@ impl SpanFields<'_> {
                     "status" if value == "error" => self.recording.error = true,
                     _ => {}
                 }
-                self.recording.attributes.insert(name.to_owned(), value.into());
+                self.recording.attributes.push((name, value.into()));
             }
         }
     }
 
     fn value(&mut self, field: &Field, value: serde_json::Value) {
         if field.name() == "job_id" {
+            // A column of its own.
             self.context.job_id = value.as_i64();
+            return;
         }
-        self.recording.attributes.insert(field.name().to_owned(), value);
+        self.recording.attributes.push((field.name(), value));
     }
 }
 
@@ -180,12 +183,6 @@ impl Visit for EventFields {
     }
 }
 
-/// A new span id: 16 hex digits.
-pub(crate) fn new_span_id() -> String {
-    let id = uuid::Uuid::new_v4();
-    id.simple().to_string()[..16].to_owned()
-}
-
 fn skipped(target: &str) -> bool {
     SKIPPED_TARGETS.iter().any(|t| target.starts_with(t))
 }
@@ -208,7 +205,7 @@ where
             kind: "internal".to_owned(),
             started_at: Utc::now(),
             started: Instant::now(),
-            attributes: serde_json::Map::new(),
+            attributes: Vec::new(),
             error: false,
         };
         attrs.record(&mut SpanFields { context: &mut context, recording: &mut recording });

@@ -62,6 +62,15 @@ impl Metrics {
         }
     }
 
+    /// Adds `delta` to gauge `name` with `labels` (from 0 if never set).
+    pub fn gauge_add(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], delta: f64) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name).or_insert_with(|| Family::Gauge { help, values: BTreeMap::new() });
+        if let Family::Gauge { values, .. } = family {
+            *values.entry(owned(labels)).or_default() += delta;
+        }
+    }
+
     /// Forgets every series of gauge `name` (before setting the ones that still exist).
     pub fn clear_gauge(&self, name: &str) {
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);

@@ -7,28 +7,33 @@
 //!   (`forge.http`), function call (`forge.function`), job attempt (`forge.job`) and cron tick
 //!   (`forge.cron`) is a span; a job continues the trace of whatever dispatched it.
 //! - **Metrics**: [`Metrics`] in memory, shown by `GET /metrics` and written to `forge_metrics`
-//!   every `metrics_interval`, one row per series per interval.
+//!   every `metrics_interval`, one row per series per interval. Application code records its
+//!   own through the `metrics` crate's macros ([`ForgeRecorder`]).
 //!
 //! Recording never waits on the database: see [`Telemetry`]. The leader deletes old rows
 //! ([`enforce_retention`]); [`LogQuery`], [`trace`] and [`SeriesQuery`] read them back.
 
 mod buffer;
+mod ids;
 mod layer;
 mod logs;
 mod metrics;
 mod query;
+mod recorder;
 mod retention;
 mod sql;
 mod system;
 mod telemetry;
 mod traces;
 
+pub use ids::{job_trace_id, new_trace_id, trace_of_job};
 pub use layer::TelemetryLayer;
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
 pub use query::{
     LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, SpanNode, Trace, trace,
 };
+pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
 pub(crate) use telemetry::{FlushSettings, current_metrics, sample_queue_depth, spawn_flusher};

@@ -246,6 +246,9 @@ impl Trace {
 
 /// Trace `trace_id` as a span tree, or `None` if none of its spans are stored.
 pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx::Error> {
+    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
     let rows = sqlx::query(sql::TRACE_SPANS).bind(trace_id).fetch_all(pool).await?;
     let mut spans = Vec::with_capacity(rows.len());
     for row in rows {

@@ -13,7 +13,7 @@ from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::jsonb[], 
 pub(crate) const INSERT_SPANS: &str = r#"
 insert into forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status,
                           attributes, node_id, job_id, function)
-select trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes, $10,
+select trace_id::uuid, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes, $10,
        job_id, function
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bigint[],
             $8::text[], $9::jsonb[], $11::bigint[], $12::text[])
@@ -48,10 +48,10 @@ pub(crate) fn delete_older(table: &str, column: &str) -> String {
 
 /// A trace's spans, in start order.
 pub(crate) const TRACE_SPANS: &str = r#"
-select trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes,
+select span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes,
        node_id, job_id, function
 from forge_traces
-where trace_id = $1
+where trace_id = $1::uuid
 order by started_at, span_id
 limit 10000
 "#;

@@ -28,7 +28,7 @@ pub struct SpanRecord {
     /// `ok` or `error`.
     pub status: &'static str,
     /// Its fields.
-    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub attributes: Vec<(&'static str, serde_json::Value)>,
     /// The job it belongs to.
     pub job_id: Option<i64>,
     /// The function it belongs to.
@@ -53,7 +53,8 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -
         started_at.push(s.started_at);
         duration.push(s.duration_us);
         status.push(s.status);
-        attributes.push(serde_json::Value::Object(s.attributes.clone()));
+        attributes
+            .push(serde_json::Value::Object(s.attributes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()));
         job_id.push(s.job_id);
         function.push(s.function.as_deref());
     }

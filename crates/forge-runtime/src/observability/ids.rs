@@ -1,0 +1,84 @@
+//! Trace and span ids without a system call each: a per-process random seed stepped through
+//! an odd multiplier (a bijection on 64 bits), so ids never repeat within a process and look
+//! random across processes.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Step of the sequence: odd, so `seed + n * STEP` visits every 64-bit value once.
+const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn next() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let seed = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // The finaliser of splitmix64 scrambles consecutive values.
+    let mut z = seed.wrapping_add(n.wrapping_mul(STEP));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A new span id: 16 lowercase hex digits, not all zero.
+pub(crate) fn new_span_id() -> String {
+    let mut v = next();
+    if v == 0 {
+        v = 1;
+    }
+    format!("{v:016x}")
+}
+
+/// A new W3C trace id: 32 lowercase hex digits, not all zero.
+pub fn new_trace_id() -> String {
+    format!("{:016x}{:016x}", next(), next() | 1)
+}
+
+/// The trace of job `id` when nothing dispatched it inside a trace: derived from the id, so
+/// every attempt of the job shares one trace and the dashboard finds it from the job's row.
+pub fn job_trace_id(id: i64) -> String {
+    let digest = Sha256::digest(format!("forge.job:{id}").as_bytes());
+    let mut out: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    if out.bytes().all(|b| b == b'0') {
+        out.replace_range(31.., "1");
+    }
+    out
+}
+
+/// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
+pub fn trace_of_job(id: i64, metadata: &serde_json::Value) -> String {
+    metadata
+        .get("traceparent")
+        .and_then(|v| v.as_str())
+        .and_then(crate::gateway::parse_traceparent)
+        .map_or_else(|| job_trace_id(id), |p| p.trace_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_w3c_shape_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let span = new_span_id();
+            assert_eq!(span.len(), 16);
+            assert!(seen.insert(span));
+        }
+        let trace = new_trace_id();
+        assert_eq!(trace.len(), 32);
+        assert!(trace.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn a_jobs_trace_is_its_dispatchers_or_derived_from_its_id() {
+        assert_eq!(job_trace_id(42), job_trace_id(42));
+        assert_ne!(job_trace_id(42), job_trace_id(43));
+        assert_eq!(trace_of_job(42, &serde_json::json!({})), job_trace_id(42));
+        let metadata = serde_json::json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
+        assert_eq!(trace_of_job(42, &metadata), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}
