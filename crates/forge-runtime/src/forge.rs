@@ -25,7 +25,7 @@ use crate::gateway::{self, GatewayState};
 use crate::jobs::maintenance::{self, MaintenanceSettings};
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
-use crate::observability::{self, FlushSettings, Telemetry, TelemetryLayer};
+use crate::observability::{self, FlushSettings, StoreFilter, Telemetry, TelemetryLayer};
 
 /// Builds a [`Forge`] node.
 #[derive(Debug, Default)]
@@ -219,7 +219,7 @@ impl Forge {
                 db.pool().clone(),
                 self.registry.clone(),
                 notifier.clone(),
-                telemetry.metrics().clone(),
+                telemetry.clone(),
                 WorkerSettings {
                     node_id: node_id.clone(),
                     queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
@@ -486,8 +486,9 @@ pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
 /// Without a subscriber (a test, a program that did not call [`init_tracing`]), installs one
 /// that only stores telemetry; with a subscriber lacking the [`TelemetryLayer`], says so once.
 fn install_telemetry_layer(config: &ObservabilityConfig) {
-    if !tracing::dispatcher::has_been_set() {
-        let filter = store_filter(config).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !tracing::dispatcher::has_been_set()
+        && let Ok(filter) = store_filter(config)
+    {
         let _ = tracing_subscriber::registry().with(TelemetryLayer::new().with_filter(filter)).try_init();
     }
     static WARNED: std::sync::Once = std::sync::Once::new();
@@ -500,8 +501,8 @@ fn install_telemetry_layer(config: &ObservabilityConfig) {
     }
 }
 
-fn store_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
-    EnvFilter::try_new(&config.store_level).map_err(|e| Error::Setting {
+fn store_filter(config: &ObservabilityConfig) -> Result<StoreFilter> {
+    StoreFilter::new(&config.store_level).map_err(|e| Error::Setting {
         key: "observability.store_level",
         message: format!("invalid filter {:?}: {e}", config.store_level),
     })

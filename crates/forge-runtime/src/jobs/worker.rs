@@ -23,7 +23,10 @@ use super::dispatch::Notifier;
 use super::job::JobRegistry;
 use super::sql;
 use crate::gateway::parse_traceparent;
-use crate::observability::{DURATION_BUCKETS, Metrics, job_trace_id};
+use crate::observability::{
+    self, DURATION_BUCKETS, JOB_SPAN, Metrics, SpanContext, SpanRecord, Telemetry, in_task_context, job_trace_id,
+    new_span_id,
+};
 
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
@@ -59,7 +62,7 @@ struct Shared {
     registry: JobRegistry,
     notifier: Notifier,
     completer: Completer,
-    metrics: Metrics,
+    telemetry: Arc<Telemetry>,
     settings: WorkerSettings,
     running: Mutex<HashMap<i64, Running>>,
     wakers: HashMap<String, Arc<Notify>>,
@@ -100,7 +103,7 @@ impl Worker {
         pool: PgPool,
         registry: JobRegistry,
         notifier: Notifier,
-        metrics: Metrics,
+        telemetry: Arc<Telemetry>,
         settings: WorkerSettings,
     ) -> Self {
         let (completer, completer_task) = Completer::spawn(pool.clone(), notifier.clone());
@@ -110,7 +113,7 @@ impl Worker {
             registry,
             notifier,
             completer,
-            metrics,
+            telemetry,
             settings: settings.clone(),
             running: Mutex::new(HashMap::new()),
             wakers,
@@ -196,8 +199,11 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
                 busy = full;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let span = job_span(&shared.settings.node_id, &job);
-                    tokio::spawn(execute(shared.clone(), job, permit).instrument(span));
+                    let context = job_context(&shared, &job);
+                    // For printed logs only: stored records take the attempt's task context.
+                    let span = tracing::info_span!(JOB_SPAN, job_id = job.id, kind = %job.kind, attempt = job.attempt);
+                    let attempt = execute(shared.clone(), job, permit).instrument(span);
+                    tokio::spawn(in_task_context(context, attempt));
                 }
                 drop(permits);
                 if full {
@@ -252,28 +258,24 @@ struct ClaimedJob {
     metadata: serde_json::Value,
 }
 
-/// The attempt's span: it continues the trace of whatever dispatched the job (its
+/// The attempt's context: it continues the trace of whatever dispatched the job (its
 /// `traceparent`), or the job's own trace, derived from its id (see
 /// [`crate::observability::trace_of_job`]).
-fn job_span(node_id: &str, job: &ClaimedJob) -> tracing::Span {
+fn job_context(shared: &Shared, job: &ClaimedJob) -> SpanContext {
     let parent = job.metadata.get("traceparent").and_then(|v| v.as_str()).and_then(parse_traceparent);
     let (trace_id, parent_span_id) = match parent {
         Some(p) => (p.trace_id, Some(p.parent_id)),
         None => (job_trace_id(job.id), None),
     };
-    tracing::info_span!(
-        "forge.job",
-        node_id,
-        span_kind = "consumer",
-        trace_id = %trace_id,
-        parent_span_id = parent_span_id.as_deref(),
-        job_id = job.id,
-        kind = %job.kind,
-        attempt = job.attempt,
-        cron = job.metadata.get("cron").and_then(|v| v.as_str()),
-        status = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    )
+    SpanContext {
+        node: shared.telemetry.is_attached().then(|| shared.telemetry.clone()),
+        trace_id: Some(trace_id),
+        span_id: new_span_id(),
+        parent_span_id,
+        job_id: Some(job.id),
+        cron: job.metadata.get("cron").and_then(|v| v.as_str()).map(str::to_owned),
+        function: None,
+    }
 }
 
 async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>, sqlx::Error> {
@@ -288,7 +290,7 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
     let now = Utc::now();
     for job in &jobs {
         let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-        shared.metrics.observe(
+        shared.telemetry.metrics().observe(
             "forge_job_pickup_seconds",
             "Time from a job being due to a worker claiming it, by queue.",
             DURATION_BUCKETS,
@@ -328,6 +330,7 @@ enum Ended {
 
 async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
     let started = std::time::Instant::now();
+    let started_at = Utc::now();
     let token = shared.running.lock().ok().and_then(|r| r.get(&job.id).map(|r| r.token.clone())).unwrap_or_default();
     let registered = shared.registry.get(&job.kind).cloned();
     let ended = match &registered {
@@ -353,8 +356,12 @@ async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePer
     {
         tracing::warn!(error = %e.message(), "attempt failed");
     }
+    // Completed inside the job's own transaction: no outcome left to send, but completed.
+    let written = matches!(ended, Ended::Written);
     let outcome = outcome(&job, ended, registered.as_ref().map(|r| &r.options));
-    record_attempt(&shared.metrics, &job, outcome.as_ref(), started.elapsed());
+    let state = outcome.as_ref().map(|o| o.state).or(written.then_some(JobState::Completed));
+    let failed = outcome.as_ref().is_some_and(|o| o.error.is_some() && o.state != JobState::Cancelled);
+    record_attempt(shared.telemetry.metrics(), &job, state, failed, started_at, started.elapsed());
     if let Some(outcome) = outcome {
         shared.completer.send(outcome);
     }
@@ -434,8 +441,15 @@ async fn run_attempt(
     ended
 }
 
-/// Counts the attempt by how it ended and marks its span.
-fn record_attempt(metrics: &Metrics, job: &ClaimedJob, outcome: Option<&Outcome>, took: Duration) {
+/// Counts the attempt by how it ended and records its span.
+fn record_attempt(
+    metrics: &Metrics,
+    job: &ClaimedJob,
+    state: Option<JobState>,
+    failed: bool,
+    started_at: DateTime<Utc>,
+    took: Duration,
+) {
     let labels = [("kind", job.kind.as_str()), ("queue", job.queue.as_str())];
     metrics.observe(
         "forge_job_duration_seconds",
@@ -444,14 +458,12 @@ fn record_attempt(metrics: &Metrics, job: &ClaimedJob, outcome: Option<&Outcome>
         &labels,
         took.as_secs_f64(),
     );
-    let Some(outcome) = outcome else { return };
-    let span = tracing::Span::current();
-    span.record("outcome", outcome.state.as_str());
-    if outcome.error.is_some() && outcome.state != JobState::Cancelled {
-        span.record("status", "error");
+    record_span(job, state, failed, started_at, took);
+    let Some(state) = state else { return };
+    if failed {
         metrics.count("forge_jobs_failed_total", "Job attempts that failed, by kind and queue.", &labels, 1);
     }
-    match outcome.state {
+    match state {
         JobState::Completed => {
             metrics.count("forge_jobs_completed_total", "Jobs completed, by kind and queue.", &labels, 1);
         }
@@ -463,6 +475,32 @@ fn record_attempt(metrics: &Metrics, job: &ClaimedJob, outcome: Option<&Outcome>
         }
         _ => {}
     }
+}
+
+/// The attempt's span, into its node's buffer (when the node stores telemetry).
+fn record_span(job: &ClaimedJob, state: Option<JobState>, failed: bool, started_at: DateTime<Utc>, took: Duration) {
+    let Some(context) = observability::current_context() else { return };
+    let (Some(node), Some(trace_id)) = (context.node, context.trace_id) else { return };
+    // No state: the lease was lost (the job is another node's now).
+    let outcome = state.map_or("lease_lost", JobState::as_str);
+    node.push_span(SpanRecord {
+        trace_id,
+        span_id: context.span_id,
+        parent_span_id: context.parent_span_id,
+        name: JOB_SPAN.to_owned(),
+        kind: "consumer".to_owned(),
+        started_at,
+        duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        status: if failed { "error" } else { "ok" },
+        attributes: vec![
+            ("kind", job.kind.clone().into()),
+            ("queue", job.queue.clone().into()),
+            ("attempt", job.attempt.into()),
+            ("outcome", outcome.into()),
+        ],
+        job_id: Some(job.id),
+        function: None,
+    });
 }
 
 fn outcome(job: &ClaimedJob, ended: Ended, options: Option<&forge_core::jobs::JobOptions>) -> Option<Outcome> {

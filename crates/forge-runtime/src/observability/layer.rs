@@ -1,7 +1,8 @@
 //! [`TelemetryLayer`]: the `tracing` layer that feeds each node's buffers.
 //!
-//! Every span gets a [`SpanContext`] inherited from its parent: the node it belongs to, the
-//! trace, the job (`job_id`, `cron`) and the function. Root spans name their node with a
+//! Every span gets a [`SpanContext`] inherited from its parent (or, outside any stored span, from
+//! the job attempt its task runs): the node it belongs to, the trace, the job (`job_id`,
+//! `cron`) and the function. Root spans name their node with a
 //! `node_id` field and their trace with `trace_id` (and `parent_span_id` when the trace came
 //! from elsewhere, such as a `traceparent` header or a job's dispatcher). Events become log
 //! records carrying that context; spans inside a trace become span records when they close.
@@ -15,11 +16,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::Context;
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use super::ids::new_span_id;
 use super::logs::{LogRecord, level_name};
@@ -42,6 +45,62 @@ impl TelemetryLayer {
     /// The layer.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+/// The filter to put on a [`TelemetryLayer`]: `directives` (an `EnvFilter`, such as `"info"`)
+/// for what is stored, minus the `forge.job` span, which the worker records itself (it exists
+/// for printed logs only; a job's records get their context from the attempt's task).
+#[derive(Debug)]
+pub struct StoreFilter {
+    env: EnvFilter,
+}
+
+impl StoreFilter {
+    /// A filter storing what `directives` enable.
+    pub fn new(directives: &str) -> Result<Self, tracing_subscriber::filter::ParseError> {
+        Ok(Self { env: EnvFilter::try_new(directives)? })
+    }
+
+    fn is_job_span(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && meta.name() == JOB_SPAN
+    }
+}
+
+/// The name of the printed-only span around a job attempt.
+pub(crate) const JOB_SPAN: &str = "forge.job";
+
+impl<S: Subscriber> Filter<S> for StoreFilter {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        !Self::is_job_span(meta) && Filter::<S>::enabled(&self.env, meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if Self::is_job_span(meta) { Interest::never() } else { Filter::<S>::callsite_enabled(&self.env, meta) }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Filter::<S>::max_level_hint(&self.env)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_new_span(&self.env, attrs, id, ctx);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        Filter::<S>::on_record(&self.env, id, values, ctx);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_enter(&self.env, id, ctx);
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_exit(&self.env, id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.env, id, ctx);
     }
 }
 
@@ -196,8 +255,11 @@ where
         if skipped(span.metadata().target()) {
             return;
         }
-        let mut context =
-            span.parent().and_then(|parent| parent.extensions().get::<SpanContext>().cloned()).unwrap_or_default();
+        let mut context = span
+            .parent()
+            .and_then(|parent| parent.extensions().get::<SpanContext>().cloned())
+            .or_else(telemetry::task_context)
+            .unwrap_or_default();
         context.parent_span_id = (!context.span_id.is_empty()).then(|| std::mem::take(&mut context.span_id));
         context.span_id = new_span_id();
         let mut recording = Recording {
@@ -230,7 +292,10 @@ where
             return;
         }
         let span = ctx.event_span(event);
-        let context = span.as_ref().and_then(|span| span.extensions().get::<SpanContext>().cloned());
+        let context = span
+            .as_ref()
+            .and_then(|span| span.extensions().get::<SpanContext>().cloned())
+            .or_else(telemetry::task_context);
         let Some(node) = context.as_ref().and_then(|c| c.node.clone()).or_else(telemetry::default_node) else {
             return;
         };

@@ -26,8 +26,10 @@ mod system;
 mod telemetry;
 mod traces;
 
+pub(crate) use ids::new_span_id;
 pub use ids::{job_trace_id, new_trace_id, trace_of_job};
-pub use layer::TelemetryLayer;
+pub(crate) use layer::{JOB_SPAN, SpanContext};
+pub use layer::{StoreFilter, TelemetryLayer};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
 pub use query::{
@@ -36,6 +38,8 @@ pub use query::{
 pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
-pub(crate) use telemetry::{FlushSettings, current_metrics, sample_queue_depth, spawn_flusher};
+pub(crate) use telemetry::{
+    FlushSettings, current_context, current_metrics, in_task_context, sample_queue_depth, spawn_flusher,
+};
 pub use telemetry::{Probes, Telemetry, current_traceparent};
 pub use traces::SpanRecord;

@@ -9,17 +9,9 @@ from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::jsonb[], 
      as t(at, level, target, message, fields, trace_id, span_id, job_id, cron, function)
 "#;
 
-/// Spans, one array per column; `$10` is the node.
-pub(crate) const INSERT_SPANS: &str = r#"
-insert into forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status,
-                          attributes, node_id, job_id, function)
-select trace_id::uuid, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes, $10,
-       job_id, function
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bigint[],
-            $8::text[], $9::jsonb[], $11::bigint[], $12::text[])
-     as t(trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, attributes,
-          job_id, function)
-"#;
+/// Spans, in COPY's text format.
+pub(crate) const COPY_SPANS: &str = "copy forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, \
+     duration_us, status, attributes, node_id, job_id, function) from stdin";
 
 /// One interval's metric rows: `$1` the time, `$2` the node, `$3` the interval's length.
 pub(crate) const INSERT_METRICS: &str = r#"

@@ -62,6 +62,7 @@ pub struct Telemetry {
     metrics: Metrics,
     probes: Probes,
     wake: Notify,
+    attached: AtomicBool,
 }
 
 /// The nodes of this process that store telemetry, oldest first.
@@ -89,6 +90,7 @@ impl Telemetry {
             metrics: Metrics::default(),
             probes: Probes::default(),
             wake: Notify::new(),
+            attached: AtomicBool::new(false),
         })
     }
 
@@ -127,10 +129,17 @@ impl Telemetry {
         let mut nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
         nodes.retain(|t| t.strong_count() > 0);
         nodes.push(Arc::downgrade(self));
+        self.attached.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the node stores telemetry (it is attached).
+    pub(crate) fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed)
     }
 
     /// Stops receiving records.
     pub(crate) fn detach(&self) {
+        self.attached.store(false, Ordering::SeqCst);
         let mut nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
         nodes.retain(|t| t.upgrade().is_some_and(|t| !std::ptr::eq(Arc::as_ptr(&t), self)));
     }
@@ -215,7 +224,27 @@ pub(crate) async fn sample_queue_depth(metrics: &Metrics, pool: &PgPool) -> Resu
     Ok(())
 }
 
-/// The trace context of the current span, if it is inside a trace.
+tokio::task_local! {
+    /// The job attempt the current task runs: the context of records outside any stored span.
+    /// Cheaper than a stored span per attempt, which at thousands of jobs a second costs more
+    /// than the jobs themselves (see `forge-bench jobs --observability on|off`).
+    static TASK_CONTEXT: SpanContext;
+}
+
+/// The context of the job attempt the current task runs, if any.
+pub(crate) fn task_context() -> Option<SpanContext> {
+    TASK_CONTEXT.try_with(SpanContext::clone).ok()
+}
+
+/// Runs `future` as a job attempt with `context`.
+pub(crate) fn in_task_context<F: std::future::Future>(
+    context: SpanContext,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    TASK_CONTEXT.scope(context, future)
+}
+
+/// The trace context of the current span (or job attempt), if it is inside a trace.
 pub(crate) fn current_context() -> Option<SpanContext> {
     use tracing_subscriber::registry::{LookupSpan, Registry};
     tracing::Span::current()
@@ -225,6 +254,7 @@ pub(crate) fn current_context() -> Option<SpanContext> {
             span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
         })
         .flatten()
+        .or_else(task_context)
 }
 
 /// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it

@@ -442,7 +442,7 @@ impl TestDatabase {
             self.pool.clone(),
             JobRegistry::collect(&[]),
             notifier,
-            crate::observability::Metrics::default(),
+            crate::observability::Telemetry::new("drain_queue", 1),
             WorkerSettings {
                 node_id: "drain_queue".to_owned(),
                 queues: vec![(queue.to_owned(), 1)],
