@@ -199,11 +199,15 @@ async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: C
                 busy = full;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let context = job_context(&shared, &job);
                     // For printed logs only: stored records take the attempt's task context.
                     let span = tracing::info_span!(JOB_SPAN, job_id = job.id, kind = %job.kind, attempt = job.attempt);
-                    let attempt = execute(shared.clone(), job, permit).instrument(span);
-                    tokio::spawn(in_task_context(context, attempt));
+                    if shared.telemetry.is_attached() {
+                        let context = job_context(&shared, &job);
+                        let attempt = execute(shared.clone(), job, permit).instrument(span);
+                        tokio::spawn(in_task_context(context, attempt));
+                    } else {
+                        tokio::spawn(execute(shared.clone(), job, permit).instrument(span));
+                    }
                 }
                 drop(permits);
                 if full {
@@ -268,7 +272,7 @@ fn job_context(shared: &Shared, job: &ClaimedJob) -> SpanContext {
         None => (job_trace_id(job.id), None),
     };
     SpanContext {
-        node: shared.telemetry.is_attached().then(|| shared.telemetry.clone()),
+        node: Some(shared.telemetry.clone()),
         trace_id: Some(trace_id),
         span_id: new_span_id(),
         parent_span_id,

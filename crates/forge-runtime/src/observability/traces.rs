@@ -40,8 +40,7 @@ pub struct SpanRecord {
 pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -> Result<(), sqlx::Error> {
     let mut data = String::with_capacity(batch.len() * 256);
     for s in batch {
-        let attributes =
-            serde_json::Value::Object(s.attributes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect());
+        let attributes = attributes_json(&s.attributes);
         let started_at = s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let (duration, job_id) = (s.duration_us.to_string(), s.job_id.map(|id| id.to_string()));
         let fields: [Option<&str>; 12] = [
@@ -53,7 +52,7 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -
             Some(&started_at),
             Some(&duration),
             Some(s.status),
-            Some(&attributes.to_string()),
+            Some(&attributes),
             Some(node_id),
             job_id.as_deref(),
             s.function.as_deref(),
@@ -65,6 +64,22 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
     Ok(())
+}
+
+/// `{"key": value, …}` straight from the pairs.
+fn attributes_json(pairs: &[(&'static str, serde_json::Value)]) -> String {
+    let mut out = String::with_capacity(16 + pairs.len() * 24);
+    out.push('{');
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::from(*key).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    out
 }
 
 /// Appends one row in COPY's text format: tab-separated, `\N` for NULL, escaped.
@@ -101,6 +116,8 @@ mod tests {
     fn copy_rows_escape_what_the_text_format_reserves() {
         let mut out = String::new();
         copy_row(&mut out, &[Some("a\tb\nc\\d\re\0f"), None, Some("")]);
+        let pairs = [("kind", serde_json::json!("a\"b")), ("attempt", serde_json::json!(2))];
+        assert_eq!(super::attributes_json(&pairs), r#"{"kind":"a\"b","attempt":2}"#);
         assert_eq!(out, "a\\tb\\nc\\\\d\\ref\t\\N\t\n");
     }
 }
