@@ -51,6 +51,8 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[LogRecord]) ->
         cron.push(r.cron.as_deref());
         function.push(r.function.as_deref());
     }
+    let mut tx = pool.begin().await?;
+    sqlx::query(sql::RELAXED_COMMIT).execute(&mut *tx).await?;
     sqlx::query(sql::INSERT_LOGS)
         .bind(at)
         .bind(level)
@@ -63,9 +65,9 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[LogRecord]) ->
         .bind(job_id)
         .bind(cron)
         .bind(function)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }
 
 pub(crate) fn level_name(level: tracing::Level) -> &'static str {

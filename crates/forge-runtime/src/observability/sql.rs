@@ -1,5 +1,11 @@
 //! The observability component's SQL.
 
+/// Telemetry commits without waiting for its WAL to reach the disk. Jobs' own commits wait for
+/// the disk (fsync) and share it with telemetry: at thousands of attempts a second, waiting
+/// here too would slow the queue. A Postgres crash may lose the last fraction of a second of
+/// telemetry; never a job, and never consistency.
+pub(crate) const RELAXED_COMMIT: &str = "set local synchronous_commit = off";
+
 /// Log records, one array per column; `$8` is the node.
 pub(crate) const INSERT_LOGS: &str = r#"
 insert into forge_logs (at, level, target, message, fields, trace_id, span_id, node_id, job_id, cron, function)

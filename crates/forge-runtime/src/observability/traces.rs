@@ -59,11 +59,13 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -
         ];
         copy_row(&mut data, &fields);
     }
-    let mut conn = pool.acquire().await?;
-    let mut copy = conn.copy_in_raw(sql::COPY_SPANS).await?;
+    let mut tx = pool.begin().await?;
+    // Telemetry does not wait for the disk: see `sql::RELAXED_COMMIT`.
+    sqlx::query(sql::RELAXED_COMMIT).execute(&mut *tx).await?;
+    let mut copy = tx.copy_in_raw(sql::COPY_SPANS).await?;
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// `{"key": value, …}` straight from the pairs.
