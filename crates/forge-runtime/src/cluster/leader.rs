@@ -167,11 +167,14 @@ async fn lead(
 }
 
 /// Begins or extends the term on the lock's connection; `false` if that did not succeed within
-/// the renewal interval.
+/// half the term. A slow database is not a lost lock (the lock lives with the connection, and
+/// nobody else can take it meanwhile), so a loaded server does not make the leader step down;
+/// an error, or no answer within half the term, does.
 async fn term_query(statement: &'static str, conn: &mut PgConnection, node_id: &str, settings: LeaderSettings) -> bool {
     let query =
         sqlx::query(statement).bind(SCHEDULER_ROLE).bind(node_id).bind(settings.term.as_secs_f64()).execute(conn);
-    matches!(tokio::time::timeout(settings.renew_every, query).await, Ok(Ok(_)))
+    let patience = (settings.term / 2).max(settings.renew_every);
+    matches!(tokio::time::timeout(patience, query).await, Ok(Ok(_)))
 }
 
 /// The leader's sweep: declares dead the nodes silent past `dead_after` and rescues their
