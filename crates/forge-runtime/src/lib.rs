@@ -22,6 +22,7 @@
 
 pub mod cluster;
 pub mod cron;
+mod dashboard;
 pub mod db;
 mod error;
 mod forge;

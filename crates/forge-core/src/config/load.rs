@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::ForgeConfig;
 
 /// The sections of `forge.toml`; `FORGE_<SECTION>_<KEY>` overrides only these.
-const SECTIONS: [&str; 7] = ["project", "database", "node", "gateway", "worker", "observability", "auth"];
+const SECTIONS: [&str; 8] = ["project", "database", "node", "gateway", "worker", "observability", "auth", "dashboard"];
 
 /// Why a configuration could not be read.
 #[derive(Debug, thiserror::Error)]

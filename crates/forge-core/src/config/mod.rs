@@ -57,6 +57,27 @@ pub struct ForgeConfig {
     pub observability: ObservabilityConfig,
     /// `[auth]`: how callers prove who they are.
     pub auth: AuthConfig,
+    /// `[dashboard]`: the built-in dashboard and its `/_api`.
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DashboardConfig {
+    /// Whether `/_api` (and the dashboard) is served. Default `true`.
+    pub enabled: bool,
+    /// Open without credentials when the gateway listens on a loopback address only
+    /// (development). Otherwise, and when this is `false`, callers need the `admin` role (a JWT
+    /// role or an API key's). Default `true`.
+    pub open_on_loopback: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self { enabled: true, open_on_loopback: true }
+    }
 }
 
 /// `[project]`.

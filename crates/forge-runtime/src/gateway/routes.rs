@@ -43,6 +43,8 @@ struct Inner {
     body_limit: usize,
     timeout: Duration,
     cors_origins: Vec<String>,
+    dashboard: bool,
+    dashboard_open: bool,
 }
 
 impl GatewayState {
@@ -80,6 +82,8 @@ impl GatewayState {
                 body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
                 timeout: gw.request_timeout.as_std(),
                 cors_origins: gw.cors_origins.clone(),
+                dashboard: config.dashboard.enabled,
+                dashboard_open: config.dashboard.open_on_loopback && is_loopback(&gw.host),
             }),
         }
     }
@@ -94,6 +98,11 @@ impl GatewayState {
 
     pub(crate) fn authenticator(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    /// Whether `/_api` answers without credentials (a loopback-only development gateway).
+    pub(crate) fn dashboard_open(&self) -> bool {
+        self.inner.dashboard_open
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -135,6 +144,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/metrics", get(metrics::serve))
         .route("/rpc", post(rpc::call_jsonrpc))
         .route("/rpc/{function}", post(rpc::call_rest))
+        .merge(if inner.dashboard { crate::dashboard::router(state.clone()) } else { Router::new() })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(inner.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, inner.timeout));
@@ -167,6 +177,12 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Whether `host` names only this machine (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

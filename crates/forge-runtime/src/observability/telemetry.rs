@@ -209,9 +209,14 @@ impl Telemetry {
     }
 }
 
+/// Unfinished jobs as (queue, state, count), ordered by queue and state.
+pub(crate) async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(sql::QUEUE_DEPTH).fetch_all(pool).await
+}
+
 /// Sets `forge_queue_depth` from the job table (one query; the leader runs it).
 pub(crate) async fn sample_queue_depth(metrics: &Metrics, pool: &PgPool) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query_as::<_, (String, String, i64)>(sql::QUEUE_DEPTH).fetch_all(pool).await?;
+    let rows = queue_depths(pool).await?;
     metrics.clear_gauge("forge_queue_depth");
     for (queue, state, n) in rows {
         metrics.gauge(

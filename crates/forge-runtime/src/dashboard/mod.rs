@@ -1,0 +1,23 @@
+//! The dashboard's JSON API, served by the gateway under `/_api`.
+//!
+//! | route | answers |
+//! |-------|---------|
+//! | `GET /_api/jobs` | jobs, newest first: `state`, `kind`, `queue` filters, `limit` (≤ 500), `before` (an id: the next page) |
+//! | `GET /_api/jobs/{id}` | one job: arguments, output, every failed attempt's error, progress, timing, node, trace id |
+//! | `GET /_api/jobs/{id}/logs` | that job's logs, newest first |
+//! | `GET /_api/logs` | logs: `level` (minimum), `q` (text), `job`, `trace`, `node`, `since`, `until`, `limit`, `before_at` + `before_id` |
+//! | `GET /_api/traces/{trace_id}` | a trace as a span tree |
+//! | `GET /_api/metrics/{name}` | a metric's series: `since`, `until`, `step` (`"1m"`), `label` (`key:value`, repeatable) |
+//! | `GET /_api/queues` | unfinished jobs by queue and state |
+//! | `GET /_api/nodes` | nodes, their roles, heartbeat age, and the leader |
+//! | `GET /_api/functions` | registered queries, mutations and actions |
+//!
+//! Errors are `application/problem+json`: 400 for a bad parameter (naming it), 401 without
+//! valid credentials, 403 without the `admin` role, 404 for what does not exist. Access: open
+//! when the gateway listens on loopback only and `[dashboard] open_on_loopback` (development);
+//! otherwise callers need the `admin` role.
+
+mod api;
+mod sql;
+
+pub(crate) use api::router;
