@@ -166,3 +166,47 @@ async fn off_loopback_the_api_needs_the_admin_role() {
     let router = db.router_with(&config).expect("router");
     assert_eq!(get(&router, "/_api/functions", &[("x-api-key", &admin)]).await.0, 404);
 }
+
+async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = Request::post(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("response");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn state_of(db: &TestDatabase, id: i64) -> String {
+    sqlx::query_scalar("select state from forge_jobs where id = $1").bind(id).fetch_one(db.pool()).await.expect("state")
+}
+
+#[tokio::test]
+async fn jobs_are_retried_and_cancelled_with_the_csrf_header_only() {
+    let db = TestDatabase::new().await.expect("db");
+    seed(&db).await;
+    let router = db.router().expect("router");
+    let csrf = [("x-forge-csrf", "1")];
+
+    // Without the header nothing changes, whoever asks.
+    let (status, body) = post(&router, "/_api/jobs/1/retry", &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(state_of(&db, 1).await, "discarded");
+
+    let (status, body) = post(&router, "/_api/jobs/1/retry", &csrf).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("available")), "{body}");
+    assert_eq!(state_of(&db, 1).await, "available");
+    let (status, body) = post(&router, "/_api/jobs/1/retry", &csrf).await;
+    assert_eq!(status, 409, "only discarded or cancelled jobs: {body}");
+
+    let (status, body) = post(&router, "/_api/jobs/1/cancel", &csrf).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")), "{body}");
+    assert_eq!(state_of(&db, 1).await, "cancelled");
+    let (status, _) = post(&router, "/_api/jobs/1/cancel", &csrf).await;
+    assert_eq!(status, 409, "already finished");
+
+    assert_eq!(post(&router, "/_api/jobs/999/retry", &csrf).await.0, 404);
+    assert_eq!(post(&router, "/_api/jobs/999/cancel", &csrf).await.0, 404);
+    assert_eq!(post(&router, "/_api/jobs/x/cancel", &csrf).await.0, 400);
+}

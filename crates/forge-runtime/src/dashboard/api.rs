@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::sql;
 use crate::gateway::{GatewayState, Problem};
+use crate::jobs::{self, CancelOutcome, JobId, JobsError};
 use crate::observability::{self, LogCursor, LogQuery, SeriesQuery};
 
 /// Most jobs one page holds.
@@ -28,6 +29,8 @@ pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
         .route("/_api/jobs", get(jobs))
         .route("/_api/jobs/{id}", get(job))
         .route("/_api/jobs/{id}/logs", get(job_logs))
+        .route("/_api/jobs/{id}/retry", post(retry_job))
+        .route("/_api/jobs/{id}/cancel", post(cancel_job))
         .route("/_api/logs", get(logs))
         .route("/_api/traces/{trace_id}", get(trace))
         .route("/_api/metrics/{name}", get(metric))
@@ -37,8 +40,18 @@ pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
         .layer(middleware::from_fn_with_state(state, admin_only))
 }
 
-/// Open on a loopback-only development gateway; otherwise the `admin` role.
+/// The header every state-changing call carries. A page on another site can neither add it to
+/// a form post nor send it with `fetch` without a CORS preflight this gateway refuses, so a
+/// browser that has the dashboard open cannot be made to act by another site.
+pub(crate) const CSRF_HEADER: &str = "x-forge-csrf";
+
+/// Open on a loopback-only development gateway; otherwise the `admin` role. State-changing
+/// calls (POST) also need [`CSRF_HEADER`].
 async fn admin_only(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST && !request.headers().contains_key(CSRF_HEADER) {
+        let detail = format!("state-changing calls need the `{CSRF_HEADER}` header");
+        return problem(StatusCode::FORBIDDEN, "csrf", detail, request.uri().path());
+    }
     if state.dashboard_open() {
         return next.run(request).await;
     }
@@ -72,6 +85,8 @@ enum ApiError {
     Bad(String),
     /// What was asked for does not exist: 404.
     NotFound(String),
+    /// The job is not in a state that allows the action: 409.
+    Conflict(String),
     /// The database failed: 503.
     Database(sqlx::Error),
 }
@@ -91,6 +106,7 @@ impl IntoResponse for ApiError {
         match self {
             Self::Bad(detail) => problem(StatusCode::BAD_REQUEST, "invalid-parameter", detail, "/_api"),
             Self::NotFound(detail) => problem(StatusCode::NOT_FOUND, "not-found", detail, "/_api"),
+            Self::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail, "/_api"),
             Self::Database(e) => {
                 tracing::error!(error = %e, "dashboard query failed");
                 problem(
@@ -182,6 +198,41 @@ async fn job_logs(State(state): State<GatewayState>, Path(id): Path<String>, Que
     let mut params = params;
     params.insert("job".to_owned(), id.to_string());
     logs(State(state), Query(params)).await
+}
+
+async fn retry_job(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
+    let id = job_id(&id)?;
+    if jobs::retry(state.pool(), JobId(id)).await.map_err(jobs_error)? {
+        return Ok(Json(json!({ "id": id, "state": "available" })).into_response());
+    }
+    let current: Option<String> =
+        sqlx::query_scalar("select state from forge_jobs where id = $1").bind(id).fetch_optional(state.pool()).await?;
+    match current {
+        None => Err(ApiError::NotFound(format!("no job {id}"))),
+        Some(current) => {
+            Err(ApiError::Conflict(format!("job {id} is {current}: only discarded or cancelled jobs can be retried")))
+        }
+    }
+}
+
+async fn cancel_job(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
+    let id = job_id(&id)?;
+    match jobs::cancel(state.pool(), JobId(id)).await.map_err(jobs_error)? {
+        CancelOutcome::Cancelled => Ok(Json(json!({ "id": id, "state": "cancelled" })).into_response()),
+        // The worker running it was told; the job ends cancelled when it stops.
+        CancelOutcome::Requested => {
+            Ok(Json(json!({ "id": id, "state": "running", "cancel_requested": true })).into_response())
+        }
+        CancelOutcome::AlreadyFinished => Err(ApiError::Conflict(format!("job {id} has already finished"))),
+    }
+}
+
+fn jobs_error(e: JobsError) -> ApiError {
+    match e {
+        JobsError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
+        JobsError::Database(e) => ApiError::Database(e),
+        other => ApiError::Conflict(other.to_string()),
+    }
 }
 
 async fn logs(State(state): State<GatewayState>, Query(params): Params) -> ApiResult {

@@ -11,6 +11,10 @@
 //! | `GET /_api/queues` | unfinished jobs by queue and state |
 //! | `GET /_api/nodes` | nodes, their roles, heartbeat age, and the leader |
 //! | `GET /_api/functions` | registered queries, mutations and actions |
+//! | `POST /_api/jobs/{id}/retry` | makes a discarded or cancelled job available again (409 otherwise) |
+//! | `POST /_api/jobs/{id}/cancel` | cancels a job, through its worker if it is running (409 if finished) |
+//!
+//! State-changing calls need the `X-Forge-Csrf` header (any value): 403 without it.
 //!
 //! Errors are `application/problem+json`: 400 for a bad parameter (naming it), 401 without
 //! valid credentials, 403 without the `admin` role, 404 for what does not exist. Access: open
