@@ -339,6 +339,7 @@ impl Forge {
             &self.config,
             Some(notifier),
             telemetry,
+            self.registry.clone(),
         );
         let app = gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.token();

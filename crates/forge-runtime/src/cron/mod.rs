@@ -12,10 +12,13 @@
 //! recorded as `skipped` instead of firing; the ticks of one catch-up are fired together.
 
 mod context;
+mod control;
 mod scheduler;
 mod sql;
 
 pub use context::{CronArgs, CronContext};
+pub(crate) use control::trigger;
+pub use control::{CronRun, CronStatus, pause_cron, resume_cron};
 pub(crate) use scheduler::{CronScheduler, Crons};
 
 use forge_core::jobs::JobOptions;

@@ -20,7 +20,7 @@ const TICK: Duration = Duration::from_millis(200);
 /// Every registered cron with its parsed schedule.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Crons {
-    entries: Arc<Vec<(&'static CronRegistration, CronSchedule)>>,
+    pub(super) entries: Arc<Vec<(&'static CronRegistration, CronSchedule)>>,
 }
 
 impl Crons {
@@ -73,6 +73,7 @@ impl CronScheduler {
     ) -> Result<(), sqlx::Error> {
         // The database's clock, so every node agrees on what is due.
         let now: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()").fetch_one(pool).await?;
+        let paused: Vec<String> = sqlx::query_scalar(sql::PAUSED_NAMES).fetch_all(pool).await?;
         for (i, (reg, schedule)) in crons.entries.iter().enumerate() {
             let since = match last[i] {
                 Some(t) => t,
@@ -89,6 +90,19 @@ impl CronScheduler {
                 last[i] = Some(since);
                 continue;
             };
+            if paused.iter().any(|name| name == reg.name) {
+                // Recorded, so that a new term does not catch up on what was missed while paused.
+                sqlx::query(sql::RECORD_TICK)
+                    .bind(reg.name)
+                    .bind(latest)
+                    .bind("paused")
+                    .bind(false)
+                    .bind(node_id)
+                    .execute(pool)
+                    .await?;
+                last[i] = Some(latest);
+                continue;
+            }
             let picks: Vec<(DateTime<Utc>, bool)> = if reg.catch_up {
                 let keep = usize::try_from(reg.catch_up_limit.max(1)).unwrap_or(usize::MAX);
                 due[due.len().saturating_sub(keep)..].iter().map(|t| (*t, *t != latest)).collect()

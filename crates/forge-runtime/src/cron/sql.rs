@@ -1,7 +1,8 @@
 //! The cron component's statements.
 
-/// The latest tick recorded for a cron.
-pub(crate) const LAST_TICK: &str = r#"select max(scheduled_at) from forge_cron_runs where cron_name = $1"#;
+/// The latest tick recorded for a cron (manual triggers are not ticks).
+pub(crate) const LAST_TICK: &str =
+    r#"select max(scheduled_at) from forge_cron_runs where cron_name = $1 and status <> 'triggered'"#;
 
 /// Records a tick; returns nothing when it was already recorded (by this or another node).
 pub(crate) const RECORD_TICK: &str = r#"
@@ -17,7 +18,46 @@ pub(crate) const SET_JOB: &str = r#"update forge_cron_runs set job_id = $3 where
 pub(crate) const PREVIOUS_LIVE: &str = r#"
 select exists (
     select 1 from forge_cron_runs r join forge_jobs j on j.id = r.job_id
-    where r.cron_name = $1 and r.status = 'fired'
+    where r.cron_name = $1 and r.status in ('fired', 'triggered')
       and j.state in ('scheduled', 'available', 'running', 'retryable')
 )
 "#;
+
+/// Records a manual trigger at the database's clock; returns that time.
+pub(crate) const RECORD_TRIGGER: &str = r#"
+insert into forge_cron_runs (cron_name, scheduled_at, status, catch_up, fired_by)
+values ($1, clock_timestamp(), 'triggered', false, $2)
+returning scheduled_at
+"#;
+
+/// Pauses a cron (keeps the first pause's time).
+pub(crate) const PAUSE: &str = r#"
+insert into forge_cron_state (cron_name, paused_at, paused_by) values ($1, now(), $2)
+on conflict (cron_name) do update
+set paused_at = coalesce(forge_cron_state.paused_at, now()),
+    paused_by = coalesce(forge_cron_state.paused_by, excluded.paused_by)
+"#;
+
+/// Resumes a cron; returns it if it was paused.
+pub(crate) const RESUME: &str = r#"
+update forge_cron_state set paused_at = null, paused_by = null
+where cron_name = $1 and paused_at is not null
+returning cron_name
+"#;
+
+/// The paused crons.
+pub(crate) const PAUSED: &str = r#"select cron_name, paused_at from forge_cron_state where paused_at is not null"#;
+
+/// A cron's latest runs with their jobs' outcomes, newest first.
+pub(crate) const RECENT_RUNS: &str = r#"
+select r.scheduled_at, r.status, r.catch_up, r.fired_at, r.fired_by, r.job_id,
+       j.state as job_state, j.errors -> -1 ->> 'message' as job_error
+from forge_cron_runs r
+left join forge_jobs j on j.id = r.job_id
+where r.cron_name = $1
+order by r.scheduled_at desc
+limit $2
+"#;
+
+/// The names of the paused crons.
+pub(crate) const PAUSED_NAMES: &str = r#"select cron_name from forge_cron_state where paused_at is not null"#;

@@ -1,8 +1,9 @@
 //! The `/_api` handlers and their access check.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -10,12 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use forge_core::jobs::JobState;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::{Postgres, QueryBuilder};
 
 use super::sql;
+use crate::cron::{self, CronRegistration};
 use crate::gateway::{GatewayState, Problem};
-use crate::jobs::{self, CancelOutcome, JobId, JobsError};
+use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobsError};
 use crate::observability::{self, LogCursor, LogQuery, SeriesQuery};
 
 /// Most jobs one page holds.
@@ -26,13 +31,26 @@ const STATES: [&str; 7] = ["scheduled", "available", "running", "retryable", "co
 /// The `/_api` routes, behind the access check.
 pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
     Router::new()
-        .route("/_api/jobs", get(jobs))
+        .route("/_api/overview", get(overview))
+        .route("/_api/jobs", get(jobs).post(dispatch))
+        .route("/_api/jobs/retry", post(retry_jobs))
+        .route("/_api/jobs/cancel", post(cancel_jobs))
         .route("/_api/jobs/{id}", get(job))
         .route("/_api/jobs/{id}/logs", get(job_logs))
         .route("/_api/jobs/{id}/retry", post(retry_job))
         .route("/_api/jobs/{id}/cancel", post(cancel_job))
+        .route("/_api/jobs/{id}/run", post(run_job_now))
+        .route("/_api/jobs/{id}/delete", post(delete_job))
+        .route("/_api/job-kinds", get(job_kinds))
+        .route("/_api/crons", get(crons))
+        .route("/_api/crons/{name}/trigger", post(trigger_cron))
+        .route("/_api/crons/{name}/pause", post(pause_cron))
+        .route("/_api/crons/{name}/resume", post(resume_cron))
+        .route("/_api/queues/{name}/pause", post(pause_queue))
+        .route("/_api/queues/{name}/resume", post(resume_queue))
         .route("/_api/logs", get(logs))
         .route("/_api/traces/{trace_id}", get(trace))
+        .route("/_api/metrics", get(metric_names))
         .route("/_api/metrics/{name}", get(metric))
         .route("/_api/queues", get(queues))
         .route("/_api/nodes", get(nodes))
@@ -87,6 +105,8 @@ enum ApiError {
     NotFound(String),
     /// The job is not in a state that allows the action: 409.
     Conflict(String),
+    /// The body is well formed but does not fit (a job's arguments): 422.
+    Invalid(String),
     /// The database failed: 503.
     Database(sqlx::Error),
 }
@@ -107,6 +127,7 @@ impl IntoResponse for ApiError {
             Self::Bad(detail) => problem(StatusCode::BAD_REQUEST, "invalid-parameter", detail, "/_api"),
             Self::NotFound(detail) => problem(StatusCode::NOT_FOUND, "not-found", detail, "/_api"),
             Self::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail, "/_api"),
+            Self::Invalid(detail) => problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-args", detail, "/_api"),
             Self::Database(e) => {
                 tracing::error!(error = %e, "dashboard query failed");
                 problem(
@@ -139,26 +160,42 @@ fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<U
         .transpose()
 }
 
+/// The filter a listing's (or a bulk action's) parameters describe.
+fn job_filter(params: &HashMap<String, String>) -> Result<JobFilter, ApiError> {
+    let mut filter = JobFilter::default();
+    if let Some(s) = params.get("state").filter(|s| !s.is_empty()) {
+        let state =
+            s.parse::<JobState>().map_err(|_| bad("state", format!("{s:?} is not one of {}", STATES.join(", "))))?;
+        filter.state = Some(state);
+    }
+    let text = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    filter.kind = text("kind");
+    filter.queue = text("queue");
+    filter.tag = text("tag");
+    if let Some(args) = text("args") {
+        let value: Value = serde_json::from_str(&args).map_err(|e| bad("args", format!("is not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(bad("args", "must be a JSON object (the jobs whose arguments contain it are listed)"));
+        }
+        filter.args = Some(value);
+    }
+    filter.since = time(params, "since")?;
+    filter.until = time(params, "until")?;
+    Ok(filter)
+}
+
 async fn jobs(State(state): State<GatewayState>, Query(params): Params) -> ApiResult {
     let limit = int(&params, "limit")?.unwrap_or(50);
     if !(1..=MAX_JOBS_PAGE).contains(&limit) {
         return Err(bad("limit", format!("must be between 1 and {MAX_JOBS_PAGE}")));
     }
     let before = int(&params, "before")?;
-    if let Some(s) = params.get("state")
-        && !STATES.contains(&s.as_str())
-    {
-        return Err(bad("state", format!("{s:?} is not one of {}", STATES.join(", "))));
-    }
+    let filter = job_filter(&params)?;
     let mut outer: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "select coalesce(jsonb_agg(to_jsonb(j) order by j.id desc), '[]') from (select {} from forge_jobs where true",
         sql::JOB_COLUMNS
     ));
-    for key in ["state", "kind", "queue"] {
-        if let Some(v) = params.get(key) {
-            outer.push(format!(" and {key} = ")).push_bind(v.clone());
-        }
-    }
+    filter.push_conditions(&mut outer);
     if let Some(id) = before {
         outer.push(" and id < ").push_bind(id);
     }
@@ -172,6 +209,133 @@ async fn jobs(State(state): State<GatewayState>, Query(params): Params) -> ApiRe
     rows.truncate(limit as usize);
     let next = if more { rows.last().and_then(|r| r["id"].as_i64()) } else { None };
     Ok(Json(json!({ "jobs": rows, "next": next })).into_response())
+}
+
+/// A JSON body, or 400 saying what is wrong with it.
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." { bad("body", e.inner()) } else { bad(&path, e.inner()) }
+    })
+}
+
+/// `POST /_api/jobs`: what the dispatch form sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispatchRequest {
+    kind: String,
+    #[serde(default)]
+    args: Value,
+    queue: Option<String>,
+    priority: Option<i16>,
+    run_at: Option<DateTime<Utc>>,
+}
+
+async fn dispatch(State(state): State<GatewayState>, bytes: Bytes) -> ApiResult {
+    let request: DispatchRequest = body(&bytes)?;
+    let mut job = state.jobs().new_job(&request.kind, request.args).map_err(|e| match e {
+        JobsError::UnknownKind(kind) => {
+            bad("kind", format!("no job kind {kind:?} is registered (see GET /_api/job-kinds)"))
+        }
+        JobsError::InvalidArgs { message, .. } => {
+            ApiError::Invalid(format!("`args` do not fit {}: {message}", request.kind))
+        }
+        other => jobs_error(other),
+    })?;
+    if let Some(queue) = request.queue.filter(|q| !q.is_empty()) {
+        job.queue = queue;
+    }
+    if let Some(priority) = request.priority {
+        if !(0..=4).contains(&priority) {
+            return Err(bad("priority", "must be 0 (critical) to 4 (background)"));
+        }
+        job.priority = priority;
+    }
+    if let Some(at) = request.run_at {
+        job.run_at = Some(at);
+    }
+    let mut conn = state.pool().acquire().await?;
+    let ids = jobs::insert_jobs(&mut conn, std::slice::from_ref(&job), true).await.map_err(jobs_error)?;
+    let id = ids.first().ok_or_else(|| ApiError::Conflict("the job was not inserted".to_owned()))?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id.0, "kind": job.kind, "queue": job.queue }))).into_response())
+}
+
+async fn job_kinds(State(state): State<GatewayState>) -> Response {
+    let kinds: Vec<Value> = state
+        .jobs()
+        .names()
+        .into_iter()
+        .filter_map(|kind| {
+            let o = state.jobs().options(kind)?;
+            Some(json!({
+                "kind": kind,
+                "queue": o.queue,
+                "priority": o.priority.as_i16(),
+                "max_attempts": o.max_attempts,
+            }))
+        })
+        .collect();
+    Json(json!({ "kinds": kinds })).into_response()
+}
+
+async fn run_job_now(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
+    let id = job_id(&id)?;
+    if jobs::run_now(state.pool(), JobId(id)).await.map_err(jobs_error)? {
+        return Ok(Json(json!({ "id": id, "state": "available" })).into_response());
+    }
+    Err(ApiError::Conflict(format!("job {id} is not waiting: only scheduled or retryable jobs can be run now")))
+}
+
+async fn delete_job(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
+    let id = job_id(&id)?;
+    if jobs::delete(state.pool(), JobId(id)).await.map_err(jobs_error)? {
+        return Ok(Json(json!({ "id": id, "deleted": true })).into_response());
+    }
+    Err(ApiError::Conflict(format!("job {id} is running: cancel it first")))
+}
+
+/// The filter of a bulk action, as a JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    state: Option<String>,
+    kind: Option<String>,
+    queue: Option<String>,
+    tag: Option<String>,
+    args: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl BulkRequest {
+    fn filter(self) -> Result<JobFilter, ApiError> {
+        let fields = [
+            ("state", self.state),
+            ("kind", self.kind),
+            ("queue", self.queue),
+            ("tag", self.tag),
+            ("args", self.args),
+            ("since", self.since),
+            ("until", self.until),
+        ];
+        let params: HashMap<String, String> =
+            fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))).collect();
+        job_filter(&params)
+    }
+}
+
+async fn retry_jobs(State(state): State<GatewayState>, bytes: Bytes) -> ApiResult {
+    let filter = body::<BulkRequest>(&bytes)?.filter()?;
+    let count = jobs::retry_all(state.pool(), &filter).await?;
+    Ok(Json(json!({ "retried": count, "limit": jobs::MAX_BULK })).into_response())
+}
+
+async fn cancel_jobs(State(state): State<GatewayState>, bytes: Bytes) -> ApiResult {
+    let filter = body::<BulkRequest>(&bytes)?.filter()?;
+    let count = jobs::cancel_all(state.pool(), &filter).await?;
+    Ok(Json(json!({ "cancelled": count, "limit": jobs::MAX_BULK })).into_response())
 }
 
 fn job_id(id: &str) -> Result<i64, ApiError> {
@@ -231,6 +395,7 @@ fn jobs_error(e: JobsError) -> ApiError {
     match e {
         JobsError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
         JobsError::Database(e) => ApiError::Database(e),
+        e @ (JobsError::InvalidOption(_) | JobsError::Args(_)) => ApiError::Bad(e.to_string()),
         other => ApiError::Conflict(other.to_string()),
     }
 }
@@ -306,6 +471,11 @@ async fn metric(State(state): State<GatewayState>, Path(name): Path<String>, req
     Ok(Json(json!({ "series": query.fetch(state.pool()).await? })).into_response())
 }
 
+async fn metric_names(State(state): State<GatewayState>) -> ApiResult {
+    let names: Vec<String> = sqlx::query_scalar(sql::METRIC_NAMES).fetch_all(state.pool()).await?;
+    Ok(Json(json!({ "names": names })).into_response())
+}
+
 /// `a=1&b=2` as decoded pairs, keeping repeats.
 fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let mut out = Vec::new();
@@ -339,12 +509,96 @@ fn percent_decode(s: &str) -> Option<String> {
 
 async fn queues(State(state): State<GatewayState>) -> ApiResult {
     let rows = observability::queue_depths(state.pool()).await?;
-    let mut queues: std::collections::BTreeMap<String, serde_json::Map<String, Value>> = Default::default();
-    for (queue, s, n) in rows {
-        queues.entry(queue).or_default().insert(s, n.into());
+    let paused = jobs::paused_queues(state.pool()).await?;
+    let mut queues: BTreeMap<String, Value> = BTreeMap::new();
+    let entry = |queues: &mut BTreeMap<String, Value>, name: &str| -> Value {
+        queues
+            .remove(name)
+            .unwrap_or_else(|| json!({ "name": name, "depth": {}, "concurrency": null, "paused_at": null }))
+    };
+    for (name, concurrency) in state.queue_config() {
+        let mut q = entry(&mut queues, name);
+        q["concurrency"] = (*concurrency).into();
+        queues.insert(name.clone(), q);
     }
-    let list: Vec<Value> = queues.into_iter().map(|(name, depth)| json!({ "name": name, "depth": depth })).collect();
-    Ok(Json(json!({ "queues": list })).into_response())
+    for (name, s, n) in rows {
+        let mut q = entry(&mut queues, &name);
+        q["depth"][s] = n.into();
+        queues.insert(name, q);
+    }
+    for p in paused {
+        let mut q = entry(&mut queues, &p.name);
+        q["paused_at"] = json!(p.paused_at);
+        queues.insert(p.name, q);
+    }
+    Ok(Json(json!({ "queues": queues.into_values().collect::<Vec<_>>() })).into_response())
+}
+
+fn queue_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 200 {
+        return Err(bad("queue", "a queue name is 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+async fn pause_queue(State(state): State<GatewayState>, Path(name): Path<String>) -> ApiResult {
+    queue_name(&name)?;
+    jobs::pause_queue(state.pool(), &name, "dashboard").await?;
+    Ok(Json(json!({ "queue": name, "paused": true })).into_response())
+}
+
+async fn resume_queue(State(state): State<GatewayState>, Path(name): Path<String>) -> ApiResult {
+    queue_name(&name)?;
+    let was_paused = jobs::resume_queue(state.pool(), &name).await?;
+    Ok(Json(json!({ "queue": name, "paused": false, "was_paused": was_paused })).into_response())
+}
+
+async fn crons(State(state): State<GatewayState>) -> ApiResult {
+    let crons = state.crons().status(state.pool(), 5, 10).await?;
+    Ok(Json(json!({ "crons": crons })).into_response())
+}
+
+fn cron_named(state: &GatewayState, name: &str) -> Result<&'static CronRegistration, ApiError> {
+    state.crons().get(name).ok_or_else(|| ApiError::NotFound(format!("no cron {name:?} is registered")))
+}
+
+async fn trigger_cron(State(state): State<GatewayState>, Path(name): Path<String>) -> ApiResult {
+    let reg = cron_named(&state, &name)?;
+    let id = cron::trigger(state.pool(), reg, "dashboard").await.map_err(jobs_error)?;
+    Ok(Json(json!({ "cron": name, "job_id": id.0 })).into_response())
+}
+
+async fn pause_cron(State(state): State<GatewayState>, Path(name): Path<String>) -> ApiResult {
+    let reg = cron_named(&state, &name)?;
+    cron::pause_cron(state.pool(), reg.name, "dashboard").await?;
+    Ok(Json(json!({ "cron": name, "paused": true })).into_response())
+}
+
+async fn resume_cron(State(state): State<GatewayState>, Path(name): Path<String>) -> ApiResult {
+    let reg = cron_named(&state, &name)?;
+    let was_paused = cron::resume_cron(state.pool(), reg.name).await?;
+    Ok(Json(json!({ "cron": name, "paused": false, "was_paused": was_paused })).into_response())
+}
+
+/// Counts by state, nodes and the leader, and the latest failures: the overview's numbers (its
+/// charts read `/_api/metrics`).
+async fn overview(State(state): State<GatewayState>) -> ApiResult {
+    let counts: Value = sqlx::query_scalar(sql::STATE_COUNTS).fetch_one(state.pool()).await?;
+    let failures: Value = sqlx::query_scalar(&format!(
+        "select coalesce(jsonb_agg(to_jsonb(j) order by j.id desc), '[]') from ({}) j",
+        sql::RECENT_FAILURES
+    ))
+    .fetch_one(state.pool())
+    .await?;
+    let nodes: Vec<Value> =
+        sqlx::query_scalar(&format!("select to_jsonb(n) from ({}) n", sql::NODES)).fetch_all(state.pool()).await?;
+    Ok(Json(json!({
+        "project": state.project(),
+        "counts": counts,
+        "recent_failures": failures,
+        "nodes": nodes,
+    }))
+    .into_response())
 }
 
 async fn nodes(State(state): State<GatewayState>) -> ApiResult {

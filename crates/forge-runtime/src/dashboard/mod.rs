@@ -22,6 +22,14 @@
 //! otherwise callers need the `admin` role.
 
 mod api;
+mod pages;
 mod sql;
 
-pub(crate) use api::router;
+use axum::Router;
+
+use crate::gateway::GatewayState;
+
+/// The dashboard's pages and its `/_api`.
+pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
+    api::router(state).merge(pages::router())
+}

@@ -17,9 +17,10 @@ use super::auth::Authenticator;
 use super::problem::Problem;
 use super::{metrics, request, rpc};
 
+use crate::cron::Crons;
 use crate::db::{Migrator, read_only_pool, sql};
 use crate::functions::{CallParts, ForgeError, FunctionRegistry};
-use crate::jobs::Notifier;
+use crate::jobs::{JobRegistry, Notifier};
 use crate::observability::{Metrics, Telemetry};
 
 /// How long `/ready` waits for the database before calling it unreachable.
@@ -45,6 +46,14 @@ struct Inner {
     cors_origins: Vec<String>,
     dashboard: bool,
     dashboard_open: bool,
+    /// The job kinds the dashboard can dispatch.
+    jobs: JobRegistry,
+    /// The crons the dashboard shows.
+    crons: Crons,
+    /// This node's queues and their concurrency.
+    queues: Vec<(String, usize)>,
+    /// The application's name.
+    project: String,
 }
 
 impl GatewayState {
@@ -58,7 +67,7 @@ impl GatewayState {
     pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
         let read_pool = read_only_pool(&pool);
         let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
-        Self::assemble(pool, read_pool, migrator, config, None, telemetry)
+        Self::assemble(pool, read_pool, migrator, config, None, telemetry, JobRegistry::collect(&[]))
     }
 
     pub(crate) fn assemble(
@@ -68,6 +77,7 @@ impl GatewayState {
         config: &ForgeConfig,
         notifier: Option<Notifier>,
         telemetry: Arc<Telemetry>,
+        jobs: JobRegistry,
     ) -> Self {
         let gw = &config.gateway;
         Self {
@@ -84,6 +94,11 @@ impl GatewayState {
                 cors_origins: gw.cors_origins.clone(),
                 dashboard: config.dashboard.enabled,
                 dashboard_open: config.dashboard.open_on_loopback && is_loopback(&gw.host),
+                jobs,
+                // Every cron in the binary, also on a node that does not schedule them.
+                crons: Crons::collect().unwrap_or_default(),
+                queues: config.worker.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
+                project: config.project.name.clone(),
             }),
         }
     }
@@ -103,6 +118,23 @@ impl GatewayState {
     /// Whether `/_api` answers without credentials (a loopback-only development gateway).
     pub(crate) fn dashboard_open(&self) -> bool {
         self.inner.dashboard_open
+    }
+
+    pub(crate) fn jobs(&self) -> &JobRegistry {
+        &self.inner.jobs
+    }
+
+    pub(crate) fn crons(&self) -> &Crons {
+        &self.inner.crons
+    }
+
+    /// This node's queues and their concurrency.
+    pub(crate) fn queue_config(&self) -> &[(String, usize)] {
+        &self.inner.queues
+    }
+
+    pub(crate) fn project(&self) -> &str {
+        &self.inner.project
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {

@@ -39,6 +39,17 @@ pub enum JobsError {
     /// No job has that id.
     #[error("no job with id {0}")]
     NotFound(JobId),
+    /// No job kind of that name is registered.
+    #[error("no job kind {0:?} is registered")]
+    UnknownKind(String),
+    /// The arguments do not fit the kind's argument type.
+    #[error("arguments do not fit job {kind}: {message}")]
+    InvalidArgs {
+        /// The kind.
+        kind: String,
+        /// Where and why (`to: missing field`).
+        message: String,
+    },
 }
 
 /// Per-dispatch options; each unset one takes the kind's default.

@@ -97,12 +97,22 @@ pub struct JobRegistration {
     pub options: fn() -> JobOptions,
     /// Its handler.
     pub handler: ErasedHandler,
+    /// Whether a JSON value fits its arguments (the error says where it does not).
+    pub check_args: fn(&serde_json::Value) -> Result<(), String>,
 }
 
 impl JobRegistration {
     /// The registration of `J`.
     pub const fn of<J: Job>() -> Self {
-        Self { name: J::NAME, options: J::options, handler: run_erased::<J> }
+        Self { name: J::NAME, options: J::options, handler: run_erased::<J>, check_args: check_erased::<J> }
+    }
+}
+
+fn check_erased<J: Job>(args: &serde_json::Value) -> Result<(), String> {
+    match serde_path_to_error::deserialize::<_, J::Args>(args) {
+        Ok(_) => Ok(()),
+        Err(e) if e.path().to_string() == "." => Err(e.inner().to_string()),
+        Err(e) => Err(format!("{}: {}", e.path(), e.inner())),
     }
 }
 
@@ -128,6 +138,7 @@ pub struct JobRegistry {
 pub(crate) struct RegisteredJob {
     pub(crate) options: JobOptions,
     pub(crate) handler: ErasedHandler,
+    pub(crate) check_args: fn(&serde_json::Value) -> Result<(), String>,
 }
 
 impl JobRegistry {
@@ -135,7 +146,8 @@ impl JobRegistry {
     pub fn collect(extra: &[&'static JobRegistration]) -> Self {
         let mut kinds = HashMap::new();
         for r in inventory::iter::<JobRegistration>.into_iter().chain(extra.iter().copied()) {
-            kinds.insert(r.name, RegisteredJob { options: (r.options)(), handler: r.handler });
+            kinds
+                .insert(r.name, RegisteredJob { options: (r.options)(), handler: r.handler, check_args: r.check_args });
         }
         Self { kinds: Arc::new(kinds) }
     }
@@ -145,6 +157,20 @@ impl JobRegistry {
         let mut names: Vec<_> = self.kinds.keys().copied().collect();
         names.sort_unstable();
         names
+    }
+
+    /// A new job of `kind` with `args`, checked against the kind's argument type, with the
+    /// kind's options. Errors: the kind is not registered, or the arguments do not fit (the
+    /// message names the field).
+    pub fn new_job(&self, kind: &str, args: serde_json::Value) -> Result<NewJob, JobsError> {
+        let registered = self.get(kind).ok_or_else(|| JobsError::UnknownKind(kind.to_owned()))?;
+        (registered.check_args)(&args).map_err(|message| JobsError::InvalidArgs { kind: kind.to_owned(), message })?;
+        Ok(NewJob::with_options(kind, args, &registered.options))
+    }
+
+    /// The options a kind runs with.
+    pub fn options(&self, kind: &str) -> Option<&JobOptions> {
+        self.get(kind).map(|r| &r.options)
     }
 
     pub(crate) fn get(&self, kind: &str) -> Option<&RegisteredJob> {

@@ -32,6 +32,7 @@
 
 mod completer;
 pub(crate) mod context;
+mod control;
 mod dispatch;
 mod job;
 pub(crate) mod maintenance;
@@ -39,6 +40,9 @@ pub(crate) mod sql;
 pub(crate) mod worker;
 
 pub use context::{JobContext, JobTx, TxError};
+pub use control::{
+    JobFilter, MAX_BULK, PausedQueue, cancel_all, delete, pause_queue, paused_queues, resume_queue, retry_all, run_now,
+};
 pub use dispatch::{
     CancelOutcome, DispatchOptions, Dispatcher, JobsError, NewJob, Notifier, cancel, insert_jobs, retry,
 };

@@ -37,9 +37,16 @@ pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
         (Scheduled, Cancelled),
         (Available, Cancelled),
         (Retryable, Cancelled),
-        // RETRY
+        // RETRY, RETRY_TARGETS
         (Discarded, Available),
         (Cancelled, Available),
+        // RUN_NOW
+        (Scheduled, Available),
+        (Retryable, Available),
+        // CANCEL_TARGETS
+        (Scheduled, Cancelled),
+        (Available, Cancelled),
+        (Retryable, Cancelled),
     ]
 };
 
@@ -86,7 +93,8 @@ where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
 "#;
 
 /// The claim: as many available jobs of a queue as the producer has free slots, in priority,
-/// run_at, id order, skipping rows other producers hold, for this node's capabilities.
+/// run_at, id order, skipping rows other producers hold, for this node's capabilities; nothing
+/// while the queue is paused.
 pub(crate) const CLAIM: &str = r#"
 with claimed as (
     select id
@@ -95,6 +103,7 @@ with claimed as (
       and queue = $1
       and run_at <= now()
       and (capability is null or capability = any($3::text[]))
+      and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
     order by priority, run_at, id
     limit $2
     for update skip locked
@@ -167,6 +176,61 @@ set state = 'available', run_at = now(), finalized_at = null, cancel_requested_a
 where id = $1 and state in ('discarded', 'cancelled')
 returning queue
 "#;
+
+/// Makes a scheduled or retryable job available now (an operator's "run now").
+pub(crate) const RUN_NOW: &str = r#"
+update forge_jobs
+set state = 'available', run_at = now()
+where id = $1 and state in ('scheduled', 'retryable')
+returning queue
+"#;
+
+/// Deletes a job unless it is running.
+pub(crate) const DELETE: &str = r#"delete from forge_jobs where id = $1 and state <> 'running' returning id"#;
+
+/// The tail of a bulk retry, after a `target (id)` CTE of discarded or cancelled jobs.
+pub(crate) const RETRY_TARGETS: &str = r#"
+update forge_jobs j
+set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
+    max_attempts = greatest(j.max_attempts, j.attempt + 1)
+from target
+where j.id = target.id
+returning j.queue
+"#;
+
+/// The tail of a bulk cancel, after a `target (id, state)` CTE of unfinished jobs: waiting jobs
+/// are cancelled, running ones flagged. Returns each id and whether it was running.
+pub(crate) const CANCEL_TARGETS: &str = r#"
+update forge_jobs j
+set state = case when t.state = 'running' then 'running' else 'cancelled' end,
+    cancel_requested_at = now(),
+    finalized_at = case when t.state = 'running' then null else now() end
+from target t
+where j.id = t.id
+returning j.id, t.state = 'running'
+"#;
+
+/// Tells the workers running these jobs to stop them.
+pub(crate) const NOTIFY_CANCELS: &str =
+    r#"select count(pg_notify('forge_job_cancel', id::text)) from unnest($1::bigint[]) id"#;
+
+/// Pauses a queue (keeps the first pause's time).
+pub(crate) const PAUSE_QUEUE: &str = r#"
+insert into forge_queues (name, paused_at, paused_by) values ($1, now(), $2)
+on conflict (name) do update
+set paused_at = coalesce(forge_queues.paused_at, now()),
+    paused_by = coalesce(forge_queues.paused_by, excluded.paused_by)
+"#;
+
+/// Resumes a queue; returns it if it was paused.
+pub(crate) const RESUME_QUEUE: &str = r#"
+update forge_queues set paused_at = null, paused_by = null
+where name = $1 and paused_at is not null
+returning name
+"#;
+
+pub(crate) const PAUSED_QUEUES: &str =
+    r#"select name, paused_at, paused_by from forge_queues where paused_at is not null order by name"#;
 
 /// Makes due scheduled and retryable jobs available, in bounded batches.
 pub(crate) const PROMOTE: &str = r#"

@@ -1,0 +1,114 @@
+// Drives Forge's dashboard in Debian's headless Chromium. Run by
+// crates/forge/tests/dashboard_browser.rs, which starts the app and seeds a failing job:
+//
+//   node tests/browser/dashboard.mjs <base url> <screenshot folder> <failing job id>
+//
+// Each step prints one JSON line; any failed expectation, page error or console error exits 1.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, shots, failingId] = process.argv.slice(2);
+if (!base || !shots || !failingId) {
+  console.error("usage: dashboard.mjs <base url> <screenshot folder> <failing job id>");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
+const problems = [];
+page.on("pageerror", (e) => problems.push("page error: " + e.message));
+// A refused call (the dispatch form's 422) is logged by Chromium as a failed resource; those
+// are expected of /_api. Anything else on the console is a problem.
+page.on("console", (m) => {
+  if (m.type() !== "error") return;
+  const url = (m.location() && m.location().url) || "";
+  if (m.text().startsWith("Failed to load resource: the server responded with a status of 4") && url.includes("/_api/")) return;
+  problems.push("console error: " + m.text() + " " + url);
+});
+page.on("response", (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`); });
+page.on("requestfailed", (r) => problems.push("request failed: " + r.url()));
+page.on("request", (r) => { if (!r.url().startsWith(base)) problems.push("request off this gateway: " + r.url()); });
+page.setDefaultTimeout(20000);
+
+const step = (name, extra) => console.log(JSON.stringify({ step: name, ...extra }));
+const shot = async (name) => {
+  const path = join(shots, name + ".png");
+  await page.screenshot({ path, fullPage: true });
+  return path;
+};
+const go = async (hash) => {
+  await page.goto(base + "/_dashboard" + hash);
+};
+
+try {
+  // Overview: counts, charts, nodes.
+  await go("#/");
+  await page.locator("[data-count=completed]").waitFor();
+  await page.locator("text=Recent failures").waitFor();
+  await page.locator(`a[href="#/jobs/${failingId}"]`).first().waitFor();
+  step("overview", { screenshot: await shot("overview") });
+
+  // Dispatch: a wrong argument is refused with the field named; a right one creates the job.
+  await go("#/dispatch");
+  await page.selectOption("select[name=kind]", "greet_browser");
+  await page.fill("textarea[name=args]", '{"nam": "Ada"}');
+  await page.click("button:has-text('Dispatch')");
+  const refusal = await page.locator("#dispatch-result .error-box").textContent();
+  if (!refusal.includes("name")) throw new Error("the refusal does not name the field: " + refusal);
+  await page.fill("textarea[name=args]", '{"name": "Ada"}');
+  await page.click("button:has-text('Dispatch')");
+  const id = await page.locator("[data-dispatched]").getAttribute("data-dispatched");
+  step("dispatch", { job: Number(id), refusal, screenshot: await shot("dispatch") });
+
+  // Jobs: the dispatched job shows up completed (the list refreshes itself).
+  await go("#/jobs");
+  await page.locator(`tr[data-job="${id}"] [data-state=completed]`).waitFor();
+  step("jobs", { job: Number(id), state: "completed", screenshot: await shot("jobs") });
+
+  // A failing job: its error and its logs, then retry it and see the second attempt fail.
+  await go("#/jobs/" + failingId);
+  const error = await page.locator("[data-error-attempt='1']").textContent();
+  if (!error.includes("the printer is on fire")) throw new Error("the job's error is not shown: " + error);
+  await page.locator("tr[data-log]", { hasText: "about to fail" }).first().waitFor();
+  await page.locator("[data-span='forge.job']").first().waitFor();
+  step("job detail", { job: Number(failingId), screenshot: await shot("job-failed") });
+  page.once("dialog", (d) => d.accept());
+  await page.click("[data-action=retry]");
+  await page.locator("[data-error-attempt='2']").waitFor();
+  step("retry", { job: Number(failingId), screenshot: await shot("job-retried") });
+
+  // Queues: pause the default queue.
+  await go("#/queues");
+  await page.locator("tr[data-queue=default] [data-action=pause]").click();
+  await page.locator("tr[data-queue=default] [data-paused]").waitFor();
+  step("pause queue", { queue: "default", screenshot: await shot("queues") });
+
+  // The other pages render.
+  for (const [name, hash, ready] of [
+    ["crons", "#/crons", "tr[data-cron]"],
+    ["nodes", "#/nodes", "td.mono"],
+    ["logs", "#/logs?level=warn", "tr[data-log]"],
+    ["trace", "#/traces", "input[name=trace]"],
+    ["metrics", "#/metrics?name=forge_jobs_completed_total", "[data-chart]"],
+    ["functions", "#/functions", "h1:has-text('Functions')"],
+  ]) {
+    await go(hash);
+    await page.locator(ready).first().waitFor();
+    step(name, { screenshot: await shot(name) });
+  }
+  if (problems.length) throw new Error(problems.join("\n"));
+  step("done", { screenshots: shots });
+} catch (e) {
+  await shot("failure").catch(() => {});
+  console.error(String(e && e.stack || e));
+  if (problems.length) console.error(problems.join("\n"));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
