@@ -3,7 +3,8 @@
 #   ./dev.sh run    the quickstart app on the embedded PostgreSQL, gateway on http://127.0.0.1:8080
 #   ./dev.sh test   every test, against real PostgreSQL (DATABASE_URL if set, else the embedded one)
 # and the rest:
-#   ./dev.sh setup  install what the project needs: PostgreSQL server binaries, rustfmt, clippy
+#   ./dev.sh setup  install what the project needs: PostgreSQL server binaries, rustfmt, clippy,
+#                   and for the dashboard's browser test Chromium, Node.js and playwright-core
 #   ./dev.sh bench  forge-bench scenarios (release build), JSON on stdout
 #   ./dev.sh db     psql into the dev database
 #   ./dev.sh clean  stop the embedded PostgreSQL, delete .forge/ and the build
@@ -39,6 +40,33 @@ setup() {
   if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
   fi
+  setup_browser
+}
+
+browser_ready() {
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && command -v node >/dev/null 2>&1 \
+    && [ -d tests/browser/node_modules/playwright-core ]
+}
+
+# The dashboard's browser test (crates/forge/tests/dashboard_browser.rs) drives Debian's
+# Chromium with playwright-core from npm; nothing is downloaded at test time.
+setup_browser() {
+  local missing=()
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      echo "dev.sh: the browser test needs ${missing[*]}; install them (or set CHROMIUM)" >&2
+      return 1
+    fi
+    echo "dev.sh: installing ${missing[*]} for the dashboard's browser test"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 }
 
 cmd="${1:-help}"
@@ -51,6 +79,7 @@ case "$cmd" in
     ;;
   test)
     [ -n "${DATABASE_URL:-}" ] || have_server_binaries || setup
+    browser_ready || setup_browser
     exec cargo test --workspace "$@"
     ;;
   bench)

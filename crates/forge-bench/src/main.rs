@@ -10,9 +10,11 @@
 //! cargo run --release -p forge-bench -- testdb --iterations 30
 //! cargo run --release -p forge-bench -- rpc --seconds 10 --connections 32
 //! cargo run --release -p forge-bench -- rpc-floor --seconds 10 --connections 32
+//! cargo run --release -p forge-bench -- dashboard --jobs 100000
 //! ```
 
 mod chaos;
+mod dashboard;
 mod failover;
 mod floor;
 mod jobs;
@@ -108,6 +110,15 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+    /// The dashboard API's latency over HTTP with `--jobs` rows in `forge_jobs`.
+    Dashboard {
+        /// Jobs in the table.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: i64,
+        /// Requests per endpoint.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
     /// Reports the takeover time and whether every tick fired exactly once.
     Failover {
@@ -135,6 +146,7 @@ async fn main() -> ExitCode {
         }
         Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
+        Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
     };
     match result {

@@ -138,3 +138,31 @@ async fn a_tick_is_skipped_while_the_previous_run_is_live() {
     assert!(concurrent <= 1, "overlap = skip: never two runs at once");
     n.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_paused_cron_fires_nothing_and_a_resumed_one_does_not_catch_up() {
+    let db = setup().await;
+    forge::cron::pause_cron(db.pool(), "every_second", "test").await.expect("pause");
+    let n = node(&db).await;
+    wait_for(
+        db.pool(),
+        "select count(*) from forge_cron_runs where cron_name = 'every_second' and status = 'paused'",
+        2,
+    )
+    .await;
+    assert_eq!(scalar(db.pool(), "select count(*) from forge_jobs where kind = 'cron:every_second'").await, 0);
+
+    assert!(forge::cron::resume_cron(db.pool(), "every_second").await.expect("resume"));
+    let resumed: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select now()").fetch_one(db.pool()).await.expect("now");
+    wait_for(db.pool(), "select count(*) from cron_ticks where name = 'every_second'", 2).await;
+    let before: i64 = sqlx::query_scalar(
+        "select count(*) from forge_cron_runs where cron_name = 'every_second' and status = 'fired' and scheduled_at < $1 - interval '1 second'",
+    )
+    .bind(resumed)
+    .fetch_one(db.pool())
+    .await
+    .expect("count");
+    assert_eq!(before, 0, "ticks missed while paused are not fired after the resume");
+    n.stop().await.expect("stop");
+}

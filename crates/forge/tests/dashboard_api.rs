@@ -210,3 +210,186 @@ async fn jobs_are_retried_and_cancelled_with_the_csrf_header_only() {
     assert_eq!(post(&router, "/_api/jobs/999/cancel", &csrf).await.0, 404);
     assert_eq!(post(&router, "/_api/jobs/x/cancel", &csrf).await.0, 400);
 }
+
+#[forge::cron("30 4 * * *", timezone = "Europe/Paris")]
+async fn nightly_cleanup(_ctx: &forge::cron::CronContext) -> Result<(), forge::jobs::JobError> {
+    Ok(())
+}
+
+async fn post_json(router: &axum::Router, path: &str, body: &str) -> (u16, Value) {
+    let request = Request::post(path)
+        .header("x-forge-csrf", "1")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_dispatch_form_validates_kind_and_arguments_and_changes_nothing_on_error() {
+    let db = common::notes_database().await;
+    let router = db.router().expect("router");
+    let (status, kinds) = get(&router, "/_api/job-kinds", &[]).await;
+    assert_eq!(status, 200);
+    assert!(kinds["kinds"].as_array().expect("kinds").iter().any(|k| k["kind"] == "index_note"), "{kinds}");
+
+    for (body, want, mentions) in [
+        (r#"{"kind": "nope", "args": {}}"#, 400, "`kind`"),
+        (r#"{"kind": "index_note", "args": {"bod": "x"}}"#, 422, "missing field `body`"),
+        (r#"{"kind": "index_note", "args": {"body": 7}}"#, 422, "body"),
+        (r#"{"kind": "index_note", "args": {"body": "x"}, "priority": 9}"#, 400, "`priority`"),
+        (r#"{"kind": "index_note", "args": {"body": "x"}, "colour": "red"}"#, 400, "colour"),
+        (r#"{"kind": "index_note", "args": "#, 400, "`body`"),
+        (r#"{"args": {}}"#, 400, "kind"),
+    ] {
+        let (status, problem) = post_json(&router, "/_api/jobs", body).await;
+        assert_eq!(status, want, "{body}: {problem}");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains(mentions)), "{body}: {problem}");
+    }
+    let jobs: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count");
+    assert_eq!(jobs, 0, "a refused dispatch inserts nothing");
+
+    let (status, created) = post_json(
+        &router,
+        "/_api/jobs",
+        r#"{"kind": "index_note", "args": {"body": "x"}, "queue": "slow", "priority": 0}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (queue, priority, state): (String, i16, String) =
+        sqlx::query_as("select queue, priority, state from forge_jobs where id = $1")
+            .bind(created["id"].as_i64().expect("id"))
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!((queue.as_str(), priority, state.as_str()), ("slow", 0, "available"));
+}
+
+#[tokio::test]
+async fn operator_actions_over_http() {
+    let db = TestDatabase::new().await.expect("db");
+    seed(&db).await;
+    let router = db.router().expect("router");
+
+    // Every state-changing route refuses a call without the CSRF header.
+    for path in [
+        "/_api/jobs",
+        "/_api/jobs/retry",
+        "/_api/jobs/cancel",
+        "/_api/jobs/1/run",
+        "/_api/jobs/1/delete",
+        "/_api/crons/nightly_cleanup/trigger",
+        "/_api/crons/nightly_cleanup/pause",
+        "/_api/queues/default/pause",
+    ] {
+        assert_eq!(post(&router, path, &[]).await.0, 403, "{path}");
+    }
+
+    // Bulk retry of the odd discarded jobs (1 and 3), then cancel of what is available of kind even.
+    let (status, out) = post_json(&router, "/_api/jobs/retry", r#"{"state": "discarded", "kind": "odd"}"#).await;
+    assert_eq!((status, out["retried"].as_i64()), (200, Some(2)), "{out}");
+    let (status, out) = post_json(&router, "/_api/jobs/cancel", r#"{"kind": "even"}"#).await;
+    assert_eq!((status, out["cancelled"].as_i64()), (200, Some(5)), "the 5 available even jobs: {out}");
+    let (status, out) = post_json(&router, "/_api/jobs/cancel", r#"{"state": "sleeping"}"#).await;
+    assert_eq!(status, 400, "{out}");
+    let (status, out) = post_json(&router, "/_api/jobs/retry", r#"{"queues": "x"}"#).await;
+    assert_eq!(status, 400, "unknown filter field: {out}");
+
+    // Run now and delete.
+    sqlx::query("update forge_jobs set state = 'scheduled', run_at = now() + interval '1 day' where id = 5")
+        .execute(db.pool())
+        .await
+        .expect("schedule");
+    assert_eq!(post_json(&router, "/_api/jobs/5/run", "").await.0, 200);
+    assert_eq!(state_of(&db, 5).await, "available");
+    assert_eq!(post_json(&router, "/_api/jobs/5/run", "").await.0, 409);
+    assert_eq!(post_json(&router, "/_api/jobs/5/delete", "").await.0, 200);
+    assert_eq!(post_json(&router, "/_api/jobs/5/delete", "").await.0, 404);
+    sqlx::query("update forge_jobs set state = 'running' where id = 7").execute(db.pool()).await.expect("run");
+    assert_eq!(post_json(&router, "/_api/jobs/7/delete", "").await.0, 409);
+
+    // Queues: pause, see it, resume.
+    assert_eq!(post_json(&router, "/_api/queues/default/pause", "").await.0, 200);
+    let (_, queues) = get(&router, "/_api/queues", &[]).await;
+    let default =
+        queues["queues"].as_array().expect("queues").iter().find(|q| q["name"] == "default").expect("default");
+    assert!(default["paused_at"].is_string(), "{default}");
+    assert_eq!(default["concurrency"], 100, "this node's configured concurrency");
+    let (_, resumed) = post_json(&router, "/_api/queues/default/resume", "").await;
+    assert_eq!(resumed["was_paused"], true);
+
+    // Crons: listed with next runs; triggered (a job and a `triggered` run), paused, resumed.
+    let (status, crons) = get(&router, "/_api/crons", &[]).await;
+    assert_eq!(status, 200);
+    let cron = &crons["crons"]
+        .as_array()
+        .expect("crons")
+        .iter()
+        .find(|c| c["name"] == "nightly_cleanup")
+        .cloned()
+        .expect("cron");
+    assert_eq!((cron["expression"].as_str(), cron["timezone"].as_str()), (Some("30 4 * * *"), Some("Europe/Paris")));
+    assert_eq!(cron["next"].as_array().map(Vec::len), Some(5));
+    let (status, fired) = post_json(&router, "/_api/crons/nightly_cleanup/trigger", "").await;
+    assert_eq!(status, 200, "{fired}");
+    let job_id = fired["job_id"].as_i64().expect("job id");
+    let kind: String = sqlx::query_scalar("select kind from forge_jobs where id = $1")
+        .bind(job_id)
+        .fetch_one(db.pool())
+        .await
+        .expect("job");
+    assert_eq!(kind, "cron:nightly_cleanup");
+    assert_eq!(post_json(&router, "/_api/crons/nightly_cleanup/pause", "").await.0, 200);
+    let (_, crons) = get(&router, "/_api/crons", &[]).await;
+    let cron = crons["crons"]
+        .as_array()
+        .expect("crons")
+        .iter()
+        .find(|c| c["name"] == "nightly_cleanup")
+        .cloned()
+        .expect("cron");
+    assert!(cron["paused_at"].is_string(), "{cron}");
+    assert_eq!(
+        (cron["runs"][0]["status"].as_str(), cron["runs"][0]["job_id"].as_i64()),
+        (Some("triggered"), Some(job_id))
+    );
+    assert_eq!(post_json(&router, "/_api/crons/nightly_cleanup/resume", "").await.1["was_paused"], true);
+    assert_eq!(post_json(&router, "/_api/crons/nope/trigger", "").await.0, 404);
+
+    // The overview and the metric names.
+    let (status, overview) = get(&router, "/_api/overview", &[]).await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["counts"]["cancelled"], 5);
+    assert!(overview["recent_failures"].as_array().is_some_and(|f| !f.is_empty()), "{overview}");
+    let (_, names) = get(&router, "/_api/metrics", &[]).await;
+    assert_eq!(names["names"], serde_json::json!(["forge_jobs_completed_total"]));
+}
+
+#[tokio::test]
+async fn the_pages_are_served_from_the_binary_with_a_strict_policy() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.gateway.host = "0.0.0.0".to_owned();
+    let router = db.router_with(&config).expect("router");
+    let fetch = async |path: &str, etag: Option<&str>| {
+        let mut request = Request::get(path);
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("response")
+    };
+    // The shell holds no data, so it is served without credentials; the data is not.
+    let page = fetch("/_dashboard", None).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.headers()["content-security-policy"].to_str().expect("csp").contains("script-src 'self'"));
+    let script = fetch("/_dashboard/assets/app.js", None).await;
+    assert_eq!(script.status(), 200);
+    let etag = script.headers()["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(fetch("/_dashboard/assets/app.js", Some(&etag)).await.status(), 304);
+    assert_eq!(fetch("/_dashboard/assets/nope.js", None).await.status(), 404);
+    assert_eq!(fetch("/_api/overview", None).await.status(), 401);
+}

@@ -545,3 +545,106 @@ async fn poll_only_mode_runs_and_cancels_jobs_without_listen() {
     wait_state(db.pool(), running, "cancelled").await;
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_paused_queue_is_not_claimed_until_it_is_resumed() {
+    let db = TestDatabase::new().await.expect("db");
+    forge::jobs::pause_queue(db.pool(), "default", "test").await.expect("pause");
+    let node = node(&db, |c| {
+        c.worker.queues.insert("other".to_owned(), Default::default());
+    })
+    .await;
+    let held = Greet::dispatch(&node, GreetArgs { name: "held".into() }).await.expect("dispatch");
+    let other = Greet::dispatch_with(&node, GreetArgs { name: "other".into() }, DispatchOptions::new().queue("other"))
+        .await
+        .expect("dispatch");
+    // The node works: the other queue's job, dispatched after, completes; and the paused
+    // queue's producer has polled several times since.
+    wait_state(db.pool(), other, "completed").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(db.pool(), held).await.state, "available", "a paused queue's job is not claimed");
+    let paused = forge::jobs::paused_queues(db.pool()).await.expect("paused");
+    assert_eq!(paused.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["default"]);
+
+    assert!(forge::jobs::resume_queue(db.pool(), "default").await.expect("resume"));
+    assert!(!forge::jobs::resume_queue(db.pool(), "default").await.expect("resume again"), "not paused any more");
+    wait_state(db.pool(), held, "completed").await;
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn operators_run_now_delete_and_retry_or_cancel_in_bulk() {
+    let db = TestDatabase::new().await.expect("db");
+    let pool = db.pool();
+    let later = Greet::dispatch_with(
+        pool,
+        GreetArgs { name: "later".into() },
+        DispatchOptions::new().delay(Duration::from_secs(3600)),
+    )
+    .await
+    .expect("dispatch");
+    assert_eq!(row(pool, later).await.state, "scheduled");
+    assert!(forge::jobs::run_now(pool, later).await.expect("run now"));
+    assert_eq!(row(pool, later).await.state, "available");
+    assert!(!forge::jobs::run_now(pool, later).await.expect("run now again"), "an available job is not waiting");
+    assert!(matches!(forge::jobs::run_now(pool, JobId(999_999)).await, Err(forge::jobs::JobsError::NotFound(_))));
+
+    assert!(forge::jobs::delete(pool, later).await.expect("delete"));
+    assert!(matches!(forge::jobs::delete(pool, later).await, Err(forge::jobs::JobsError::NotFound(_))));
+    sqlx::query("insert into forge_jobs (kind, queue, state, attempt) values ('greet', 'default', 'running', 1)")
+        .execute(pool)
+        .await
+        .expect("running row");
+    let running: i64 = sqlx::query_scalar("select max(id) from forge_jobs").fetch_one(pool).await.expect("id");
+    assert!(!forge::jobs::delete(pool, JobId(running)).await.expect("delete running"), "a running job stays");
+
+    // Bulk: five discarded jobs of two kinds, two available ones.
+    sqlx::query(
+        "insert into forge_jobs (kind, queue, state, attempt, max_attempts, tags)
+         select case when i % 2 = 0 then 'a' else 'b' end, 'bulk',
+                case when i <= 5 then 'discarded' else 'available' end, 1, 1,
+                case when i = 1 then array['vip'] else '{}' end
+         from generate_series(1, 7) i",
+    )
+    .execute(pool)
+    .await
+    .expect("seed");
+    let filter = |kind: Option<&str>, tag: Option<&str>| forge::jobs::JobFilter {
+        queue: Some("bulk".into()),
+        kind: kind.map(str::to_owned),
+        tag: tag.map(str::to_owned),
+        ..Default::default()
+    };
+    assert_eq!(forge::jobs::retry_all(pool, &filter(Some("a"), None)).await.expect("retry a"), 2);
+    assert_eq!(forge::jobs::retry_all(pool, &filter(None, Some("vip"))).await.expect("retry vip"), 1);
+    assert_eq!(
+        count(
+            pool,
+            "select count(*) from forge_jobs where queue = 'bulk' and state = 'available' and max_attempts = 2"
+        )
+        .await,
+        3,
+        "retried jobs are available with one more attempt"
+    );
+    assert_eq!(count(pool, "select count(*) from forge_jobs where queue = 'bulk' and state = 'discarded'").await, 2);
+    // Cancel every unfinished job of the queue: the 3 retried and the 2 available.
+    assert_eq!(forge::jobs::cancel_all(pool, &filter(None, None)).await.expect("cancel"), 5);
+    assert_eq!(count(pool, "select count(*) from forge_jobs where queue = 'bulk' and state = 'cancelled'").await, 5);
+    assert_eq!(forge::jobs::cancel_all(pool, &filter(None, None)).await.expect("cancel again"), 0);
+}
+
+#[tokio::test]
+async fn a_bulk_cancel_stops_running_jobs_through_their_worker() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |_| {}).await;
+    let ids = WaitsForCancel::dispatch_many(&node, vec![(), ()], DispatchOptions::new()).await.expect("dispatch");
+    for id in &ids {
+        wait_state(db.pool(), *id, "running").await;
+    }
+    let filter = forge::jobs::JobFilter { kind: Some("waits_for_cancel".into()), ..Default::default() };
+    assert_eq!(forge::jobs::cancel_all(db.pool(), &filter).await.expect("cancel"), 2);
+    for id in ids {
+        wait_state(db.pool(), id, "cancelled").await;
+    }
+    node.stop().await.expect("stop");
+}

@@ -217,7 +217,13 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." { bad("body", e.inner()) } else { bad(&path, e.inner()) }
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            bad("body", format!("is not valid JSON: {}", e.inner()))
+        } else if path == "." {
+            bad("body", e.inner())
+        } else {
+            bad(&path, e.inner())
+        }
     })
 }
 
