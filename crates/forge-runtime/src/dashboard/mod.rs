@@ -1,25 +1,29 @@
-//! The dashboard's JSON API, served by the gateway under `/_api`.
+//! The built-in dashboard: pages at `/_dashboard` (embedded assets, `pages`) over a JSON API at
+//! `/_api` (`api`), both served by the gateway when `[dashboard] enabled`.
 //!
 //! | route | answers |
 //! |-------|---------|
-//! | `GET /_api/jobs` | jobs, newest first: `state`, `kind`, `queue` filters, `limit` (≤ 500), `before` (an id: the next page) |
+//! | `GET /_api/overview` | jobs by state, nodes and the leader, the latest failures |
+//! | `GET /_api/jobs` | jobs, newest first: `state`, `kind`, `queue`, `tag`, `args` (containment), `since`, `until` filters, `limit` (≤ 500), `before` (an id: the next page) |
 //! | `GET /_api/jobs/{id}` | one job: arguments, output, every failed attempt's error, progress, timing, node, trace id |
 //! | `GET /_api/jobs/{id}/logs` | that job's logs, newest first |
+//! | `GET /_api/job-kinds` | the kinds `POST /_api/jobs` accepts |
 //! | `GET /_api/logs` | logs: `level` (minimum), `q` (text), `job`, `trace`, `node`, `since`, `until`, `limit`, `before_at` + `before_id` |
 //! | `GET /_api/traces/{trace_id}` | a trace as a span tree |
-//! | `GET /_api/metrics/{name}` | a metric's series: `since`, `until`, `step` (`"1m"`), `label` (`key:value`, repeatable) |
-//! | `GET /_api/queues` | unfinished jobs by queue and state |
-//! | `GET /_api/nodes` | nodes, their roles, heartbeat age, and the leader |
-//! | `GET /_api/functions` | registered queries, mutations and actions |
-//! | `POST /_api/jobs/{id}/retry` | makes a discarded or cancelled job available again (409 otherwise) |
-//! | `POST /_api/jobs/{id}/cancel` | cancels a job, through its worker if it is running (409 if finished) |
+//! | `GET /_api/metrics`, `GET /_api/metrics/{name}` | metric names; a metric's series: `since`, `until`, `step` (`"1m"`), `label` (`key:value`, repeatable) |
+//! | `GET /_api/queues`, `GET /_api/crons`, `GET /_api/nodes`, `GET /_api/functions` | what their pages show |
+//! | `POST /_api/jobs` | dispatches a job, its arguments checked against the kind's type (422 if they do not fit) |
+//! | `POST /_api/jobs/{id}/{retry,cancel,run,delete}` | one job (409 when its state does not allow it) |
+//! | `POST /_api/jobs/{retry,cancel}` | every job a filter selects, 10,000 at most per call |
+//! | `POST /_api/queues/{name}/{pause,resume}`, `POST /_api/crons/{name}/{trigger,pause,resume}` | operator controls |
 //!
 //! State-changing calls need the `X-Forge-Csrf` header (any value): 403 without it.
 //!
 //! Errors are `application/problem+json`: 400 for a bad parameter (naming it), 401 without
 //! valid credentials, 403 without the `admin` role, 404 for what does not exist. Access: open
 //! when the gateway listens on loopback only and `[dashboard] open_on_loopback` (development);
-//! otherwise callers need the `admin` role.
+//! otherwise callers need the `admin` role. The pages themselves hold no data and are served to
+//! anyone.
 
 mod api;
 mod pages;
