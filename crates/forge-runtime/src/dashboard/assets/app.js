@@ -257,7 +257,8 @@ async function overview(params) {
 }
 
 async function jobsPage(params) {
-  const filter = Object.fromEntries(["state", "kind", "queue", "tag", "args"].map((k) => [k, params.get(k) || ""]));
+  const filter = Object.fromEntries(["state", "kind", "queue", "tag", "args", "since"].map((k) => [k, params.get(k) || ""]));
+  const within = params.get("within") || "";
   const kinds = await api("/job-kinds");
   const field = (name, el) => h("label", {}, name, el);
   const stateSel = h("select", { name: "state" }, h("option", { value: "" }, "any"),
@@ -269,11 +270,16 @@ async function jobsPage(params) {
     tag: h("input", { name: "tag", value: filter.tag, size: 10 }),
     args: h("input", { name: "args", value: filter.args, size: 24, placeholder: '{"user": 7}' }),
   };
+  const windows = { "": "any time", "1h": "last hour", "24h": "last day", "168h": "last week" };
+  const withinSel = h("select", { name: "within" }, Object.entries(windows).map(([v, label]) => h("option", { value: v, selected: v === within }, label)));
   const form = h("form", { class: "filters", onsubmit: (e) => {
     e.preventDefault();
-    location.hash = "#/jobs" + query({ state: stateSel.value, kind: kindSel.value, queue: inputs.queue.value, tag: inputs.tag.value, args: inputs.args.value });
+    const hours = parseInt(withinSel.value, 10);
+    const since = hours ? new Date(Date.now() - hours * 3600e3).toISOString() : "";
+    location.hash = "#/jobs" + query({ state: stateSel.value, kind: kindSel.value, queue: inputs.queue.value, tag: inputs.tag.value,
+      args: inputs.args.value, within: withinSel.value, since });
   } }, field("State", stateSel), field("Kind", kindSel), field("Queue", inputs.queue), field("Tag", inputs.tag),
-    field("Arguments contain", inputs.args), h("button", { class: "primary" }, "Filter"));
+    field("Arguments contain", inputs.args), field("Created", withinSel), h("button", { class: "primary" }, "Filter"));
   const bulk = h("div", { class: "actions" },
     h("button", { "data-action": "bulk-retry", onclick: () => confirm("Retry every discarded or cancelled job this filter selects?") &&
       act("/jobs/retry", filter, (o) => `Retried ${o.retried} jobs`) }, "Retry all matching"),
@@ -289,8 +295,8 @@ async function jobsPage(params) {
       h("td", {}, stateBadge(j.state)), h("td", { class: "num" }, j.attempt + "/" + j.max_attempts),
       h("td", { class: "mono" }, JSON.stringify(j.args).slice(0, 80)), h("td", {}, ago(j.created_at)),
       h("td", {}, j.finalized_at ? ago(j.finalized_at) : j.state === "scheduled" ? "runs " + ago(j.run_at) : "")));
-    const next = page.next ? h("a", { href: "#/jobs" + query({ ...filter, before: page.next }) }, "Older →") : null;
-    const first = before ? h("a", { href: "#/jobs" + query(filter) }, "← Newest") : null;
+    const next = page.next ? h("a", { href: "#/jobs" + query({ ...filter, within, before: page.next }) }, "Older →") : null;
+    const first = before ? h("a", { href: "#/jobs" + query({ ...filter, within }) }, "← Newest") : null;
     slot.replaceChildren(table(["Job", "Kind", "Queue", "State", "Attempts#", "Arguments", "Created", "Finished"], rows, "No jobs match."),
       h("div", { class: "pager" }, first, next));
   };
