@@ -213,6 +213,9 @@ impl Forge {
                 return Err(Error::Database(crate::db::DbError::Connect { target, source }));
             }
         };
+        if let Err(e) = jobs::record_kinds(db.pool(), &self.registry, &node_id).await {
+            tracing::warn!(error = %e, "cannot record this node's job kinds");
+        }
         let worker = self.config.node.roles.contains(Role::Worker).then(|| {
             let w = &self.config.worker;
             Worker::spawn(

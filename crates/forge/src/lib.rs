@@ -31,6 +31,9 @@ pub use forge_runtime::{functions, jobs, observability};
 /// The `metrics` facade, re-exported: `metrics::counter!` and friends land in the node's
 /// metrics, `/metrics` and `forge_metrics`.
 pub use metrics;
+/// `sqlx`, re-exported at the version Forge uses: `forge::sqlx::query(...)` on a context's
+/// `db()` or `tx()`.
+pub use sqlx;
 /// `tracing`, re-exported: events and spans inside jobs and functions are stored with them.
 pub use tracing;
 

@@ -1,4 +1,6 @@
-//! The `forge` command line: manage a Forge application's database and configuration.
+//! The `forge` command line: create, run and operate a Forge application.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +26,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a new application in the folder NAME (never overwriting anything).
+    New {
+        /// The application's name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// Depend on the Forge checkout at this path instead of the released version.
+        #[arg(long)]
+        forge_path: Option<PathBuf>,
+    },
+    /// Build and run the application in the project folder (`cargo run`), with the environment
+    /// passed through.
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for the application, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// List, show, retry, cancel and dispatch jobs.
+    Jobs {
+        #[command(subcommand)]
+        action: cli::ops::JobsAction,
+    },
+    /// Nodes and the leader, queue depths, and failures in the last hour.
+    Status,
     /// Check forge.toml and the environment, and print the resulting configuration.
     Config,
     /// Apply, roll back or list migrations (Forge's own, then the application's).
@@ -98,18 +125,76 @@ enum MigrateAction {
     },
     /// List migrations and whether each is applied.
     Status,
+    /// Create the next numbered migration file, `NNNN_NAME.sql`, with `-- @up` and `-- @down`.
+    New {
+        /// What it does, in lowercase letters, digits and `_` (`add_orders`).
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need neither the configuration nor a database.
+    match &cli.command {
+        Command::New { name, forge_path } => {
+            return match cli::new::create(&cli.project, name, forge_path.as_deref()) {
+                Ok(dir) => {
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "created": dir }));
+                    } else {
+                        println!("created {}", dir.display());
+                        println!("next:  cd {name} && forge run    (tests: cargo test)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(&message),
+            };
+        }
+        Command::Migrate { action: MigrateAction::New { name } } => {
+            let config = match ForgeConfig::load_or_default(cli.project.join("forge.toml")) {
+                Ok(config) => config,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let dir = cli.project.join(&config.database.migrations_dir);
+            return match cli::ops::new_migration(&dir, name, cli.json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(&message),
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    if let Command::Run { release, args } = &cli.command {
+        return match runtime.block_on(cli::ops::run_app(&cli.project, *release, args)) {
+            Ok(code) => code,
+            Err(message) => fail(&message),
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
+}
+
+/// Connects as a node would and checks the schema is current, runs `f`, and closes.
+async fn with_database<F, Fut>(project: &std::path::Path, config: &ForgeConfig, f: F) -> Result<(), String>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let dir = project.join(&config.database.migrations_dir);
+    let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
+    let db = Database::connect(config, project).await.map_err(|e| e.to_string())?;
+    let result = match migrator.pending_reason(db.pool()).await {
+        Ok(None) => f(db.pool().clone()).await,
+        Ok(Some(reason)) => Err(format!("the database is not ready ({reason}); run `forge migrate up` first")),
+        Err(e) => Err(e.to_string()),
+    };
+    let closed = db.close().await.map_err(|e| e.to_string());
+    result.and(closed)
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -142,17 +227,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             result.and(closed)
         }
         Command::Keys { action } => {
-            let dir = cli.project.join(&config.database.migrations_dir);
-            let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
-            let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
-            let result = match migrator.pending_reason(db.pool()).await {
-                Ok(None) => keys(ApiKeys::new(db.pool().clone()), action, cli.json).await,
-                Ok(Some(reason)) => Err(format!("the database is not ready ({reason}); run `forge migrate up` first")),
-                Err(e) => Err(e.to_string()),
-            };
-            let closed = db.close().await.map_err(|e| e.to_string());
-            result.and(closed)
+            with_database(&cli.project, &config, |pool| keys(ApiKeys::new(pool), action, cli.json)).await
         }
+        Command::Jobs { action } => {
+            with_database(&cli.project, &config, async |pool| cli::ops::jobs(&pool, action, cli.json).await).await
+        }
+        Command::Status => {
+            with_database(&cli.project, &config, async |pool| cli::ops::status(&pool, cli.json).await).await
+        }
+        Command::New { .. } | Command::Run { .. } => unreachable!("handled before the configuration is read"),
         Command::Db { action: DbAction::Shell { args } } => {
             let db = Database::connect(&config, &cli.project).await.map_err(|e| e.to_string())?;
             // The embedded target is a socket URL without secrets; a configured URL is used as is.
@@ -184,6 +267,7 @@ async fn migrate(migrator: &Migrator, db: &Database, action: MigrateAction, json
             let done = labels(migrator.down(pool, n).await.map_err(|e| e.to_string())?);
             report(json, "rolled back", &done);
         }
+        MigrateAction::New { .. } => unreachable!("handled before connecting"),
         MigrateAction::Status => {
             let applied = migrator.applied(pool).await.map_err(|e| e.to_string())?;
             let rows: Vec<serde_json::Value> = migrator

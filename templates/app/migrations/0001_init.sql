@@ -1,11 +1,13 @@
--- {{name}}'s first migration. Runs after Forge's own, once, at start-up.
+-- The sample feature's table. Forge applies migrations at start-up (and with
+-- `forge migrate up`); `forge migrate down` runs the `-- @down` part.
 
 -- @up
-create table notes (
-    id         bigint generated always as identity primary key,
-    body       text        not null,
-    created_at timestamptz not null default now()
+create table signups (
+    id          bigint generated always as identity primary key,
+    email       text        not null unique,
+    created_at  timestamptz not null default now(),
+    welcomed_at timestamptz
 );
 
 -- @down
-drop table notes;
+drop table signups;

@@ -1,5 +1,8 @@
-//! {{name}}: a Forge application. Run it with `cargo run`; with no DATABASE_URL it starts its
-//! own PostgreSQL under `.forge/postgres/` and serves on http://127.0.0.1:8080.
+//! {{name}}: a Forge application. `forge run` (or `cargo run`) starts it: with no
+//! `DATABASE_URL` it starts its own PostgreSQL under `.forge/postgres/`, applies the
+//! migrations, and serves http://127.0.0.1:8080 (the dashboard is at /_dashboard).
+
+mod signups;
 
 use forge::prelude::*;
 
@@ -7,7 +10,9 @@ use forge::prelude::*;
 async fn main() -> std::process::ExitCode {
     let started = async {
         let config = ForgeConfig::load_or_default("forge.toml")?;
-        Forge::builder().config(config).build()?.run().await
+        forge::init_tracing(&config.observability)?;
+        Forge::builder().config(config).build()?.run().await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
     };
     match started.await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,3 +11,10 @@ pub(crate) use leader::{Duties, LeaderSettings, Leadership, sweep_dead_nodes};
 pub(crate) use node::RegisteredNode;
 pub use node::{NodeInfo, NodeStatus};
 pub use shutdown::{Shutdown, Signals, wait_for_signal};
+
+/// Every node that has registered (newest heartbeat first, at most 500), each as JSON: `id`,
+/// `hostname`, `roles`, `capabilities`, `version`, `status`, `started_at`, `last_heartbeat`,
+/// `heartbeat_age_s`, and `leader` (whether it holds the scheduler's lease).
+pub async fn nodes(pool: &sqlx::PgPool) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(&format!("select to_jsonb(n) from ({}) n", sql::NODES)).fetch_all(pool).await
+}

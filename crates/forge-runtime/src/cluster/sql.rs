@@ -56,3 +56,14 @@ set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryab
 where j.state = 'running' and j.attempted_by = any($1::text[])
 returning j.id
 "#;
+
+/// Nodes, newest heartbeat first, with the scheduler's leader.
+pub(crate) const NODES: &str = r#"
+select n.id, n.hostname, n.roles, n.capabilities, n.version, n.status, n.started_at, n.last_heartbeat,
+       extract(epoch from now() - n.last_heartbeat)::float8 as heartbeat_age_s,
+       coalesce(l.node_id = n.id, false) as leader
+from forge_nodes n
+left join forge_leaders l on l.role = 'scheduler' and l.lease_until > now()
+order by n.last_heartbeat desc
+limit 500
+"#;

@@ -15,9 +15,9 @@ use forge_core::jobs::JobState;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sqlx::{Postgres, QueryBuilder};
 
 use super::sql;
+use crate::cluster;
 use crate::cron::{self, CronRegistration};
 use crate::gateway::{GatewayState, Problem};
 use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobsError};
@@ -191,20 +191,7 @@ async fn jobs(State(state): State<GatewayState>, Query(params): Params) -> ApiRe
     }
     let before = int(&params, "before")?;
     let filter = job_filter(&params)?;
-    let mut outer: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "select coalesce(jsonb_agg(to_jsonb(j) order by j.id desc), '[]') from (select {} from forge_jobs where true",
-        sql::JOB_COLUMNS
-    ));
-    filter.push_conditions(&mut outer);
-    if let Some(id) = before {
-        outer.push(" and id < ").push_bind(id);
-    }
-    outer.push(" order by id desc limit ").push_bind(limit + 1).push(") j");
-    let rows: Value = outer.build_query_scalar().fetch_one(state.pool()).await?;
-    let mut rows = match rows {
-        Value::Array(rows) => rows,
-        _ => Vec::new(),
-    };
+    let mut rows = jobs::list_jobs(state.pool(), &filter, before, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = if more { rows.last().and_then(|r| r["id"].as_i64()) } else { None };
@@ -350,13 +337,7 @@ fn job_id(id: &str) -> Result<i64, ApiError> {
 
 async fn job(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
     let id = job_id(&id)?;
-    let row: Option<Value> = sqlx::query_scalar(&format!(
-        "select to_jsonb(j) from (select {} from forge_jobs where id = $1) j",
-        sql::JOB_COLUMNS
-    ))
-    .bind(id)
-    .fetch_optional(state.pool())
-    .await?;
+    let row = jobs::find_job(state.pool(), JobId(id)).await?;
     let mut row = row.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let trace_id = observability::trace_of_job(id, &row["metadata"]);
     row["trace_id"] = trace_id.into();
@@ -596,8 +577,7 @@ async fn overview(State(state): State<GatewayState>) -> ApiResult {
     ))
     .fetch_one(state.pool())
     .await?;
-    let nodes: Vec<Value> =
-        sqlx::query_scalar(&format!("select to_jsonb(n) from ({}) n", sql::NODES)).fetch_all(state.pool()).await?;
+    let nodes = cluster::nodes(state.pool()).await?;
     Ok(Json(json!({
         "project": state.project(),
         "counts": counts,
@@ -608,8 +588,7 @@ async fn overview(State(state): State<GatewayState>) -> ApiResult {
 }
 
 async fn nodes(State(state): State<GatewayState>) -> ApiResult {
-    let nodes: Vec<Value> =
-        sqlx::query_scalar(&format!("select to_jsonb(n) from ({}) n", sql::NODES)).fetch_all(state.pool()).await?;
+    let nodes = cluster::nodes(state.pool()).await?;
     Ok(Json(json!({ "nodes": nodes })).into_response())
 }
 

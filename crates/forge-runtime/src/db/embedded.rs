@@ -338,12 +338,16 @@ fn postgres_user() -> Result<SystemUser> {
     }
 }
 
+/// `dir` made absolute, without `.` components: `./.forge/postgres` from the project folder and
+/// `/abs/project/.forge/postgres` name the same cluster (and the same fallback folder).
 fn absolute(dir: &Path) -> Result<PathBuf> {
-    if dir.is_absolute() {
-        return Ok(dir.to_owned());
-    }
-    let cwd = std::env::current_dir().map_err(io_err("cannot read the current folder", Path::new(".")))?;
-    Ok(cwd.join(dir))
+    let dir = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        let cwd = std::env::current_dir().map_err(io_err("cannot read the current folder", Path::new(".")))?;
+        cwd.join(dir)
+    };
+    Ok(dir.components().collect())
 }
 
 /// Whether `uid` can walk down to `dir`: every existing ancestor must be searchable by it.
@@ -425,6 +429,14 @@ mod tests {
         }
         let found = find_binaries_in(None, root.path()).unwrap();
         assert_eq!(found, root.path().join("16").join("bin"), "the newest version wins");
+    }
+
+    #[test]
+    fn a_relative_folder_names_the_same_cluster_as_its_absolute_path() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let relative = absolute(Path::new("./.forge/postgres")).expect("absolute");
+        assert_eq!(relative, cwd.join(".forge").join("postgres"));
+        assert_eq!(fallback_dir(&relative), fallback_dir(&cwd.join(".forge/postgres")));
     }
 
     #[test]

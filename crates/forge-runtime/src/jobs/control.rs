@@ -156,3 +156,74 @@ pub async fn cancel_all(pool: &PgPool, filter: &JobFilter) -> Result<u64, sqlx::
     tx.commit().await?;
     Ok(rows.len() as u64)
 }
+
+/// Records the kinds `registry` holds in `forge_job_kinds`, as seen by `node_id` now.
+pub async fn record_kinds(pool: &PgPool, registry: &super::JobRegistry, node_id: &str) -> Result<(), sqlx::Error> {
+    let names = registry.names();
+    let queues: Vec<&str> = names.iter().map(|k| registry.options(k).map_or("default", |o| o.queue)).collect();
+    let attempts: Vec<i32> = names
+        .iter()
+        .map(|k| registry.options(k).map_or(1, |o| i32::try_from(o.max_attempts).unwrap_or(i32::MAX)))
+        .collect();
+    sqlx::query(sql::RECORD_KINDS).bind(&names).bind(&queues).bind(&attempts).bind(node_id).execute(pool).await?;
+    Ok(())
+}
+
+/// A job kind some node of the application has registered.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct KnownKind {
+    /// The kind.
+    pub kind: String,
+    /// Its default queue.
+    pub queue: String,
+    /// Its default attempts.
+    pub max_attempts: i32,
+    /// When a node last registered it.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// The job kinds the application's nodes have registered, by name.
+pub async fn known_kinds(pool: &PgPool) -> Result<Vec<KnownKind>, sqlx::Error> {
+    sqlx::query_as("select kind, queue, max_attempts, seen_at from forge_job_kinds order by kind").fetch_all(pool).await
+}
+
+/// Jobs the filter selects, newest first, `limit` of them with ids below `before`; each as JSON
+/// (the columns of [`find_job`]).
+pub async fn list_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let mut query = QueryBuilder::new(format!(
+        "select coalesce(jsonb_agg(to_jsonb(j) order by j.id desc), '[]') from (select {} from forge_jobs where true",
+        sql::JOB_COLUMNS
+    ));
+    filter.push_conditions(&mut query);
+    if let Some(id) = before {
+        query.push(" and id < ").push_bind(id);
+    }
+    query.push(" order by id desc limit ").push_bind(limit).push(") j");
+    let rows: serde_json::Value = query.build_query_scalar().fetch_one(pool).await?;
+    Ok(match rows {
+        serde_json::Value::Array(rows) => rows,
+        _ => Vec::new(),
+    })
+}
+
+/// One job as JSON: kind, queue, state, attempts, arguments, output, errors, progress, tags,
+/// metadata, times, the node that ran it.
+pub async fn find_job(pool: &PgPool, id: JobId) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "select to_jsonb(j) from (select {} from forge_jobs where id = $1) j",
+        sql::JOB_COLUMNS
+    ))
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Failed attempts recorded since `since`, and how many of those jobs were discarded.
+pub async fn failures_since(pool: &PgPool, since: DateTime<Utc>) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(sql::FAILURES_SINCE).bind(since).fetch_one(pool).await
+}

@@ -221,6 +221,32 @@ impl NewJob {
     }
 }
 
+impl NewJob {
+    /// Runs this job no earlier than `at`.
+    pub fn with_run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Allows this many attempts (at least 1).
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = i32::try_from(n).unwrap_or(i32::MAX).max(1);
+        self
+    }
+
+    /// Runs it at this priority.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority.as_i16();
+        self
+    }
+
+    /// Puts it on this queue.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+}
+
 /// Hex SHA-256 of the arguments' canonical JSON (object keys sorted).
 fn args_digest(args: &serde_json::Value) -> String {
     let canonical = serde_json::to_string(args).unwrap_or_default();

@@ -41,7 +41,8 @@ pub(crate) mod worker;
 
 pub use context::{JobContext, JobTx, TxError};
 pub use control::{
-    JobFilter, MAX_BULK, PausedQueue, cancel_all, delete, pause_queue, paused_queues, resume_queue, retry_all, run_now,
+    JobFilter, KnownKind, MAX_BULK, PausedQueue, cancel_all, delete, failures_since, find_job, known_kinds, list_jobs,
+    pause_queue, paused_queues, record_kinds, resume_queue, retry_all, run_now,
 };
 pub use dispatch::{
     CancelOutcome, DispatchOptions, Dispatcher, JobsError, NewJob, Notifier, cancel, insert_jobs, retry,

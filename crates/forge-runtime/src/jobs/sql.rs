@@ -232,6 +232,28 @@ returning name
 pub(crate) const PAUSED_QUEUES: &str =
     r#"select name, paused_at, paused_by from forge_queues where paused_at is not null order by name"#;
 
+/// Columns of a job, as listings show them.
+pub(crate) const JOB_COLUMNS: &str = "id, kind, queue, state, priority, attempt, max_attempts, args, output, \
+     errors, progress, tags, metadata, run_at, created_at, attempted_at, finalized_at, attempted_by, unique_key";
+
+/// Failed attempts since `$1` (from the jobs attempted since), and the discarded among them.
+pub(crate) const FAILURES_SINCE: &str = r#"
+select count(*) filter (where (e ->> 'at')::timestamptz >= $1),
+       count(distinct j.id) filter (where j.state = 'discarded' and j.finalized_at >= $1)
+from forge_jobs j
+cross join lateral jsonb_array_elements(j.errors) e
+where j.attempted_at >= $1
+"#;
+
+/// Records the kinds a node runs.
+pub(crate) const RECORD_KINDS: &str = r#"
+insert into forge_job_kinds (kind, queue, max_attempts, seen_at, seen_by)
+select kind, queue, max_attempts, now(), $4
+from unnest($1::text[], $2::text[], $3::int[]) as k(kind, queue, max_attempts)
+on conflict (kind) do update
+set queue = excluded.queue, max_attempts = excluded.max_attempts, seen_at = excluded.seen_at, seen_by = excluded.seen_by
+"#;
+
 /// Makes due scheduled and retryable jobs available, in bounded batches.
 pub(crate) const PROMOTE: &str = r#"
 with due as (

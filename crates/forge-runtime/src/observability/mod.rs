@@ -39,7 +39,7 @@ pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
 pub(crate) use telemetry::{
-    FlushSettings, current_context, current_metrics, in_task_context, queue_depths, sample_queue_depth, spawn_flusher,
+    FlushSettings, current_context, current_metrics, in_task_context, sample_queue_depth, spawn_flusher,
 };
-pub use telemetry::{Probes, Telemetry, current_traceparent};
+pub use telemetry::{Probes, Telemetry, current_traceparent, queue_depths};
 pub use traces::SpanRecord;

@@ -210,7 +210,8 @@ impl Telemetry {
 }
 
 /// Unfinished jobs as (queue, state, count), ordered by queue and state.
-pub(crate) async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+/// Unfinished jobs by queue and state: `(queue, state, count)`.
+pub async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as(sql::QUEUE_DEPTH).fetch_all(pool).await
 }
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# A newcomer's first hour, end to end: `forge new demo --forge-path <this checkout>` in a
+# temporary folder, the generated app's own tests, then the app itself on the embedded
+# PostgreSQL: its query over /rpc, its mutation dispatching its job, the job seen completed
+# with `forge jobs show`, a job dispatched with `forge jobs dispatch`, `forge status`, and a
+# clean exit on SIGTERM. Run by .ci/run after the test suite; runnable by hand.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+cargo build -q -p forge --bin forge
+forge="$root/target/debug/forge"
+# The app builds against this checkout; sharing the target folder reuses what the suite built.
+export CARGO_TARGET_DIR="$root/target"
+
+work="$(mktemp -d)"
+app_pid=""
+# Running as root, the embedded cluster of a project the postgres user cannot reach lives under
+# /var/tmp/forge-postgres-<hash>: remove the one this run creates.
+before="$(ls -d /var/tmp/forge-postgres-* 2>/dev/null || true)"
+cleanup() {
+  if [ -n "$app_pid" ] && kill -0 "$app_pid" 2>/dev/null; then kill -KILL "$app_pid" 2>/dev/null || true; fi
+  for dir in $(ls -d /var/tmp/forge-postgres-* 2>/dev/null || true); do
+    if ! grep -qxF "$dir" <<<"$before"; then
+      pid_file="$dir/data/postmaster.pid"
+      [ -f "$pid_file" ] && kill -KILL "$(head -n 1 "$pid_file")" 2>/dev/null || true
+      rm -rf "$dir"
+    fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { echo "== forge-new: $*"; }
+fail() { echo "forge-new: FAILED: $*" >&2; [ -f "$work/app.log" ] && tail -n 40 "$work/app.log" >&2; exit 1; }
+
+step "forge new demo"
+(cd "$work" && "$forge" new demo --forge-path "$root")
+cd "$work/demo"
+
+step "the generated tests (cargo test)"
+cargo test -q 2>&1 | tail -n 5
+
+step "build and start it on the embedded PostgreSQL"
+cargo build -q
+port=$(( 20000 + RANDOM % 20000 ))
+env -u DATABASE_URL FORGE_PORT="$port" "$CARGO_TARGET_DIR/debug/demo" >"$work/app.log" 2>&1 &
+app_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 240); do
+  curl -fsS "$base/ready" >/dev/null 2>&1 && break
+  kill -0 "$app_pid" 2>/dev/null || fail "the app exited"
+  sleep 0.25
+done
+curl -fsS "$base/ready" >/dev/null || fail "the app never became ready"
+
+rpc() { curl -fsS -X POST "$base/rpc/$1" -H 'content-type: application/json' -d "$2"; }
+
+step "its query over /rpc"
+count=$(rpc signup_count 'null')
+[ "$count" = '{"data":0}' ] || fail "signup_count answered $count"
+
+step "its mutation dispatches its job"
+answer=$(rpc sign_up '{"email": "ada@example.com"}')
+job=$(echo "$answer" | sed -n 's/^{"data":\([0-9]*\)}$/\1/p')
+[ -n "$job" ] || fail "sign_up answered $answer"
+
+# The CLI reaches the same embedded cluster (no DATABASE_URL) while the app runs.
+wait_completed() {
+  local state=""
+  for _ in $(seq 1 120); do
+    state=$(env -u DATABASE_URL "$forge" --json jobs show "$1" | sed -n 's/.*"state":"\([a-z]*\)".*/\1/p')
+    [ "$state" = completed ] && return 0
+    sleep 0.25
+  done
+  fail "job $1 is $state, not completed"
+}
+step "job $job completes (forge jobs show)"
+wait_completed "$job"
+[ "$(rpc signup_count 'null')" = '{"data":1}' ] || fail "the sign-up was not counted"
+
+step "forge jobs dispatch"
+dispatched=$(env -u DATABASE_URL "$forge" --json jobs dispatch send_welcome --args '{"email": "grace@example.com"}')
+job2=$(echo "$dispatched" | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
+[ -n "$job2" ] || fail "forge jobs dispatch answered $dispatched"
+wait_completed "$job2"
+if env -u DATABASE_URL "$forge" jobs dispatch no_such_job 2>"$work/err"; then fail "an unknown kind was dispatched"; fi
+grep -q 'unknown job kind "no_such_job"' "$work/err" || fail "unexpected error: $(cat "$work/err")"
+
+step "forge status"
+env -u DATABASE_URL "$forge" status | tee "$work/status"
+grep -q "1 live, leader" "$work/status" || fail "forge status does not show the running node as leader"
+
+step "SIGTERM: a clean exit"
+kill -TERM "$app_pid"
+wait "$app_pid" || fail "the app exited with $?"
+app_pid=""
+echo "forge-new: passed"

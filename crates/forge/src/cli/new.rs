@@ -1,0 +1,192 @@
+//! `forge new NAME`: writes a new application from the templates embedded in this binary.
+
+use std::path::{Path, PathBuf};
+
+use rust_embed::RustEmbed;
+
+#[derive(RustEmbed)]
+#[folder = "../../templates/app"]
+struct AppTemplate;
+
+/// Names a package cannot take: Rust keywords, the standard crates, and `forge` (the app depends
+/// on it).
+const RESERVED: &[&str] = &[
+    "forge",
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+    "test",
+    "self",
+    "super",
+    "crate",
+    "async",
+    "await",
+    "dyn",
+    "fn",
+    "mod",
+    "use",
+    "type",
+    "struct",
+    "enum",
+    "trait",
+    "impl",
+    "let",
+    "loop",
+    "match",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "static",
+    "unsafe",
+    "where",
+    "while",
+    "for",
+    "if",
+    "else",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "extern",
+    "false",
+    "true",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "macro",
+    "override",
+    "priv",
+    "typeof",
+    "unsized",
+    "virtual",
+    "yield",
+    "try",
+    "gen",
+];
+
+/// Checks a project name: a lowercase letter, then lowercase letters, digits, `-` or `_`; at most
+/// 64 characters; not reserved.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a valid project name: use a lowercase letter, then lowercase letters, digits, `-` or `_` (at most 64)"
+        ));
+    }
+    if RESERVED.contains(&name.replace('-', "_").as_str()) {
+        return Err(format!("{name:?} is reserved in Rust or by Forge; choose another name"));
+    }
+    Ok(())
+}
+
+/// Writes the project into `parent/name`. Nothing is written if that path exists.
+pub(crate) fn create(parent: &Path, name: &str, forge_path: Option<&Path>) -> Result<PathBuf, String> {
+    check_name(name)?;
+    let dir = parent.join(name);
+    if dir.symlink_metadata().is_ok() {
+        return Err(format!("{} already exists; forge new never overwrites", dir.display()));
+    }
+    let (dependency, inline) = match forge_path {
+        Some(path) => {
+            let checkout = path.canonicalize().map_err(|e| format!("--forge-path {}: {e}", path.display()))?;
+            let facade = checkout.join("crates/forge");
+            if !facade.join("Cargo.toml").is_file() {
+                return Err(format!(
+                    "--forge-path {}: no Forge checkout there (no crates/forge/Cargo.toml)",
+                    path.display()
+                ));
+            }
+            let inline = format!("path = {}", toml_string(&facade.display().to_string()));
+            (format!("{{ {inline} }}"), inline)
+        }
+        None => {
+            let version = env!("CARGO_PKG_VERSION");
+            (format!("\"{version}\""), format!("version = \"{version}\""))
+        }
+    };
+    std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let written = write_files(&dir, name, &dependency, &inline);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    // The exact versions this checkout is tested with.
+    if let Some(lock) = forge_path.map(|p| p.join("Cargo.lock")).filter(|p| p.is_file()) {
+        let _ = std::fs::copy(lock, dir.join("Cargo.lock"));
+    }
+    Ok(dir)
+}
+
+fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str) -> Result<(), String> {
+    let mut files: Vec<_> = AppTemplate::iter().collect();
+    files.sort();
+    for file in files {
+        let Some(content) = AppTemplate::get(&file) else { continue };
+        let text = String::from_utf8(content.data.into_owned()).map_err(|_| format!("template {file} is not UTF-8"))?;
+        let text = text
+            .replace("{{forge_dependency_inline}}", inline)
+            .replace("{{forge_dependency}}", dependency)
+            .replace("{{name}}", name);
+        let path = dir.join(file.as_ref());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["demo", "my-app", "shop_2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Demo", "2fast", "-x", "a b", "café", "forge", "test", "self", &"a".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_template_has_every_file_a_project_needs() {
+        let files: Vec<String> = AppTemplate::iter().map(|f| f.to_string()).collect();
+        for want in [
+            "Cargo.toml",
+            "forge.toml",
+            "README.md",
+            ".gitignore",
+            "src/main.rs",
+            "src/signups.rs",
+            "migrations/0001_init.sql",
+            "tests/signups.rs",
+        ] {
+            assert!(files.iter().any(|f| f == want), "the template lacks {want}: {files:?}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The `forge` command line as a user runs it: real processes, a fresh database each. (`forge
+//! keys` is in cli_keys.rs; `.ci/forge-new.sh` builds and runs a generated app end to end.)
+
+use std::path::Path;
+use std::process::Output;
+
+use forge::jobs::{JobRegistry, record_kinds};
+use forge::prelude::*;
+use forge::testing::{TestDatabase, project_root};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Invoice {
+    number: i64,
+}
+
+#[forge::job(queue = "billing", max_attempts = 4)]
+async fn send_invoice(_ctx: &JobContext, _args: Invoice) -> Result<(), JobError> {
+    Ok(())
+}
+
+async fn forge_in(dir: &Path, database_url: Option<&str>, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_forge"));
+    command.arg("--project").arg(dir).args(args);
+    match database_url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    command.output().await.expect("run forge")
+}
+
+async fn forge(db: &TestDatabase, args: &[&str]) -> Output {
+    forge_in(&project_root(), Some(db.url()), args).await
+}
+
+fn json(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+/// The one line a failed command prints.
+fn error_line(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn forge_new_writes_a_project_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = project_root();
+    let root_arg = root.to_str().expect("utf-8 path");
+    let out = forge_in(dir.path(), None, &["--json", "new", "shop", "--forge-path", root_arg]).await;
+    let created = json(&out);
+    let app = dir.path().join("shop");
+    assert_eq!(created["created"], app.to_str().expect("path"));
+    for file in [
+        "Cargo.toml",
+        "forge.toml",
+        "README.md",
+        ".gitignore",
+        "src/main.rs",
+        "src/signups.rs",
+        "migrations/0001_init.sql",
+        "tests/signups.rs",
+        "Cargo.lock",
+    ] {
+        assert!(app.join(file).is_file(), "{file} was not written");
+    }
+    let manifest = std::fs::read_to_string(app.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(manifest.contains("name = \"shop\""), "{manifest}");
+    let facade = root.canonicalize().expect("root").join("crates/forge");
+    assert!(manifest.contains(&format!("forge = {{ path = \"{}\" }}", facade.display())), "{manifest}");
+    assert!(!manifest.contains("{{"), "every placeholder is filled: {manifest}");
+    let migration = std::fs::read_to_string(app.join("migrations/0001_init.sql")).expect("migration");
+    assert!(migration.contains("-- @up") && migration.contains("-- @down"));
+
+    // Again: refused, and the project is untouched.
+    std::fs::write(app.join("src/main.rs"), "// mine").expect("edit");
+    let again = forge_in(dir.path(), None, &["new", "shop"]).await;
+    assert!(error_line(&again).contains("already exists"), "{again:?}");
+    assert_eq!(std::fs::read_to_string(app.join("src/main.rs")).expect("main"), "// mine");
+
+    // Without --forge-path: the released version.
+    json(&forge_in(dir.path(), None, &["--json", "new", "plain"]).await);
+    let manifest = std::fs::read_to_string(dir.path().join("plain/Cargo.toml")).expect("Cargo.toml");
+    assert!(manifest.contains(&format!("forge = \"{}\"", env!("CARGO_PKG_VERSION"))), "{manifest}");
+
+    for bad in ["Shop", "2shop", "my shop", "forge", "self", ""] {
+        let out = forge_in(dir.path(), None, &["new", bad]).await;
+        let line = error_line(&out);
+        assert!(line.contains("name") || line.contains("reserved"), "{bad}: {line}");
+        assert!(!dir.path().join(bad).exists() || bad.is_empty(), "{bad} was created");
+    }
+    let out = forge_in(dir.path(), None, &["new", "other", "--forge-path", "/nonexistent"]).await;
+    assert!(error_line(&out).contains("--forge-path"));
+    assert!(!dir.path().join("other").exists(), "nothing is left behind");
+}
+
+#[tokio::test]
+async fn forge_migrate_new_numbers_the_next_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("migrations")).expect("dir");
+    std::fs::write(dir.path().join("migrations/0007_old.sql"), "-- @up\n-- @down\n").expect("old");
+    let out = json(&forge_in(dir.path(), None, &["--json", "migrate", "new", "add_orders"]).await);
+    let path = dir.path().join("migrations/0008_add_orders.sql");
+    assert_eq!(out["created"], path.to_str().expect("path"));
+    let text = std::fs::read_to_string(&path).expect("file");
+    assert!(text.contains("-- @up") && text.contains("-- @down"));
+    assert!(
+        error_line(&forge_in(dir.path(), None, &["migrate", "new", "Add Orders"]).await).contains("migration name")
+    );
+}
+
+#[tokio::test]
+async fn forge_jobs_lists_shows_retries_cancels_and_dispatches() {
+    let db = TestDatabase::new().await.expect("db");
+    // What a node records at start-up: the kinds it runs.
+    record_kinds(db.pool(), &JobRegistry::collect(&[]), "node-1").await.expect("kinds");
+
+    let dispatched =
+        json(&forge(&db, &["--json", "jobs", "dispatch", "send_invoice", "--args", r#"{"number": 7}"#]).await);
+    let id = dispatched["id"].as_i64().expect("id");
+    let (queue, max_attempts, args): (String, i32, Value) =
+        sqlx::query_as("select queue, max_attempts, args from forge_jobs where id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!(
+        (queue.as_str(), max_attempts, args),
+        ("billing", 4, serde_json::json!({"number": 7})),
+        "the kind's defaults"
+    );
+    let later = json(
+        &forge(
+            &db,
+            &[
+                "--json",
+                "jobs",
+                "dispatch",
+                "send_invoice",
+                "--args",
+                r#"{"number": 8}"#,
+                "--delay",
+                "1h",
+                "--priority",
+                "high",
+            ],
+        )
+        .await,
+    );
+
+    let listed = json(&forge(&db, &["--json", "jobs", "list", "--kind", "send_invoice"]).await);
+    let ids: Vec<i64> = listed.as_array().expect("list").iter().map(|j| j["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids, [later["id"].as_i64().expect("id"), id]);
+    let scheduled = json(&forge(&db, &["--json", "jobs", "list", "--state", "scheduled"]).await);
+    assert_eq!(scheduled.as_array().map(Vec::len), Some(1));
+    let table = forge(&db, &["jobs", "list"]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("      ID  KIND"), "{table:?}");
+
+    let shown = json(&forge(&db, &["--json", "jobs", "show", &id.to_string()]).await);
+    assert_eq!((shown["kind"].as_str(), shown["state"].as_str()), (Some("send_invoice"), Some("available")));
+
+    let cancelled = json(&forge(&db, &["--json", "jobs", "cancel", &id.to_string()]).await);
+    assert_eq!(cancelled["state"], "cancelled");
+    assert!(error_line(&forge(&db, &["jobs", "cancel", &id.to_string()]).await).contains("already finished"));
+    let retried = json(&forge(&db, &["--json", "jobs", "retry", &id.to_string()]).await);
+    assert_eq!(retried["state"], "available");
+    assert!(error_line(&forge(&db, &["jobs", "retry", &id.to_string()]).await).contains("only discarded or cancelled"));
+
+    // Errors: one clear line each, and nothing changes.
+    let before: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count");
+    let unknown = error_line(&forge(&db, &["jobs", "dispatch", "send_invoise", "--args", "{}"]).await);
+    assert!(unknown.contains(r#"unknown job kind "send_invoise""#) && unknown.contains("send_invoice"), "{unknown}");
+    let bad_json = error_line(&forge(&db, &["jobs", "dispatch", "send_invoice", "--args", "{number: 7"]).await);
+    assert!(bad_json.contains("--args is not valid JSON"), "{bad_json}");
+    let after: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count");
+    assert_eq!(before, after);
+    assert_eq!(error_line(&forge(&db, &["jobs", "show", "999999"]).await), "error: no job with id 999999");
+    let bad_state = forge(&db, &["jobs", "list", "--state", "sleeping"]).await;
+    assert!(!bad_state.status.success());
+}
+
+#[tokio::test]
+async fn forge_status_shows_nodes_the_leader_queues_and_failures() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.node.roles = forge::config::Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !node.is_leader() {
+        assert!(std::time::Instant::now() < deadline, "the node never led");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    sqlx::query(
+        "insert into forge_jobs (kind, queue, state, attempt, max_attempts, attempted_at, finalized_at, errors)
+         values ('x', 'mail', 'discarded', 1, 1, now(), now(), jsonb_build_array(jsonb_build_object('attempt', 1, 'at', now(), 'message', 'boom'))),
+                ('x', 'mail', 'available', 0, 1, null, null, '[]')",
+    )
+    .execute(db.pool())
+    .await
+    .expect("seed");
+    forge::jobs::pause_queue(db.pool(), "mail", "test").await.expect("pause");
+
+    let status = json(&forge(&db, &["--json", "status"]).await);
+    assert_eq!(status["leader"], node.node_id());
+    assert_eq!(status["queues"]["mail"]["available"], 1);
+    assert_eq!(status["queues"]["mail"]["paused"], true);
+    assert_eq!(status["last_hour"]["failed_attempts"], 1);
+    assert_eq!(status["last_hour"]["discarded"], 1);
+    let text = forge(&db, &["status"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with(&format!("nodes: 1 live, leader {}", node.node_id())), "{text}");
+    assert!(text.contains("PAUSED"), "{text}");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn without_a_database_every_command_says_so_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1: nothing listens there.
+    let url = "postgres://postgres@127.0.0.1:1/nowhere";
+    for args in [&["status"][..], &["jobs", "list"], &["keys", "list"], &["migrate", "status"]] {
+        let out = forge_in(dir.path(), Some(url), args).await;
+        let line = error_line(&out);
+        assert!(line.contains("127.0.0.1:1") || line.contains("connect"), "{args:?}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn forge_run_outside_an_app_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = error_line(&forge_in(dir.path(), None, &["run"]).await);
+    assert!(line.contains("no Cargo.toml") && line.contains("forge new"), "{line}");
+    // Every command has help.
+    for args in [
+        &["--help"][..],
+        &["new", "--help"],
+        &["run", "--help"],
+        &["jobs", "dispatch", "--help"],
+        &["status", "--help"],
+    ] {
+        let out = forge_in(dir.path(), None, args).await;
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
