@@ -230,6 +230,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             with_database(&cli.project, &config, |pool| keys(ApiKeys::new(pool), action, cli.json)).await
         }
         Command::Jobs { action } => {
+            action.check()?;
             with_database(&cli.project, &config, async |pool| cli::ops::jobs(&pool, action, cli.json).await).await
         }
         Command::Status => {

@@ -64,6 +64,16 @@ pub(crate) enum JobsAction {
     },
 }
 
+impl JobsAction {
+    /// What can be checked before connecting: `--args` is JSON.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Self::Dispatch { args, .. } = self {
+            serde_json::from_str::<Value>(args).map_err(|e| format!("--args is not valid JSON: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Result<(), String> {
     match action {
         JobsAction::List { state, kind, queue, limit, before } => {
