@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A newcomer's first hour, end to end: `forge new demo --forge-path <this checkout>` in a
-# temporary folder, the generated app's own tests, then the app itself on the embedded
-# PostgreSQL: its query over /rpc, its mutation dispatching its job, the job seen completed
+# temporary folder, the generated app's own tests, then the app itself with `forge run` on the
+# embedded PostgreSQL: its query over /rpc, its mutation dispatching its job, the job seen completed
 # with `forge jobs show`, a job dispatched with `forge jobs dispatch`, `forge status`, and a
 # clean exit on SIGTERM. Run by .ci/run after the test suite; runnable by hand.
 set -euo pipefail
@@ -41,13 +41,12 @@ cd "$work/demo"
 step "the generated tests (cargo test)"
 cargo test -q 2>&1 | tail -n 5
 
-step "build and start it on the embedded PostgreSQL"
-cargo build -q
+step "forge run: build and start it on the embedded PostgreSQL"
 port=$(( 20000 + RANDOM % 20000 ))
-env -u DATABASE_URL FORGE_PORT="$port" "$CARGO_TARGET_DIR/debug/demo" >"$work/app.log" 2>&1 &
+env -u DATABASE_URL FORGE_PORT="$port" "$forge" run >"$work/app.log" 2>&1 &
 app_pid=$!
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 240); do
+for _ in $(seq 1 1200); do
   curl -fsS "$base/ready" >/dev/null 2>&1 && break
   kill -0 "$app_pid" 2>/dev/null || fail "the app exited"
   sleep 0.25
@@ -91,7 +90,7 @@ step "forge status"
 env -u DATABASE_URL "$forge" status | tee "$work/status"
 grep -q "1 live, leader" "$work/status" || fail "forge status does not show the running node as leader"
 
-step "SIGTERM: a clean exit"
+step "SIGTERM to forge run: passed on, a clean exit"
 kill -TERM "$app_pid"
 wait "$app_pid" || fail "the app exited with $?"
 app_pid=""
