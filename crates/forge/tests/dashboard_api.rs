@@ -98,8 +98,20 @@ async fn every_endpoint_answers_on_a_loopback_gateway() {
     assert_eq!(total, 10.0);
     let (_, queues) = get(&router, "/_api/queues", &[]).await;
     assert_eq!(queues["queues"][0]["depth"]["available"], 9);
+    sqlx::raw_sql(
+        "insert into forge_jobs (kind, queue, state, attempt, attempted_by, heartbeat_at) values ('odd', 'other', 'running', 1, 'n1', now());
+         insert into forge_metrics (at, node_id, name, kind, labels, value, seconds)
+           values (now() - interval '1 minute', 'n1', 'forge_process_cpu_percent', 'gauge', '{}', 12.5, 10),
+                  (now(), 'n1', 'forge_process_cpu_percent', 'gauge', '{}', 37.5, 10);",
+    )
+    .execute(db.pool())
+    .await
+    .expect("load");
     let (_, nodes) = get(&router, "/_api/nodes", &[]).await;
-    assert_eq!((nodes["nodes"][0]["id"].as_str(), nodes["nodes"][0]["leader"].as_bool()), (Some("n1"), Some(true)));
+    let n1 = &nodes["nodes"][0];
+    assert_eq!((n1["id"].as_str(), n1["leader"].as_bool()), (Some("n1"), Some(true)));
+    assert_eq!((n1["running_jobs"].as_i64(), n1["cpu_percent"].as_f64()), (Some(1), Some(37.5)), "{n1}");
+    assert_eq!(n1["memory_bytes"], Value::Null, "no sample: null");
     let (_, functions) = get(&router, "/_api/functions", &[]).await;
     assert!(functions["functions"].as_array().expect("list").iter().any(|f| f["name"] == "create_note"), "{functions}");
 }

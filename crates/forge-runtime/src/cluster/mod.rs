@@ -14,7 +14,8 @@ pub use shutdown::{Shutdown, Signals, wait_for_signal};
 
 /// Every node that has registered (newest heartbeat first, at most 500), each as JSON: `id`,
 /// `hostname`, `roles`, `capabilities`, `version`, `status`, `started_at`, `last_heartbeat`,
-/// `heartbeat_age_s`, and `leader` (whether it holds the scheduler's lease).
+/// `heartbeat_age_s`, `leader` (whether it holds the scheduler's lease), and its load:
+/// `running_jobs`, `cpu_percent` and `memory_bytes` (the latest samples, or null).
 pub async fn nodes(pool: &sqlx::PgPool) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     sqlx::query_scalar(&format!("select to_jsonb(n) from ({}) n", sql::NODES)).fetch_all(pool).await
 }

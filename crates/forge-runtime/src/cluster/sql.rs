@@ -57,11 +57,19 @@ where j.state = 'running' and j.attempted_by = any($1::text[])
 returning j.id
 "#;
 
-/// Nodes, newest heartbeat first, with the scheduler's leader.
+/// Nodes, newest heartbeat first, with the scheduler's leader and their load: jobs running on
+/// each, and the process's latest CPU and memory samples (from the last five minutes).
 pub(crate) const NODES: &str = r#"
 select n.id, n.hostname, n.roles, n.capabilities, n.version, n.status, n.started_at, n.last_heartbeat,
        extract(epoch from now() - n.last_heartbeat)::float8 as heartbeat_age_s,
-       coalesce(l.node_id = n.id, false) as leader
+       coalesce(l.node_id = n.id, false) as leader,
+       (select count(*) from forge_jobs j where j.state = 'running' and j.attempted_by = n.id) as running_jobs,
+       (select m.value from forge_metrics m
+        where m.name = 'forge_process_cpu_percent' and m.node_id = n.id and m.at > now() - interval '5 minutes'
+        order by m.at desc limit 1) as cpu_percent,
+       (select m.value from forge_metrics m
+        where m.name = 'forge_process_memory_bytes' and m.node_id = n.id and m.at > now() - interval '5 minutes'
+        order by m.at desc limit 1) as memory_bytes
 from forge_nodes n
 left join forge_leaders l on l.role = 'scheduler' and l.lease_until > now()
 order by n.last_heartbeat desc

@@ -228,9 +228,9 @@ async function overview(params) {
       h("a", { href: "#/?range=hour" }, "last hour"), h("a", { href: "#/?range=day" }, "last day")),
     charts,
     h("h2", {}, "Nodes"),
-    table(["Node", "Roles", "Status", "Heartbeat", "Leader"], data.nodes.map((n) =>
+    table(["Node", "Roles", "Status", "Heartbeat", "Running jobs#", "Leader"], data.nodes.map((n) =>
       h("tr", {}, h("td", { class: "mono" }, n.id), h("td", {}, (n.roles || []).join(", ")), h("td", {}, n.status),
-        h("td", {}, ago(n.last_heartbeat)), h("td", {}, n.leader ? "scheduler leader" : "")))),
+        h("td", {}, ago(n.last_heartbeat)), h("td", { class: "num" }, n.running_jobs), h("td", {}, n.leader ? "scheduler leader" : "")))),
     h("p", { class: "muted" }, leader ? "Leader: " + leader.id : "No node leads right now."),
     h("h2", {}, "Recent failures"),
     table(["Job", "Kind", "Queue", "State", "Attempt", "Error", "When"], data.recent_failures.map((j) =>
@@ -441,10 +441,13 @@ async function queuesPage() {
 
 async function nodesPage() {
   const data = await api("/nodes");
-  show(h("h1", {}, "Nodes"), table(["Node", "Host", "Roles", "Capabilities", "Version", "Status", "Started", "Heartbeat", "Leader"],
-    data.nodes.map((n) => h("tr", {}, h("td", { class: "mono" }, n.id), h("td", {}, n.hostname), h("td", {}, (n.roles || []).join(", ")),
+  const mib = (b) => (b === null || b === undefined ? "—" : (b / 1048576).toFixed(0) + " MiB");
+  const pct = (p) => (p === null || p === undefined ? "—" : p.toFixed(1) + "%");
+  show(h("h1", {}, "Nodes"), table(["Node", "Host", "Roles", "Capabilities", "Version", "Status", "Started", "Heartbeat", "Running jobs#", "CPU#", "Memory#", "Leader"],
+    data.nodes.map((n) => h("tr", { "data-node": n.id }, h("td", { class: "mono" }, n.id), h("td", {}, n.hostname), h("td", {}, (n.roles || []).join(", ")),
       h("td", {}, (n.capabilities || []).join(", ")), h("td", {}, n.version), h("td", {}, n.status), h("td", {}, ago(n.started_at)),
-      h("td", {}, span(n.heartbeat_age_s) + " ago"), h("td", {}, n.leader ? "scheduler" : "")))));
+      h("td", {}, span(n.heartbeat_age_s) + " ago"), h("td", { class: "num" }, n.running_jobs), h("td", { class: "num" }, pct(n.cpu_percent)),
+      h("td", { class: "num" }, mib(n.memory_bytes)), h("td", {}, n.leader ? "scheduler" : "")))));
   every(5000, nodesPage);
 }
 
