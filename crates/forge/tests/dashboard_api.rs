@@ -334,15 +334,18 @@ async fn operator_actions_over_http() {
     assert_eq!(resumed["was_paused"], true);
 
     // Crons: listed with next runs; triggered (a job and a `triggered` run), paused, resumed.
-    let (status, crons) = get(&router, "/_api/crons", &[]).await;
-    assert_eq!(status, 200);
-    let cron = &crons["crons"]
-        .as_array()
-        .expect("crons")
-        .iter()
-        .find(|c| c["name"] == "nightly_cleanup")
-        .cloned()
-        .expect("cron");
+    let nightly = async || {
+        let (status, crons) = get(&router, "/_api/crons", &[]).await;
+        assert_eq!(status, 200, "{crons}");
+        crons["crons"]
+            .as_array()
+            .expect("crons")
+            .iter()
+            .find(|c| c["name"] == "nightly_cleanup")
+            .cloned()
+            .expect("cron")
+    };
+    let cron = nightly().await;
     assert_eq!((cron["expression"].as_str(), cron["timezone"].as_str()), (Some("30 4 * * *"), Some("Europe/Paris")));
     assert_eq!(cron["next"].as_array().map(Vec::len), Some(5));
     let (status, fired) = post_json(&router, "/_api/crons/nightly_cleanup/trigger", "").await;
@@ -355,14 +358,7 @@ async fn operator_actions_over_http() {
         .expect("job");
     assert_eq!(kind, "cron:nightly_cleanup");
     assert_eq!(post_json(&router, "/_api/crons/nightly_cleanup/pause", "").await.0, 200);
-    let (_, crons) = get(&router, "/_api/crons", &[]).await;
-    let cron = crons["crons"]
-        .as_array()
-        .expect("crons")
-        .iter()
-        .find(|c| c["name"] == "nightly_cleanup")
-        .cloned()
-        .expect("cron");
+    let cron = nightly().await;
     assert!(cron["paused_at"].is_string(), "{cron}");
     assert_eq!(
         (cron["runs"][0]["status"].as_str(), cron["runs"][0]["job_id"].as_i64()),
