@@ -248,3 +248,46 @@ async fn forge_run_outside_an_app_says_what_to_do() {
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }
+
+#[tokio::test]
+async fn forge_migrate_applies_lists_and_rolls_back() {
+    let db = TestDatabase::empty().await.expect("db");
+    let status = json(&forge(&db, &["--json", "migrate", "status"]).await);
+    let rows = status.as_array().expect("rows");
+    assert!(rows.len() >= 8, "Forge's migrations and the app's: {status}");
+    assert!(rows.iter().all(|r| r["applied_at"].is_null()), "nothing applied yet");
+
+    let applied = json(&forge(&db, &["--json", "migrate", "up"]).await);
+    assert_eq!(applied["applied"].as_array().map(Vec::len), Some(rows.len()));
+    let again = json(&forge(&db, &["--json", "migrate", "up"]).await);
+    assert_eq!(again["applied"], serde_json::json!([]), "nothing left to apply");
+
+    let last = rows.last().expect("a migration")["migration"].as_str().expect("label").to_owned();
+    let rolled = json(&forge(&db, &["--json", "migrate", "down"]).await);
+    assert_eq!(rolled["rolled back"], serde_json::json!([last]));
+    let status = json(&forge(&db, &["--json", "migrate", "status"]).await);
+    let pending: Vec<&str> = status
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["applied_at"].is_null())
+        .filter_map(|r| r["migration"].as_str())
+        .collect();
+    assert_eq!(pending, [last.as_str()]);
+    let table = forge(&db, &["migrate", "status"]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("pending"), "{table:?}");
+}
+
+#[tokio::test]
+async fn forge_config_prints_the_configuration_and_names_a_bad_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("forge.toml"), "[auth]\njwt_secret = \"s3cret-s3cret-s3cret-s3cret-s3cret\"\n")
+        .expect("write");
+    let shown = json(&forge_in(dir.path(), None, &["--json", "config"]).await);
+    assert_eq!(shown["auth"]["jwt_secret"], "<redacted>");
+    assert_eq!(shown["gateway"]["port"], 8080);
+
+    std::fs::write(dir.path().join("forge.toml"), "[gateway]\nport = 0\n").expect("write");
+    let line = error_line(&forge_in(dir.path(), None, &["config"]).await);
+    assert!(line.contains("forge.toml:2") && line.contains("gateway.port"), "{line}");
+}
