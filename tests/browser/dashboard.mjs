@@ -1,14 +1,17 @@
 // Drives Forge's dashboard in Debian's headless Chromium. Run by
 // crates/forge/tests/dashboard_browser.rs, which starts the app and seeds a failing job:
 //
-//   node tests/browser/dashboard.mjs <base url> <screenshot folder> <failing job id>
+//   node tests/browser/dashboard.mjs <base url> <screenshot folder> <failing job id> \
+//        [<closed base url> <admin API key>]
 //
+// The last two: a gateway that is not open (not development), where the page asks for
+// credentials: a wrong key is refused, the admin key opens the overview.
 // Each step prints one JSON line; any failed expectation, page error or console error exits 1.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const [base, shots, failingId] = process.argv.slice(2);
+const [base, shots, failingId, closedBase, adminKey] = process.argv.slice(2);
 if (!base || !shots || !failingId) {
   console.error("usage: dashboard.mjs <base url> <screenshot folder> <failing job id>");
   process.exit(2);
@@ -33,7 +36,10 @@ page.on("console", (m) => {
 });
 page.on("response", (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`); });
 page.on("requestfailed", (r) => problems.push("request failed: " + r.url()));
-page.on("request", (r) => { if (!r.url().startsWith(base)) problems.push("request off this gateway: " + r.url()); });
+const gateways = [base, closedBase].filter(Boolean);
+page.on("request", (r) => {
+  if (!gateways.some((g) => r.url().startsWith(g + "/"))) problems.push("request off the gateways: " + r.url());
+});
 page.setDefaultTimeout(20000);
 
 const step = (name, extra) => console.log(JSON.stringify({ step: name, ...extra }));
@@ -101,6 +107,19 @@ try {
     await go(hash);
     await page.locator(ready).first().waitFor();
     step(name, { screenshot: await shot(name) });
+  }
+  if (closedBase) {
+    await page.goto(closedBase + "/_dashboard#/");
+    await page.locator("h1:has-text('Sign in')").waitFor();
+    await page.fill("input[name=token]", "forge_wrong_key");
+    await page.click("button:has-text('Sign in')");
+    await page.locator("text=That key or token was refused").waitFor();
+    if (await page.locator("[data-count=completed]").count()) throw new Error("a wrong key opened the dashboard");
+    step("sign in refused", { screenshot: await shot("sign-in") });
+    await page.fill("input[name=token]", adminKey);
+    await page.click("button:has-text('Sign in')");
+    await page.locator("[data-count=completed]").waitFor();
+    step("signed in", { screenshot: await shot("signed-in") });
   }
   if (problems.length) throw new Error(problems.join("\n"));
   step("done", { screenshots: shots });

@@ -2,7 +2,9 @@
 //! (`tests/browser/dashboard.mjs`), against a running node on real PostgreSQL. The script opens
 //! the overview, dispatches a job from the form (a wrong argument first), sees it complete in
 //! the jobs list, opens a failing job's error and logs, retries it, pauses a queue and renders
-//! every other page, writing a screenshot of each to the folder it prints.
+//! every other page; then, on a gateway that is not a development one, is refused with a wrong
+//! key and let in with an admin API key. It writes a screenshot of each step to the folder it
+//! prints.
 //!
 //! Needs `node`, `/usr/bin/chromium` and `tests/browser/node_modules` (`./dev.sh setup`
 //! installs them; CI runs it).
@@ -12,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use forge::config::{Role, Roles};
+use forge::gateway::{ApiKeys, NewApiKey};
 use forge::prelude::*;
 use forge::testing::{TestDatabase, project_root};
 use serde::{Deserialize, Serialize};
@@ -75,6 +78,19 @@ async fn the_dashboard_works_in_a_real_browser() {
     wait_for("the failing job to be discarded", async || state(failing.0).await == "discarded").await;
     node.flush_telemetry().await.expect("flush");
 
+    // A second gateway over the same database that is not a development one: the dashboard
+    // asks for credentials there.
+    let mut closed = db.config();
+    closed.node.roles = Roles::new([Role::Gateway]).expect("roles");
+    closed.gateway.host = "0.0.0.0".to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed =
+        Forge::builder().config(closed).listener(listener).build().expect("build").start().await.expect("start");
+    let closed_base = format!("http://{}", closed.local_addr().expect("gateway address"));
+    let mut key = NewApiKey::named("ops");
+    key.roles = vec!["admin".to_owned()];
+    let admin_key = ApiKeys::new(db.pool().clone()).create(key).await.expect("key").key;
+
     let shots: PathBuf = root.join("target/dashboard-screenshots");
     println!("screenshots: {}", shots.display());
     let output = tokio::process::Command::new("node")
@@ -82,6 +98,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         .arg(&base)
         .arg(&shots)
         .arg(failing.0.to_string())
+        .arg(&closed_base)
+        .arg(&admin_key)
         .env("CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,8 +128,21 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await
         .expect("queue");
     assert!(paused, "the default queue was paused from the queues page");
-    for page in ["overview", "dispatch", "jobs", "job-failed", "job-retried", "queues", "crons", "logs", "metrics"] {
+    for page in [
+        "overview",
+        "dispatch",
+        "jobs",
+        "job-failed",
+        "job-retried",
+        "queues",
+        "crons",
+        "logs",
+        "metrics",
+        "sign-in",
+        "signed-in",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page}");
     }
+    closed.stop().await.expect("stop");
     node.stop().await.expect("stop");
 }

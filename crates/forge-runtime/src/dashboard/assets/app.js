@@ -108,7 +108,9 @@ async function api(path, options) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
   if (res.status === 401) {
-    signIn(data && data.detail);
+    sessionStorage.removeItem("forge-token");
+    const detail = (data && data.detail) || "";
+    signIn(token ? "That key or token was refused: " + detail : detail);
     throw new Error("sign in needed");
   }
   if (!res.ok) {
