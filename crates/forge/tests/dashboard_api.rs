@@ -11,15 +11,26 @@ use tower::ServiceExt;
 
 mod common;
 
-async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut request = Request::get(path);
+/// Sends one request through the router; answers the status and the JSON body (null if none).
+async fn send(
+    router: &axum::Router,
+    request: axum::http::request::Builder,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut request = request;
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("response");
+    let request = request.body(Body::from(body.to_owned())).expect("request");
+    let response = router.clone().oneshot(request).await.expect("response");
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    send(router, Request::get(path), headers, "").await
 }
 
 async fn seed(db: &TestDatabase) {
@@ -180,14 +191,7 @@ async fn off_loopback_the_api_needs_the_admin_role() {
 }
 
 async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut request = Request::post(path);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("response");
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    send(router, Request::post(path), headers, "").await
 }
 
 async fn state_of(db: &TestDatabase, id: i64) -> String {
@@ -229,15 +233,7 @@ async fn nightly_cleanup(_ctx: &forge::cron::CronContext) -> Result<(), forge::j
 }
 
 async fn post_json(router: &axum::Router, path: &str, body: &str) -> (u16, Value) {
-    let request = Request::post(path)
-        .header("x-forge-csrf", "1")
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("response");
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    send(router, Request::post(path), &[("x-forge-csrf", "1"), ("content-type", "application/json")], body).await
 }
 
 #[tokio::test]

@@ -71,9 +71,8 @@ impl CronScheduler {
         node_id: &str,
         last: &mut [Option<DateTime<Utc>>],
     ) -> Result<(), sqlx::Error> {
-        // The database's clock, so every node agrees on what is due.
-        let now: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()").fetch_one(pool).await?;
-        let paused: Vec<String> = sqlx::query_scalar(sql::PAUSED_NAMES).fetch_all(pool).await?;
+        // The database's clock, so every node agrees on what is due; and the paused crons.
+        let (now, paused): (DateTime<Utc>, Vec<String>) = sqlx::query_as(sql::PASS_STATE).fetch_one(pool).await?;
         for (i, (reg, schedule)) in crons.entries.iter().enumerate() {
             let since = match last[i] {
                 Some(t) => t,

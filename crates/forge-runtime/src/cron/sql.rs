@@ -59,5 +59,7 @@ order by r.scheduled_at desc
 limit $2
 "#;
 
-/// The names of the paused crons.
-pub(crate) const PAUSED_NAMES: &str = r#"select cron_name from forge_cron_state where paused_at is not null"#;
+/// What a scheduler pass starts from: the database's clock and the paused crons' names.
+pub(crate) const PASS_STATE: &str = r#"
+select clock_timestamp(), array(select cron_name from forge_cron_state where paused_at is not null)
+"#;

@@ -1,6 +1,6 @@
 //! The `/_api` handlers and their access check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -495,30 +495,19 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 async fn queues(State(state): State<GatewayState>) -> ApiResult {
-    let rows = observability::queue_depths(state.pool()).await?;
-    let paused = jobs::paused_queues(state.pool()).await?;
-    let mut queues: BTreeMap<String, Value> = BTreeMap::new();
-    let entry = |queues: &mut BTreeMap<String, Value>, name: &str| -> Value {
-        queues
-            .remove(name)
-            .unwrap_or_else(|| json!({ "name": name, "depth": {}, "concurrency": null, "paused_at": null }))
-    };
-    for (name, concurrency) in state.queue_config() {
-        let mut q = entry(&mut queues, name);
-        q["concurrency"] = (*concurrency).into();
-        queues.insert(name.clone(), q);
+    let mut summaries = jobs::queue_summaries(state.pool()).await?;
+    // This node's queues are listed even while empty.
+    for (name, _) in state.queue_config() {
+        summaries.entry(name.clone()).or_default();
     }
-    for (name, s, n) in rows {
-        let mut q = entry(&mut queues, &name);
-        q["depth"][s] = n.into();
-        queues.insert(name, q);
-    }
-    for p in paused {
-        let mut q = entry(&mut queues, &p.name);
-        q["paused_at"] = json!(p.paused_at);
-        queues.insert(p.name, q);
-    }
-    Ok(Json(json!({ "queues": queues.into_values().collect::<Vec<_>>() })).into_response())
+    let concurrency = |name: &str| state.queue_config().iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+    let list: Vec<Value> = summaries
+        .into_iter()
+        .map(|(name, q)| {
+            json!({ "name": name, "depth": q.depth, "concurrency": concurrency(&name), "paused_at": q.paused_at })
+        })
+        .collect();
+    Ok(Json(json!({ "queues": list })).into_response())
 }
 
 fn queue_name(name: &str) -> Result<(), ApiError> {

@@ -88,6 +88,27 @@ pub struct PausedQueue {
     pub paused_by: Option<String>,
 }
 
+/// A queue as operators see it: unfinished jobs by state, and whether it is paused.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueSummary {
+    /// Unfinished jobs by state (`available`, `scheduled`, `running`, `retryable`).
+    pub depth: std::collections::BTreeMap<String, i64>,
+    /// Since when it is paused, if it is.
+    pub paused_at: Option<DateTime<Utc>>,
+}
+
+/// Every queue with unfinished jobs or a pause, by name.
+pub async fn queue_summaries(pool: &PgPool) -> Result<std::collections::BTreeMap<String, QueueSummary>, sqlx::Error> {
+    let mut queues: std::collections::BTreeMap<String, QueueSummary> = Default::default();
+    for (queue, state, n) in crate::observability::queue_depths(pool).await? {
+        queues.entry(queue).or_default().depth.insert(state, n);
+    }
+    for p in paused_queues(pool).await? {
+        queues.entry(p.name).or_default().paused_at = Some(p.paused_at);
+    }
+    Ok(queues)
+}
+
 /// The paused queues.
 pub async fn paused_queues(pool: &PgPool) -> Result<Vec<PausedQueue>, sqlx::Error> {
     let rows: Vec<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(sql::PAUSED_QUEUES).fetch_all(pool).await?;

@@ -41,8 +41,9 @@ pub(crate) mod worker;
 
 pub use context::{JobContext, JobTx, TxError};
 pub use control::{
-    JobFilter, KnownKind, MAX_BULK, PausedQueue, cancel_all, delete, failures_since, find_job, known_kinds, list_jobs,
-    pause_queue, paused_queues, record_kinds, resume_queue, retry_all, run_now,
+    JobFilter, KnownKind, MAX_BULK, PausedQueue, QueueSummary, cancel_all, delete, failures_since, find_job,
+    known_kinds, list_jobs, pause_queue, paused_queues, queue_summaries, record_kinds, resume_queue, retry_all,
+    run_now,
 };
 pub use dispatch::{
     CancelOutcome, DispatchOptions, Dispatcher, JobsError, NewJob, Notifier, cancel, insert_jobs, retry,

@@ -177,22 +177,22 @@ pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Resul
 /// `forge status`: nodes and the leader, queue depths, failures in the last hour.
 pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {
     let nodes = forge::cluster::nodes(pool).await.map_err(db_error)?;
-    let depths = forge::observability::queue_depths(pool).await.map_err(db_error)?;
-    let paused = jobs::paused_queues(pool).await.map_err(db_error)?;
+    let summaries = jobs::queue_summaries(pool).await.map_err(db_error)?;
     let hour_ago = Utc::now() - chrono::Duration::hours(1);
     let (failed_attempts, discarded) = jobs::failures_since(pool, hour_ago).await.map_err(db_error)?;
     let live: Vec<&Value> =
         nodes.iter().filter(|n| matches!(n["status"].as_str(), Some("running" | "draining"))).collect();
     let leader = nodes.iter().find(|n| n["leader"] == true).and_then(|n| n["id"].as_str());
-    let mut queues = serde_json::Map::new();
-    for (queue, state, n) in &depths {
-        let entry = queues.entry(queue.clone()).or_insert_with(|| json!({}));
-        entry[state.as_str()] = (*n).into();
-    }
-    for p in &paused {
-        let entry = queues.entry(p.name.clone()).or_insert_with(|| json!({}));
-        entry["paused"] = true.into();
-    }
+    let queues: serde_json::Map<String, Value> = summaries
+        .into_iter()
+        .map(|(name, q)| {
+            let mut depth = json!(q.depth);
+            if q.paused_at.is_some() {
+                depth["paused"] = true.into();
+            }
+            (name, depth)
+        })
+        .collect();
     if json {
         return print_json(&json!({
             "nodes": nodes,
