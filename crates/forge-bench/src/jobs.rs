@@ -7,7 +7,7 @@ use forge::prelude::*;
 use forge::testing::TestDatabase;
 
 use crate::Report;
-use crate::stats::{ms, per_second, quantile};
+use crate::stats::{CpuTime, ms, per_second, quantile};
 use crate::worker::Noop;
 
 /// Jobs per `dispatch_many` call.
@@ -19,7 +19,7 @@ const PICKUP_GAP: Duration = Duration::from_millis(20);
 /// Whether the node stores telemetry while it drains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Observability {
-    /// Logs, spans (one per attempt) and metrics go to Postgres.
+    /// Logs, spans and metrics go to Postgres.
     On,
     /// Nothing is stored (metrics are still kept in memory).
     Off,
@@ -40,12 +40,20 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
+    let cpu = CpuTime::now();
     let node = start_node(&db, observability).await?;
     wait_until_done(db.pool(), jobs).await?;
     let drain = started.elapsed();
-    // What telemetry wrote while draining (flushed first, so the count is complete).
+    // What telemetry wrote while draining (flushed first, so the count and the CPU time it
+    // took are complete).
     node.flush_telemetry().await?;
-    let spans: i64 = sqlx::query_scalar("select count(*) from forge_traces").fetch_one(db.pool()).await?;
+    let drain_cpu = CpuTime::per_job_since(cpu, jobs);
+    let (logs, spans, metrics): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from forge_logs), (select count(*) from forge_traces),
+                (select count(*) from forge_metrics)",
+    )
+    .fetch_one(db.pool())
+    .await?;
 
     // Pickup: the node is idle; dispatch one job at a time and measure dispatch → start.
     sqlx::query("truncate forge_jobs").execute(db.pool()).await?;
@@ -72,10 +80,12 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         "bench": "jobs",
         "jobs": jobs,
         "observability": if observability == Observability::On { "on" } else { "off" },
-        "spans_stored": spans,
+        // Rows telemetry wrote while draining (an attempt's span is its job's row, not a row here).
+        "stored": { "logs": logs, "spans": spans, "metrics": metrics },
         "dropped": node_dropped,
         "enqueue_per_s": per_second(jobs, enqueue),
         "drain_per_s": per_second(jobs, drain),
+        "drain_cpu": drain_cpu,
         "pickup_p50_ms": ms(quantile(&pickups, 0.5)),
         "pickup_p99_ms": ms(quantile(&pickups, 0.99)),
     }))
@@ -114,4 +124,66 @@ async fn wait_until_done(pool: &sqlx::PgPool, expected: usize) -> Result<(), Box
         return Err(format!("only {done} of {expected} jobs completed").into());
     }
     Ok(())
+}
+
+/// `forge-bench observability`: what storing telemetry costs the drain, as the median over
+/// `pairs` alternating pairs of `jobs` runs (`on` then `off`, then `off` then `on`, …), each run
+/// its own process, so neither mode inherits the other's `tracing` subscriber. Single runs on a
+/// shared VM swing by ±20%; the per-pair ratio's median does not.
+pub(crate) async fn overhead(pairs: usize, jobs: usize) -> Report {
+    let exe = std::env::current_exe()?;
+    let mut ratios = Vec::with_capacity(pairs);
+    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 { ["on", "off"] } else { ["off", "on"] };
+        let mut drains = [0.0, 0.0];
+        for mode in order {
+            let out = tokio::process::Command::new(&exe)
+                .args(["jobs", "--jobs", &jobs.to_string(), "--observability", mode])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .await?;
+            if !out.status.success() {
+                return Err(format!("the {mode} run failed ({})", out.status).into());
+            }
+            let run: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            println!("{run}");
+            let drain = run["drain_per_s"].as_f64().ok_or("a run without drain_per_s")?;
+            drains[usize::from(mode == "off")] = drain;
+            if mode == "on" { on_runs.push(run) } else { off_runs.push(run) }
+        }
+        ratios.push(drains[0] / drains[1].max(1.0));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let field = |runs: &[serde_json::Value], f: &dyn Fn(&serde_json::Value) -> Option<f64>| {
+        median(runs.iter().filter_map(f).collect())
+    };
+    let drain = |r: &serde_json::Value| r["drain_per_s"].as_f64();
+    let cpu = |r: &serde_json::Value| r["drain_cpu"]["machine_us_per_job"].as_f64();
+    let ratio = median(ratios.clone());
+    let loss = ((1.0 - ratio) * 1000.0).round() / 10.0;
+    Ok(serde_json::json!({
+        "bench": "observability",
+        "pairs": pairs,
+        "jobs": jobs,
+        "on_drain_per_s_median": field(&on_runs, &drain),
+        "off_drain_per_s_median": field(&off_runs, &drain),
+        "on_machine_us_per_job_median": field(&on_runs, &cpu),
+        "off_machine_us_per_job_median": field(&off_runs, &cpu),
+        "pair_ratios": ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        "ratio_median": (ratio * 1000.0).round() / 1000.0,
+        "drain_loss_percent": loss,
+        "target_loss_percent": 10,
+        "target_met": loss <= 10.0,
+    }))
 }

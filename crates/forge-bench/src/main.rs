@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p forge-bench -- jobs --jobs 20000
+//! cargo run --release -p forge-bench -- observability --pairs 10 --jobs 40000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
 //! cargo run --release -p forge-bench -- failover --nodes 3
@@ -45,6 +46,16 @@ enum Scenario {
         /// or not (`off`), to measure what telemetry costs.
         #[arg(long, value_enum, default_value_t = jobs::Observability::On)]
         observability: jobs::Observability,
+    },
+    /// What storing telemetry costs: `jobs` runs with `--observability on` and `off` in
+    /// alternating pairs, each in its own process; prints every run, then the median ratio.
+    Observability {
+        /// Pairs of runs.
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Jobs per run.
+        #[arg(long, default_value_t = 40_000)]
+        jobs: usize,
     },
     /// The same drain done by the leanest plain-SQL queue: the machine's physical limit.
     Floor {
@@ -136,6 +147,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Jobs { jobs, observability } => jobs::run(jobs.max(1), observability).await,
+        Scenario::Observability { pairs, jobs } => jobs::overhead(pairs.max(1), jobs.max(1)).await,
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,

@@ -30,3 +30,59 @@ pub(crate) fn summary(samples: &mut [Duration]) -> serde_json::Value {
 pub(crate) fn per_second(n: usize, d: Duration) -> f64 {
     (n as f64 / d.as_secs_f64().max(1e-9)).round()
 }
+
+/// CPU time spent so far, read from Linux's `/proc`: by the whole machine (every core, busy
+/// states only: idle, I/O wait and time stolen by the hypervisor are left out) and by this
+/// process. Throughput on a shared VM swings with its neighbours; CPU time per job does not, so
+/// comparing two runs by it is far steadier than by jobs per second.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuTime {
+    machine: Option<Duration>,
+    process: Option<Duration>,
+}
+
+impl CpuTime {
+    /// The counters now (`None` where `/proc` cannot be read).
+    pub(crate) fn now() -> Self {
+        Self { machine: machine_busy(), process: process_busy() }
+    }
+
+    /// `{"machine_us_per_job", "bench_process_us_per_job"}` since `start`, over `jobs` jobs.
+    pub(crate) fn per_job_since(start: Self, jobs: usize) -> serde_json::Value {
+        let end = Self::now();
+        let per_job = |a: Option<Duration>, b: Option<Duration>| {
+            a.zip(b)
+                .map(|(a, b)| (b.saturating_sub(a).as_secs_f64() * 1e6 / jobs.max(1) as f64 * 100.0).round() / 100.0)
+        };
+        serde_json::json!({
+            "machine_us_per_job": per_job(start.machine, end.machine),
+            "bench_process_us_per_job": per_job(start.process, end.process),
+        })
+    }
+}
+
+/// Clock ticks per second as `/proc` counts them (`USER_HZ`, 100 on every Linux we run on).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn ticks(n: u64) -> Duration {
+    Duration::from_secs_f64(n as f64 / TICKS_PER_SECOND)
+}
+
+/// user + nice + system + irq + softirq over every core, from `/proc/stat`'s `cpu` line.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let field = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(ticks(field(0) + field(1) + field(2) + field(5) + field(6)))
+}
+
+/// utime + stime of this process, from `/proc/self/stat` (fields 14 and 15).
+fn process_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    let v: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    // `rest` starts at field 3 (state), so fields 14 and 15 are at 11 and 12.
+    Some(ticks(v.get(11)? + v.get(12)?))
+}

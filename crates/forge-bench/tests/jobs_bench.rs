@@ -1,29 +1,47 @@
 //! `forge-bench jobs --observability on|off` both print their JSON line, and only `on` stores
-//! spans (a small smoke run; the figures come from release builds, see
-//! website/src/performance.md).
+//! telemetry; `forge-bench observability` runs them in pairs and prints the median loss (small
+//! smoke runs; the figures come from release builds, see website/src/performance.md).
 
 use std::process::Command;
 
-fn run(observability: &str) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_forge-bench"))
-        .args(["jobs", "--jobs", "300", "--observability", observability])
-        .output()
-        .expect("run forge-bench");
+fn bench(args: &[&str]) -> Vec<serde_json::Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_forge-bench")).args(args).output().expect("run forge-bench");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("one JSON line")
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+fn run(observability: &str) -> serde_json::Value {
+    let mut lines = bench(&["jobs", "--jobs", "300", "--observability", observability]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.remove(0)
 }
 
 #[test]
 fn jobs_reports_with_and_without_observability() {
     let on = run("on");
     assert_eq!((on["bench"].as_str(), on["observability"].as_str()), (Some("jobs"), Some("on")));
-    assert!(on["spans_stored"].as_i64().is_some_and(|n| n >= 300), "one span per attempt: {on}");
+    let stored = |r: &serde_json::Value| ["logs", "spans", "metrics"].map(|k| r["stored"][k].as_i64().expect(k));
+    assert!(stored(&on).iter().sum::<i64>() > 0, "on stores telemetry: {on}");
+    assert_eq!(stored(&on)[1], 0, "no span row per attempt (the job's row is its span): {on}");
     let off = run("off");
     assert_eq!(off["observability"], "off");
-    assert_eq!(off["spans_stored"], 0, "{off}");
+    assert_eq!(stored(&off), [0, 0, 0], "{off}");
     for report in [&on, &off] {
         for key in ["enqueue_per_s", "drain_per_s", "pickup_p50_ms"] {
             assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
         }
     }
+}
+
+#[test]
+fn observability_runs_pairs_and_reports_the_median_loss() {
+    let lines = bench(&["observability", "--pairs", "1", "--jobs", "200"]);
+    assert_eq!(lines.len(), 3, "two runs and the summary: {lines:?}");
+    assert_eq!((lines[0]["observability"].as_str(), lines[1]["observability"].as_str()), (Some("on"), Some("off")));
+    let summary = &lines[2];
+    assert_eq!(summary["bench"], "observability");
+    let ratio = summary["ratio_median"].as_f64().expect("ratio");
+    let expected = lines[0]["drain_per_s"].as_f64().expect("on") / lines[1]["drain_per_s"].as_f64().expect("off");
+    assert!((ratio - expected).abs() < 0.001, "{summary}");
+    assert!(summary["target_met"].is_boolean(), "{summary}");
 }

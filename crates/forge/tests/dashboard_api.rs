@@ -35,20 +35,26 @@ async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u1
 
 async fn seed(db: &TestDatabase) {
     sqlx::raw_sql(
-        "insert into forge_jobs (kind, queue, state, args, errors, metadata)
+        "insert into forge_jobs (kind, queue, state, args, attempt, attempted_at, finalized_at, errors, metadata)
            select case when i % 2 = 0 then 'even' else 'odd' end, 'default',
                   case when i <= 3 then 'discarded' else 'available' end,
                   jsonb_build_object('i', i),
-                  case when i <= 3 then '[{\"attempt\": 1, \"message\": \"boom\"}]'::jsonb else '[]' end,
-                  case when i = 1 then '{\"traceparent\": \"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"}'::jsonb else '{}' end
+                  case when i <= 3 then 1 else 0 end,
+                  case when i <= 3 then now() - interval '1 second' end,
+                  case when i <= 3 then now() end,
+                  case when i <= 3 then jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'boom',
+                      'kind', 'error', 'node', 'n1', 'started_at', now() - interval '1 second', 'at', now()))
+                       else '[]' end,
+                  case when i = 1 then '{\"traceparent\": \"00-4bf92f3577b34da6a3ce929d0e0e4736-bbbbbbbbbbbbbbbb-01\"}'::jsonb else '{}' end
            from generate_series(1, 12) i;
          insert into forge_logs (at, level, target, message, node_id, job_id, trace_id)
            values (now() - interval '2 seconds', 'info', 't', 'starting', 'n1', 1, '4bf92f3577b34da6a3ce929d0e0e4736'),
                   (now() - interval '1 second', 'error', 't', 'boom', 'n1', 1, '4bf92f3577b34da6a3ce929d0e0e4736'),
                   (now(), 'info', 't', 'elsewhere', 'n1', 2, null);
-         insert into forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, node_id, job_id)
-           values ('4bf92f3577b34da6a3ce929d0e0e4736', 'aaaaaaaaaaaaaaaa', '00f067aa0ba902b7', 'forge.http', 'server', now(), 900, 'ok', 'n1', null),
-                  ('4bf92f3577b34da6a3ce929d0e0e4736', 'bbbbbbbbbbbbbbbb', 'aaaaaaaaaaaaaaaa', 'forge.job', 'consumer', now(), 300, 'error', 'n1', 1);
+         insert into forge_traces (trace_id, span_id, parent_span_id, name, kind, started_at, duration_us, status, node_id, attributes)
+           values ('4bf92f3577b34da6a3ce929d0e0e4736', 'aaaaaaaaaaaaaaaa', '00f067aa0ba902b7', 'forge.http', 'server', now() - interval '2 seconds', 900, 'ok', 'n1', '{}'),
+                  ('4bf92f3577b34da6a3ce929d0e0e4736', 'bbbbbbbbbbbbbbbb', 'aaaaaaaaaaaaaaaa', 'forge.dispatch', 'producer', now() - interval '2 seconds', 300, 'ok', 'n1',
+                   '{\"jobs\": [[1, 1]], \"kind\": \"odd\", \"count\": 1}');
          insert into forge_metrics (at, node_id, name, kind, labels, value, seconds)
            values (now() - interval '30 seconds', 'n1', 'forge_jobs_completed_total', 'counter', '{\"kind\": \"even\"}', 4, 10),
                   (now() - interval '20 seconds', 'n1', 'forge_jobs_completed_total', 'counter', '{\"kind\": \"even\"}', 6, 10),
@@ -99,7 +105,12 @@ async fn every_endpoint_answers_on_a_loopback_gateway() {
     assert_eq!(text["entries"][0]["message"], "elsewhere");
     let (status, trace) = get(&router, "/_api/traces/4bf92f3577b34da6a3ce929d0e0e4736", &[]).await;
     assert_eq!(status, 200);
-    assert_eq!(trace["roots"][0]["children"][0]["name"], "forge.job");
+    // The dispatch span is stored; the attempt under it is rebuilt from job 1's row.
+    let dispatch = &trace["roots"][0]["children"][0];
+    assert_eq!(dispatch["name"], "forge.dispatch");
+    let attempt = &dispatch["children"][0];
+    assert_eq!((attempt["name"].as_str(), attempt["status"].as_str()), (Some("forge.job"), Some("error")));
+    assert_eq!((attempt["job_id"].as_i64(), attempt["attributes"]["error"].as_str()), (Some(1), Some("boom")));
     let (status, metric) = get(&router, "/_api/metrics/forge_jobs_completed_total?step=1h&label=kind:even", &[]).await;
     assert_eq!(status, 200, "{metric}");
     let series = metric["series"].as_array().expect("series");

@@ -34,6 +34,22 @@ async fn decline_card(_ctx: &JobContext, _args: Charge) -> Result<(), JobError> 
     Err(JobError::retry("card declined"))
 }
 
+#[forge::job(max_attempts = 3, backoff(fixed, base = "10ms", jitter = 0.0))]
+async fn flaky_parent(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    tracing::info!(attempt = ctx.attempt(), "parent attempt");
+    if ctx.attempt() == 1 {
+        return Err(JobError::retry("first try fails"));
+    }
+    FollowUp::dispatch(ctx, ()).await.map_err(|e| JobError::retry(e.to_string()))?;
+    Ok(())
+}
+
+#[forge::job]
+async fn follow_up(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    tracing::info!("following up");
+    Ok(())
+}
+
 /// A node with every role and telemetry written every 50 ms.
 async fn node(db: &TestDatabase, tweak: impl FnOnce(&mut ForgeConfig)) -> RunningForge {
     let mut config = db.config();
@@ -109,6 +125,67 @@ async fn a_jobs_logs_carry_its_id_and_trace() {
 }
 
 #[tokio::test]
+async fn every_attempt_and_every_job_a_job_dispatches_is_in_its_trace() {
+    let db = TestDatabase::new().await.expect("db");
+    let forge = node(&db, |_| {}).await;
+    let parent = FlakyParent::dispatch(&forge, ()).await.expect("dispatch");
+    wait_for("the parent to complete", async || (job_state(db.pool(), parent).await == "completed").then_some(()))
+        .await;
+    let child: i64 = wait_for("the child to complete", async || {
+        sqlx::query_scalar("select id from forge_jobs where kind = 'follow_up' and state = 'completed'")
+            .fetch_optional(db.pool())
+            .await
+            .expect("child")
+    })
+    .await;
+
+    // Dispatched outside any trace, the parent's trace is its own; the child continues it.
+    let trace_id = forge::observability::job_trace_id(parent.0);
+    let trace = wait_for("the dispatch span", async || {
+        let t = trace(db.pool(), &trace_id).await.expect("trace")?;
+        (t.span_count == 4).then_some(t)
+    })
+    .await;
+    assert_eq!(trace.roots.len(), 2, "two attempts: {trace:#?}");
+    let (first, second) = (&trace.roots[0], &trace.roots[1]);
+    assert_eq!((first.name.as_str(), first.status.as_str()), ("forge.job", "error"));
+    assert_eq!(
+        (first.attributes["attempt"].as_i64(), first.attributes["outcome"].as_str()),
+        (Some(1), Some("retryable"))
+    );
+    assert_eq!(first.attributes["error"], "first try fails");
+    assert_eq!(first.node_id, forge.node_id());
+    assert_eq!((second.status.as_str(), second.attributes["outcome"].as_str()), ("ok", Some("completed")));
+    assert!(second.started_at >= first.started_at + chrono::Duration::microseconds(first.duration_us));
+    let dispatch = &second.children[0];
+    assert_eq!((dispatch.name.as_str(), dispatch.job_id), ("forge.dispatch", Some(parent.0)));
+    let follow = &dispatch.children[0];
+    assert_eq!((follow.name.as_str(), follow.job_id), ("forge.job", Some(child)));
+    assert_eq!(follow.attributes["kind"], "follow_up");
+
+    // Each attempt's log line names that attempt's span; the child's names the child's.
+    let logs = wait_for("the attempts' log lines", async || {
+        let logs = LogQuery::default().trace(&trace_id).fetch(db.pool()).await.expect("logs");
+        let ours = logs.entries.iter().filter(|e| e.message == "parent attempt" || e.message == "following up");
+        (ours.count() == 3).then_some(logs)
+    })
+    .await;
+    let span_of = |message: &str, attempt: i64| {
+        logs.entries
+            .iter()
+            .find(|e| {
+                e.message == message && e.fields.get("attempt").and_then(|a| a.as_i64()).is_none_or(|a| a == attempt)
+            })
+            .and_then(|e| e.span_id.clone())
+            .unwrap_or_else(|| panic!("{message:?} of attempt {attempt}: {logs:#?}"))
+    };
+    assert_eq!(span_of("parent attempt", 1), first.span_id);
+    assert_eq!(span_of("parent attempt", 2), second.span_id);
+    assert_eq!(span_of("following up", 1), follow.span_id);
+    forge.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn log_pages_go_back_in_time_by_keyset() {
     let db = TestDatabase::new().await.expect("db");
     sqlx::query(
@@ -160,7 +237,7 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
 
     let trace = wait_for("the request's and the job's spans", async || {
         let t = trace(db.pool(), trace_id).await.expect("trace")?;
-        t.spans().iter().any(|s| s.name == "forge.job").then_some(t)
+        t.spans().iter().any(|s| s.name == "forge.job" && s.attributes["outcome"] == "completed").then_some(t)
     })
     .await;
     assert_eq!(trace.roots.len(), 1, "{trace:#?}");
@@ -171,13 +248,28 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
     let function = &http.children[0];
     assert_eq!((function.name.as_str(), function.function.as_deref()), ("forge.function", Some("create_note")));
     assert_eq!(function.attributes["kind"], "mutation");
-    let job = function
+    // The mutation inserted the job in a `forge.dispatch` span; the attempt hangs under it.
+    let dispatch = function
+        .children
+        .iter()
+        .find(|s| s.name == "forge.dispatch")
+        .unwrap_or_else(|| panic!("the dispatch under the mutation: {trace:#?}"));
+    assert_eq!((dispatch.kind.as_str(), dispatch.function.as_deref()), ("producer", Some("create_note")));
+    assert_eq!(
+        (dispatch.attributes["kind"].as_str(), dispatch.attributes["count"].as_i64()),
+        (Some("index_note"), Some(1))
+    );
+    let job = dispatch
         .children
         .iter()
         .find(|s| s.name == "forge.job")
-        .unwrap_or_else(|| panic!("the job under the mutation: {trace:#?}"));
+        .unwrap_or_else(|| panic!("the job under the dispatch: {trace:#?}"));
+    assert_eq!((job.kind.as_str(), job.status.as_str()), ("consumer", "ok"));
     assert_eq!(job.attributes["kind"], "index_note");
-    assert!(job.job_id.is_some());
+    assert_eq!(job.attributes["outcome"], "completed");
+    let job_id = job.job_id.expect("the attempt's job");
+    assert_eq!(dispatch.attributes["jobs"], json!([[job_id, job_id]]));
+    assert_eq!(job.node_id, forge.node_id());
 
     // The request's own log line (the access log) is in the same trace.
     wait_for("the access log line in the trace", async || {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::job::Job;
 use super::sql;
+use crate::observability::DispatchSpan;
 
 /// Why a job could not be enqueued (or cancelled, or retried).
 #[derive(Debug, thiserror::Error)]
@@ -304,10 +305,27 @@ impl Dispatcher for PgPool {
 
 /// Inserts `jobs` in one statement (plus a lookup when unique keys collide) and returns their
 /// ids in order; a job whose unique key is held returns the holder's id.
+///
+/// Inside a stored trace, the insert is a `forge.dispatch` span naming the jobs, and the jobs'
+/// attempts continue the trace under it.
 pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool) -> Result<Vec<JobId>, JobsError> {
+    let Some(span) = DispatchSpan::start() else {
+        return insert_rows(conn, jobs, notify, crate::observability::current_traceparent()).await;
+    };
+    let inserted = insert_rows(conn, jobs, notify, Some(span.traceparent())).await;
+    let ids: Vec<i64> = inserted.as_ref().map(|ids| ids.iter().map(|id| id.0).collect()).unwrap_or_default();
+    span.finish(jobs.iter().map(|j| j.kind.as_str()), &ids, inserted.is_err());
+    inserted
+}
+
+/// [`insert_jobs`] with `traceparent` (the dispatcher's span) in the jobs' metadata.
+async fn insert_rows(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    notify: bool,
+    traceparent: Option<String>,
+) -> Result<Vec<JobId>, JobsError> {
     let mut ids: Vec<Option<JobId>> = vec![None; jobs.len()];
-    // The dispatcher's span: the job's attempts continue its trace.
-    let traceparent = crate::observability::current_traceparent();
     let metadata: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| {

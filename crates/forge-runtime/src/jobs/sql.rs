@@ -290,7 +290,10 @@ set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryab
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempt,
         'at', now(),
-        'message', 'lease expired: node ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating'))
+        'message', 'lease expired: node ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating',
+        'kind', 'lease',
+        'started_at', j.attempted_at,
+        'node', j.attempted_by))
 from expired
 where j.id = expired.id
 returning j.id, j.state

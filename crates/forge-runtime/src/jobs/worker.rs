@@ -24,8 +24,7 @@ use super::job::JobRegistry;
 use super::sql;
 use crate::gateway::parse_traceparent;
 use crate::observability::{
-    self, DURATION_BUCKETS, JOB_SPAN, Metrics, SpanContext, SpanRecord, Telemetry, in_task_context, job_trace_id,
-    new_span_id,
+    DURATION_BUCKETS, JOB_SPAN, Metrics, SpanContext, Telemetry, attempt_span_id, in_task_context, job_trace_id,
 };
 
 /// What a worker needs to know.
@@ -274,7 +273,7 @@ fn job_context(shared: &Shared, job: &ClaimedJob) -> SpanContext {
     SpanContext {
         node: Some(shared.telemetry.clone()),
         trace_id: Some(trace_id),
-        span_id: new_span_id(),
+        span_id: attempt_span_id(job.id, job.attempt),
         parent_span_id,
         job_id: Some(job.id),
         cron: job.metadata.get("cron").and_then(|v| v.as_str()).map(str::to_owned),
@@ -362,10 +361,10 @@ async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePer
     }
     // Completed inside the job's own transaction: no outcome left to send, but completed.
     let written = matches!(ended, Ended::Written);
-    let outcome = outcome(&job, ended, registered.as_ref().map(|r| &r.options));
+    let outcome = outcome(&job, ended, registered.as_ref().map(|r| &r.options), started_at, &shared.settings.node_id);
     let state = outcome.as_ref().map(|o| o.state).or(written.then_some(JobState::Completed));
     let failed = outcome.as_ref().is_some_and(|o| o.error.is_some() && o.state != JobState::Cancelled);
-    record_attempt(shared.telemetry.metrics(), &job, state, failed, started_at, started.elapsed());
+    record_attempt(shared.telemetry.metrics(), &job, state, failed, started.elapsed());
     if let Some(outcome) = outcome {
         shared.completer.send(outcome);
     }
@@ -445,15 +444,9 @@ async fn run_attempt(
     ended
 }
 
-/// Counts the attempt by how it ended and records its span.
-fn record_attempt(
-    metrics: &Metrics,
-    job: &ClaimedJob,
-    state: Option<JobState>,
-    failed: bool,
-    started_at: DateTime<Utc>,
-    took: Duration,
-) {
+/// Counts the attempt by how it ended. (Its span is not recorded: the job's row holds it, see
+/// [`crate::observability::trace`].)
+fn record_attempt(metrics: &Metrics, job: &ClaimedJob, state: Option<JobState>, failed: bool, took: Duration) {
     let labels = [("kind", job.kind.as_str()), ("queue", job.queue.as_str())];
     metrics.observe(
         "forge_job_duration_seconds",
@@ -462,7 +455,6 @@ fn record_attempt(
         &labels,
         took.as_secs_f64(),
     );
-    record_span(job, state, failed, started_at, took);
     let Some(state) = state else { return };
     if failed {
         metrics.count("forge_jobs_failed_total", "Job attempts that failed, by kind and queue.", &labels, 1);
@@ -481,36 +473,25 @@ fn record_attempt(
     }
 }
 
-/// The attempt's span, into its node's buffer (when the node stores telemetry).
-fn record_span(job: &ClaimedJob, state: Option<JobState>, failed: bool, started_at: DateTime<Utc>, took: Duration) {
-    let Some(context) = observability::current_context() else { return };
-    let (Some(node), Some(trace_id)) = (context.node, context.trace_id) else { return };
-    // No state: the lease was lost (the job is another node's now).
-    let outcome = state.map_or("lease_lost", JobState::as_str);
-    node.push_span(SpanRecord {
-        trace_id,
-        span_id: context.span_id,
-        parent_span_id: context.parent_span_id,
-        name: JOB_SPAN.to_owned(),
-        kind: "consumer".to_owned(),
-        started_at,
-        duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
-        status: if failed { "error" } else { "ok" },
-        attributes: vec![
-            ("kind", job.kind.clone().into()),
-            ("queue", job.queue.clone().into()),
-            ("attempt", job.attempt.into()),
-            ("outcome", outcome.into()),
-        ],
-        job_id: Some(job.id),
-        function: None,
-    });
-}
-
-fn outcome(job: &ClaimedJob, ended: Ended, options: Option<&forge_core::jobs::JobOptions>) -> Option<Outcome> {
+/// What the attempt's row update says. A failure's entry in `errors` also keeps when the attempt
+/// started and where it ran: with it, the row is the attempt's span.
+fn outcome(
+    job: &ClaimedJob,
+    ended: Ended,
+    options: Option<&forge_core::jobs::JobOptions>,
+    started_at: DateTime<Utc>,
+    node_id: &str,
+) -> Option<Outcome> {
     let now = Utc::now();
     let error = |message: String, kind: &str| {
-        Some(serde_json::json!({ "attempt": job.attempt, "at": now, "message": message, "kind": kind }))
+        Some(serde_json::json!({
+            "attempt": job.attempt,
+            "at": now,
+            "message": message,
+            "kind": kind,
+            "started_at": started_at,
+            "node": node_id,
+        }))
     };
     let base = |state: JobState| Outcome {
         id: JobId(job.id),

@@ -49,6 +49,14 @@ pub fn job_trace_id(id: i64) -> String {
     format!("f09e{:028x}", id as u64 as u128)
 }
 
+/// The span of attempt `attempt` of job `id`: derived from both, so the attempt's logs and the
+/// spans inside it name a parent that [`crate::observability::trace`] rebuilds from the job's
+/// row (an attempt is not a stored span: see `forge_jobs` in DESIGN.md).
+pub fn attempt_span_id(id: i64, attempt: i32) -> String {
+    let v = mix(mix(id as u64) ^ u64::from(attempt as u32).rotate_right(16));
+    format!("{:016x}", v.max(1))
+}
+
 /// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
 pub fn trace_of_job(id: i64, metadata: &serde_json::Value) -> String {
     metadata
@@ -84,5 +92,17 @@ mod tests {
         assert_eq!(trace_of_job(42, &serde_json::json!({})), job_trace_id(42));
         let metadata = serde_json::json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
         assert_eq!(trace_of_job(42, &metadata), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn attempt_spans_are_stable_and_distinct() {
+        assert_eq!(attempt_span_id(7, 1), attempt_span_id(7, 1));
+        assert_eq!(attempt_span_id(7, 1).len(), 16);
+        let mut seen = std::collections::HashSet::new();
+        for id in 1..2000 {
+            for attempt in 1..5 {
+                assert!(seen.insert(attempt_span_id(id, attempt)), "job {id} attempt {attempt}");
+            }
+        }
     }
 }

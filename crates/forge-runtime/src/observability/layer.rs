@@ -68,7 +68,7 @@ impl StoreFilter {
 }
 
 /// The name of the printed-only span around a job attempt.
-pub(crate) const JOB_SPAN: &str = "forge.job";
+pub(crate) const JOB_SPAN: &str = super::JOB_ATTEMPT_SPAN;
 
 impl<S: Subscriber> Filter<S> for StoreFilter {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {

@@ -4,8 +4,10 @@
 //!   `forge_logs`, carrying the node, trace and span, and the job, cron or function it
 //!   happened in.
 //! - **Traces**: spans inside a trace go to `forge_traces` when they close. Every HTTP request
-//!   (`forge.http`), function call (`forge.function`), job attempt (`forge.job`) and cron tick
-//!   (`forge.cron`) is a span; a job continues the trace of whatever dispatched it.
+//!   (`forge.http`), function call (`forge.function`), insert of jobs (`forge.dispatch`), job
+//!   attempt (`forge.job`) and cron tick (`forge.cron`) is a span; a job continues the trace of
+//!   whatever dispatched it. Job attempts are the exception to "stored": [`trace`] rebuilds them
+//!   from the jobs' rows, which already record every attempt (see the `attempts` module).
 //! - **Metrics**: [`Metrics`] in memory, shown by `GET /metrics` and written to `forge_metrics`
 //!   every `metrics_interval`, one row per series per interval. Application code records its
 //!   own through the `metrics` crate's macros ([`ForgeRecorder`]).
@@ -13,6 +15,7 @@
 //! Recording never waits on the database: see [`Telemetry`]. The leader deletes old rows
 //! ([`enforce_retention`]); [`LogQuery`], [`trace`] and [`SeriesQuery`] read them back.
 
+mod attempts;
 mod buffer;
 mod ids;
 mod layer;
@@ -26,8 +29,7 @@ mod system;
 mod telemetry;
 mod traces;
 
-pub(crate) use ids::new_span_id;
-pub use ids::{job_trace_id, new_trace_id, trace_of_job};
+pub use ids::{attempt_span_id, job_trace_id, new_trace_id, trace_of_job};
 pub(crate) use layer::{JOB_SPAN, SpanContext};
 pub use layer::{StoreFilter, TelemetryLayer};
 pub use logs::LogRecord;
@@ -38,8 +40,12 @@ pub use query::{
 pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
-pub(crate) use telemetry::{
-    FlushSettings, current_context, current_metrics, in_task_context, sample_queue_depth, spawn_flusher,
-};
+pub(crate) use telemetry::{FlushSettings, current_metrics, in_task_context, sample_queue_depth, spawn_flusher};
 pub use telemetry::{Probes, Telemetry, current_traceparent, queue_depths};
+pub(crate) use traces::DispatchSpan;
 pub use traces::SpanRecord;
+
+/// The span of a job attempt (rebuilt from the job's row by [`trace`]).
+pub const JOB_ATTEMPT_SPAN: &str = "forge.job";
+/// The span in which jobs are inserted (stored; it names the jobs).
+pub const DISPATCH_SPAN: &str = "forge.dispatch";

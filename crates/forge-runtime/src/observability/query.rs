@@ -183,7 +183,7 @@ pub struct LogPage {
     pub next: Option<LogCursor>,
 }
 
-/// A stored span, with the spans that ran inside it.
+/// A span, with the spans that ran inside it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpanNode {
     /// Its id.
@@ -244,7 +244,8 @@ impl Trace {
     }
 }
 
-/// Trace `trace_id` as a span tree, or `None` if none of its spans are stored.
+/// Trace `trace_id` as a span tree, or `None` if it has no spans: its stored spans, and the
+/// attempts of its jobs rebuilt from their rows (see the `attempts` module).
 pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx::Error> {
     if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
@@ -267,9 +268,12 @@ pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx:
             children: Vec::new(),
         });
     }
+    let mut attempts = super::attempts::attempt_spans(pool, trace_id, &spans).await?;
+    spans.append(&mut attempts);
     if spans.is_empty() {
         return Ok(None);
     }
+    spans.sort_by(|a, b| (a.started_at, &a.span_id).cmp(&(b.started_at, &b.span_id)));
     let started_at = spans.iter().map(|s| s.started_at).min().unwrap_or_else(Utc::now);
     let ended =
         spans.iter().map(|s| s.started_at + chrono::Duration::microseconds(s.duration_us)).max().unwrap_or(started_at);

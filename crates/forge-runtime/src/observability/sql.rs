@@ -54,6 +54,17 @@ order by started_at, span_id
 limit 10000
 "#;
 
+/// The jobs whose ids fall in the ranges `$1`..`$2` (a trace's dispatch spans name them): the
+/// columns their attempt spans are rebuilt from. One primary-key range scan per range.
+pub(crate) const TRACE_JOBS: &str = r#"
+select distinct on (j.id) j.id, j.kind, j.queue, j.state, j.attempt, j.attempted_at, j.finalized_at,
+       j.attempted_by, j.errors, j.metadata
+from unnest($1::bigint[], $2::bigint[]) as r(lo, hi)
+join forge_jobs j on j.id between r.lo and r.hi
+order by j.id
+limit 10000
+"#;
+
 /// A metric's rows over a time range whose labels contain `$4`.
 pub(crate) const METRIC_ROWS: &str = r#"
 select at, node_id, kind, labels, value, sum, buckets
