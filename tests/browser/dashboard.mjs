@@ -87,6 +87,8 @@ try {
   page.once("dialog", (d) => d.accept());
   await page.click("[data-action=retry]");
   await page.locator("[data-error-attempt='2']").waitFor();
+  // The trace waterfall shows both attempts (rebuilt from the job's row).
+  await page.waitForFunction(() => document.querySelectorAll("[data-span='forge.job']").length >= 2);
   step("retry", { job: Number(failingId), screenshot: await shot("job-retried") });
 
   // Queues: pause the default queue.

@@ -45,7 +45,9 @@ async fn seed(db: &TestDatabase) {
                   case when i <= 3 then jsonb_build_array(jsonb_build_object('attempt', 1, 'message', 'boom',
                       'kind', 'error', 'node', 'n1', 'started_at', now() - interval '1 second', 'at', now()))
                        else '[]' end,
-                  case when i = 1 then '{\"traceparent\": \"00-4bf92f3577b34da6a3ce929d0e0e4736-bbbbbbbbbbbbbbbb-01\"}'::jsonb else '{}' end
+                  case when i = 1 then '{\"traceparent\": \"00-4bf92f3577b34da6a3ce929d0e0e4736-bbbbbbbbbbbbbbbb-01\"}'::jsonb
+                       when i = 3 then '{\"traceparent\": \"00-11111111111111111111111111111111-cccccccccccccccc-01\"}'::jsonb
+                       else '{}' end
            from generate_series(1, 12) i;
          insert into forge_logs (at, level, target, message, node_id, job_id, trace_id)
            values (now() - interval '2 seconds', 'info', 't', 'starting', 'n1', 1, '4bf92f3577b34da6a3ce929d0e0e4736'),
@@ -111,6 +113,21 @@ async fn every_endpoint_answers_on_a_loopback_gateway() {
     let attempt = &dispatch["children"][0];
     assert_eq!((attempt["name"].as_str(), attempt["status"].as_str()), (Some("forge.job"), Some("error")));
     assert_eq!((attempt["job_id"].as_i64(), attempt["attributes"]["error"].as_str()), (Some(1), Some("boom")));
+    // Job 3's dispatch span was never stored: its trace has no spans, but the job's trace has
+    // its attempt.
+    let (status, _) = get(&router, "/_api/traces/11111111111111111111111111111111", &[]).await;
+    assert_eq!(status, 404);
+    let (status, trace) = get(&router, "/_api/jobs/3/trace", &[]).await;
+    assert_eq!(status, 200, "{trace}");
+    assert_eq!(trace["trace_id"], "11111111111111111111111111111111");
+    assert_eq!(
+        (trace["roots"][0]["name"].as_str(), trace["roots"][0]["job_id"].as_i64()),
+        (Some("forge.job"), Some(3))
+    );
+    let (status, _) = get(&router, "/_api/jobs/999/trace", &[]).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&router, "/_api/jobs/4/trace", &[]).await;
+    assert_eq!(status, 404, "never attempted, outside any stored trace");
     let (status, metric) = get(&router, "/_api/metrics/forge_jobs_completed_total?step=1h&label=kind:even", &[]).await;
     assert_eq!(status, 200, "{metric}");
     let series = metric["series"].as_array().expect("series");

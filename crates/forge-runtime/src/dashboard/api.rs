@@ -37,6 +37,7 @@ pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
         .route("/_api/jobs/cancel", post(cancel_jobs))
         .route("/_api/jobs/{id}", get(job))
         .route("/_api/jobs/{id}/logs", get(job_logs))
+        .route("/_api/jobs/{id}/trace", get(job_trace))
         .route("/_api/jobs/{id}/retry", post(retry_job))
         .route("/_api/jobs/{id}/cancel", post(cancel_job))
         .route("/_api/jobs/{id}/run", post(run_job_now))
@@ -432,6 +433,13 @@ async fn trace(State(state): State<GatewayState>, Path(trace_id): Path<String>) 
     }
     let trace = observability::trace(state.pool(), &trace_id.to_ascii_lowercase()).await?;
     let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no spans stored for trace {trace_id}")))?;
+    Ok(Json(trace).into_response())
+}
+
+async fn job_trace(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
+    let id = job_id(&id)?;
+    let trace = observability::job_trace(state.pool(), id).await?;
+    let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no job {id}, or it has no spans yet")))?;
     Ok(Json(trace).into_response())
 }
 

@@ -41,9 +41,10 @@ fn job_of_trace(trace_id: &str) -> Option<i64> {
     (super::job_trace_id(id) == trace_id).then_some(id)
 }
 
-/// Id ranges named by the trace's `forge.dispatch` spans, plus the trace's own job.
-fn job_ranges(trace_id: &str, stored: &[SpanNode]) -> (Vec<i64>, Vec<i64>) {
-    let mut ranges: Vec<(i64, i64)> = job_of_trace(trace_id).map(|id| (id, id)).into_iter().collect();
+/// Id ranges named by the trace's `forge.dispatch` spans, plus the trace's own job and `extra`.
+fn job_ranges(trace_id: &str, stored: &[SpanNode], extra: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let mut ranges: Vec<(i64, i64)> =
+        job_of_trace(trace_id).into_iter().chain(extra.iter().copied()).map(|id| (id, id)).collect();
     for span in stored.iter().filter(|s| s.name == DISPATCH_SPAN) {
         for range in span.attributes.get("jobs").and_then(|j| j.as_array()).into_iter().flatten() {
             if let (Some(lo), Some(hi)) = (range.get(0).and_then(|v| v.as_i64()), range.get(1).and_then(|v| v.as_i64()))
@@ -55,14 +56,15 @@ fn job_ranges(trace_id: &str, stored: &[SpanNode]) -> (Vec<i64>, Vec<i64>) {
     ranges.into_iter().unzip()
 }
 
-/// The attempt spans of the jobs in trace `trace_id`: its own job, and the jobs its stored
-/// `forge.dispatch` spans name.
+/// The attempt spans of the jobs in trace `trace_id`: its own job, the jobs its stored
+/// `forge.dispatch` spans name, and those of `extra` that run in it.
 pub(crate) async fn attempt_spans(
     pool: &PgPool,
     trace_id: &str,
     stored: &[SpanNode],
+    extra: &[i64],
 ) -> Result<Vec<SpanNode>, sqlx::Error> {
-    let (lo, hi) = job_ranges(trace_id, stored);
+    let (lo, hi) = job_ranges(trace_id, stored, extra);
     if lo.is_empty() {
         return Ok(Vec::new());
     }

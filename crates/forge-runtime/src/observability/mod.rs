@@ -35,7 +35,7 @@ pub use layer::{StoreFilter, TelemetryLayer};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
 pub use query::{
-    LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, SpanNode, Trace, trace,
+    LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, SpanNode, Trace, job_trace, trace,
 };
 pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;

@@ -247,6 +247,21 @@ impl Trace {
 /// Trace `trace_id` as a span tree, or `None` if it has no spans: its stored spans, and the
 /// attempts of its jobs rebuilt from their rows (see the `attempts` module).
 pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx::Error> {
+    trace_with_jobs(pool, trace_id, &[]).await
+}
+
+/// The trace job `id` runs in, with that job's attempts even where no stored span leads to them
+/// (the dispatching node stored no telemetry, or its `forge.dispatch` span is older than the
+/// traces retention while the job is kept longer); `None` if there is no such job.
+pub async fn job_trace(pool: &PgPool, id: i64) -> Result<Option<Trace>, sqlx::Error> {
+    let metadata: Option<serde_json::Value> =
+        sqlx::query_scalar("select metadata from forge_jobs where id = $1").bind(id).fetch_optional(pool).await?;
+    let Some(metadata) = metadata else { return Ok(None) };
+    trace_with_jobs(pool, &super::trace_of_job(id, &metadata), &[id]).await
+}
+
+/// Trace `trace_id`, with the attempts of `jobs` besides those its spans lead to.
+async fn trace_with_jobs(pool: &PgPool, trace_id: &str, jobs: &[i64]) -> Result<Option<Trace>, sqlx::Error> {
     if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
@@ -268,7 +283,7 @@ pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx:
             children: Vec::new(),
         });
     }
-    let mut attempts = super::attempts::attempt_spans(pool, trace_id, &spans).await?;
+    let mut attempts = super::attempts::attempt_spans(pool, trace_id, &spans, jobs).await?;
     spans.append(&mut attempts);
     if spans.is_empty() {
         return Ok(None);

@@ -343,7 +343,7 @@ async function jobPage(id) {
     h("h2", {}, "Logs"), logs,
     h("h2", {}, "Trace"), trace);
   api(`/jobs/${id}/logs?limit=200`).then((page) => logs.replaceChildren(logTable(page.entries))).catch((e) => logs.replaceChildren(h("div", { class: "error-box" }, e.message)));
-  api("/traces/" + j.trace_id).then((t) => trace.replaceChildren(waterfall(t))).catch((e) => trace.replaceChildren(h("p", { class: "muted" }, e.status === 404 ? "No spans stored for this job's trace (yet)." : e.message)));
+  api(`/jobs/${id}/trace`).then((t) => trace.replaceChildren(waterfall(t))).catch((e) => trace.replaceChildren(h("p", { class: "muted" }, e.status === 404 ? "No spans for this job's trace yet: it has not run." : e.message)));
   if (["available", "running", "scheduled", "retryable"].includes(j.state)) every(2000, () => jobPage(id));
 }
 
