@@ -505,7 +505,9 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
          insert into forge_metrics (at, node_id, name, kind, value, seconds)
            select now() - make_interval(secs => i), 'n', 'm' || (i % 50), 'gauge', i, 10
            from generate_series(1, 100000) i;
-         analyze forge_logs; analyze forge_traces; analyze forge_metrics;",
+         insert into forge_jobs (kind, state, attempt, attempted_at, finalized_at)
+           select 'k', 'completed', 1, now() - make_interval(secs => i), now() from generate_series(1, 100000) i;
+         analyze forge_logs; analyze forge_traces; analyze forge_metrics; analyze forge_jobs;",
     )
     .execute(pool)
     .await
@@ -518,6 +520,9 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
         "select * from forge_traces where trace_id = md5('42')::uuid order by started_at, span_id",
         "select * from forge_traces where started_at > now() - interval '10 minutes' order by started_at desc limit 50",
         "select * from forge_metrics where name = 'm7' and at > now() - interval '1 hour' and at <= now() and labels @> '{}' order by at",
+        // A trace's jobs, by the id ranges of its dispatch spans (the attempts' spans).
+        "select distinct on (j.id) j.* from unnest('{10,500}'::bigint[], '{12,510}'::bigint[]) as r(lo, hi)
+           join forge_jobs j on j.id between r.lo and r.hi order by j.id limit 10000",
     ];
     for sql in plans {
         let rows: Vec<(String,)> = sqlx::query_as(&format!("explain {sql}")).fetch_all(pool).await.expect("explain");
@@ -529,4 +534,7 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
     assert_eq!(page.entries.len(), 10);
     let t = trace(pool, &page.entries[0].trace_id.clone().expect("trace")).await.expect("trace").expect("stored");
     assert_eq!(t.span_count, 5);
+    // A job's own trace: its attempt, rebuilt from its row.
+    let t = trace(pool, &forge::observability::job_trace_id(500)).await.expect("trace").expect("the job's");
+    assert_eq!((t.span_count, t.roots[0].job_id), (1, Some(500)));
 }
