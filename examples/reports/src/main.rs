@@ -8,8 +8,8 @@ use forge::prelude::*;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let started = async {
+        // `run` installs logging (`[observability]`) before it starts the node.
         let config = ForgeConfig::load_or_default("forge.toml")?;
-        forge::init_tracing(&config.observability)?;
         Forge::builder().config(config).build()?.run().await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     };

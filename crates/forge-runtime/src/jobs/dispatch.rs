@@ -309,12 +309,12 @@ impl Dispatcher for PgPool {
 /// Inside a stored trace, the insert is a `forge.dispatch` span naming the jobs, and the jobs'
 /// attempts continue the trace under it.
 pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool) -> Result<Vec<JobId>, JobsError> {
-    let Some(span) = DispatchSpan::start() else {
-        return insert_rows(conn, jobs, notify, crate::observability::current_traceparent()).await;
-    };
-    let inserted = insert_rows(conn, jobs, notify, Some(span.traceparent())).await;
-    let ids: Vec<i64> = inserted.as_ref().map(|ids| ids.iter().map(|id| id.0).collect()).unwrap_or_default();
-    span.finish(jobs.iter().map(|j| j.kind.as_str()), &ids, inserted.is_err());
+    let (span, traceparent) = DispatchSpan::start();
+    let inserted = insert_rows(conn, jobs, notify, traceparent).await;
+    if let Some(span) = span {
+        let ids: Vec<i64> = inserted.as_ref().map(|ids| ids.iter().map(|id| id.0).collect()).unwrap_or_default();
+        span.finish(jobs.iter().map(|j| j.kind.as_str()), &ids, inserted.is_err());
+    }
     inserted
 }
 

@@ -30,17 +30,18 @@ pub(crate) struct DispatchSpan {
 }
 
 impl DispatchSpan {
-    /// A span under the current one, if that one is in a trace this process stores.
-    pub(crate) fn start() -> Option<Self> {
-        let context = current_context()?;
-        let node = context.node.clone()?;
-        context.trace_id.as_ref()?;
-        Some(Self { node, context, span_id: new_span_id(), started_at: Utc::now(), started: Instant::now() })
-    }
-
-    /// The `traceparent` the dispatched jobs carry: this span is their attempts' parent.
-    pub(crate) fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", self.context.trace_id.as_deref().unwrap_or_default(), self.span_id)
+    /// For jobs inserted now: a span under the current one if that one is in a trace this
+    /// process stores, and the `traceparent` the jobs carry (this span's, else the current
+    /// span's if it is in a trace at all).
+    pub(crate) fn start() -> (Option<Self>, Option<String>) {
+        let Some(context) = current_context() else { return (None, None) };
+        let (Some(node), Some(trace_id)) = (context.node.clone(), context.trace_id.as_deref()) else {
+            return (None, context.traceparent());
+        };
+        let span_id = new_span_id();
+        let traceparent = format!("00-{trace_id}-{span_id}-01");
+        let span = Self { node, context, span_id, started_at: Utc::now(), started: Instant::now() };
+        (Some(span), Some(traceparent))
     }
 
     /// Records the span: `kinds` of the jobs and the `ids` they got (none if the insert failed).
