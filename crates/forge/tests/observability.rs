@@ -237,7 +237,10 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
 
     let trace = wait_for("the request's and the job's spans", async || {
         let t = trace(db.pool(), trace_id).await.expect("trace")?;
-        t.spans().iter().any(|s| s.name == "forge.job" && s.attributes["outcome"] == "completed").then_some(t)
+        // Spans are flushed as they close: the request's may land after the job's dispatch.
+        let request = t.roots.iter().any(|s| s.name == "forge.http");
+        let job = t.spans().iter().any(|s| s.name == "forge.job" && s.attributes["outcome"] == "completed");
+        (request && job).then_some(t)
     })
     .await;
     assert_eq!(trace.roots.len(), 1, "{trace:#?}");
