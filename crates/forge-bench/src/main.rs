@@ -83,26 +83,7 @@ enum Scenario {
         iterations: usize,
     },
     /// Runs one worker node on `--database-url` until SIGTERM (used by `chaos` and the kill tests).
-    Worker {
-        /// The database.
-        #[arg(long)]
-        database_url: String,
-        /// The job lease.
-        #[arg(long, default_value = "2s")]
-        lease: String,
-        /// Jobs of the default queue run at once.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// The node heartbeat (and leader campaign) interval.
-        #[arg(long, default_value = "1s")]
-        heartbeat: String,
-        /// Schedule the bench's cron (`bench_tick`, every second) when leading.
-        #[arg(long)]
-        crons: bool,
-        /// How long running jobs may finish after SIGTERM before they are released.
-        #[arg(long, default_value = "5s")]
-        shutdown_timeout: String,
-    },
+    Worker(worker::WorkerArgs),
     /// Requests per second and latency of a trivial query through Forge's gateway.
     Rpc {
         /// How long to load the server.
@@ -151,11 +132,7 @@ async fn main() -> ExitCode {
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
-        Scenario::Worker { database_url, lease, concurrency, heartbeat, crons, shutdown_timeout } => {
-            worker::run(&database_url, &lease, concurrency, &heartbeat, crons, &shutdown_timeout)
-                .await
-                .map(|()| serde_json::Value::Null)
-        }
+        Scenario::Worker(args) => worker::run(args).await.map(|()| serde_json::Value::Null),
         Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
         Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,

@@ -57,27 +57,52 @@ create table if not exists bench_ledger (job_id bigint not null);
 create table if not exists bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null);
 "#;
 
-/// Runs a worker + scheduler node on `url` until SIGTERM/SIGINT.
-pub(crate) async fn run(
-    url: &str,
-    lease: &str,
+/// How `forge-bench worker` runs its node.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// The database.
+    #[arg(long)]
+    database_url: String,
+    /// The job lease.
+    #[arg(long, default_value = "2s")]
+    lease: String,
+    /// Jobs of the default queue run at once.
+    #[arg(long, default_value_t = 10)]
     concurrency: usize,
-    heartbeat: &str,
+    /// The node heartbeat (and leader campaign) interval.
+    #[arg(long, default_value = "1s")]
+    heartbeat: String,
+    /// How long a silent node lives before the leader declares it dead (default: the lease, but
+    /// at least three heartbeats).
+    #[arg(long)]
+    dead_after: Option<String>,
+    /// Schedule the bench's cron (`bench_tick`, every second) when leading.
+    #[arg(long)]
     crons: bool,
-    shutdown_timeout: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+    /// How long running jobs may finish after SIGTERM before they are released.
+    #[arg(long, default_value = "5s")]
+    shutdown_timeout: String,
+}
+
+/// Runs a worker + scheduler node until SIGTERM/SIGINT.
+pub(crate) async fn run(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ForgeConfig::default();
-    config.database.url = Some(url.to_owned());
+    config.database.url = Some(args.database_url);
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).ok_or("no roles")?;
-    config.worker.lease = lease.parse()?;
-    config.node.heartbeat_interval = heartbeat.parse()?;
-    // Dead after the lease, but never within three heartbeats.
-    let dead_after = config.worker.lease.as_std().max(config.node.heartbeat_interval.as_std() * 3);
-    config.node.dead_after = format!("{}ms", dead_after.as_millis()).parse()?;
+    config.worker.lease = args.lease.parse()?;
+    config.node.heartbeat_interval = args.heartbeat.parse()?;
+    config.node.dead_after = match args.dead_after {
+        Some(dead_after) => dead_after.parse()?,
+        None => {
+            let dead_after = config.worker.lease.as_std().max(config.node.heartbeat_interval.as_std() * 3);
+            format!("{}ms", dead_after.as_millis()).parse()?
+        }
+    };
     config.worker.poll_interval = "100ms".parse()?;
-    config.worker.shutdown_timeout = shutdown_timeout.parse()?;
+    config.worker.shutdown_timeout = args.shutdown_timeout.parse()?;
+    let crons = args.crons;
     if let Some(queue) = config.worker.queues.get_mut("default") {
-        queue.concurrency = std::num::NonZeroUsize::new(concurrency).ok_or("concurrency must be at least 1")?;
+        queue.concurrency = std::num::NonZeroUsize::new(args.concurrency).ok_or("concurrency must be at least 1")?;
     }
     config.observability.log_level = "warn".to_owned();
     // An empty project folder: the bench has no migrations of its own.

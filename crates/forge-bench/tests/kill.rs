@@ -67,3 +67,52 @@ async fn jobs_of_a_killed_worker_are_rescued_and_finalised_once() {
     .expect("re-run");
     assert!(re_run >= 4, "another node completed the killed node's jobs ({re_run})");
 }
+
+/// Every span of `trace`, depth first.
+fn all_spans(nodes: &[forge::observability::SpanNode]) -> Vec<&forge::observability::SpanNode> {
+    nodes.iter().flat_map(|n| std::iter::once(n).chain(all_spans(&n.children))).collect()
+}
+
+#[tokio::test]
+async fn the_attempt_lost_with_a_dead_node_shows_in_the_jobs_trace() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql(SCHEMA).execute(db.pool()).await.expect("schema");
+    let job: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, max_attempts) values ('ledger_write', '{\"work_ms\": 600000}', 5) returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("job");
+    // A long lease: only the dead-node sweep (not lease expiry) can rescue the attempt in time.
+    let mut doomed = common::worker(db.url(), &["--lease", "10m", "--heartbeat", "100ms", "--concurrency", "1"]);
+    wait_for(db.pool(), "select count(*) from bench_executions", 1, Duration::from_secs(30)).await;
+    let doomed_node: String =
+        sqlx::query_scalar("select node from bench_executions limit 1").fetch_one(db.pool()).await.expect("node");
+    doomed.kill().expect("SIGKILL");
+    doomed.wait().expect("reap");
+
+    // The survivor leads once the doomed node's lock is gone, declares it dead within a second
+    // and rescues its attempt; its own attempt then runs (600 s of work: it stays running).
+    let mut survivor = common::worker(
+        db.url(),
+        &["--lease", "10m", "--heartbeat", "100ms", "--dead-after", "1s", "--concurrency", "1"],
+    );
+    wait_for(db.pool(), "select count(*) from bench_executions", 2, Duration::from_secs(30)).await;
+    let trace = forge::observability::job_trace(db.pool(), forge::jobs::JobId(job))
+        .await
+        .expect("trace")
+        .expect("the job's trace");
+    survivor.kill().expect("stop survivor");
+    survivor.wait().expect("reap");
+
+    let attempts: Vec<_> = all_spans(&trace.roots).into_iter().filter(|s| s.name == "forge.job").collect();
+    assert_eq!(attempts.len(), 2, "both attempts are spans of the job's trace: {attempts:#?}");
+    let lost = attempts.iter().find(|s| s.attributes["attempt"] == 1).expect("attempt 1");
+    assert_eq!(lost.node_id, doomed_node, "the lost attempt ran on the killed node");
+    assert_eq!(lost.status, "error");
+    assert_eq!(lost.attributes["error_kind"], "lease");
+    let message = lost.attributes["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("node {doomed_node} died")), "{message}");
+    let current = attempts.iter().find(|s| s.attributes["attempt"] == 2).expect("attempt 2");
+    assert_eq!(current.attributes["outcome"], "running");
+}

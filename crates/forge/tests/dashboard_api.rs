@@ -94,7 +94,7 @@ async fn every_endpoint_answers_on_a_loopback_gateway() {
     assert_eq!(job["errors"][0]["message"], "boom");
     assert_eq!(job["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     let (_, job2) = get(&router, "/_api/jobs/2", &[]).await;
-    assert_eq!(job2["trace_id"], forge::observability::job_trace_id(2));
+    assert_eq!(job2["trace_id"], forge::observability::TraceId::of_job(forge::jobs::JobId(2)).to_string());
     let (_, logs) = get(&router, "/_api/jobs/1/logs", &[]).await;
     let messages: Vec<&str> =
         logs["entries"].as_array().expect("entries").iter().map(|e| e["message"].as_str().expect("m")).collect();

@@ -93,23 +93,23 @@ async fn a_jobs_logs_carry_its_id_and_trace() {
     assert_eq!(charging.fields["amount"], 4200);
     assert_eq!(charging.node_id, forge.node_id());
     assert_eq!(charging.target, "observability");
-    let trace_id = charging.trace_id.clone().expect("a trace id");
-    assert_eq!(trace_id.len(), 32);
+    let trace_id = charging.trace_id.expect("a trace id");
+    assert_eq!(trace_id.to_string().len(), 32);
     // A line from a span inside the job still carries the job and its trace.
     let slow = page.entries.iter().find(|e| e.message == "bank answered slowly").expect("nested line");
-    assert_eq!((slow.level.as_str(), slow.trace_id.as_deref()), ("warn", Some(trace_id.as_str())));
+    assert_eq!((slow.level.as_str(), slow.trace_id), ("warn", Some(trace_id)));
 
     // Filters: by level, by text, by trace.
     let warnings = LogQuery::default().job(id.0).min_level("warn").fetch(db.pool()).await.expect("logs");
     assert_eq!(warnings.entries.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["bank answered slowly"]);
     let by_text = LogQuery::default().job(id.0).text("CHARGING").fetch(db.pool()).await.expect("logs");
     assert_eq!(by_text.entries.len(), 1);
-    let by_trace = LogQuery::default().trace(&trace_id).fetch(db.pool()).await.expect("logs");
+    let by_trace = LogQuery::default().trace(trace_id).fetch(db.pool()).await.expect("logs");
     assert!(by_trace.entries.len() >= 2);
 
     // The trace: the attempt's span with the bank call inside it.
     let trace = wait_for("the job's spans", async || {
-        trace(db.pool(), &trace_id).await.expect("trace").filter(|t| t.span_count >= 2)
+        trace(db.pool(), trace_id).await.expect("trace").filter(|t| t.span_count >= 2)
     })
     .await;
     assert_eq!(trace.roots.len(), 1, "{trace:#?}");
@@ -140,9 +140,9 @@ async fn every_attempt_and_every_job_a_job_dispatches_is_in_its_trace() {
     .await;
 
     // Dispatched outside any trace, the parent's trace is its own; the child continues it.
-    let trace_id = forge::observability::job_trace_id(parent.0);
+    let trace_id = forge::observability::TraceId::of_job(parent);
     let trace = wait_for("the dispatch span", async || {
-        let t = trace(db.pool(), &trace_id).await.expect("trace")?;
+        let t = trace(db.pool(), trace_id).await.expect("trace")?;
         (t.span_count == 4).then_some(t)
     })
     .await;
@@ -165,7 +165,7 @@ async fn every_attempt_and_every_job_a_job_dispatches_is_in_its_trace() {
 
     // Each attempt's log line names that attempt's span; the child's names the child's.
     let logs = wait_for("the attempts' log lines", async || {
-        let logs = LogQuery::default().trace(&trace_id).fetch(db.pool()).await.expect("logs");
+        let logs = LogQuery::default().trace(trace_id).fetch(db.pool()).await.expect("logs");
         let ours = logs.entries.iter().filter(|e| e.message == "parent attempt" || e.message == "following up");
         (ours.count() == 3).then_some(logs)
     })
@@ -176,7 +176,7 @@ async fn every_attempt_and_every_job_a_job_dispatches_is_in_its_trace() {
             .find(|e| {
                 e.message == message && e.fields.get("attempt").and_then(|a| a.as_i64()).is_none_or(|a| a == attempt)
             })
-            .and_then(|e| e.span_id.clone())
+            .and_then(|e| e.span_id)
             .unwrap_or_else(|| panic!("{message:?} of attempt {attempt}: {logs:#?}"))
     };
     assert_eq!(span_of("parent attempt", 1), first.span_id);
@@ -225,7 +225,7 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
         .await
         .expect("start");
     let addr = forge.local_addr().expect("gateway");
-    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_id: forge::observability::TraceId = "4bf92f3577b34da6a3ce929d0e0e4736".parse().expect("trace id");
     let reply = reqwest::Client::new()
         .post(format!("http://{addr}/rpc/create_note"))
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
@@ -246,7 +246,11 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
     assert_eq!(trace.roots.len(), 1, "{trace:#?}");
     let http = &trace.roots[0];
     assert_eq!((http.name.as_str(), http.kind.as_str()), ("forge.http", "server"));
-    assert_eq!(http.parent_span_id.as_deref(), Some("00f067aa0ba902b7"), "the caller's span is the parent");
+    assert_eq!(
+        http.parent_span_id.map(|p| p.to_string()).as_deref(),
+        Some("00f067aa0ba902b7"),
+        "the caller's span is the parent"
+    );
     assert_eq!(http.attributes["route"], "/rpc/{function}");
     let function = &http.children[0];
     assert_eq!((function.name.as_str(), function.function.as_deref()), ("forge.function", Some("create_note")));
@@ -503,7 +507,7 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
                   'line ' || i, 'n', i / 10, md5((i / 10)::text)
            from generate_series(1, 100000) i;
          insert into forge_traces (trace_id, span_id, name, kind, started_at, duration_us, status, node_id, job_id)
-           select md5((i / 5)::text)::uuid, md5(i::text), 'x', 'internal', now() - make_interval(secs => i), 1, 'ok', 'n', i / 5
+           select md5((i / 5)::text)::uuid, left(md5(i::text), 16), 'x', 'internal', now() - make_interval(secs => i), 1, 'ok', 'n', i / 5
            from generate_series(1, 100000) i;
          insert into forge_metrics (at, node_id, name, kind, value, seconds)
            select now() - make_interval(secs => i), 'n', 'm' || (i % 50), 'gauge', i, 10
@@ -535,9 +539,9 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
     // And the API answers on it.
     let page = LogQuery::default().job(42).fetch(pool).await.expect("logs");
     assert_eq!(page.entries.len(), 10);
-    let t = trace(pool, &page.entries[0].trace_id.clone().expect("trace")).await.expect("trace").expect("stored");
+    let t = trace(pool, page.entries[0].trace_id.expect("trace")).await.expect("trace").expect("stored");
     assert_eq!(t.span_count, 5);
     // A job's own trace: its attempt, rebuilt from its row.
-    let t = trace(pool, &forge::observability::job_trace_id(500)).await.expect("trace").expect("the job's");
+    let t = trace(pool, forge::observability::TraceId::of_job(JobId(500))).await.expect("trace").expect("the job's");
     assert_eq!((t.span_count, t.roots[0].job_id), (1, Some(500)));
 }

@@ -22,6 +22,17 @@ async fn bounce(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     Err(JobError::retry("mailbox full"))
 }
 
+#[forge::job(max_attempts = 3, backoff(fixed, base = "1h", jitter = 0.0))]
+async fn later(ctx: &JobContext, snooze: bool) -> Result<u32, JobError> {
+    if snooze {
+        return Err(JobError::snooze(std::time::Duration::from_secs(600)));
+    }
+    if ctx.is_last_attempt() {
+        return Err(JobError::retry("gave up"));
+    }
+    Err(JobError::retry(format!("attempt {} failed", ctx.attempt())))
+}
+
 #[forge::job(transactional)]
 async fn charge(ctx: &JobContext, amount: i64) -> Result<i64, JobError> {
     let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
@@ -77,6 +88,34 @@ async fn perform_job_runs_the_handler_with_a_real_context() {
     assert!(matches!(err, JobError::Fatal(_)), "{err}");
     let amounts: Vec<i64> = sqlx::query_scalar("select amount from charges").fetch_all(db.pool()).await.expect("rows");
     assert_eq!(amounts, vec![5], "the failed transactional attempt rolled back");
+}
+
+/// The row `perform_job` left: state, attempt, minutes until run_at, error kinds.
+async fn left(db: &TestDatabase) -> (String, i32, i64, Vec<String>) {
+    sqlx::query_as(
+        "select state, attempt, round(extract(epoch from run_at - now()) / 60)::int8,
+                array(select e ->> 'kind' from jsonb_array_elements(errors) e)
+         from forge_jobs order by id desc limit 1",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("row")
+}
+
+#[tokio::test]
+async fn perform_job_applies_the_workers_outcome_policy() {
+    let db = setup().await;
+    let err = db.perform_job::<Later>(false).await.expect_err("fails");
+    assert_eq!(err.message(), "attempt 1 failed");
+    assert_eq!(left(&db).await, ("retryable".to_owned(), 1, 60, vec!["error".to_owned()]), "retried after the backoff");
+
+    let err = db.perform_attempt::<Later>(false, 3).await.expect_err("fails");
+    assert_eq!(err.message(), "gave up", "the last attempt sees is_last_attempt()");
+    assert_eq!(left(&db).await, ("discarded".to_owned(), 3, 0, vec!["error".to_owned()]));
+
+    let err = db.perform_job::<Later>(true).await.expect_err("snoozes");
+    assert!(matches!(err, JobError::Snooze(_)), "{err}");
+    assert_eq!(left(&db).await, ("scheduled".to_owned(), 0, 10, vec![]), "a snooze does not count the attempt");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 /// assert!(matches!(parse("x"), Err(JobError::Retry(_))));
 /// assert!(matches!(parse("0"), Err(JobError::Fatal(_))));
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum JobError {
     /// Failed; retry after the backoff if attempts are left, else discard.

@@ -20,20 +20,24 @@
 mod backoff;
 mod error;
 mod options;
+mod record;
 mod state;
 
 pub use backoff::{Backoff, BackoffKind};
 pub use error::JobError;
 pub use options::{JobOptions, Priority, Unique, UniqueBy};
+pub use record::{AttemptError, FailureKind, JobProgress, JobRecord};
 pub use state::{InvalidTransition, JobState};
 
 /// A job's id: `forge_jobs.id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 #[serde(transparent)]
 pub struct JobId(pub i64);
 
 impl std::fmt::Display for JobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        // Through i64's Display, so width and alignment (`{:>8}`) apply.
+        std::fmt::Display::fmt(&self.0, f)
     }
 }

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Where a job is in its life. Stored as its lowercase name (`forge_jobs.state` is text); with
+/// the `sqlx` feature it binds and decodes as that text directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for its `run_at`; maintenance makes it available when the time comes.
     Scheduled,
@@ -112,6 +114,45 @@ impl FromStr for JobState {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         JobState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// `JobState` as Postgres `text`: encoded and decoded by name, so SQL compares states without
+/// Rust code spelling them.
+#[cfg(feature = "sqlx")]
+mod sql_mapping {
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef, Postgres};
+
+    use super::JobState;
+
+    impl sqlx::Type<Postgres> for JobState {
+        fn type_info() -> PgTypeInfo {
+            <str as sqlx::Type<Postgres>>::type_info()
+        }
+
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <str as sqlx::Type<Postgres>>::compatible(ty)
+        }
+    }
+
+    impl PgHasArrayType for JobState {
+        fn array_type_info() -> PgTypeInfo {
+            <&str as PgHasArrayType>::array_type_info()
+        }
+    }
+
+    impl sqlx::Encode<'_, Postgres> for JobState {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            <&str as sqlx::Encode<'_, Postgres>>::encode(self.as_str(), buf)
+        }
+    }
+
+    impl<'r> sqlx::Decode<'r, Postgres> for JobState {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+            Ok(<&str as sqlx::Decode<'r, Postgres>>::decode(value)?.parse::<JobState>()?)
+        }
     }
 }
 

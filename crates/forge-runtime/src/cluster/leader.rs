@@ -202,7 +202,8 @@ async fn sweep_once(pool: &PgPool, dead_after: Duration) -> Result<(Vec<String>,
     let rescued = if dead.is_empty() {
         0
     } else {
-        sqlx::query(sql::RESCUE_FROM_NODES).bind(&dead).fetch_all(&mut *tx).await?.len()
+        let lost = crate::jobs::maintenance::Lost::OnNodes(&dead);
+        crate::jobs::maintenance::rescue(&mut tx, lost, i64::MAX).await?.len()
     };
     tx.commit().await?;
     Ok((dead, rescued))

@@ -42,21 +42,6 @@ where status in ('running', 'draining') and last_heartbeat < now() - make_interv
 returning id
 "#;
 
-/// Rescues at once the running jobs of dead nodes, as lease expiry would later.
-pub(crate) const RESCUE_FROM_NODES: &str = r#"
-update forge_jobs j
-set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryable' end,
-    finalized_at = case when j.attempt >= j.max_attempts then now() end,
-    run_at = now(),
-    heartbeat_at = null,
-    errors = j.errors || jsonb_build_array(jsonb_build_object(
-        'attempt', j.attempt,
-        'at', now(),
-        'message', 'node ' || j.attempted_by || ' died (no heartbeat)'))
-where j.state = 'running' and j.attempted_by = any($1::text[])
-returning j.id
-"#;
-
 /// Nodes, newest heartbeat first, with the scheduler's leader and their load: jobs running on
 /// each, and the process's latest CPU and memory samples (from the last five minutes).
 pub(crate) const NODES: &str = r#"

@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::context::CronArgs;
 use super::{CronRegistration, Overlap, sql};
-use crate::functions::new_trace_id;
 use crate::jobs::{NewJob, insert_jobs};
+use crate::observability::TraceId;
 
 /// How often the scheduler looks for due ticks.
 const TICK: Duration = Duration::from_millis(200);
@@ -117,7 +117,7 @@ impl CronScheduler {
                     "forge.cron",
                     node_id,
                     span_kind = "producer",
-                    trace_id = %new_trace_id(),
+                    trace_id = %TraceId::new(),
                     cron = reg.name,
                     scheduled_at = %at,
                     catch_up,

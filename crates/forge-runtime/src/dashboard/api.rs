@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use forge_core::jobs::JobState;
-use serde::Deserialize;
+use forge_core::jobs::{JobRecord, JobState};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::sql;
@@ -21,12 +21,10 @@ use crate::cluster;
 use crate::cron::{self, CronRegistration};
 use crate::gateway::{GatewayState, Problem};
 use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobsError};
-use crate::observability::{self, LogCursor, LogQuery, SeriesQuery};
+use crate::observability::{self, LogCursor, LogQuery, SeriesQuery, TraceId};
 
 /// Most jobs one page holds.
 const MAX_JOBS_PAGE: i64 = 500;
-/// The states a job can be in.
-const STATES: [&str; 7] = ["scheduled", "available", "running", "retryable", "completed", "discarded", "cancelled"];
 
 /// The `/_api` routes, behind the access check.
 pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
@@ -165,8 +163,10 @@ fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<U
 fn job_filter(params: &HashMap<String, String>) -> Result<JobFilter, ApiError> {
     let mut filter = JobFilter::default();
     if let Some(s) = params.get("state").filter(|s| !s.is_empty()) {
-        let state =
-            s.parse::<JobState>().map_err(|_| bad("state", format!("{s:?} is not one of {}", STATES.join(", "))))?;
+        let state = s.parse::<JobState>().map_err(|_| {
+            let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            bad("state", format!("{s:?} is not one of {}", names.join(", ")))
+        })?;
         filter.state = Some(state);
     }
     let text = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
@@ -190,12 +190,12 @@ async fn jobs(State(state): State<GatewayState>, Query(params): Params) -> ApiRe
     if !(1..=MAX_JOBS_PAGE).contains(&limit) {
         return Err(bad("limit", format!("must be between 1 and {MAX_JOBS_PAGE}")));
     }
-    let before = int(&params, "before")?;
+    let before = int(&params, "before")?.map(JobId);
     let filter = job_filter(&params)?;
     let mut rows = jobs::list_jobs(state.pool(), &filter, before, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next = if more { rows.last().and_then(|r| r["id"].as_i64()) } else { None };
+    let next = if more { rows.last().map(|r| r.id) } else { None };
     Ok(Json(json!({ "jobs": rows, "next": next })).into_response())
 }
 
@@ -336,13 +336,20 @@ fn job_id(id: &str) -> Result<i64, ApiError> {
     id.parse::<i64>().map_err(|_| bad("id", format!("{id:?} is not a job id")))
 }
 
+/// A job as the job page shows it: its record and the trace it runs in.
+#[derive(Serialize)]
+struct JobDetail {
+    #[serde(flatten)]
+    job: JobRecord,
+    trace_id: TraceId,
+}
+
 async fn job(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
     let id = job_id(&id)?;
     let row = jobs::find_job(state.pool(), JobId(id)).await?;
-    let mut row = row.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let trace_id = observability::trace_of_job(id, &row["metadata"]);
-    row["trace_id"] = trace_id.into();
-    Ok(Json(row).into_response())
+    let job = row.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let trace_id = observability::trace_of_job(job.id, &job.metadata);
+    Ok(Json(JobDetail { job, trace_id }).into_response())
 }
 
 async fn job_logs(State(state): State<GatewayState>, Path(id): Path<String>, Query(params): Params) -> ApiResult {
@@ -403,7 +410,8 @@ async fn logs(State(state): State<GatewayState>, Query(params): Params) -> ApiRe
         query = query.job(id);
     }
     if let Some(trace) = params.get("trace") {
-        query = query.trace(trace.clone());
+        let trace = TraceId::parse(trace).ok_or_else(|| bad("trace", "a trace id is 32 hex digits"))?;
+        query = query.trace(trace);
     }
     if let Some(node) = params.get("node") {
         query = query.node(node.clone());
@@ -428,17 +436,17 @@ async fn logs(State(state): State<GatewayState>, Query(params): Params) -> ApiRe
 }
 
 async fn trace(State(state): State<GatewayState>, Path(trace_id): Path<String>) -> ApiResult {
-    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let Some(id) = TraceId::parse(&trace_id) else {
         return Err(bad("trace_id", "a trace id is 32 hex digits"));
-    }
-    let trace = observability::trace(state.pool(), &trace_id.to_ascii_lowercase()).await?;
+    };
+    let trace = observability::trace(state.pool(), id).await?;
     let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no spans stored for trace {trace_id}")))?;
     Ok(Json(trace).into_response())
 }
 
 async fn job_trace(State(state): State<GatewayState>, Path(id): Path<String>) -> ApiResult {
     let id = job_id(&id)?;
-    let trace = observability::job_trace(state.pool(), id).await?;
+    let trace = observability::job_trace(state.pool(), JobId(id)).await?;
     let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no job {id}, or it has no spans yet")))?;
     Ok(Json(trace).into_response())
 }

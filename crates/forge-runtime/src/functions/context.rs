@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Auth, ForgeError};
 use crate::jobs::{DispatchOptions, Dispatcher, Job, JobTx, NewJob, Notifier, insert_jobs};
+use crate::observability::TraceId;
 
 /// Everything a call brings to its function: the pools, the caller, the request's ids.
 ///
@@ -19,7 +20,7 @@ pub struct CallParts {
     pub(crate) pool: PgPool,
     pub(crate) read_pool: PgPool,
     pub(crate) request_id: String,
-    pub(crate) trace_id: String,
+    pub(crate) trace_id: TraceId,
     pub(crate) auth: Auth,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) http: reqwest::Client,
@@ -34,7 +35,7 @@ impl CallParts {
             pool,
             read_pool,
             request_id: uuid::Uuid::new_v4().to_string(),
-            trace_id: new_trace_id(),
+            trace_id: TraceId::new(),
             auth: Auth::anonymous(),
             client_ip: None,
             http: default_http_client(),
@@ -54,9 +55,9 @@ impl CallParts {
         self
     }
 
-    /// Sets the trace id (32 lowercase hex digits, as in W3C `traceparent`).
-    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
-        self.trace_id = trace_id.into();
+    /// Sets the trace id (as a W3C `traceparent` carries it).
+    pub fn with_trace_id(mut self, trace_id: TraceId) -> Self {
+        self.trace_id = trace_id;
         self
     }
 
@@ -78,8 +79,6 @@ impl CallParts {
         self
     }
 }
-
-pub(crate) use crate::observability::new_trace_id;
 
 /// The HTTP client actions get by default: 5 s to connect, 30 s per request.
 fn default_http_client() -> reqwest::Client {
@@ -124,8 +123,8 @@ impl QueryContext {
     }
 
     /// The trace this call belongs to (from `traceparent`, or new).
-    pub fn trace_id(&self) -> &str {
-        &self.parts.trace_id
+    pub fn trace_id(&self) -> TraceId {
+        self.parts.trace_id
     }
 }
 
@@ -175,8 +174,8 @@ impl MutationContext {
     }
 
     /// The trace this call belongs to.
-    pub fn trace_id(&self) -> &str {
-        &self.parts.trace_id
+    pub fn trace_id(&self) -> TraceId {
+        self.parts.trace_id
     }
 
     /// Takes the transaction out, for the runner to commit or roll back.
@@ -233,8 +232,8 @@ impl ActionContext {
     }
 
     /// The trace this call belongs to.
-    pub fn trace_id(&self) -> &str {
-        &self.parts.trace_id
+    pub fn trace_id(&self) -> TraceId {
+        self.parts.trace_id
     }
 }
 

@@ -26,7 +26,6 @@ mod registry;
 mod run;
 
 pub use auth::{Auth, AuthMethod};
-pub(crate) use context::new_trace_id;
 pub use context::{ActionContext, CallParts, MutationContext, QueryContext};
 pub use error::{FieldError, ForgeError};
 #[doc(hidden)]

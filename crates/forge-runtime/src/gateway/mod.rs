@@ -22,7 +22,6 @@ mod problem;
 pub mod rate_limit;
 mod request;
 
-pub(crate) use request::parse_traceparent;
 mod routes;
 mod rpc;
 mod sql;

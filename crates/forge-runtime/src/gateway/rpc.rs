@@ -76,7 +76,7 @@ async fn call_parts(
         .call_parts()
         .with_auth(auth)
         .with_request_id(meta.request_id.clone())
-        .with_trace_id(meta.trace_id.clone())
+        .with_trace_id(meta.trace_id)
         .with_client_ip(meta.client_ip))
 }
 

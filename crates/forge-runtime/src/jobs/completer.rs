@@ -2,14 +2,15 @@
 //! written in batches, one statement per batch. Under load a batch holds hundreds of outcomes;
 //! when idle, each outcome is written as soon as it arrives.
 
-use chrono::{DateTime, Utc};
-use forge_core::jobs::{JobId, JobState};
-use sqlx::{PgPool, Row};
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use forge_core::jobs::{AttemptError, JobId, JobState};
+use sqlx::{PgExecutor, PgPool};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::dispatch::Notifier;
+use super::notifier::Notifier;
 use super::sql;
 
 /// Most outcomes written by one statement.
@@ -24,7 +25,7 @@ pub(crate) struct Outcome {
     pub(crate) attempt: i32,
     pub(crate) state: JobState,
     pub(crate) output: Option<serde_json::Value>,
-    pub(crate) error: Option<serde_json::Value>,
+    pub(crate) error: Option<AttemptError>,
     pub(crate) run_at: Option<DateTime<Utc>>,
     /// The attempt does not count (released, snoozed).
     pub(crate) uncount: bool,
@@ -113,28 +114,40 @@ impl Completer {
     }
 }
 
-async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
-    let ids: Vec<i64> = batch.iter().map(|o| o.id.0).collect();
+/// Writes `batch` in one fenced statement; returns the rows it changed (id, new state, queue).
+/// Outcomes of attempts no longer running (rescued, cancelled) change nothing.
+pub(crate) async fn finish<'e>(
+    executor: impl PgExecutor<'e>,
+    batch: &[Outcome],
+) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
+    let ids: Vec<JobId> = batch.iter().map(|o| o.id).collect();
     let attempts: Vec<i32> = batch.iter().map(|o| o.attempt).collect();
-    let states: Vec<&str> = batch.iter().map(|o| o.state.as_str()).collect();
-    let outputs: Vec<Option<serde_json::Value>> = batch.iter().map(|o| o.output.clone()).collect();
-    let errors: Vec<Option<serde_json::Value>> = batch.iter().map(|o| o.error.clone()).collect();
+    let states: Vec<JobState> = batch.iter().map(|o| o.state).collect();
+    let outputs: Vec<Option<&serde_json::Value>> = batch.iter().map(|o| o.output.as_ref()).collect();
+    let errors: Vec<Option<serde_json::Value>> = batch
+        .iter()
+        .map(|o| o.error.as_ref().map(serde_json::to_value).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let run_ats: Vec<Option<DateTime<Utc>>> = batch.iter().map(|o| o.run_at).collect();
     let uncount: Vec<i32> = batch.iter().map(|o| i32::from(o.uncount)).collect();
+    sqlx::query_as(sql::FINISH)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&states)
+        .bind(&outputs)
+        .bind(&errors)
+        .bind(&run_ats)
+        .bind(&uncount)
+        .fetch_all(executor)
+        .await
+}
+
+async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
     // A failed write is retried a few times; after that the jobs' leases expire and maintenance
     // rescues them, so nothing is lost, only delayed.
     for attempt in 0..5u64 {
-        let result = sqlx::query(sql::FINISH)
-            .bind(&ids)
-            .bind(&attempts)
-            .bind(&states)
-            .bind(&outputs)
-            .bind(&errors)
-            .bind(&run_ats)
-            .bind(&uncount)
-            .fetch_all(pool)
-            .await;
-        match result {
+        match finish(pool, batch).await {
             Ok(rows) => {
                 if rows.len() < batch.len() {
                     tracing::debug!(
@@ -144,10 +157,8 @@ async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
                     );
                 }
                 let mut queues: Vec<String> = Vec::new();
-                for row in rows {
-                    let state: String = row.try_get("state").unwrap_or_default();
-                    let queue: String = row.try_get("queue").unwrap_or_default();
-                    if state == "available" && !queues.contains(&queue) {
+                for (_, state, queue) in rows {
+                    if state == JobState::Available && !queues.contains(&queue) {
                         queues.push(queue);
                     }
                 }

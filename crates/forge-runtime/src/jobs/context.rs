@@ -8,7 +8,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{Dispatcher, Notifier};
+use super::dispatch::Dispatcher;
+use super::notifier::Notifier;
 use super::sql;
 
 /// The context of one attempt of one job. Cheap to clone.

@@ -1,13 +1,12 @@
-//! What an operator does to jobs and queues by hand (the dashboard and the CLI call these): pause
-//! and resume a queue, run a waiting job now, delete a job, and retry or cancel every job a
-//! [`JobFilter`] selects.
+//! What an operator does to jobs and queues by hand (the dashboard, the CLI and a running node
+//! call these): cancel or retry a job, run a waiting job now, delete a job, pause and resume a
+//! queue, and retry or cancel every job a [`JobFilter`] selects.
 
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{JobId, JobState};
-use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use super::dispatch::JobsError;
+use super::error::JobsError;
 use super::sql;
 
 /// Most jobs one bulk retry or cancel changes; a larger set takes several calls.
@@ -38,7 +37,7 @@ impl JobFilter {
     /// Appends ` and …` conditions for every field set.
     pub(crate) fn push_conditions(&self, query: &mut QueryBuilder<'_, Postgres>) {
         if let Some(state) = self.state {
-            query.push(" and state = ").push_bind(state.as_str());
+            query.push(" and state = ").push_bind(state);
         }
         if let Some(kind) = &self.kind {
             query.push(" and kind = ").push_bind(kind.clone());
@@ -77,44 +76,6 @@ pub async fn resume_queue(pool: &PgPool, queue: &str) -> Result<bool, sqlx::Erro
     Ok(resumed.is_some())
 }
 
-/// A paused queue.
-#[derive(Clone, Debug, Serialize)]
-pub struct PausedQueue {
-    /// The queue.
-    pub name: String,
-    /// Since when.
-    pub paused_at: DateTime<Utc>,
-    /// Who paused it, as they said.
-    pub paused_by: Option<String>,
-}
-
-/// A queue as operators see it: unfinished jobs by state, and whether it is paused.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct QueueSummary {
-    /// Unfinished jobs by state (`available`, `scheduled`, `running`, `retryable`).
-    pub depth: std::collections::BTreeMap<String, i64>,
-    /// Since when it is paused, if it is.
-    pub paused_at: Option<DateTime<Utc>>,
-}
-
-/// Every queue with unfinished jobs or a pause, by name.
-pub async fn queue_summaries(pool: &PgPool) -> Result<std::collections::BTreeMap<String, QueueSummary>, sqlx::Error> {
-    let mut queues: std::collections::BTreeMap<String, QueueSummary> = Default::default();
-    for (queue, state, n) in crate::observability::queue_depths(pool).await? {
-        queues.entry(queue).or_default().depth.insert(state, n);
-    }
-    for p in paused_queues(pool).await? {
-        queues.entry(p.name).or_default().paused_at = Some(p.paused_at);
-    }
-    Ok(queues)
-}
-
-/// The paused queues.
-pub async fn paused_queues(pool: &PgPool) -> Result<Vec<PausedQueue>, sqlx::Error> {
-    let rows: Vec<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(sql::PAUSED_QUEUES).fetch_all(pool).await?;
-    Ok(rows.into_iter().map(|(name, paused_at, paused_by)| PausedQueue { name, paused_at, paused_by }).collect())
-}
-
 /// Makes a scheduled or retryable job available at once. Returns whether it was waiting.
 pub async fn run_now(pool: &PgPool, id: JobId) -> Result<bool, JobsError> {
     let queue: Option<String> = sqlx::query_scalar(sql::RUN_NOW).bind(id.0).fetch_optional(pool).await?;
@@ -136,8 +97,8 @@ pub async fn delete(pool: &PgPool, id: JobId) -> Result<bool, JobsError> {
     Ok(deleted.is_some())
 }
 
-async fn exists(pool: &PgPool, id: JobId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from forge_jobs where id = $1)").bind(id.0).fetch_one(pool).await
+async fn exists<'e>(executor: impl sqlx::PgExecutor<'e>, id: JobId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from forge_jobs where id = $1)").bind(id).fetch_one(executor).await
 }
 
 /// Makes every discarded or cancelled job the filter selects available again (at most
@@ -178,73 +139,39 @@ pub async fn cancel_all(pool: &PgPool, filter: &JobFilter) -> Result<u64, sqlx::
     Ok(rows.len() as u64)
 }
 
-/// Records the kinds `registry` holds in `forge_job_kinds`, as seen by `node_id` now.
-pub async fn record_kinds(pool: &PgPool, registry: &super::JobRegistry, node_id: &str) -> Result<(), sqlx::Error> {
-    let names = registry.names();
-    let queues: Vec<&str> = names.iter().map(|k| registry.options(k).map_or("default", |o| o.queue)).collect();
-    let attempts: Vec<i32> = names
-        .iter()
-        .map(|k| registry.options(k).map_or(1, |o| i32::try_from(o.max_attempts).unwrap_or(i32::MAX)))
-        .collect();
-    sqlx::query(sql::RECORD_KINDS).bind(&names).bind(&queues).bind(&attempts).bind(node_id).execute(pool).await?;
-    Ok(())
+/// What [`cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job had not started: it is cancelled now.
+    Cancelled,
+    /// The job is running: its worker was asked to stop it, and it will end cancelled.
+    Requested,
+    /// The job had already finished; nothing changed.
+    AlreadyFinished,
 }
 
-/// A job kind some node of the application has registered.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
-pub struct KnownKind {
-    /// The kind.
-    pub kind: String,
-    /// Its default queue.
-    pub queue: String,
-    /// Its default attempts.
-    pub max_attempts: i32,
-    /// When a node last registered it.
-    pub seen_at: DateTime<Utc>,
+/// Cancels job `id`: at once if it has not started, through its worker if it is running.
+pub async fn cancel(pool: &PgPool, id: JobId) -> Result<CancelOutcome, JobsError> {
+    let mut tx = pool.begin().await?;
+    let previous: Option<JobState> = sqlx::query_scalar(sql::CANCEL).bind(id).fetch_optional(&mut *tx).await?;
+    let outcome = match previous {
+        Some(JobState::Running) => {
+            sqlx::query(sql::NOTIFY).bind(sql::CANCEL_CHANNEL).bind(id.0.to_string()).execute(&mut *tx).await?;
+            CancelOutcome::Requested
+        }
+        Some(_) => CancelOutcome::Cancelled,
+        None if exists(&mut *tx, id).await? => CancelOutcome::AlreadyFinished,
+        None => return Err(JobsError::NotFound(id)),
+    };
+    tx.commit().await?;
+    Ok(outcome)
 }
 
-/// The job kinds the application's nodes have registered, by name.
-pub async fn known_kinds(pool: &PgPool) -> Result<Vec<KnownKind>, sqlx::Error> {
-    sqlx::query_as("select kind, queue, max_attempts, seen_at from forge_job_kinds order by kind").fetch_all(pool).await
-}
-
-/// Jobs the filter selects, newest first, `limit` of them with ids below `before`; each as JSON
-/// (the columns of [`find_job`]).
-pub async fn list_jobs(
-    pool: &PgPool,
-    filter: &JobFilter,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let mut query = QueryBuilder::new(format!(
-        "select coalesce(jsonb_agg(to_jsonb(j) order by j.id desc), '[]') from (select {} from forge_jobs where true",
-        sql::JOB_COLUMNS
-    ));
-    filter.push_conditions(&mut query);
-    if let Some(id) = before {
-        query.push(" and id < ").push_bind(id);
+/// Makes a discarded or cancelled job available again. Returns whether it was.
+pub async fn retry(pool: &PgPool, id: JobId) -> Result<bool, JobsError> {
+    let queue: Option<String> = sqlx::query_scalar(sql::RETRY).bind(id.0).fetch_optional(pool).await?;
+    if let Some(queue) = &queue {
+        sqlx::query(sql::NOTIFY).bind(sql::JOBS_CHANNEL).bind(queue).execute(pool).await?;
     }
-    query.push(" order by id desc limit ").push_bind(limit).push(") j");
-    let rows: serde_json::Value = query.build_query_scalar().fetch_one(pool).await?;
-    Ok(match rows {
-        serde_json::Value::Array(rows) => rows,
-        _ => Vec::new(),
-    })
-}
-
-/// One job as JSON: kind, queue, state, attempts, arguments, output, errors, progress, tags,
-/// metadata, times, the node that ran it.
-pub async fn find_job(pool: &PgPool, id: JobId) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "select to_jsonb(j) from (select {} from forge_jobs where id = $1) j",
-        sql::JOB_COLUMNS
-    ))
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Failed attempts recorded since `since`, and how many of those jobs were discarded.
-pub async fn failures_since(pool: &PgPool, since: DateTime<Utc>) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(sql::FAILURES_SINCE).bind(since).fetch_one(pool).await
+    Ok(queue.is_some())
 }

@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
 use super::context::JobContext;
-use super::dispatch::{DispatchOptions, Dispatcher, JobsError, NewJob, insert_jobs};
+use super::dispatch::{Dispatcher, insert_jobs};
+use super::error::JobsError;
+use super::new_job::{DispatchOptions, NewJob};
 
 /// A boxed future, as the registry stores handlers.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,14 +1,14 @@
-//! Job maintenance: promote due scheduled and retryable jobs, rescue jobs whose lease expired,
-//! prune finished jobs past their retention — each in bounded batches. One node at a time does
-//! it, chosen per tick by a transaction-scoped advisory lock (leader election will take this
-//! over).
+//! Job maintenance, a leader duty: promote due scheduled and retryable jobs, rescue attempts
+//! whose lease expired, prune finished jobs past their retention, each in bounded batches. Only
+//! the leader runs it (see `cluster`), so ticks need no lock of their own.
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use forge_core::jobs::{JobId, JobState};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Notifier;
+use super::notifier::Notifier;
 use super::sql;
 
 /// Rows one statement touches at most.
@@ -40,7 +40,7 @@ pub(crate) async fn run(pool: PgPool, notifier: Notifier, settings: MaintenanceS
     loop {
         let prune = last_prune.is_none_or(|t| t.elapsed() >= prune_every(settings.prune_after));
         match tick(&pool, &notifier, settings, prune).await {
-            Ok(Some(_)) if prune => last_prune = Some(Instant::now()),
+            Ok(_) if prune => last_prune = Some(Instant::now()),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "job maintenance failed"),
         }
@@ -51,20 +51,38 @@ pub(crate) async fn run(pool: PgPool, notifier: Notifier, settings: MaintenanceS
     }
 }
 
-/// One maintenance pass; `None` if another node holds the maintenance lock.
+/// What the rescue of lost attempts looks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lost<'a> {
+    /// Attempts whose lease is older than this.
+    LeaseOlderThan(Duration),
+    /// Attempts running on these nodes (declared dead).
+    OnNodes(&'a [String]),
+}
+
+/// Rescues lost attempts (at most `limit`): retryable if attempts are left, else discarded, each
+/// recorded as an attempt error of kind `lease`. One statement serves both sweeps.
+pub(crate) async fn rescue(
+    conn: &mut PgConnection,
+    lost: Lost<'_>,
+    limit: i64,
+) -> Result<Vec<(JobId, JobState)>, sqlx::Error> {
+    let (older_than, nodes): (Option<f64>, &[String]) = match lost {
+        Lost::LeaseOlderThan(lease) => (Some(lease.as_secs_f64()), &[]),
+        Lost::OnNodes(nodes) => (None, nodes),
+    };
+    sqlx::query_as(sql::RESCUE).bind(older_than).bind(nodes).bind(limit).fetch_all(conn).await
+}
+
+/// One maintenance pass.
 pub(crate) async fn tick(
     pool: &PgPool,
     notifier: &Notifier,
     settings: MaintenanceSettings,
     prune: bool,
-) -> Result<Option<Tick>, sqlx::Error> {
+) -> Result<Tick, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar(sql::MAINTENANCE_LOCK).fetch_one(&mut *tx).await?;
-    if !locked {
-        return Ok(None);
-    }
-    let rescued =
-        sqlx::query(sql::RESCUE).bind(settings.lease.as_secs_f64()).bind(BATCH).fetch_all(&mut *tx).await?.len();
+    let rescued = rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len();
     if rescued > 0 {
         tracing::warn!(rescued, "rescued jobs whose lease expired");
     }
@@ -87,5 +105,5 @@ pub(crate) async fn tick(
             woken.push(queue);
         }
     }
-    Ok(Some(Tick { promoted: queues.len(), rescued, pruned }))
+    Ok(Tick { promoted: queues.len(), rescued, pruned })
 }

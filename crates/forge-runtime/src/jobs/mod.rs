@@ -30,25 +30,47 @@
 //! dispatching node's [`Notifier`]) or the poll interval. Outcomes go to a completer that writes
 //! them in batches.
 
-mod completer;
+//! ## Files
+//!
+//! - `job.rs`: the [`Job`] trait and the [`JobRegistry`] the worker runs kinds from;
+//! - `new_job.rs`, `dispatch.rs`, `notifier.rs`, `error.rs`: enqueueing ([`NewJob`],
+//!   [`DispatchOptions`], the [`Dispatcher`] trait and [`insert_jobs`], debounced wake-ups,
+//!   [`JobsError`]);
+//! - `worker/`: producer, executor, outcome policy, heartbeat, listener (see its module doc);
+//! - `completer.rs`: outcomes written in batches, fenced by `(id, attempt)`;
+//! - `context.rs`: [`JobContext`], what a running attempt knows and can do;
+//! - `maintenance.rs`: the leader's promote / rescue / prune duty;
+//! - `control.rs` and `inspect.rs`: what operators do to jobs and what they read about them;
+//! - `sql.rs`: every statement, the claim once.
+
+pub(crate) mod completer;
 pub(crate) mod context;
 mod control;
 mod dispatch;
+mod error;
+mod inspect;
 mod job;
 pub(crate) mod maintenance;
+mod new_job;
+mod notifier;
 pub(crate) mod sql;
 pub(crate) mod worker;
 
 pub use context::{JobContext, JobTx, TxError};
 pub use control::{
-    JobFilter, KnownKind, MAX_BULK, PausedQueue, QueueSummary, cancel_all, delete, failures_since, find_job,
-    known_kinds, list_jobs, pause_queue, paused_queues, queue_summaries, record_kinds, resume_queue, retry_all,
+    CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, delete, pause_queue, resume_queue, retry, retry_all,
     run_now,
 };
-pub use dispatch::{
-    CancelOutcome, DispatchOptions, Dispatcher, JobsError, NewJob, Notifier, cancel, insert_jobs, retry,
-};
+pub use dispatch::{Dispatcher, insert_jobs};
+pub use error::JobsError;
 pub use forge_core::jobs::{
-    Backoff, BackoffKind, InvalidTransition, JobError, JobId, JobOptions, JobState, Priority, Unique, UniqueBy,
+    AttemptError, Backoff, BackoffKind, FailureKind, InvalidTransition, JobError, JobId, JobOptions, JobProgress,
+    JobRecord, JobState, Priority, Unique, UniqueBy,
+};
+pub use inspect::{
+    KnownKind, PausedQueue, QueueSummary, failures_since, find_job, known_kinds, list_jobs, paused_queues,
+    queue_summaries, record_kinds,
 };
 pub use job::{BoxFuture, ErasedHandler, Job, JobRegistration, JobRegistry};
+pub use new_job::{DispatchOptions, NewJob};
+pub use notifier::Notifier;

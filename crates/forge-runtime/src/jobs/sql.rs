@@ -232,10 +232,6 @@ returning name
 pub(crate) const PAUSED_QUEUES: &str =
     r#"select name, paused_at, paused_by from forge_queues where paused_at is not null order by name"#;
 
-/// Columns of a job, as listings show them.
-pub(crate) const JOB_COLUMNS: &str = "id, kind, queue, state, priority, attempt, max_attempts, args, output, \
-     errors, progress, tags, metadata, run_at, created_at, attempted_at, finalized_at, attempted_by, unique_key";
-
 /// Failed attempts since `$1` (from the jobs attempted since), and the discarded among them.
 pub(crate) const FAILURES_SINCE: &str = r#"
 select count(*) filter (where (e ->> 'at')::timestamptz >= $1),
@@ -271,15 +267,19 @@ where j.id = due.id
 returning j.queue
 "#;
 
-/// Rescues running jobs whose lease expired: retryable (run again now) if attempts are left,
-/// else discarded. The lost attempt is recorded as an error.
+/// Rescues running attempts that are lost: those whose lease is older than `$1` seconds (null:
+/// none by age) and those run by the nodes in `$2` (declared dead). Each becomes retryable (run
+/// again now) if attempts are left, else discarded, and the lost attempt is recorded as an
+/// [`AttemptError`](forge_core::jobs::AttemptError) of kind `lease` (the object's keys are
+/// checked against the type by a test). The lease sweep and the dead-node sweep both use it.
 pub(crate) const RESCUE: &str = r#"
-with expired as (
+with lost as (
     select id
     from forge_jobs
-    where state = 'running' and heartbeat_at < now() - make_interval(secs => $1)
+    where state = 'running'
+      and (heartbeat_at < now() - make_interval(secs => $1::float8) or attempted_by = any($2::text[]))
     order by heartbeat_at
-    limit $2
+    limit $3
     for update skip locked
 )
 update forge_jobs j
@@ -290,12 +290,15 @@ set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryab
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempt,
         'at', now(),
-        'message', 'lease expired: node ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating',
+        'message', case when j.attempted_by = any($2::text[])
+                        then 'node ' || j.attempted_by || ' died (no heartbeat)'
+                        else 'lease expired: node ' || coalesce(j.attempted_by, '?') || ' stopped heartbeating'
+                   end,
         'kind', 'lease',
         'started_at', j.attempted_at,
         'node', j.attempted_by))
-from expired
-where j.id = expired.id
+from lost
+where j.id = lost.id
 returning j.id, j.state
 "#;
 
@@ -309,9 +312,6 @@ where id in (
 )
 "#;
 
-/// Serialises maintenance ticks across nodes (until leader election takes it over).
-pub(crate) const MAINTENANCE_LOCK: &str = r#"select pg_try_advisory_xact_lock(hashtext('forge_jobs_maintenance'))"#;
-
 pub(crate) const NOTIFY: &str = r#"select pg_notify($1, $2)"#;
 
 #[cfg(test)]
@@ -322,6 +322,13 @@ mod tests {
     fn every_sql_transition_is_allowed_by_the_table() {
         for (from, to) in TRANSITIONS {
             assert!(from.can_transition(*to), "SQL makes the forbidden transition {from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn the_rescue_writes_every_key_of_an_attempt_error() {
+        for key in forge_core::jobs::AttemptError::KEYS {
+            assert!(RESCUE.contains(&format!("'{key}',")), "RESCUE does not write {key:?}");
         }
     }
 

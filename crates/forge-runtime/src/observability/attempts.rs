@@ -5,46 +5,24 @@
 //! entry), how it ended (`finalized_at`, `state`, the entry's `at` and message) and where it ran
 //! (`attempted_by`, the entry's `node`). Writing it again as a span row for every attempt was most
 //! of what telemetry cost a busy queue (see `forge-bench observability`). The attempt's span id
-//! is derived from the job and attempt ([`attempt_span_id`]), so the logs and spans recorded
+//! is derived from the job and attempt ([`SpanId::of_attempt`]), so the logs and spans recorded
 //! inside it name it as their parent; its parent is the `forge.dispatch` span in the job's
 //! `traceparent`. Attempt spans live as long as the job's row (`[jobs] prune_after`).
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use forge_core::jobs::{FailureKind, JobId, JobRecord, JobState};
+use sqlx::PgPool;
 
-use super::ids::attempt_span_id;
 use super::query::SpanNode;
-use super::{DISPATCH_SPAN, JOB_ATTEMPT_SPAN, sql, trace_of_job};
-use crate::gateway::parse_traceparent;
-
-/// The columns of a job that its attempts' spans come from.
-#[derive(Debug, FromRow)]
-pub(crate) struct JobRow {
-    id: i64,
-    kind: String,
-    queue: String,
-    state: String,
-    attempt: i32,
-    attempted_at: Option<DateTime<Utc>>,
-    finalized_at: Option<DateTime<Utc>>,
-    attempted_by: Option<String>,
-    errors: serde_json::Value,
-    metadata: serde_json::Value,
-}
-
-/// The job whose own trace `trace_id` is (one dispatched outside any trace), if it is one.
-fn job_of_trace(trace_id: &str) -> Option<i64> {
-    let rest = trace_id.strip_prefix("f09e")?;
-    let id = i64::try_from(u128::from_str_radix(rest, 16).ok()?).ok()?;
-    (super::job_trace_id(id) == trace_id).then_some(id)
-}
+use super::trace_context::{SpanId, TraceId, TraceParent, trace_of_job};
+use super::{DISPATCH_SPAN, JOB_ATTEMPT_SPAN, sql};
 
 /// Id ranges named by the trace's `forge.dispatch` spans, plus the trace's own job and `extra`.
-fn job_ranges(trace_id: &str, stored: &[SpanNode], extra: &[i64]) -> (Vec<i64>, Vec<i64>) {
+fn job_ranges(trace_id: TraceId, stored: &[SpanNode], extra: &[JobId]) -> (Vec<i64>, Vec<i64>) {
     let mut ranges: Vec<(i64, i64)> =
-        job_of_trace(trace_id).into_iter().chain(extra.iter().copied()).map(|id| (id, id)).collect();
+        trace_id.job().into_iter().chain(extra.iter().copied()).map(|id| (id.0, id.0)).collect();
     for span in stored.iter().filter(|s| s.name == DISPATCH_SPAN) {
         for range in span.attributes.get("jobs").and_then(|j| j.as_array()).into_iter().flatten() {
             if let (Some(lo), Some(hi)) = (range.get(0).and_then(|v| v.as_i64()), range.get(1).and_then(|v| v.as_i64()))
@@ -60,15 +38,15 @@ fn job_ranges(trace_id: &str, stored: &[SpanNode], extra: &[i64]) -> (Vec<i64>, 
 /// `forge.dispatch` spans name, and those of `extra` that run in it.
 pub(crate) async fn attempt_spans(
     pool: &PgPool,
-    trace_id: &str,
+    trace_id: TraceId,
     stored: &[SpanNode],
-    extra: &[i64],
+    extra: &[JobId],
 ) -> Result<Vec<SpanNode>, sqlx::Error> {
     let (lo, hi) = job_ranges(trace_id, stored, extra);
     if lo.is_empty() {
         return Ok(Vec::new());
     }
-    let jobs: Vec<JobRow> = sqlx::query_as(sql::TRACE_JOBS).bind(&lo).bind(&hi).fetch_all(pool).await?;
+    let jobs: Vec<JobRecord> = sqlx::query_as(sql::TRACE_JOBS).bind(&lo).bind(&hi).fetch_all(pool).await?;
     let now = Utc::now();
     Ok(jobs
         .iter()
@@ -78,21 +56,13 @@ pub(crate) async fn attempt_spans(
         .collect())
 }
 
-fn text<'a>(entry: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    entry.get(key).and_then(|v| v.as_str())
-}
-
-fn time(entry: &serde_json::Value, key: &str) -> Option<DateTime<Utc>> {
-    text(entry, key).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
-}
-
 /// One span per attempt of `job`: each failed attempt from its `errors` entry, the latest one
 /// (running, or ended without an error) from the row's columns.
-pub(crate) fn spans_of(job: &JobRow, now: DateTime<Utc>) -> Vec<SpanNode> {
-    let parent = text(&job.metadata, "traceparent").and_then(parse_traceparent).map(|p| p.parent_id);
+pub(crate) fn spans_of(job: &JobRecord, now: DateTime<Utc>) -> Vec<SpanNode> {
+    let parent = TraceParent::of_job_metadata(&job.metadata).map(|p| p.parent_id);
     let span = |attempt: i32, started_at: DateTime<Utc>, ended_at: DateTime<Utc>, node: Option<&str>| SpanNode {
-        span_id: attempt_span_id(job.id, attempt),
-        parent_span_id: parent.clone(),
+        span_id: SpanId::of_attempt(job.id, attempt),
+        parent_span_id: parent,
         name: JOB_ATTEMPT_SPAN.to_owned(),
         kind: "consumer".to_owned(),
         started_at,
@@ -100,48 +70,42 @@ pub(crate) fn spans_of(job: &JobRow, now: DateTime<Utc>) -> Vec<SpanNode> {
         status: "ok".to_owned(),
         attributes: serde_json::json!({ "kind": job.kind, "queue": job.queue, "attempt": attempt }),
         node_id: node.or(job.attempted_by.as_deref()).unwrap_or_default().to_owned(),
-        job_id: Some(job.id),
+        job_id: Some(job.id.0),
         function: None,
         children: Vec::new(),
     };
     let mut spans = Vec::new();
     let mut seen = HashSet::new();
-    for entry in job.errors.as_array().into_iter().flatten() {
-        let attempt = entry.get("attempt").and_then(|a| a.as_i64()).and_then(|a| i32::try_from(a).ok());
-        // Entries from before attempts kept their start, and cancellations of a job that was
-        // not running, are not attempts.
-        let (Some(attempt), Some(started_at), Some(at)) = (attempt, time(entry, "started_at"), time(entry, "at"))
-        else {
-            continue;
-        };
-        if !seen.insert(attempt) {
+    for entry in &job.errors {
+        // Entries from before attempts kept their start are not spans.
+        let Some(started_at) = entry.started_at else { continue };
+        if !seen.insert(entry.attempt) {
             continue;
         }
-        let kind = text(entry, "kind").unwrap_or("error");
-        let outcome = match kind {
-            "cancel" => "cancelled",
-            _ if attempt == job.attempt && job.state == "discarded" => "discarded",
+        let outcome = match entry.kind {
+            FailureKind::Cancel => "cancelled",
+            _ if entry.attempt == job.attempt && job.state == JobState::Discarded => "discarded",
             _ => "retryable",
         };
-        let mut s = span(attempt, started_at, at, text(entry, "node"));
-        if kind != "cancel" {
+        let mut s = span(entry.attempt, started_at, entry.at, entry.node.as_deref());
+        if entry.kind != FailureKind::Cancel {
             s.status = "error".to_owned();
         }
         s.attributes["outcome"] = outcome.into();
-        s.attributes["error"] = text(entry, "message").unwrap_or_default().into();
-        s.attributes["error_kind"] = kind.into();
+        s.attributes["error"] = entry.message.clone().into();
+        s.attributes["error_kind"] = entry.kind.as_str().into();
         spans.push(s);
     }
     if job.attempt > 0
         && !seen.contains(&job.attempt)
         && let Some(started_at) = job.attempted_at
     {
-        let ended_at = match job.state.as_str() {
-            "running" => now,
+        let ended_at = match job.state {
+            JobState::Running => now,
             _ => job.finalized_at.unwrap_or(started_at),
         };
         let mut s = span(job.attempt, started_at, ended_at.max(started_at), None);
-        s.attributes["outcome"] = job.state.clone().into();
+        s.attributes["outcome"] = job.state.as_str().into();
         spans.push(s);
     }
     spans
@@ -151,18 +115,27 @@ pub(crate) fn spans_of(job: &JobRow, now: DateTime<Utc>) -> Vec<SpanNode> {
 mod tests {
     use super::*;
 
-    fn job(state: &str, attempt: i32, errors: serde_json::Value) -> JobRow {
+    fn job(state: &str, attempt: i32, errors: serde_json::Value) -> JobRecord {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
-        JobRow {
-            id: 42,
+        JobRecord {
+            id: JobId(42),
             kind: "mail".to_owned(),
             queue: "default".to_owned(),
-            state: state.to_owned(),
+            state: state.parse().expect("state"),
+            priority: 2,
             attempt,
+            max_attempts: 3,
+            args: serde_json::json!({}),
+            output: None,
+            errors: serde_json::from_value(errors).expect("errors"),
+            progress: None,
+            tags: Vec::new(),
+            run_at: at("2026-01-01T00:00:00Z"),
+            created_at: at("2026-01-01T00:00:00Z"),
             attempted_at: Some(at("2026-01-01T00:00:10Z")),
             finalized_at: (state == "completed").then(|| at("2026-01-01T00:00:11Z")),
             attempted_by: Some("n2".to_owned()),
-            errors,
+            unique_key: None,
             metadata: serde_json::json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }),
         }
     }
@@ -183,8 +156,8 @@ mod tests {
         assert_eq!(first.attributes["error"], "smtp down");
         assert_eq!((second.status.as_str(), second.node_id.as_str(), second.duration_us), ("ok", "n2", 1_000_000));
         assert_eq!(second.attributes["outcome"], "completed");
-        assert_eq!(second.span_id, attempt_span_id(42, 2));
-        assert!(spans.iter().all(|s| s.parent_span_id.as_deref() == Some("00f067aa0ba902b7")));
+        assert_eq!(second.span_id, SpanId::of_attempt(JobId(42), 2));
+        assert!(spans.iter().all(|s| s.parent_span_id.map(|p| p.to_string()).as_deref() == Some("00f067aa0ba902b7")));
     }
 
     #[test]
@@ -200,12 +173,5 @@ mod tests {
         assert_eq!(discarded[0].attributes["outcome"], "discarded");
         assert_eq!(discarded[0].node_id, "n2", "no node in the entry: the row's");
         assert!(spans_of(&job("available", 0, serde_json::json!([])), now).is_empty(), "never attempted");
-    }
-
-    #[test]
-    fn a_jobs_own_trace_names_it() {
-        assert_eq!(job_of_trace(&super::super::job_trace_id(77)), Some(77));
-        assert_eq!(job_of_trace("4bf92f3577b34da6a3ce929d0e0e4736"), None);
-        assert_eq!(job_of_trace("f09effffffffffffffffffffffffffff"), None, "beyond a job id");
     }
 }

@@ -11,7 +11,6 @@
 //! `function`, `span_kind` (`server`, `consumer`, `producer`, `internal`) and `status` (a
 //! span whose `status` is `error`, or in which an `ERROR` event happened, failed).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -24,9 +23,9 @@ use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use super::ids::new_span_id;
 use super::logs::{LogRecord, level_name};
-use super::telemetry::{self, Telemetry};
+use super::telemetry;
+use super::trace_context::{SpanContext, SpanId, TraceId, task_context};
 use super::traces::SpanRecord;
 
 /// Targets never stored: the database driver (writing its statements would log more
@@ -104,25 +103,6 @@ impl<S: Subscriber> Filter<S> for StoreFilter {
     }
 }
 
-/// What a span passes on to the spans and events inside it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SpanContext {
-    pub(crate) node: Option<Arc<Telemetry>>,
-    pub(crate) trace_id: Option<String>,
-    pub(crate) span_id: String,
-    pub(crate) parent_span_id: Option<String>,
-    pub(crate) job_id: Option<i64>,
-    pub(crate) cron: Option<String>,
-    pub(crate) function: Option<String>,
-}
-
-impl SpanContext {
-    /// The W3C `traceparent` naming this span as the parent.
-    pub(crate) fn traceparent(&self) -> Option<String> {
-        self.trace_id.as_ref().map(|trace| format!("00-{trace}-{}-01", self.span_id))
-    }
-}
-
 /// What a span records about itself until it closes.
 #[derive(Debug)]
 struct Recording {
@@ -143,14 +123,20 @@ impl SpanFields<'_> {
     fn text(&mut self, field: &Field, value: String) {
         match field.name() {
             "node_id" => self.context.node = telemetry::node(&value),
-            "trace_id" if !value.is_empty() => {
-                if self.context.trace_id.as_deref() != Some(value.as_str()) {
-                    // A new trace: the inherited parent belongs to another one.
-                    self.context.parent_span_id = None;
+            "trace_id" => {
+                if let Some(trace_id) = TraceId::parse(&value) {
+                    if self.context.trace_id != Some(trace_id) {
+                        // A new trace: the inherited parent belongs to another one.
+                        self.context.parent_span_id = None;
+                    }
+                    self.context.trace_id = Some(trace_id);
                 }
-                self.context.trace_id = Some(value);
             }
-            "parent_span_id" if !value.is_empty() => self.context.parent_span_id = Some(value),
+            "parent_span_id" => {
+                if let Some(parent) = SpanId::parse(&value) {
+                    self.context.parent_span_id = Some(parent);
+                }
+            }
             "span_kind" => self.recording.kind = value,
             name => {
                 match name {
@@ -258,10 +244,10 @@ where
         let mut context = span
             .parent()
             .and_then(|parent| parent.extensions().get::<SpanContext>().cloned())
-            .or_else(telemetry::task_context)
+            .or_else(task_context)
             .unwrap_or_default();
-        context.parent_span_id = (!context.span_id.is_empty()).then(|| std::mem::take(&mut context.span_id));
-        context.span_id = new_span_id();
+        context.parent_span_id = context.span_id.take();
+        context.span_id = Some(SpanId::new());
         let mut recording = Recording {
             name: span.metadata().name(),
             kind: "internal".to_owned(),
@@ -292,10 +278,8 @@ where
             return;
         }
         let span = ctx.event_span(event);
-        let context = span
-            .as_ref()
-            .and_then(|span| span.extensions().get::<SpanContext>().cloned())
-            .or_else(telemetry::task_context);
+        let context =
+            span.as_ref().and_then(|span| span.extensions().get::<SpanContext>().cloned()).or_else(task_context);
         let Some(node) = context.as_ref().and_then(|c| c.node.clone()).or_else(telemetry::default_node) else {
             return;
         };
@@ -315,7 +299,7 @@ where
             message: fields.message,
             fields: fields.fields,
             trace_id: context.trace_id,
-            span_id: (!context.span_id.is_empty()).then_some(context.span_id),
+            span_id: context.span_id,
             job_id: context.job_id,
             cron: context.cron,
             function: context.function,
@@ -327,10 +311,12 @@ where
         let mut extensions = span.extensions_mut();
         let Some(recording) = extensions.remove::<Recording>() else { return };
         let Some(context) = extensions.remove::<SpanContext>() else { return };
-        let (Some(node), Some(trace_id)) = (context.node, context.trace_id) else { return };
+        let (Some(node), Some(trace_id), Some(span_id)) = (context.node, context.trace_id, context.span_id) else {
+            return;
+        };
         node.push_span(SpanRecord {
             trace_id,
-            span_id: context.span_id,
+            span_id,
             parent_span_id: context.parent_span_id,
             name: recording.name.to_owned(),
             kind: recording.kind,

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::sql;
+use super::trace_context::{SpanId, TraceId};
 
 /// One log record, as buffered.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -20,9 +21,9 @@ pub struct LogRecord {
     /// The event's other fields.
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// The trace it belongs to.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// The span it happened in.
-    pub span_id: Option<String>,
+    pub span_id: Option<SpanId>,
     /// The job it happened in.
     pub job_id: Option<i64>,
     /// The cron whose job it happened in.
@@ -45,8 +46,8 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[LogRecord]) ->
         // Postgres text cannot hold NUL.
         message.push(r.message.replace('\0', ""));
         fields.push(serde_json::Value::Object(r.fields.clone()));
-        trace_id.push(r.trace_id.as_deref());
-        span_id.push(r.span_id.as_deref());
+        trace_id.push(r.trace_id.map(|t| t.to_string()));
+        span_id.push(r.span_id.map(|s| s.to_string()));
         job_id.push(r.job_id);
         cron.push(r.cron.as_deref());
         function.push(r.function.as_deref());

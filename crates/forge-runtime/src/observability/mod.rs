@@ -17,7 +17,6 @@
 
 mod attempts;
 mod buffer;
-mod ids;
 mod layer;
 mod logs;
 mod metrics;
@@ -27,10 +26,10 @@ mod retention;
 mod sql;
 mod system;
 mod telemetry;
+mod trace_context;
 mod traces;
 
-pub use ids::{attempt_span_id, job_trace_id, new_trace_id, trace_of_job};
-pub(crate) use layer::{JOB_SPAN, SpanContext};
+pub(crate) use layer::JOB_SPAN;
 pub use layer::{StoreFilter, TelemetryLayer};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
@@ -40,8 +39,10 @@ pub use query::{
 pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
-pub(crate) use telemetry::{FlushSettings, current_metrics, in_task_context, sample_queue_depth, spawn_flusher};
-pub use telemetry::{Probes, Telemetry, current_traceparent, queue_depths};
+pub(crate) use telemetry::{FlushSettings, current_metrics, sample_queue_depth, spawn_flusher};
+pub use telemetry::{Probes, Telemetry, queue_depths};
+pub use trace_context::{InvalidId, SpanId, TraceId, TraceParent, current_traceparent, trace_of_job};
+pub(crate) use trace_context::{SpanContext, in_task_context};
 pub(crate) use traces::DispatchSpan;
 pub use traces::SpanRecord;
 

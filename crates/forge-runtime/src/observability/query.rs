@@ -9,6 +9,8 @@ use serde::Serialize;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
 
 use super::sql;
+use super::trace_context::{SpanId, TraceId, trace_of_job};
+use forge_core::jobs::JobId;
 
 /// The most log records one page holds.
 pub const MAX_LOG_PAGE: u32 = 1000;
@@ -27,7 +29,7 @@ pub struct LogQuery {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     job_id: Option<i64>,
-    trace_id: Option<String>,
+    trace_id: Option<TraceId>,
     node_id: Option<String>,
     before: Option<LogCursor>,
     limit: Option<u32>,
@@ -81,8 +83,8 @@ impl LogQuery {
     }
 
     /// Records of trace `trace_id`.
-    pub fn trace(mut self, trace_id: impl Into<String>) -> Self {
-        self.trace_id = Some(trace_id.into());
+    pub fn trace(mut self, trace_id: TraceId) -> Self {
+        self.trace_id = Some(trace_id);
         self
     }
 
@@ -127,8 +129,8 @@ impl LogQuery {
         if let Some(job_id) = self.job_id {
             q.push(" and job_id = ").push_bind(job_id);
         }
-        if let Some(trace_id) = &self.trace_id {
-            q.push(" and trace_id = ").push_bind(trace_id.clone());
+        if let Some(trace_id) = self.trace_id {
+            q.push(" and trace_id = ").push_bind(trace_id);
         }
         if let Some(node_id) = &self.node_id {
             q.push(" and node_id = ").push_bind(node_id.clone());
@@ -161,9 +163,9 @@ pub struct LogEntry {
     /// Its other fields.
     pub fields: serde_json::Value,
     /// The trace it belongs to.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// The span it happened in.
-    pub span_id: Option<String>,
+    pub span_id: Option<SpanId>,
     /// The node that logged it.
     pub node_id: String,
     /// The job it happened in.
@@ -187,9 +189,9 @@ pub struct LogPage {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpanNode {
     /// Its id.
-    pub span_id: String,
+    pub span_id: SpanId,
     /// Its parent's id (a parent outside the trace's stored spans makes it a root).
-    pub parent_span_id: Option<String>,
+    pub parent_span_id: Option<SpanId>,
     /// Its name.
     pub name: String,
     /// `server`, `consumer`, `producer` or `internal`.
@@ -216,7 +218,7 @@ pub struct SpanNode {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Trace {
     /// The trace's id.
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// When its first span started.
     pub started_at: DateTime<Utc>,
     /// From its first span's start to its last span's end, in microseconds.
@@ -246,25 +248,22 @@ impl Trace {
 
 /// Trace `trace_id` as a span tree, or `None` if it has no spans: its stored spans, and the
 /// attempts of its jobs rebuilt from their rows (see the `attempts` module).
-pub async fn trace(pool: &PgPool, trace_id: &str) -> Result<Option<Trace>, sqlx::Error> {
+pub async fn trace(pool: &PgPool, trace_id: TraceId) -> Result<Option<Trace>, sqlx::Error> {
     trace_with_jobs(pool, trace_id, &[]).await
 }
 
 /// The trace job `id` runs in, with that job's attempts even where no stored span leads to them
 /// (the dispatching node stored no telemetry, or its `forge.dispatch` span is older than the
 /// traces retention while the job is kept longer); `None` if there is no such job.
-pub async fn job_trace(pool: &PgPool, id: i64) -> Result<Option<Trace>, sqlx::Error> {
+pub async fn job_trace(pool: &PgPool, id: JobId) -> Result<Option<Trace>, sqlx::Error> {
     let metadata: Option<serde_json::Value> =
         sqlx::query_scalar("select metadata from forge_jobs where id = $1").bind(id).fetch_optional(pool).await?;
     let Some(metadata) = metadata else { return Ok(None) };
-    trace_with_jobs(pool, &super::trace_of_job(id, &metadata), &[id]).await
+    trace_with_jobs(pool, trace_of_job(id, &metadata), &[id]).await
 }
 
 /// Trace `trace_id`, with the attempts of `jobs` besides those its spans lead to.
-async fn trace_with_jobs(pool: &PgPool, trace_id: &str, jobs: &[i64]) -> Result<Option<Trace>, sqlx::Error> {
-    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
+async fn trace_with_jobs(pool: &PgPool, trace_id: TraceId, jobs: &[JobId]) -> Result<Option<Trace>, sqlx::Error> {
     let rows = sqlx::query(sql::TRACE_SPANS).bind(trace_id).fetch_all(pool).await?;
     let mut spans = Vec::with_capacity(rows.len());
     for row in rows {
@@ -294,7 +293,7 @@ async fn trace_with_jobs(pool: &PgPool, trace_id: &str, jobs: &[i64]) -> Result<
         spans.iter().map(|s| s.started_at + chrono::Duration::microseconds(s.duration_us)).max().unwrap_or(started_at);
     let span_count = spans.len();
     Ok(Some(Trace {
-        trace_id: trace_id.to_owned(),
+        trace_id,
         started_at,
         duration_us: (ended - started_at).num_microseconds().unwrap_or(i64::MAX),
         span_count,
@@ -304,18 +303,18 @@ async fn trace_with_jobs(pool: &PgPool, trace_id: &str, jobs: &[i64]) -> Result<
 
 /// Hangs each span under its parent; spans whose parent is not among them are roots.
 fn build_tree(spans: Vec<SpanNode>) -> Vec<SpanNode> {
-    let ids: std::collections::HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
-    let mut children: HashMap<String, Vec<SpanNode>> = HashMap::new();
+    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let mut children: HashMap<SpanId, Vec<SpanNode>> = HashMap::new();
     let mut roots = Vec::new();
     for span in spans {
         match &span.parent_span_id {
             Some(parent) if ids.contains(parent) && *parent != span.span_id => {
-                children.entry(parent.clone()).or_default().push(span);
+                children.entry(*parent).or_default().push(span);
             }
             _ => roots.push(span),
         }
     }
-    fn attach(node: &mut SpanNode, children: &mut HashMap<String, Vec<SpanNode>>, depth: usize) {
+    fn attach(node: &mut SpanNode, children: &mut HashMap<SpanId, Vec<SpanNode>>, depth: usize) {
         if depth > 256 {
             return;
         }
@@ -515,10 +514,11 @@ mod tests {
 
     #[test]
     fn spans_hang_under_their_parents() {
-        let span = |id: &str, parent: Option<&str>| SpanNode {
-            span_id: id.to_owned(),
-            parent_span_id: parent.map(str::to_owned),
-            name: id.to_owned(),
+        let id = |n: u8| SpanId::parse(&format!("{n:016x}")).expect("id");
+        let span = |n: u8, parent: Option<u8>| SpanNode {
+            span_id: id(n),
+            parent_span_id: parent.map(id),
+            name: n.to_string(),
             kind: "internal".to_owned(),
             started_at: Utc::now(),
             duration_us: 1,
@@ -529,14 +529,10 @@ mod tests {
             function: None,
             children: Vec::new(),
         };
-        let roots = build_tree(vec![
-            span("a", Some("remote")),
-            span("b", Some("a")),
-            span("c", Some("b")),
-            span("d", Some("a")),
-        ]);
+        // 9 is a parent outside the trace (another process's span).
+        let roots = build_tree(vec![span(1, Some(9)), span(2, Some(1)), span(3, Some(2)), span(4, Some(1))]);
         assert_eq!(roots.len(), 1);
-        assert_eq!(roots[0].children.iter().map(|c| c.span_id.as_str()).collect::<Vec<_>>(), ["b", "d"]);
-        assert_eq!(roots[0].children[0].children[0].span_id, "c");
+        assert_eq!(roots[0].children.iter().map(|c| c.span_id).collect::<Vec<_>>(), [id(2), id(4)]);
+        assert_eq!(roots[0].children[0].children[0].span_id, id(3));
     }
 }

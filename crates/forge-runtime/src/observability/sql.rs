@@ -54,11 +54,10 @@ order by started_at, span_id
 limit 10000
 "#;
 
-/// The jobs whose ids fall in the ranges `$1`..`$2` (a trace's dispatch spans name them): the
-/// columns their attempt spans are rebuilt from. One primary-key range scan per range.
+/// The jobs whose ids fall in the ranges `$1`..`$2` (a trace's dispatch spans name them), as
+/// `JobRecord`s: their attempt spans are rebuilt from them. One primary-key range scan per range.
 pub(crate) const TRACE_JOBS: &str = r#"
-select distinct on (j.id) j.id, j.kind, j.queue, j.state, j.attempt, j.attempted_at, j.finalized_at,
-       j.attempted_by, j.errors, j.metadata
+select distinct on (j.id) j.*
 from unnest($1::bigint[], $2::bigint[]) as r(lo, hi)
 join forge_jobs j on j.id between r.lo and r.hi
 order by j.id

@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::buffer::Buffer;
-use super::layer::SpanContext;
 use super::logs::{self, LogRecord};
 use super::metrics::{Labels, Sample, SampleKind};
 use super::system::SystemSampler;
+use super::trace_context::current_context;
 use super::traces::{self, SpanRecord};
 use super::{Metrics, sql};
 
@@ -228,45 +228,6 @@ pub(crate) async fn sample_queue_depth(metrics: &Metrics, pool: &PgPool) -> Resu
         );
     }
     Ok(())
-}
-
-tokio::task_local! {
-    /// The job attempt the current task runs: the context of records outside any stored span.
-    /// Cheaper than a stored span per attempt, which at thousands of jobs a second costs more
-    /// than the jobs themselves (see `forge-bench jobs --observability on|off`).
-    static TASK_CONTEXT: SpanContext;
-}
-
-/// The context of the job attempt the current task runs, if any.
-pub(crate) fn task_context() -> Option<SpanContext> {
-    TASK_CONTEXT.try_with(SpanContext::clone).ok()
-}
-
-/// Runs `future` as a job attempt with `context`.
-pub(crate) fn in_task_context<F: std::future::Future>(
-    context: SpanContext,
-    future: F,
-) -> impl std::future::Future<Output = F::Output> {
-    TASK_CONTEXT.scope(context, future)
-}
-
-/// The trace context of the current span (or job attempt), if it is inside a trace.
-pub(crate) fn current_context() -> Option<SpanContext> {
-    use tracing_subscriber::registry::{LookupSpan, Registry};
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
-        })
-        .flatten()
-        .or_else(task_context)
-}
-
-/// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
-/// dispatches).
-pub fn current_traceparent() -> Option<String> {
-    current_context().and_then(|c| c.traceparent())
 }
 
 /// The metrics of the node the current span belongs to (or the process's oldest node).

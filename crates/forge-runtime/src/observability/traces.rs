@@ -8,9 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::ids::new_span_id;
-use super::layer::SpanContext;
-use super::telemetry::{Telemetry, current_context};
+use super::telemetry::Telemetry;
+use super::trace_context::{SpanContext, SpanId, TraceId, TraceParent, current_context};
 use super::{DISPATCH_SPAN, sql};
 
 /// Id ranges a `forge.dispatch` span keeps at most (a batch's ids are nearly always one range).
@@ -24,7 +23,7 @@ const MAX_DISPATCH_RANGES: usize = 1000;
 pub(crate) struct DispatchSpan {
     node: Arc<Telemetry>,
     context: SpanContext,
-    span_id: String,
+    span_id: SpanId,
     started_at: DateTime<Utc>,
     started: Instant,
 }
@@ -33,13 +32,13 @@ impl DispatchSpan {
     /// For jobs inserted now: a span under the current one if that one is in a trace this
     /// process stores, and the `traceparent` the jobs carry (this span's, else the current
     /// span's if it is in a trace at all).
-    pub(crate) fn start() -> (Option<Self>, Option<String>) {
+    pub(crate) fn start() -> (Option<Self>, Option<TraceParent>) {
         let Some(context) = current_context() else { return (None, None) };
-        let (Some(node), Some(trace_id)) = (context.node.clone(), context.trace_id.as_deref()) else {
+        let (Some(node), Some(trace_id)) = (context.node.clone(), context.trace_id) else {
             return (None, context.traceparent());
         };
-        let span_id = new_span_id();
-        let traceparent = format!("00-{trace_id}-{span_id}-01");
+        let span_id = SpanId::new();
+        let traceparent = TraceParent { trace_id, parent_id: span_id };
         let span = Self { node, context, span_id, started_at: Utc::now(), started: Instant::now() };
         (Some(span), Some(traceparent))
     }
@@ -70,11 +69,10 @@ impl DispatchSpan {
             attributes.push(("jobs_truncated", true.into()));
         }
         let Some(trace_id) = self.context.trace_id else { return };
-        let span_id = (!self.context.span_id.is_empty()).then_some(self.context.span_id);
         self.node.push_span(SpanRecord {
             trace_id,
             span_id: self.span_id,
-            parent_span_id: span_id,
+            parent_span_id: self.context.span_id,
             name: DISPATCH_SPAN.to_owned(),
             kind: "producer".to_owned(),
             started_at: self.started_at,
@@ -90,12 +88,12 @@ impl DispatchSpan {
 /// One finished span.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpanRecord {
-    /// The trace (32 hex digits).
-    pub trace_id: String,
-    /// The span (16 hex digits).
-    pub span_id: String,
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The span.
+    pub span_id: SpanId,
     /// The span it ran in, if any (possibly in another process, from `traceparent`).
-    pub parent_span_id: Option<String>,
+    pub parent_span_id: Option<SpanId>,
     /// The span's name: `forge.http`, `forge.function`, `forge.job`, `forge.cron`, or the
     /// application's own.
     pub name: String,
@@ -123,10 +121,12 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[SpanRecord]) -
         let attributes = attributes_json(&s.attributes);
         let started_at = s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let (duration, job_id) = (s.duration_us.to_string(), s.job_id.map(|id| id.to_string()));
+        let (trace_id, span_id) = (s.trace_id.to_string(), s.span_id.to_string());
+        let parent_span_id = s.parent_span_id.map(|p| p.to_string());
         let fields: [Option<&str>; 12] = [
-            Some(&s.trace_id),
-            Some(&s.span_id),
-            s.parent_span_id.as_deref(),
+            Some(&trace_id),
+            Some(&span_id),
+            parent_span_id.as_deref(),
             Some(&s.name),
             Some(&s.kind),
             Some(&started_at),

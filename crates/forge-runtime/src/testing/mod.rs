@@ -14,7 +14,7 @@
 //!
 //! For jobs: [`TestDatabase::assert_enqueued`] / [`TestDatabase::refute_enqueued`] look for
 //! live jobs of a kind whose arguments contain a JSON subset; [`TestDatabase::perform_job`] runs
-//! one handler in-process with a real context; [`TestDatabase::drain_queue`] runs a queue to
+//! one attempt in-process through the worker's own executor and outcome policy; [`TestDatabase::drain_queue`] runs a queue to
 //! empty with the real worker.
 //!
 //! ```no_run
@@ -39,9 +39,10 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::db::{DbError, EmbeddedPostgres, Migrator, quote_ident};
 use crate::error::{Error, Result};
-use crate::jobs::context::Claimed;
-use crate::jobs::worker::{Worker, WorkerSettings};
-use crate::jobs::{Job, JobContext, JobError, JobId, JobRegistry, Notifier};
+use crate::jobs::completer;
+use crate::jobs::worker::outcome;
+use crate::jobs::worker::{Attempt, ClaimedJob, Worker, WorkerSettings};
+use crate::jobs::{Job, JobError, JobRegistry, JobState, Notifier};
 
 mod functions;
 
@@ -376,51 +377,56 @@ impl TestDatabase {
         .unwrap_or_else(|e| panic!("cannot look for {} jobs: {e}", J::NAME))
     }
 
-    /// Runs `J`'s handler once, in this process, with a real [`JobContext`] on a job row
-    /// inserted for it (attempt 1), and returns the handler's result. The row ends completed or
-    /// discarded; a transactional job's transaction commits only on success.
+    /// Runs `J`'s handler once, in this process, as attempt 1 of a job row inserted for it: see
+    /// [`TestDatabase::perform_attempt`].
     pub async fn perform_job<J: Job>(&self, args: J::Args) -> std::result::Result<J::Output, JobError> {
+        self.perform_attempt::<J>(args, 1).await
+    }
+
+    /// Runs `J`'s handler once, in this process, as attempt `attempt` of a job row inserted for
+    /// it (so `ctx.is_last_attempt()` paths can be tested), through the worker's own executor and
+    /// outcome policy, and returns the handler's result. The row ends as a worker would leave
+    /// it: completed, retryable (with its backoff), discarded, cancelled, or scheduled when the
+    /// handler snoozed. A transactional job's transaction commits only on success, with the
+    /// job's completion.
+    pub async fn perform_attempt<J: Job>(
+        &self,
+        args: J::Args,
+        attempt: u32,
+    ) -> std::result::Result<J::Output, JobError> {
         let options = J::options();
         let json = serde_json::to_value(&args).map_err(|e| JobError::permanent(e.to_string()))?;
-        let id: i64 = sqlx::query_scalar(
+        let attempt = i32::try_from(attempt.max(1)).unwrap_or(i32::MAX);
+        let max_attempts = i32::try_from(options.max_attempts).unwrap_or(i32::MAX).max(attempt);
+        let job: ClaimedJob = sqlx::query_as(
             "insert into forge_jobs (kind, queue, args, state, attempt, max_attempts, attempted_at, heartbeat_at, attempted_by) \
-             values ($1, $2, $3, 'running', 1, $4, now(), now(), 'perform_job') returning id",
+             values ($1, $2, $3, 'running', $4, $5, now(), now(), 'perform_job') \
+             returning id, kind, args, attempt, max_attempts, queue, run_at, metadata",
         )
         .bind(J::NAME)
         .bind(options.queue)
         .bind(&json)
-        .bind(i32::try_from(options.max_attempts).unwrap_or(i32::MAX))
+        .bind(attempt)
+        .bind(max_attempts)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| JobError::permanent(format!("cannot insert the job: {e}")))?;
-        let tx = if options.transactional {
-            Some(self.pool.begin().await.map_err(|e| JobError::permanent(e.to_string()))?)
-        } else {
-            None
+        let started_at = chrono::Utc::now();
+        let run = Attempt {
+            pool: &self.pool,
+            node_id: "perform_job",
+            notifier: None,
+            job: &job,
+            options: &options,
+            token: Default::default(),
         };
-        let claimed = Claimed {
-            id: JobId(id),
-            kind: J::NAME.to_owned(),
-            queue: options.queue.to_owned(),
-            attempt: 1,
-            max_attempts: options.max_attempts,
-            scheduled_at: chrono::Utc::now(),
-        };
-        let ctx = JobContext::new(claimed, "perform_job".to_owned(), self.pool.clone(), None, Default::default(), tx);
-        let result = match tokio::time::timeout(options.timeout, J::run(&ctx, args)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobError::retry(format!("timed out after {:?}", options.timeout))),
-        };
-        if let Some(tx) = ctx.take_tx().await {
-            let done = if result.is_ok() { tx.commit().await } else { tx.rollback().await };
-            done.map_err(|e| JobError::permanent(format!("cannot finish the job's transaction: {e}")))?;
+        let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;
+        let (ended, result) = ended.split();
+        if let Some(outcome) = outcome::decide(&job, ended, options.backoff, started_at, "perform_job") {
+            completer::finish(&self.pool, std::slice::from_ref(&outcome))
+                .await
+                .map_err(|e| JobError::permanent(format!("cannot record the attempt's outcome: {e}")))?;
         }
-        let state = if result.is_ok() { "completed" } else { "discarded" };
-        let _ = sqlx::query("update forge_jobs set state = $2, finalized_at = now() where id = $1")
-            .bind(id)
-            .bind(state)
-            .execute(&self.pool)
-            .await;
         result
     }
 
@@ -476,7 +482,7 @@ impl TestDatabase {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         worker.stop().await;
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(JobState, i64)> = sqlx::query_as(
             "select state, count(*) from forge_jobs where queue = $1 and attempted_at >= $2 group by state",
         )
         .bind(queue)
@@ -487,11 +493,11 @@ impl TestDatabase {
         let mut drained = Drained::default();
         for (state, n) in rows {
             let n = u64::try_from(n).unwrap_or(0);
-            match state.as_str() {
-                "completed" => drained.completed += n,
-                "retryable" => drained.retryable += n,
-                "discarded" => drained.discarded += n,
-                "cancelled" => drained.cancelled += n,
+            match state {
+                JobState::Completed => drained.completed += n,
+                JobState::Retryable => drained.retryable += n,
+                JobState::Discarded => drained.discarded += n,
+                JobState::Cancelled => drained.cancelled += n,
                 _ => {}
             }
         }

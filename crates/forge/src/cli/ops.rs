@@ -78,9 +78,9 @@ pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Resul
     match action {
         JobsAction::List { state, kind, queue, limit, before } => {
             let filter = JobFilter { state, kind, queue, ..Default::default() };
-            let rows = jobs::list_jobs(pool, &filter, before, limit).await.map_err(db_error)?;
+            let rows = jobs::list_jobs(pool, &filter, before.map(JobId), limit).await.map_err(db_error)?;
             if json {
-                return print_json(&Value::Array(rows));
+                return print_json(&rows);
             }
             println!(
                 "{:>8}  {:<24} {:<12} {:<10} {:>8}  {:<25} LAST ERROR",
@@ -89,13 +89,13 @@ pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Resul
             for j in &rows {
                 println!(
                     "{:>8}  {:<24} {:<12} {:<10} {:>8}  {:<25} {}",
-                    j["id"],
-                    text(&j["kind"]),
-                    text(&j["queue"]),
-                    text(&j["state"]),
-                    format!("{}/{}", j["attempt"], j["max_attempts"]),
-                    text(&j["created_at"]),
-                    last_error(j).chars().take(60).collect::<String>(),
+                    j.id,
+                    j.kind,
+                    j.queue,
+                    j.state,
+                    format!("{}/{}", j.attempt, j.max_attempts),
+                    j.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    j.last_error().map(|e| e.message.chars().take(60).collect::<String>()).unwrap_or_default(),
                 );
             }
             if rows.is_empty() {
@@ -108,16 +108,28 @@ pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Resul
             if json {
                 return print_json(&job);
             }
-            for key in ["id", "kind", "queue", "state", "priority", "attempt", "max_attempts"] {
-                println!("{key:<13} {}", text(&job[key]));
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_owned(), |t| t.to_rfc3339());
+            let fields: [(&str, String); 12] = [
+                ("id", job.id.to_string()),
+                ("kind", job.kind.clone()),
+                ("queue", job.queue.clone()),
+                ("state", job.state.to_string()),
+                ("priority", job.priority.to_string()),
+                ("attempt", job.attempt.to_string()),
+                ("max_attempts", job.max_attempts.to_string()),
+                ("created_at", time(Some(job.created_at))),
+                ("run_at", time(Some(job.run_at))),
+                ("attempted_at", time(job.attempted_at)),
+                ("finalized_at", time(job.finalized_at)),
+                ("attempted_by", job.attempted_by.clone().unwrap_or_else(|| "-".to_owned())),
+            ];
+            for (key, value) in fields {
+                println!("{key:<13} {value}");
             }
-            for key in ["created_at", "run_at", "attempted_at", "finalized_at", "attempted_by"] {
-                println!("{key:<13} {}", text(&job[key]));
-            }
-            println!("args          {}", job["args"]);
-            println!("output        {}", job["output"]);
-            for e in job["errors"].as_array().into_iter().flatten() {
-                println!("error         attempt {} at {}: {}", e["attempt"], text(&e["at"]), text(&e["message"]));
+            println!("args          {}", job.args);
+            println!("output        {}", job.output.as_ref().map_or("-".to_owned(), Value::to_string));
+            for e in &job.errors {
+                println!("error         attempt {} at {} ({}): {}", e.attempt, e.at.to_rfc3339(), e.kind, e.message);
             }
             Ok(())
         }
@@ -127,7 +139,7 @@ pub(crate) async fn jobs(pool: &PgPool, action: JobsAction, json: bool) -> Resul
                 return Err(match job {
                     None => format!("no job with id {id}"),
                     Some(j) => {
-                        format!("job {id} is {}: only discarded or cancelled jobs can be retried", text(&j["state"]))
+                        format!("job {id} is {}: only discarded or cancelled jobs can be retried", j.state)
                     }
                 });
             }
@@ -318,7 +330,7 @@ fn done(json: bool, value: Value, message: &str) -> Result<(), String> {
     }
 }
 
-fn print_json(value: &Value) -> Result<(), String> {
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
     Ok(())
 }
@@ -329,10 +341,6 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn last_error(job: &Value) -> String {
-    job["errors"].as_array().and_then(|e| e.last()).map(|e| text(&e["message"])).unwrap_or_default()
 }
 
 fn db_error(e: sqlx::Error) -> String {

@@ -1,0 +1,108 @@
+//! What operators read about jobs and queues (the dashboard and the CLI call these): listings
+//! and single jobs as [`JobRecord`]s, queue summaries, the kinds the nodes run, recent failures.
+
+use chrono::{DateTime, Utc};
+use forge_core::jobs::{JobId, JobRecord};
+use serde::Serialize;
+use sqlx::{PgPool, QueryBuilder};
+
+use super::control::JobFilter;
+use super::sql;
+
+/// A paused queue.
+#[derive(Clone, Debug, Serialize)]
+pub struct PausedQueue {
+    /// The queue.
+    pub name: String,
+    /// Since when.
+    pub paused_at: DateTime<Utc>,
+    /// Who paused it, as they said.
+    pub paused_by: Option<String>,
+}
+
+/// A queue as operators see it: unfinished jobs by state, and whether it is paused.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueSummary {
+    /// Unfinished jobs by state (`available`, `scheduled`, `running`, `retryable`).
+    pub depth: std::collections::BTreeMap<String, i64>,
+    /// Since when it is paused, if it is.
+    pub paused_at: Option<DateTime<Utc>>,
+}
+
+/// Every queue with unfinished jobs or a pause, by name.
+pub async fn queue_summaries(pool: &PgPool) -> Result<std::collections::BTreeMap<String, QueueSummary>, sqlx::Error> {
+    let mut queues: std::collections::BTreeMap<String, QueueSummary> = Default::default();
+    for (queue, state, n) in crate::observability::queue_depths(pool).await? {
+        queues.entry(queue).or_default().depth.insert(state, n);
+    }
+    for p in paused_queues(pool).await? {
+        queues.entry(p.name).or_default().paused_at = Some(p.paused_at);
+    }
+    Ok(queues)
+}
+
+/// The paused queues.
+pub async fn paused_queues(pool: &PgPool) -> Result<Vec<PausedQueue>, sqlx::Error> {
+    let rows: Vec<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(sql::PAUSED_QUEUES).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(name, paused_at, paused_by)| PausedQueue { name, paused_at, paused_by }).collect())
+}
+
+/// Records the kinds `registry` holds in `forge_job_kinds`, as seen by `node_id` now.
+pub async fn record_kinds(pool: &PgPool, registry: &super::JobRegistry, node_id: &str) -> Result<(), sqlx::Error> {
+    let names = registry.names();
+    let queues: Vec<&str> = names.iter().map(|k| registry.options(k).map_or("default", |o| o.queue)).collect();
+    let attempts: Vec<i32> = names
+        .iter()
+        .map(|k| registry.options(k).map_or(1, |o| i32::try_from(o.max_attempts).unwrap_or(i32::MAX)))
+        .collect();
+    sqlx::query(sql::RECORD_KINDS).bind(&names).bind(&queues).bind(&attempts).bind(node_id).execute(pool).await?;
+    Ok(())
+}
+
+/// A job kind some node of the application has registered.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct KnownKind {
+    /// The kind.
+    pub kind: String,
+    /// Its default queue.
+    pub queue: String,
+    /// Its default attempts.
+    pub max_attempts: i32,
+    /// When a node last registered it.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// The job kinds the application's nodes have registered, by name.
+pub async fn known_kinds(pool: &PgPool) -> Result<Vec<KnownKind>, sqlx::Error> {
+    sqlx::query_as("select kind, queue, max_attempts, seen_at from forge_job_kinds order by kind").fetch_all(pool).await
+}
+
+/// Jobs the filter selects, newest first, `limit` of them with ids below `before`.
+pub async fn list_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    let mut query = QueryBuilder::new(format!("select {} from forge_jobs where true", JobRecord::COLUMNS));
+    filter.push_conditions(&mut query);
+    if let Some(id) = before {
+        query.push(" and id < ").push_bind(id);
+    }
+    query.push(" order by id desc limit ").push_bind(limit);
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// One job: kind, queue, state, attempts, arguments, output, errors, progress, tags, metadata,
+/// times, the node that ran it.
+pub async fn find_job(pool: &PgPool, id: JobId) -> Result<Option<JobRecord>, sqlx::Error> {
+    sqlx::query_as(&format!("select {} from forge_jobs where id = $1", JobRecord::COLUMNS))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Failed attempts recorded since `since`, and how many of those jobs were discarded.
+pub async fn failures_since(pool: &PgPool, since: DateTime<Utc>) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(sql::FAILURES_SINCE).bind(since).fetch_one(pool).await
+}

@@ -1,0 +1,135 @@
+//! The producer of one queue: claims as many jobs as it has free slots, starts each in a task
+//! of its own, and waits for a wake-up (or the poll interval) only when a claim comes back empty.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Running, Shared, executor};
+use crate::jobs::sql;
+use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
+
+/// How long a busy producer waits for more free slots before claiming.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// A claimed row: what an attempt starts from.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ClaimedJob {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    pub(crate) args: serde_json::Value,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) queue: String,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) metadata: serde_json::Value,
+}
+
+pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let waker = shared.wakers.get(&queue).cloned().unwrap_or_default();
+    let poll = shared.settings.poll_interval;
+    let mut busy = false;
+    loop {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        if busy {
+            // Work is waiting: give running jobs a moment to free more slots, so that one claim
+            // serves many jobs instead of one round trip per freed slot.
+            gather(&slots, &mut permits, concurrency, GATHER).await;
+        }
+        let wanted = permits.len();
+        match claim(&shared, &queue, wanted).await {
+            Ok(jobs) => {
+                let full = jobs.len() == wanted;
+                busy = full;
+                for job in jobs {
+                    let Some(permit) = permits.pop() else { break };
+                    start(&shared, job, permit);
+                }
+                drop(permits);
+                if full {
+                    // More work may be waiting: claim again as soon as a slot is free.
+                    continue;
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                busy = false;
+                tracing::warn!(error = %e, queue, "claim failed; retrying after the poll interval");
+            }
+        }
+        tokio::select! {
+            () = waker.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    // Drain: every slot back means every job of this producer has finished.
+    let _ = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+}
+
+/// Runs one claimed attempt in a task of its own, holding `permit` until it has ended.
+fn start(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+    // For printed logs only: stored records take the attempt's task context.
+    let span = tracing::info_span!(JOB_SPAN, job_id = job.id, kind = %job.kind, attempt = job.attempt);
+    if shared.telemetry.is_attached() {
+        let context = executor::task_context(shared, &job);
+        let attempt = executor::execute(shared.clone(), job, permit).instrument(span);
+        tokio::spawn(in_task_context(context, attempt));
+    } else {
+        tokio::spawn(executor::execute(shared.clone(), job, permit).instrument(span));
+    }
+}
+
+/// Adds permits to `permits` as they free up, until there are `target` or `wait` has passed.
+async fn gather(slots: &Arc<Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>, target: usize, wait: Duration) {
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    while permits.len() < target {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => permits.push(p),
+                Err(_) => return,
+            },
+            () = &mut deadline => return,
+        }
+    }
+}
+
+async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM)
+        .bind(queue)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(&shared.settings.capabilities)
+        .bind(&shared.settings.node_id)
+        .fetch_all(&shared.pool)
+        .await?;
+    let now = Utc::now();
+    for job in &jobs {
+        let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        shared.telemetry.metrics().observe(
+            "forge_job_pickup_seconds",
+            "Time from a job being due to a worker claiming it, by queue.",
+            DURATION_BUCKETS,
+            &[("queue", queue)],
+            waited,
+        );
+    }
+    if let Ok(mut running) = shared.running.lock() {
+        for job in &jobs {
+            running.insert(job.id, Running { attempt: job.attempt, token: CancellationToken::new(), reason: None });
+        }
+    }
+    Ok(jobs)
+}

@@ -1,0 +1,399 @@
+//! Trace context, in one place: [`TraceId`] and [`SpanId`], the W3C [`TraceParent`] that carries
+//! them across processes (HTTP headers, a job's `metadata.traceparent`), and the context a span
+//! or a job attempt passes on to what runs inside it ([`SpanContext`], kept in the span's
+//! extensions or, for a job attempt, in a task-local).
+//!
+//! The gateway reads an incoming `traceparent` with [`TraceParent::parse`]; a dispatch writes the
+//! jobs' `traceparent` from the current context; the worker continues it for each attempt
+//! ([`SpanContext::for_attempt`]). A job dispatched outside any trace runs in a trace of its own,
+//! [`TraceId::of_job`], from which [`TraceId::job`] gets the job back: that is how the dashboard
+//! finds a job's attempts from its trace.
+//!
+//! New ids cost no system call: a per-process random seed stepped through an odd multiplier (a
+//! bijection on 64 bits), so ids never repeat within a process and look random across processes.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use forge_core::jobs::JobId;
+
+use super::telemetry::Telemetry;
+
+/// A W3C trace id: 128 bits, never zero, written as 32 lowercase hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(u128);
+
+/// A W3C span id: 64 bits, never zero, written as 16 lowercase hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(u64);
+
+/// The high 16 bits of the trace of a job dispatched outside any trace ([`TraceId::of_job`]).
+/// New traces start with the time in milliseconds, which will not reach this value for
+/// thousands of years, so the two kinds never meet.
+const JOB_TRACE_TAG: u128 = 0xf09e;
+
+impl TraceId {
+    /// A new trace. The first 48 bits are the time in milliseconds (as in UUIDv7), so new traces
+    /// sort after old ones and `forge_traces`' index grows at its right edge.
+    pub fn new() -> Self {
+        let millis = chrono::Utc::now().timestamp_millis().max(0) as u128 & 0xffff_ffff_ffff;
+        Self((millis << 80) | (u128::from(next() & 0xffff) << 64) | u128::from(next() | 1))
+    }
+
+    /// The trace of job `id` when nothing dispatched it inside a trace: derived from the id, so
+    /// every attempt of the job shares it and the dashboard finds the job from it.
+    pub fn of_job(id: JobId) -> Self {
+        Self((JOB_TRACE_TAG << 112) | u128::from(id.0 as u64))
+    }
+
+    /// The job whose own trace this is ([`TraceId::of_job`]), if it is one.
+    pub fn job(self) -> Option<JobId> {
+        let id = self.0 & ((1 << 112) - 1);
+        (self.0 >> 112 == JOB_TRACE_TAG).then_some(id).and_then(|id| i64::try_from(id).ok()).map(JobId)
+    }
+
+    /// From 32 hex digits (either case); `None` if malformed or zero.
+    pub fn parse(text: &str) -> Option<Self> {
+        hex_digits(text, 32).then(|| u128::from_str_radix(text, 16).ok()).flatten().filter(|v| *v != 0).map(Self)
+    }
+}
+
+impl Default for TraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanId {
+    /// A new span id.
+    pub fn new() -> Self {
+        Self(next().max(1))
+    }
+
+    /// The span of attempt `attempt` of job `id`: derived from both, so the attempt's logs and
+    /// the spans inside it name a parent that traces rebuild from the job's row (an attempt is
+    /// not a stored span).
+    pub fn of_attempt(id: JobId, attempt: i32) -> Self {
+        Self(mix(mix(id.0 as u64) ^ u64::from(attempt as u32).rotate_right(16)).max(1))
+    }
+
+    /// From 16 hex digits (either case); `None` if malformed or zero.
+    pub fn parse(text: &str) -> Option<Self> {
+        hex_digits(text, 16).then(|| u64::from_str_radix(text, 16).ok()).flatten().filter(|v| *v != 0).map(Self)
+    }
+}
+
+impl Default for SpanId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A trace or span id that is not the right number of hex digits, or is zero.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a trace or span id (32 or 16 hex digits, not all zero)")]
+pub struct InvalidId(String);
+
+impl FromStr for TraceId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| InvalidId(s.to_owned()))
+    }
+}
+
+impl FromStr for SpanId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| InvalidId(s.to_owned()))
+    }
+}
+
+macro_rules! hex_serde {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_serde!(TraceId);
+hex_serde!(SpanId);
+
+/// Stored as its hex text (`forge_logs.trace_id`, `forge_traces.span_id`; `forge_traces.trace_id`
+/// is a uuid, which statements cast to).
+macro_rules! hex_sql {
+    ($t:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $t {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $t {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'_, sqlx::Postgres>>::encode(self.to_string(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $t {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?.parse::<$t>()?)
+            }
+        }
+    };
+}
+
+hex_sql!(TraceId);
+hex_sql!(SpanId);
+
+/// A W3C `traceparent`: `00-<trace id>-<parent span id>-<flags>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The span the work was started from.
+    pub parent_id: SpanId,
+}
+
+impl TraceParent {
+    /// Parses a header value strictly (lowercase hex, version not `ff`, nothing after the flags
+    /// in version `00`, ids not all zero); `None` if it is not one.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid = hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.next().is_none())
+            && hex(trace_id, 32)
+            && hex(parent_id, 16)
+            && hex(flags, 2);
+        if !valid {
+            return None;
+        }
+        Some(Self { trace_id: TraceId::parse(trace_id)?, parent_id: SpanId::parse(parent_id)? })
+    }
+
+    /// The `traceparent` a job carries in its metadata, if any.
+    pub fn of_job_metadata(metadata: &serde_json::Value) -> Option<Self> {
+        metadata.get("traceparent").and_then(|v| v.as_str()).and_then(Self::parse)
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{}-{}-01", self.trace_id, self.parent_id)
+    }
+}
+
+/// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
+pub fn trace_of_job(id: JobId, metadata: &serde_json::Value) -> TraceId {
+    TraceParent::of_job_metadata(metadata).map_or_else(|| TraceId::of_job(id), |p| p.trace_id)
+}
+
+/// What a span passes on to the spans and events inside it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpanContext {
+    /// The node whose buffers its records go to.
+    pub(crate) node: Option<Arc<Telemetry>>,
+    /// The trace, if it is in one.
+    pub(crate) trace_id: Option<TraceId>,
+    /// The span itself.
+    pub(crate) span_id: Option<SpanId>,
+    /// The span it runs in.
+    pub(crate) parent_span_id: Option<SpanId>,
+    pub(crate) job_id: Option<i64>,
+    pub(crate) cron: Option<String>,
+    pub(crate) function: Option<String>,
+}
+
+impl SpanContext {
+    /// The context of attempt `attempt` of job `id` run by `node`: it continues the trace of
+    /// whatever dispatched the job (its `traceparent`), or the job's own.
+    pub(crate) fn for_attempt(
+        node: Arc<Telemetry>,
+        id: JobId,
+        attempt: i32,
+        metadata: &serde_json::Value,
+    ) -> SpanContext {
+        let parent = TraceParent::of_job_metadata(metadata);
+        SpanContext {
+            node: Some(node),
+            trace_id: Some(parent.map_or_else(|| TraceId::of_job(id), |p| p.trace_id)),
+            span_id: Some(SpanId::of_attempt(id, attempt)),
+            parent_span_id: parent.map(|p| p.parent_id),
+            job_id: Some(id.0),
+            cron: metadata.get("cron").and_then(|v| v.as_str()).map(str::to_owned),
+            function: None,
+        }
+    }
+
+    /// The `traceparent` naming this span as the parent.
+    pub(crate) fn traceparent(&self) -> Option<TraceParent> {
+        Some(TraceParent { trace_id: self.trace_id?, parent_id: self.span_id? })
+    }
+}
+
+tokio::task_local! {
+    /// The job attempt the current task runs: the context of records outside any stored span.
+    /// Cheaper than a stored span per attempt, which at thousands of jobs a second costs more
+    /// than the jobs themselves (see `forge-bench observability`).
+    static TASK_CONTEXT: SpanContext;
+}
+
+/// The context of the job attempt the current task runs, if any.
+pub(crate) fn task_context() -> Option<SpanContext> {
+    TASK_CONTEXT.try_with(SpanContext::clone).ok()
+}
+
+/// Runs `future` as a job attempt with `context`.
+pub(crate) fn in_task_context<F: std::future::Future>(
+    context: SpanContext,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    TASK_CONTEXT.scope(context, future)
+}
+
+/// The trace context of the current span (or job attempt), if it is inside a trace.
+pub(crate) fn current_context() -> Option<SpanContext> {
+    use tracing_subscriber::registry::{LookupSpan, Registry};
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
+        })
+        .flatten()
+        .or_else(task_context)
+}
+
+/// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
+/// dispatches).
+pub fn current_traceparent() -> Option<TraceParent> {
+    current_context().and_then(|c| c.traceparent())
+}
+
+/// Whether `text` is exactly `n` hex digits (`from_str_radix` alone would take a sign).
+fn hex_digits(text: &str, n: usize) -> bool {
+    text.len() == n && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn next() -> u64 {
+    /// Step of the sequence: odd, so `seed + n * STEP` visits every 64-bit value once.
+    const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let seed = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    mix(seed.wrapping_add(n.wrapping_mul(STEP)))
+}
+
+/// The finaliser of splitmix64: a bijection that scrambles consecutive values.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_w3c_shape_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let span = SpanId::new().to_string();
+            assert_eq!(span.len(), 16);
+            assert!(seen.insert(span));
+        }
+        let trace = TraceId::new().to_string();
+        assert_eq!(trace.len(), 32);
+        assert!(trace.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(trace.parse::<TraceId>().map(|t| t.to_string()), Ok(trace));
+        assert!(TraceId::new().job().is_none(), "a new trace is nobody's job");
+    }
+
+    #[test]
+    fn a_jobs_trace_is_its_dispatchers_or_its_own() {
+        let own = TraceId::of_job(JobId(42));
+        assert_eq!(own.to_string().len(), 32);
+        assert_eq!(own.job(), Some(JobId(42)));
+        assert!(TraceId::of_job(JobId(9)) < TraceId::of_job(JobId(10)), "ids grow with the job id");
+        assert_ne!(own, TraceId::of_job(JobId(43)));
+        assert_eq!(trace_of_job(JobId(42), &serde_json::json!({})), own);
+        let metadata = serde_json::json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
+        assert_eq!(trace_of_job(JobId(42), &metadata).to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!("4bf92f3577b34da6a3ce929d0e0e4736".parse::<TraceId>().ok().and_then(TraceId::job), None);
+    }
+
+    #[test]
+    fn attempt_spans_are_stable_and_distinct() {
+        assert_eq!(SpanId::of_attempt(JobId(7), 1), SpanId::of_attempt(JobId(7), 1));
+        let mut seen = std::collections::HashSet::new();
+        for id in 1..2000 {
+            for attempt in 1..5 {
+                assert!(seen.insert(SpanId::of_attempt(JobId(id), attempt)), "job {id} attempt {attempt}");
+            }
+        }
+    }
+
+    #[test]
+    fn traceparent_is_parsed_strictly_and_round_trips() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(good).expect("valid");
+        assert_eq!(parsed.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parsed.parent_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(parsed.to_string(), good);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_serialise_as_hex_text() {
+        let id = SpanId::parse("00f067aa0ba902b7").expect("id");
+        assert_eq!(serde_json::to_value(id).expect("json"), "00f067aa0ba902b7");
+        assert!(serde_json::from_value::<SpanId>(serde_json::json!("nope")).is_err());
+    }
+}
