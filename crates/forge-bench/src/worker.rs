@@ -32,8 +32,8 @@ pub(crate) async fn ledger_write(ctx: &JobContext, args: LedgerArgs) -> Result<(
     if args.work_ms > 0 {
         tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
     }
-    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
-    sqlx::query("insert into bench_ledger (job_id) values ($1)").bind(ctx.id().0).execute(&mut **tx).await?;
+    let mut tx = ctx.tx().await?;
+    sqlx::query("insert into bench_ledger (job_id) values ($1)").bind(ctx.id().0).execute(&mut tx).await?;
     Ok(())
 }
 

@@ -98,8 +98,8 @@ struct Transfer {
 
 #[forge::job(transactional, max_attempts = 1)]
 async fn record_transfer(ctx: &JobContext, args: Transfer) -> Result<(), JobError> {
-    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
-    sqlx::query("insert into transfers (amount) values ($1)").bind(args.amount).execute(&mut **tx).await?;
+    let mut tx = ctx.tx().await?;
+    sqlx::query("insert into transfers (amount) values ($1)").bind(args.amount).execute(&mut tx).await?;
     if args.fail {
         return Err(JobError::permanent("failed after writing"));
     }

@@ -35,8 +35,8 @@ async fn later(ctx: &JobContext, snooze: bool) -> Result<u32, JobError> {
 
 #[forge::job(transactional)]
 async fn charge(ctx: &JobContext, amount: i64) -> Result<i64, JobError> {
-    let mut tx = ctx.tx().await.map_err(JobError::permanent)?;
-    sqlx::query("insert into charges (amount) values ($1)").bind(amount).execute(&mut **tx).await?;
+    let mut tx = ctx.tx().await?;
+    sqlx::query("insert into charges (amount) values ($1)").bind(amount).execute(&mut tx).await?;
     if amount < 0 {
         return Err(JobError::permanent("negative amount"));
     }

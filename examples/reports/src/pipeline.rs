@@ -69,7 +69,7 @@ pub async fn request_report(ctx: &MutationContext, args: ReportRequest) -> Resul
     let id: i64 = forge::sqlx::query_scalar("insert into report_requests (email, period) values ($1, $2) returning id")
         .bind(&args.email)
         .bind(args.period.as_str())
-        .fetch_one(&mut **ctx.tx().await?)
+        .fetch_one(&mut ctx.tx().await?)
         .await?;
     ctx.dispatch::<BuildReport>(RequestId { request: id }).await?;
     Ok(id)
@@ -92,8 +92,7 @@ pub async fn report_status(ctx: &QueryContext, request: i64) -> Result<ReportSta
 /// the figures and the mail job commit together, or the job runs again from scratch.
 #[forge::job(queue = "reports", max_attempts = 5, timeout = "2m", transactional)]
 pub async fn build_report(ctx: &JobContext, args: RequestId) -> Result<(i64, i64), JobError> {
-    let retry = |e: forge::sqlx::Error| JobError::retry(e.to_string());
-    let mut tx = ctx.tx().await.map_err(|e| JobError::retry(e.to_string()))?;
+    let mut tx = ctx.tx().await?;
     let (orders, total): (i64, i64) = forge::sqlx::query_as(
         "update report_requests r
          set status = 'built', orders = o.n, total_cents = o.total
@@ -105,12 +104,9 @@ pub async fn build_report(ctx: &JobContext, args: RequestId) -> Result<(i64, i64
          returning o.n, o.total",
     )
     .bind(args.request)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(retry)?;
-    EmailReport::dispatch_in(&mut tx, RequestId { request: args.request }, DispatchOptions::new())
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+    .fetch_one(&mut tx)
+    .await?;
+    EmailReport::dispatch_in(&mut tx, RequestId { request: args.request }, DispatchOptions::new()).await?;
     forge::tracing::info!(request = args.request, orders, total, "report built");
     Ok((orders, total))
 }
@@ -119,13 +115,11 @@ pub async fn build_report(ctx: &JobContext, args: RequestId) -> Result<(i64, i64
 /// first attempt, as a mail server under load would; the job is retried with backoff.
 #[forge::job(queue = "mail", max_attempts = 8, backoff(exponential, base = "1s", max = "10m"))]
 pub async fn email_report(ctx: &JobContext, args: RequestId) -> Result<(), JobError> {
-    let retry = |e: forge::sqlx::Error| JobError::retry(e.to_string());
     let (email, period, orders, total): (String, String, Option<i64>, Option<i64>) =
         forge::sqlx::query_as("select email, period, orders, total_cents from report_requests where id = $1")
             .bind(args.request)
             .fetch_one(ctx.db())
-            .await
-            .map_err(retry)?;
+            .await?;
     if email.ends_with("@flaky.example") && ctx.attempt() == 1 {
         forge::tracing::warn!(to = %email, "the mail server refused the message; retrying");
         return Err(JobError::retry("421 mail server busy"));
@@ -135,7 +129,7 @@ pub async fn email_report(ctx: &JobContext, args: RequestId) -> Result<(), JobEr
         orders.unwrap_or(0),
         total.unwrap_or(0) as f64 / 100.0
     );
-    let mut tx = ctx.db().begin().await.map_err(retry)?;
+    let mut tx = ctx.db().begin().await?;
     forge::sqlx::query(
         "insert into outbox (request_id, to_email, subject, body) values ($1, $2, $3, $4)
          on conflict (request_id) do nothing",
@@ -145,33 +139,27 @@ pub async fn email_report(ctx: &JobContext, args: RequestId) -> Result<(), JobEr
     .bind(format!("Your {period}ly report"))
     .bind(&body)
     .execute(&mut *tx)
-    .await
-    .map_err(retry)?;
+    .await?;
     forge::sqlx::query("update report_requests set status = 'delivered', delivered_at = now() where id = $1")
         .bind(args.request)
         .execute(&mut *tx)
-        .await
-        .map_err(retry)?;
-    tx.commit().await.map_err(retry)?;
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 
 /// Every night at 02:00 Paris time: one report request per subscriber, dispatched in one batch.
 #[forge::cron("0 2 * * *", timezone = "Europe/Paris")]
 pub async fn nightly_reports(ctx: &CronContext) -> Result<(), JobError> {
-    let retry = |e: forge::sqlx::Error| JobError::retry(e.to_string());
     let ids: Vec<i64> = forge::sqlx::query_scalar(
         "insert into report_requests (email, period)
          select email, period from report_subscriptions
          returning id",
     )
     .fetch_all(ctx.db())
-    .await
-    .map_err(retry)?;
+    .await?;
     let args: Vec<RequestId> = ids.iter().map(|&request| RequestId { request }).collect();
-    BuildReport::dispatch_many(ctx.db(), args, DispatchOptions::new())
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+    BuildReport::dispatch_many(ctx.db(), args, DispatchOptions::new()).await?;
     forge::tracing::info!(requests = ids.len(), "nightly reports requested");
     Ok(())
 }

@@ -22,7 +22,7 @@ pub async fn sign_up(ctx: &MutationContext, args: SignUp) -> Result<JobId, Forge
     }
     forge::sqlx::query("insert into signups (email) values ($1) on conflict (email) do nothing")
         .bind(&email)
-        .execute(&mut **ctx.tx().await?)
+        .execute(&mut ctx.tx().await?)
         .await?;
     ctx.dispatch::<SendWelcome>(SignUp { email }).await
 }
@@ -40,8 +40,7 @@ pub async fn send_welcome(ctx: &JobContext, args: SignUp) -> Result<String, JobE
     forge::sqlx::query("update signups set welcomed_at = now() where email = $1")
         .bind(&args.email)
         .execute(ctx.db())
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+        .await?;
     Ok(format!("welcome, {}", args.email))
 }
 
@@ -50,8 +49,7 @@ pub async fn send_welcome(ctx: &JobContext, args: SignUp) -> Result<String, JobE
 pub async fn daily_digest(ctx: &CronContext) -> Result<(), JobError> {
     let count: i64 = forge::sqlx::query_scalar("select count(*) from signups where created_at > now() - interval '1 day'")
         .fetch_one(ctx.db())
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+        .await?;
     forge::tracing::info!(count, "sign-ups in the last day");
     Ok(())
 }

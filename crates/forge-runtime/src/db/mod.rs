@@ -5,9 +5,12 @@ mod embedded;
 mod migrations;
 mod pool;
 pub(crate) mod sql;
+mod tx;
 
 pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
 pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;
 pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, read_only_pool, redact_url};
+pub use tx::Tx;
+pub(crate) use tx::TxSlot;

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use forge_core::jobs::JobId;
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 use super::{Auth, ForgeError};
-use crate::jobs::{DispatchOptions, Dispatcher, Job, JobTx, NewJob, Notifier, insert_jobs};
+use crate::db::{Tx, TxSlot};
+use crate::jobs::{DispatchOptions, Dispatcher, Job, NewJob, Notifier, insert_jobs};
 use crate::observability::TraceId;
 
 /// Everything a call brings to its function: the pools, the caller, the request's ids.
@@ -132,7 +133,7 @@ impl QueryContext {
 /// request.
 #[derive(Clone, Debug)]
 pub struct MutationContext {
-    tx: Arc<Mutex<Option<Transaction<'static, Postgres>>>>,
+    tx: Arc<Mutex<TxSlot>>,
     parts: CallParts,
 }
 
@@ -141,12 +142,12 @@ impl MutationContext {
         Self { tx: Arc::new(Mutex::new(Some(tx))), parts }
     }
 
-    /// The mutation's transaction: use it as `&mut **tx`. It commits when the mutation returns
-    /// `Ok`, and rolls back otherwise.
-    pub async fn tx(&self) -> Result<JobTx, ForgeError> {
-        let guard = self.tx.clone().lock_owned().await;
-        OwnedMutexGuard::try_map(guard, Option::as_mut)
-            .map_err(|_| ForgeError::Internal("the mutation's transaction is finished".to_owned()))
+    /// The mutation's transaction, an executor as it is: `.execute(&mut ctx.tx().await?)`. It
+    /// commits when the mutation returns `Ok`, and rolls back otherwise.
+    pub async fn tx(&self) -> Result<Tx, ForgeError> {
+        Tx::lock(self.tx.clone())
+            .await
+            .ok_or_else(|| ForgeError::Internal("the mutation's transaction is finished".to_owned()))
     }
 
     /// Dispatches a job inside the mutation's transaction: if the mutation fails, the job is not

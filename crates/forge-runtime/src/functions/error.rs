@@ -182,6 +182,22 @@ impl From<sqlx::Error> for ForgeError {
     }
 }
 
+/// A JSON error inside a function (building or reading a value) is the server's fault (500);
+/// bad arguments from the caller are reported before the function runs, as `InvalidArgs`.
+impl From<serde_json::Error> for ForgeError {
+    fn from(e: serde_json::Error) -> Self {
+        ForgeError::Internal(format!("json: {e}"))
+    }
+}
+
+/// An outgoing HTTP request that failed (an action's `ctx.http()`): a 500 whose detail stays in
+/// the server's logs.
+impl From<reqwest::Error> for ForgeError {
+    fn from(e: reqwest::Error) -> Self {
+        ForgeError::Internal(format!("http: {e}"))
+    }
+}
+
 impl From<crate::jobs::JobsError> for ForgeError {
     fn from(e: crate::jobs::JobsError) -> Self {
         ForgeError::Internal(e.to_string())

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use forge_core::jobs::JobId;
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Dispatcher;
 use super::notifier::Notifier;
 use super::sql;
+use crate::db::{Tx, TxSlot};
 
 /// The context of one attempt of one job. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -30,11 +31,8 @@ struct Inner {
     pool: PgPool,
     notifier: Option<Notifier>,
     cancel: CancellationToken,
-    tx: Option<Arc<Mutex<Option<Transaction<'static, Postgres>>>>>,
+    tx: Option<Arc<Mutex<TxSlot>>>,
 }
-
-/// A transactional job's transaction, locked for the caller: use it as `&mut **tx`.
-pub type JobTx = OwnedMappedMutexGuard<Option<Transaction<'static, Postgres>>, Transaction<'static, Postgres>>;
 
 /// Why a transaction could not be handed out.
 #[derive(Debug, thiserror::Error)]
@@ -142,16 +140,12 @@ impl JobContext {
     ///
     /// ```no_run
     /// # async fn demo(ctx: &forge_runtime::jobs::JobContext) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut tx = ctx.tx().await?;
-    /// sqlx::query("insert into ledger (amount) values (10)").execute(&mut **tx).await?;
+    /// sqlx::query("insert into ledger (amount) values (10)").execute(&mut ctx.tx().await?).await?;
     /// # Ok(()) }
     /// ```
-    pub fn tx(&self) -> impl std::future::Future<Output = Result<JobTx, TxError>> + Send + 'static {
+    pub fn tx(&self) -> impl std::future::Future<Output = Result<Tx, TxError>> + Send + 'static {
         let slot = self.inner.tx.clone().ok_or_else(|| TxError::NotTransactional(self.inner.kind.clone()));
-        async move {
-            let guard: OwnedMutexGuard<Option<Transaction<'static, Postgres>>> = slot?.lock_owned().await;
-            OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| TxError::Finished)
-        }
+        async move { Tx::lock(slot?).await.ok_or(TxError::Finished) }
     }
 
     /// Takes the transaction out, for the worker to commit or roll back.

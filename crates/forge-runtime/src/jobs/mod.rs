@@ -56,7 +56,8 @@ mod notifier;
 pub(crate) mod sql;
 pub(crate) mod worker;
 
-pub use context::{JobContext, JobTx, TxError};
+pub use crate::db::Tx;
+pub use context::{JobContext, TxError};
 pub use control::{
     CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, delete, pause_queue, resume_queue, retry, retry_all,
     run_now,

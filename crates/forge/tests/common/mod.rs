@@ -33,7 +33,7 @@ pub async fn index_note(_ctx: &JobContext, _args: Note) -> Result<(), JobError> 
 pub async fn create_note(ctx: &MutationContext, args: Note) -> Result<i64, ForgeError> {
     let id: i64 = sqlx::query_scalar("insert into notes (body) values ($1) returning id")
         .bind(&args.body)
-        .fetch_one(&mut **ctx.tx().await?)
+        .fetch_one(&mut ctx.tx().await?)
         .await?;
     ctx.dispatch::<IndexNote>(Note { body: args.body.clone() }).await?;
     if args.body.trim().is_empty() {

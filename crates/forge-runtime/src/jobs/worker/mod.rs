@@ -27,8 +27,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use executor::{Attempt, panic_message};
-pub(crate) use producer::ClaimedJob;
+pub(crate) use executor::panic_message;
+#[cfg(feature = "testing")]
+pub(crate) use {executor::Attempt, producer::ClaimedJob};
 
 use super::completer::Completer;
 use super::job::JobRegistry;

@@ -50,6 +50,7 @@ impl<T> Ended<T> {
 
     /// The ending as the policy reads it (the output as JSON) and as a caller sees it (the
     /// handler's own result): how `forge::testing` runs an attempt of a typed job.
+    #[cfg(feature = "testing")]
     pub(crate) fn split(self) -> (Ended, Result<T, JobError>)
     where
         T: serde::Serialize,
