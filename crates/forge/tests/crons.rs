@@ -29,10 +29,25 @@ async fn catching_up(ctx: &CronContext) -> Result<(), JobError> {
     record(ctx).await
 }
 
+/// Stays running until a later tick of its own has been skipped (or 10 s pass), so the
+/// scheduler is sure to find it live.
 #[forge::cron("* * * * * *", overlap = "skip")]
 async fn slow(ctx: &CronContext) -> Result<(), JobError> {
     record(ctx).await?;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let skipped: bool = sqlx::query_scalar(
+            "select exists (select 1 from forge_cron_runs
+                            where cron_name = 'slow' and status = 'skipped' and scheduled_at > $1)",
+        )
+        .bind(ctx.scheduled_time())
+        .fetch_one(ctx.db())
+        .await?;
+        if skipped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

@@ -559,9 +559,15 @@ async fn a_paused_queue_is_not_claimed_until_it_is_resumed() {
         .await
         .expect("dispatch");
     // The node works: the other queue's job, dispatched after, completes; and the paused
-    // queue's producer has polled several times since.
+    // queue's producer has run several claims since.
     wait_state(db.pool(), other, "completed").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claims = || node.telemetry().metrics().counter("forge_worker_claims_total", &[("queue", "default")]);
+    let before = claims();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while claims() < before + 3 {
+        assert!(Instant::now() < deadline, "the paused queue's producer stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(row(db.pool(), held).await.state, "available", "a paused queue's job is not claimed");
     let paused = forge::jobs::paused_queues(db.pool()).await.expect("paused");
     assert_eq!(paused.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["default"]);

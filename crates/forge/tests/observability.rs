@@ -308,7 +308,16 @@ async fn metrics_after_a_known_workload_are_exact() {
     })
     .await;
     wait_for("leadership", async || forge.is_leader().then_some(())).await;
-    tokio::time::sleep(Duration::from_millis(150)).await; // one metrics interval: the gauge is sampled
+    // A metrics write while leading: the gauges (leadership, memory) are stored.
+    wait_for("the leader gauge in forge_metrics", async || {
+        let leader: Option<f64> =
+            sqlx::query_scalar("select max(value) from forge_metrics where name = 'forge_leader'")
+                .fetch_one(db.pool())
+                .await
+                .expect("leader");
+        (leader == Some(1.0)).then_some(())
+    })
+    .await;
     let m = forge.telemetry().metrics().clone();
     // Stopping writes the last interval.
     forge.stop().await.expect("stop");

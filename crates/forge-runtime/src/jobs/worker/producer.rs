@@ -115,10 +115,12 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
         .bind(&shared.settings.node_id)
         .fetch_all(&shared.pool)
         .await?;
+    let metrics = shared.telemetry.metrics();
+    metrics.count("forge_worker_claims_total", "Claim statements run, by queue.", &[("queue", queue)], 1);
     let now = Utc::now();
     for job in &jobs {
         let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-        shared.telemetry.metrics().observe(
+        metrics.observe(
             "forge_job_pickup_seconds",
             "Time from a job being due to a worker claiming it, by queue.",
             DURATION_BUCKETS,
