@@ -16,13 +16,13 @@ use tracing_subscriber::{EnvFilter, Layer};
 use std::time::Duration;
 
 use crate::cluster::{
-    Duties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals, sweep_dead_nodes,
+    LeaderDuties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals,
 };
-use crate::cron::{CronScheduler, Crons};
+use crate::cron::Crons;
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
-use crate::jobs::maintenance::{self, MaintenanceSettings};
+use crate::jobs::maintenance::MaintenanceSettings;
 use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
 use crate::observability::{self, FlushSettings, StoreFilter, Telemetry, TelemetryLayer};
@@ -87,25 +87,9 @@ impl ForgeBuilder {
             Some(config) => config,
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
+        config.validate()?;
+        // RUST_LOG, when set, replaces `log_level`: check it too.
         log_filter(&config.observability)?;
-        store_filter(&config.observability)?;
-        for (key, value) in [
-            ("observability.flush_interval", config.observability.flush_interval),
-            ("observability.metrics_interval", config.observability.metrics_interval),
-        ] {
-            if value.as_std() < Duration::from_millis(10) {
-                return Err(Error::Setting { key, message: format!("{value} is too short: at least 10ms") });
-            }
-        }
-        if config.node.dead_after.as_std() < config.node.heartbeat_interval.as_std() * 2 {
-            return Err(Error::Setting {
-                key: "node.dead_after",
-                message: format!(
-                    "{} is too short: it must be at least twice node.heartbeat_interval ({}), or live nodes would be declared dead",
-                    config.node.dead_after, config.node.heartbeat_interval
-                ),
-            });
-        }
         let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
         let registry = JobRegistry::collect(&self.jobs);
         let crons = if self.without_crons {
@@ -163,7 +147,9 @@ impl Forge {
     }
 
     /// Connects to the database (starting the embedded cluster if there is no URL), applies
-    /// pending migrations, and starts the components of the configured roles.
+    /// pending migrations, and starts the components of the configured roles: telemetry, the
+    /// gateway, the node's row and heartbeat, the worker, the campaign for leadership (whose
+    /// term runs the [`LeaderDuties`]) and the telemetry flusher.
     pub async fn start(self) -> Result<RunningForge> {
         // Listen for signals before anything can report ready, so an early SIGTERM is handled.
         let signals = Signals::install().ok();
@@ -172,125 +158,42 @@ impl Forge {
             let _ = db.close().await;
             return Err(e.into());
         }
-        let roles: Vec<&str> = self.config.node.roles.iter().map(Role::as_str).collect();
+        let roles = &self.config.node.roles;
         let notifier = Notifier::spawn(db.pool().clone());
         let node_id = node_id();
-        let obs = &self.config.observability;
-        let telemetry = Telemetry::new(node_id.clone(), obs.buffer_size.get());
-        if obs.enabled {
-            install_telemetry_layer(obs);
-            telemetry.attach();
-        }
-        // The `metrics` facade's values land in the node's metrics (unless the application
-        // installed its own recorder).
-        let _ = observability::ForgeRecorder::install();
-        let mut gateway = None;
-        if self.config.node.roles.contains(Role::Gateway) {
+        let telemetry = self.start_telemetry(&node_id);
+        let gateway = if roles.contains(Role::Gateway) {
             match self.start_gateway(&db, notifier.clone(), telemetry.clone()).await {
-                Ok(started) => gateway = Some(started),
+                Ok(started) => Some(started),
                 Err(e) => {
                     telemetry.detach();
                     let _ = db.close().await;
                     return Err(e);
                 }
             }
-        }
-        let info = NodeInfo {
-            id: node_id.clone(),
-            hostname: hostname(),
-            pid: std::process::id(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            capabilities: self.config.node.capabilities.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+        } else {
+            None
         };
-        let heartbeat = self.config.node.heartbeat_interval.as_std();
-        let node = match RegisteredNode::register(db.pool().clone(), &info, heartbeat).await {
+        let node = match self.register(&db, &node_id).await {
             Ok(node) => node,
-            Err(source) => {
+            Err(e) => {
                 telemetry.detach();
-                let target = db.target().to_owned();
                 let _ = db.close().await;
-                return Err(Error::Database(crate::db::DbError::Connect { target, source }));
+                return Err(e);
             }
         };
-        if let Err(e) = jobs::record_kinds(db.pool(), &self.registry, &node_id).await {
-            tracing::warn!(error = %e, "cannot record this node's job kinds");
-        }
-        let worker = self.config.node.roles.contains(Role::Worker).then(|| {
-            let w = &self.config.worker;
-            Worker::spawn(
-                db.pool().clone(),
-                self.registry.clone(),
-                notifier.clone(),
-                telemetry.clone(),
-                WorkerSettings {
-                    node_id: node_id.clone(),
-                    queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
-                    capabilities: self.config.node.capabilities.clone(),
-                    poll_interval: w.poll_interval.as_std(),
-                    lease: w.lease.as_std(),
-                    shutdown_timeout: w.shutdown_timeout.as_std(),
-                    listen: w.listen,
-                },
-            )
-        });
-        let leadership = self.config.node.roles.contains(Role::Scheduler).then(|| {
-            let maintenance = MaintenanceSettings {
-                lease: self.config.worker.lease.as_std(),
-                prune_after: self.config.worker.prune_after.as_std(),
-            };
-            let dead_after = self.config.node.dead_after.as_std();
-            let retention = obs.enabled.then(|| obs.retention.clone());
-            let (pool, notifier, crons, leader_id) =
-                (db.pool().clone(), notifier.clone(), self.crons.clone(), node_id.clone());
-            // The leader's duties, started with each term and stopped when it ends.
-            let duties: Duties = Box::new(move |term| {
-                let (pool, notifier, crons, leader_id, retention) =
-                    (pool.clone(), notifier.clone(), crons.clone(), leader_id.clone(), retention.clone());
-                tokio::spawn(async move {
-                    let sweep = tokio::spawn(sweep_dead_nodes(pool.clone(), dead_after, heartbeat, term.clone()));
-                    let buckets = tokio::spawn(gateway::rate_limit::prune_idle_buckets(pool.clone(), term.clone()));
-                    let pruning = retention.map(|retention| {
-                        tokio::spawn(observability::retention_duty(pool.clone(), retention, term.clone()))
-                    });
-                    let scheduler = (!crons.is_empty())
-                        .then(|| tokio::spawn(CronScheduler::run(pool.clone(), crons, leader_id, term.clone())));
-                    maintenance::run(pool, notifier, maintenance, term).await;
-                    let _ = sweep.await;
-                    let _ = buckets.await;
-                    if let Some(pruning) = pruning {
-                        let _ = pruning.await;
-                    }
-                    if let Some(scheduler) = scheduler {
-                        let _ = scheduler.await;
-                    }
-                })
-            });
-            let settings = LeaderSettings {
-                campaign_every: heartbeat,
-                renew_every: (heartbeat / 2).max(Duration::from_millis(50)),
-                term: self.config.node.dead_after.as_std(),
-            };
-            Leadership::spawn(db.pool().clone(), node_id.clone(), settings, duties)
-        });
+        let worker = roles.contains(Role::Worker).then(|| self.start_worker(&db, &notifier, &telemetry, &node_id));
+        let leadership = roles.contains(Role::Scheduler).then(|| self.start_leadership(&db, &notifier, &node_id));
         if let Some(worker) = &worker {
             let _ = telemetry.probes().worker.set(worker.slots_probe());
         }
         if let Some(leadership) = &leadership {
             let _ = telemetry.probes().leader.set(leadership.flag());
         }
-        let flusher = obs.enabled.then(|| {
-            let stop = CancellationToken::new();
-            let settings = FlushSettings {
-                flush_every: obs.flush_interval.as_std(),
-                metrics_every: obs.metrics_interval.as_std(),
-            };
-            let handle = observability::spawn_flusher(telemetry.clone(), db.pool().clone(), settings, stop.clone());
-            (stop, handle)
-        });
+        let flusher = self.start_flusher(&db, &telemetry);
         tracing::info!(
             node = %node_id,
-            roles = %roles.join(","),
+            roles = %roles.iter().map(Role::as_str).collect::<Vec<_>>().join(","),
             database = %db.target(),
             embedded = db.is_embedded(),
             gateway = ?gateway.as_ref().map(|(addr, _)| addr),
@@ -310,6 +213,93 @@ impl Forge {
             flusher,
             signals,
             shutdown: self.shutdown,
+        })
+    }
+
+    /// The node's telemetry; stored (the layer installed, the node attached) unless
+    /// `[observability] enabled = false`.
+    fn start_telemetry(&self, node_id: &str) -> Arc<Telemetry> {
+        let obs = &self.config.observability;
+        let telemetry = Telemetry::new(node_id.to_owned(), obs.buffer_size.get());
+        if obs.enabled {
+            install_telemetry_layer(obs);
+            telemetry.attach();
+        }
+        // The `metrics` facade's values land in the node's metrics (unless the application
+        // installed its own recorder).
+        let _ = observability::ForgeRecorder::install();
+        telemetry
+    }
+
+    /// The node's row in `forge_nodes`, heartbeating; and the job kinds it runs.
+    async fn register(&self, db: &Database, node_id: &str) -> Result<RegisteredNode> {
+        let info = NodeInfo {
+            id: node_id.to_owned(),
+            hostname: hostname(),
+            pid: std::process::id(),
+            roles: self.config.node.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            capabilities: self.config.node.capabilities.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let heartbeat = self.config.node.heartbeat_interval.as_std();
+        let node = RegisteredNode::register(db.pool().clone(), &info, heartbeat).await.map_err(|source| {
+            Error::Database(crate::db::DbError::Connect { target: db.target().to_owned(), source })
+        })?;
+        if let Err(e) = jobs::record_kinds(db.pool(), &self.registry, node_id).await {
+            tracing::warn!(error = %e, "cannot record this node's job kinds");
+        }
+        Ok(node)
+    }
+
+    fn start_worker(&self, db: &Database, notifier: &Notifier, telemetry: &Arc<Telemetry>, node_id: &str) -> Worker {
+        let w = &self.config.worker;
+        let settings = WorkerSettings {
+            node_id: node_id.to_owned(),
+            queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
+            capabilities: self.config.node.capabilities.clone(),
+            poll_interval: w.poll_interval.as_std(),
+            lease: w.lease.as_std(),
+            shutdown_timeout: w.shutdown_timeout.as_std(),
+            listen: w.listen,
+        };
+        Worker::spawn(db.pool().clone(), self.registry.clone(), notifier.clone(), telemetry.clone(), settings)
+    }
+
+    fn start_leadership(&self, db: &Database, notifier: &Notifier, node_id: &str) -> Leadership {
+        let (node, obs) = (&self.config.node, &self.config.observability);
+        let heartbeat = node.heartbeat_interval.as_std();
+        let duties = LeaderDuties {
+            pool: db.pool().clone(),
+            notifier: notifier.clone(),
+            node_id: node_id.to_owned(),
+            maintenance: MaintenanceSettings {
+                lease: self.config.worker.lease.as_std(),
+                prune_after: self.config.worker.prune_after.as_std(),
+            },
+            dead_after: node.dead_after.as_std(),
+            sweep_every: heartbeat,
+            crons: self.crons.clone(),
+            retention: obs.enabled.then(|| obs.retention.clone()),
+        };
+        let settings = LeaderSettings {
+            campaign_every: heartbeat,
+            renew_every: (heartbeat / 2).max(Duration::from_millis(50)),
+            term: node.dead_after.as_std(),
+        };
+        Leadership::spawn(db.pool().clone(), node_id.to_owned(), settings, duties)
+    }
+
+    /// Writes buffered logs, spans and metrics to the database, when telemetry is stored.
+    fn start_flusher(&self, db: &Database, telemetry: &Arc<Telemetry>) -> Option<(CancellationToken, JoinHandle<()>)> {
+        let obs = &self.config.observability;
+        obs.enabled.then(|| {
+            let stop = CancellationToken::new();
+            let settings = FlushSettings {
+                flush_every: obs.flush_interval.as_std(),
+                metrics_every: obs.metrics_interval.as_std(),
+            };
+            let handle = observability::spawn_flusher(telemetry.clone(), db.pool().clone(), settings, stop.clone());
+            (stop, handle)
         })
     }
 

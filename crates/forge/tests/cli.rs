@@ -290,4 +290,10 @@ async fn forge_config_prints_the_configuration_and_names_a_bad_key() {
     std::fs::write(dir.path().join("forge.toml"), "[gateway]\nport = 0\n").expect("write");
     let line = error_line(&forge_in(dir.path(), None, &["config"]).await);
     assert!(line.contains("forge.toml:2") && line.contains("gateway.port"), "{line}");
+
+    // What parses but cannot run is refused as a node's build refuses it.
+    std::fs::write(dir.path().join("forge.toml"), "[node]\nheartbeat_interval = \"5s\"\ndead_after = \"6s\"\n")
+        .expect("write");
+    let line = error_line(&forge_in(dir.path(), None, &["config"]).await);
+    assert!(line.contains("`node.dead_after`") && line.contains("twice"), "{line}");
 }

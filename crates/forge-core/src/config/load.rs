@@ -39,6 +39,15 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A value parses but cannot be used, alone or with another (see
+    /// [`ForgeConfig::validate`]).
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The file could not be read.
     #[error("cannot read {}: {source}", file.display())]
     Io {
@@ -58,7 +67,11 @@ impl ConfigError {
     /// The dotted key the error is about, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::File { key, .. } | ConfigError::Env { key, .. } if !key.is_empty() => Some(key),
+            ConfigError::File { key, .. } | ConfigError::Env { key, .. } | ConfigError::Invalid { key, .. }
+                if !key.is_empty() =>
+            {
+                Some(key)
+            }
             _ => None,
         }
     }

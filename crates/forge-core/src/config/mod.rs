@@ -27,6 +27,7 @@
 
 mod load;
 mod units;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;

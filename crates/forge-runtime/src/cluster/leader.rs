@@ -17,13 +17,11 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::duties::LeaderDuties;
 use super::sql;
 
 /// The role the scheduler nodes compete for.
 pub const SCHEDULER_ROLE: &str = "scheduler";
-
-/// Starts the duties of a new term; they must end when the token is cancelled.
-pub(crate) type Duties = Box<dyn Fn(CancellationToken) -> JoinHandle<()> + Send + Sync>;
 
 /// Timing of a campaign.
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +48,7 @@ enum Ended {
 }
 
 impl Leadership {
-    pub(crate) fn spawn(pool: PgPool, node_id: String, settings: LeaderSettings, duties: Duties) -> Self {
+    pub(crate) fn spawn(pool: PgPool, node_id: String, settings: LeaderSettings, duties: LeaderDuties) -> Self {
         let is_leader = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         let task = tokio::spawn(campaign(pool, node_id, settings, duties, is_leader.clone(), stop.clone()));
@@ -78,7 +76,7 @@ async fn campaign(
     pool: PgPool,
     node_id: String,
     settings: LeaderSettings,
-    duties: Duties,
+    duties: LeaderDuties,
     is_leader: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
@@ -132,7 +130,7 @@ async fn lead(
     conn: &mut PgConnection,
     node_id: &str,
     settings: LeaderSettings,
-    duties: &Duties,
+    duties: &LeaderDuties,
     is_leader: &AtomicBool,
     stop: &CancellationToken,
 ) -> Ended {
@@ -142,7 +140,7 @@ async fn lead(
     is_leader.store(true, Ordering::SeqCst);
     tracing::info!(node = node_id, "became the leader");
     let term_token = CancellationToken::new();
-    let running = duties(term_token.clone());
+    let running = duties.start(term_token.clone());
     let ended = loop {
         tokio::select! {
             () = tokio::time::sleep(settings.renew_every) => {
@@ -179,7 +177,7 @@ async fn term_query(statement: &'static str, conn: &mut PgConnection, node_id: &
 
 /// The leader's sweep: declares dead the nodes silent past `dead_after` and rescues their
 /// running jobs at once, every `every`, until `stop`.
-pub(crate) async fn sweep_dead_nodes(pool: PgPool, dead_after: Duration, every: Duration, stop: CancellationToken) {
+pub(super) async fn sweep_dead_nodes(pool: PgPool, dead_after: Duration, every: Duration, stop: CancellationToken) {
     loop {
         match sweep_once(&pool, dead_after).await {
             Ok((nodes, jobs)) if !nodes.is_empty() => {

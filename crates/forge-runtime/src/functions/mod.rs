@@ -22,8 +22,10 @@ mod auth;
 mod cache;
 mod context;
 mod error;
+pub(crate) mod rate_limit;
 mod registry;
 mod run;
+mod sql;
 
 pub use auth::{Auth, AuthMethod};
 pub use context::{ActionContext, CallParts, MutationContext, QueryContext};

@@ -169,7 +169,7 @@ impl FunctionRegistry {
         authorize(info, &parts.auth)?;
         if let Some(limit) = &info.rate_limit {
             let key = bucket_key(info.name, limit, &parts);
-            crate::gateway::rate_limit::take(&parts.pool, &key, limit).await?;
+            super::rate_limit::take(&parts.pool, &key, limit).await?;
         }
         let cache_key = info.cache.map(|_| QueryCache::key(info.name, &parts.auth, &args));
         if let Some(key) = &cache_key

@@ -11,7 +11,7 @@
 //! Every request gets an `X-Request-Id` (kept from the request or generated, and echoed), runs
 //! in a `forge.http` span that continues an incoming W3C `traceparent`, and logs one
 //! `forge::access` event. Callers authenticate with a bearer JWT or an API key ([`auth`]);
-//! functions may be rate-limited with token buckets in Postgres ([`rate_limit`]). Bodies over
+//! functions may be rate-limited (token buckets in Postgres, kept by `functions`). Bodies over
 //! `[gateway] body_limit` get 413 and requests over `request_timeout` 408, as problems; CORS
 //! follows `[gateway] cors_origins`.
 
@@ -19,9 +19,7 @@ pub mod api_keys;
 pub mod auth;
 mod metrics;
 mod problem;
-pub mod rate_limit;
 mod request;
-
 mod routes;
 mod rpc;
 mod sql;

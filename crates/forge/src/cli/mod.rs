@@ -1,4 +1,210 @@
-//! The `forge` binary's commands beyond configuration, migrations and keys.
+//! The `forge` command line: one file per command.
+//!
+//! | command | file |
+//! |---------|------|
+//! | `forge new` | `new.rs` |
+//! | `forge run` | `run.rs` |
+//! | `forge jobs …` | `jobs.rs` |
+//! | `forge status` | `status.rs` |
+//! | `forge config` | `config.rs` |
+//! | `forge migrate …` | `migrate.rs` |
+//! | `forge db shell` | `db.rs` |
+//! | `forge keys …` | `keys.rs` |
+//!
+//! This file parses the command line, reads the configuration and connects where a command
+//! needs it; it also holds the output helpers the commands share.
 
-pub(crate) mod new;
-pub(crate) mod ops;
+mod config;
+mod db;
+mod jobs;
+mod keys;
+mod migrate;
+mod new;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use forge::ForgeConfig;
+use forge::db::{Database, Migrator};
+use forge::gateway::ApiKeys;
+use serde_json::Value;
+
+/// Forge: a job platform in which PostgreSQL is the only infrastructure.
+#[derive(Debug, Parser)]
+#[command(name = "forge", version, about)]
+pub(crate) struct Cli {
+    /// The project folder (holding forge.toml and migrations/).
+    #[arg(long, global = true, default_value = ".")]
+    project: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a new application in the folder NAME (never overwriting anything).
+    New {
+        /// The application's name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// Depend on the Forge checkout at this path instead of the released version.
+        #[arg(long)]
+        forge_path: Option<PathBuf>,
+    },
+    /// Build and run the application in the project folder (`cargo run`), with the environment
+    /// passed through.
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for the application, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// List, show, retry, cancel and dispatch jobs.
+    Jobs {
+        #[command(subcommand)]
+        action: jobs::JobsAction,
+    },
+    /// Nodes and the leader, queue depths, and failures in the last hour.
+    Status,
+    /// Check forge.toml and the environment, and print the resulting configuration.
+    Config,
+    /// Apply, roll back or list migrations (Forge's own, then the application's).
+    Migrate {
+        #[command(subcommand)]
+        action: migrate::MigrateAction,
+    },
+    /// Work with the database directly.
+    Db {
+        #[command(subcommand)]
+        action: db::DbAction,
+    },
+    /// Create, list, rotate and revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands that need neither the configuration nor a database.
+    match &cli.command {
+        Command::New { name, forge_path } => {
+            return match new::create(&cli.project, name, forge_path.as_deref()) {
+                Ok(dir) => {
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "created": dir }));
+                    } else {
+                        println!("created {}", dir.display());
+                        println!("next:  cd {name} && forge run    (tests: cargo test)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(&message),
+            };
+        }
+        Command::Migrate { action: migrate::MigrateAction::New { name } } => {
+            let config = match ForgeConfig::load_or_default(cli.project.join("forge.toml")) {
+                Ok(config) => config,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let dir = cli.project.join(&config.database.migrations_dir);
+            return match migrate::new_migration(&dir, name, cli.json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => fail(&message),
+            };
+        }
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    if let Command::Run { release, args } = &cli.command {
+        return match runtime.block_on(run::run_app(&cli.project, *release, args)) {
+            Ok(code) => code,
+            Err(message) => fail(&message),
+        };
+    }
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = ForgeConfig::load_or_default(cli.project.join("forge.toml")).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Config => config::show(&config, cli.json),
+        Command::Migrate { action } => migrate::migrate(&cli.project, &config, action, cli.json).await,
+        Command::Keys { action } => {
+            with_database(&cli.project, &config, |pool| keys::keys(ApiKeys::new(pool), action, cli.json)).await
+        }
+        Command::Jobs { action } => {
+            action.check()?;
+            with_database(&cli.project, &config, async |pool| jobs::jobs(&pool, action, cli.json).await).await
+        }
+        Command::Status => {
+            with_database(&cli.project, &config, async |pool| status::status(&pool, cli.json).await).await
+        }
+        Command::New { .. } | Command::Run { .. } => unreachable!("handled before the configuration is read"),
+        Command::Db { action } => db::run(&cli.project, &config, action).await,
+    }
+}
+
+/// Connects as a node would and checks the schema is current, runs `f`, and closes.
+async fn with_database<F, Fut>(project: &std::path::Path, config: &ForgeConfig, f: F) -> Result<(), String>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let dir = project.join(&config.database.migrations_dir);
+    let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
+    let db = Database::connect(config, project).await.map_err(|e| e.to_string())?;
+    let result = match migrator.pending_reason(db.pool()).await {
+        Ok(None) => f(db.pool().clone()).await,
+        Ok(Some(reason)) => Err(format!("the database is not ready ({reason}); run `forge migrate up` first")),
+        Err(e) => Err(e.to_string()),
+    };
+    let closed = db.close().await.map_err(|e| e.to_string());
+    result.and(closed)
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+pub(crate) fn done(json: bool, value: Value, message: &str) -> Result<(), String> {
+    if json {
+        print_json(&value)
+    } else {
+        println!("{message}");
+        Ok(())
+    }
+}
+
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn db_error(e: sqlx::Error) -> String {
+    format!("database error: {e}")
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::sql;
-use crate::functions::{ForgeError, RateLimit};
+use super::{ForgeError, RateLimit};
 
 /// Takes one token from bucket `key`, or fails with [`ForgeError::RateLimited`].
 pub(crate) async fn take(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<(), ForgeError> {
