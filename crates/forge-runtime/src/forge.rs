@@ -19,6 +19,7 @@ use crate::cluster::{
     LeaderDuties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals,
 };
 use crate::cron::Crons;
+use crate::dashboard::DashboardState;
 use crate::db::{Database, Migrator};
 use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
@@ -332,9 +333,9 @@ impl Forge {
             &self.config,
             Some(notifier),
             telemetry,
-            self.registry.clone(),
         );
-        let app = gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            http_app(state, &self.config, self.registry.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.token();
         let handle =
             tokio::spawn(
@@ -342,6 +343,17 @@ impl Forge {
             );
         Ok((addr, handle))
     }
+}
+
+/// The node's HTTP app: the gateway's routes and, when `[dashboard] enabled`, the dashboard's
+/// (running the kinds of `jobs`), under the gateway's layers.
+pub(crate) fn http_app(gateway: GatewayState, config: &ForgeConfig, jobs: JobRegistry) -> axum::Router {
+    let dashboard = if config.dashboard.enabled {
+        crate::dashboard::router(DashboardState::new(gateway.pool().clone(), config, jobs))
+    } else {
+        axum::Router::new()
+    };
+    gateway::router_with(gateway, dashboard)
 }
 
 /// A started node. Stop it with [`RunningForge::stop`].

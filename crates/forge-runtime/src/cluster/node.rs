@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,8 @@ pub struct NodeInfo {
 }
 
 /// A node's lifecycle status in `forge_nodes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
     /// Working.
     Running,
@@ -47,6 +49,73 @@ impl NodeStatus {
             NodeStatus::Stopped => "stopped",
             NodeStatus::Dead => "dead",
         }
+    }
+}
+
+impl std::str::FromStr for NodeStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [NodeStatus::Running, NodeStatus::Draining, NodeStatus::Stopped, NodeStatus::Dead]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown node status {s:?}"))
+    }
+}
+
+/// A node as operators see it (`forge status`, the dashboard): its row, whether it leads, and
+/// its load.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NodeRecord {
+    /// Its id (`host-pid-xxxxxx`).
+    pub id: String,
+    /// The machine.
+    pub hostname: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its capabilities.
+    pub capabilities: Vec<String>,
+    /// Forge's version on it.
+    pub version: String,
+    /// Where it is in its life.
+    pub status: NodeStatus,
+    /// When it registered.
+    pub started_at: DateTime<Utc>,
+    /// Its latest heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// Seconds since that heartbeat.
+    pub heartbeat_age_s: f64,
+    /// Whether it holds the scheduler's lease.
+    pub leader: bool,
+    /// Jobs running on it.
+    pub running_jobs: i64,
+    /// Its process's CPU use, from the latest sample of the last five minutes.
+    pub cpu_percent: Option<f64>,
+    /// Its process's memory, from the latest sample of the last five minutes.
+    pub memory_bytes: Option<f64>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for NodeRecord {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            hostname: row.try_get("hostname")?,
+            roles: row.try_get("roles")?,
+            capabilities: row.try_get("capabilities")?,
+            version: row.try_get("version")?,
+            status: status
+                .parse()
+                .map_err(|e: String| sqlx::Error::ColumnDecode { index: "status".to_owned(), source: e.into() })?,
+            started_at: row.try_get("started_at")?,
+            last_heartbeat: row.try_get("last_heartbeat")?,
+            heartbeat_age_s: row.try_get("heartbeat_age_s")?,
+            leader: row.try_get("leader")?,
+            running_jobs: row.try_get("running_jobs")?,
+            cpu_percent: row.try_get("cpu_percent")?,
+            memory_bytes: row.try_get("memory_bytes")?,
+        })
     }
 }
 

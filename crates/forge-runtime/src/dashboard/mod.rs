@@ -1,5 +1,7 @@
 //! The built-in dashboard: pages at `/_dashboard` (embedded assets, `pages`) over a JSON API at
-//! `/_api` (`api`), both served by the gateway when `[dashboard] enabled`.
+//! `/_api` (`api/`, one file per resource). It owns its state ([`DashboardState`]) and router;
+//! the node merges that router into the gateway's when `[dashboard] enabled`, so the gateway's
+//! layers (request ids, traces, access logs, body limit, timeout, CORS) apply to it too.
 //!
 //! | route | answers |
 //! |-------|---------|
@@ -7,6 +9,7 @@
 //! | `GET /_api/jobs` | jobs, newest first: `state`, `kind`, `queue`, `tag`, `args` (containment), `since`, `until` filters, `limit` (≤ 500), `before` (an id: the next page) |
 //! | `GET /_api/jobs/{id}` | one job: arguments, output, every failed attempt's error, progress, timing, node, trace id |
 //! | `GET /_api/jobs/{id}/logs` | that job's logs, newest first |
+//! | `GET /_api/jobs/{id}/trace` | the trace that job runs in, its attempts included |
 //! | `GET /_api/job-kinds` | the kinds `POST /_api/jobs` accepts |
 //! | `GET /_api/logs` | logs: `level` (minimum), `q` (text), `job`, `trace`, `node`, `since`, `until`, `limit`, `before_at` + `before_id` |
 //! | `GET /_api/traces/{trace_id}` | a trace as a span tree |
@@ -28,12 +31,13 @@
 mod api;
 mod pages;
 mod sql;
+mod state;
 
 use axum::Router;
 
-use crate::gateway::GatewayState;
+pub(crate) use state::DashboardState;
 
-/// The dashboard's pages and its `/_api`.
-pub(crate) fn router(state: GatewayState) -> Router<GatewayState> {
-    api::router(state).merge(pages::router())
+/// The dashboard's pages and its `/_api`, with their state.
+pub(crate) fn router(state: DashboardState) -> Router {
+    api::router(state.clone()).merge(pages::router()).with_state(state)
 }

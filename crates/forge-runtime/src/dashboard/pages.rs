@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use rust_embed::RustEmbed;
 
-use crate::gateway::GatewayState;
+use super::DashboardState;
 
 #[derive(RustEmbed)]
 #[folder = "src/dashboard/assets"]
 struct Assets;
 
 /// `/_dashboard` (the shell) and `/_dashboard/assets/{file}`.
-pub(crate) fn router() -> Router<GatewayState> {
+pub(crate) fn router() -> Router<DashboardState> {
     Router::new()
         .route("/_dashboard", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route("/_dashboard/", get(|| async { Redirect::permanent("/_dashboard") }))

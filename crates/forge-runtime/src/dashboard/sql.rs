@@ -1,7 +1,7 @@
 //! The dashboard API's SQL.
 
 /// Jobs by state, over the whole table.
-pub(crate) const STATE_COUNTS: &str = r#"select coalesce(jsonb_object_agg(state, n), '{}') from (select state, count(*) as n from forge_jobs group by state) c"#;
+pub(crate) const STATE_COUNTS: &str = r#"select state, count(*) from forge_jobs group by state"#;
 
 /// The latest failed attempts' jobs (retryable or discarded), newest first.
 pub(crate) const RECENT_FAILURES: &str = r#"

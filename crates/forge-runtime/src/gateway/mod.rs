@@ -27,4 +27,4 @@ mod sql;
 pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
 pub use auth::{AuthError, Authenticator};
 pub use problem::{PROBLEM_JSON, Problem};
-pub use routes::{GatewayState, router};
+pub use routes::{GatewayState, router, router_with};

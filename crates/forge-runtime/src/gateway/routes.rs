@@ -17,10 +17,9 @@ use super::auth::Authenticator;
 use super::problem::Problem;
 use super::{metrics, request, rpc};
 
-use crate::cron::Crons;
 use crate::db::{Migrator, read_only_pool, sql};
 use crate::functions::{CallParts, ForgeError, FunctionRegistry};
-use crate::jobs::{JobRegistry, Notifier};
+use crate::jobs::Notifier;
 use crate::observability::{Metrics, Telemetry};
 
 /// How long `/ready` waits for the database before calling it unreachable.
@@ -44,16 +43,6 @@ struct Inner {
     body_limit: usize,
     timeout: Duration,
     cors_origins: Vec<String>,
-    dashboard: bool,
-    dashboard_open: bool,
-    /// The job kinds the dashboard can dispatch.
-    jobs: JobRegistry,
-    /// The crons the dashboard shows.
-    crons: Crons,
-    /// This node's queues and their concurrency.
-    queues: Vec<(String, usize)>,
-    /// The application's name.
-    project: String,
 }
 
 impl GatewayState {
@@ -67,7 +56,7 @@ impl GatewayState {
     pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
         let read_pool = read_only_pool(&pool);
         let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
-        Self::assemble(pool, read_pool, migrator, config, None, telemetry, JobRegistry::collect(&[]))
+        Self::assemble(pool, read_pool, migrator, config, None, telemetry)
     }
 
     pub(crate) fn assemble(
@@ -77,7 +66,6 @@ impl GatewayState {
         config: &ForgeConfig,
         notifier: Option<Notifier>,
         telemetry: Arc<Telemetry>,
-        jobs: JobRegistry,
     ) -> Self {
         let gw = &config.gateway;
         Self {
@@ -92,13 +80,6 @@ impl GatewayState {
                 body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
                 timeout: gw.request_timeout.as_std(),
                 cors_origins: gw.cors_origins.clone(),
-                dashboard: config.dashboard.enabled,
-                dashboard_open: config.dashboard.open_on_loopback && is_loopback(&gw.host),
-                jobs,
-                // Every cron in the binary, also on a node that does not schedule them.
-                crons: Crons::collect().unwrap_or_default(),
-                queues: config.worker.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
-                project: config.project.name.clone(),
             }),
         }
     }
@@ -113,28 +94,6 @@ impl GatewayState {
 
     pub(crate) fn authenticator(&self) -> &Authenticator {
         &self.inner.auth
-    }
-
-    /// Whether `/_api` answers without credentials (a loopback-only development gateway).
-    pub(crate) fn dashboard_open(&self) -> bool {
-        self.inner.dashboard_open
-    }
-
-    pub(crate) fn jobs(&self) -> &JobRegistry {
-        &self.inner.jobs
-    }
-
-    pub(crate) fn crons(&self) -> &Crons {
-        &self.inner.crons
-    }
-
-    /// This node's queues and their concurrency.
-    pub(crate) fn queue_config(&self) -> &[(String, usize)] {
-        &self.inner.queues
-    }
-
-    pub(crate) fn project(&self) -> &str {
-        &self.inner.project
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -169,21 +128,29 @@ impl GatewayState {
 /// request ids, trace context, access logs, the body limit (413), the request timeout (408)
 /// and CORS as configured.
 pub fn router(state: GatewayState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes (the dashboard's) served beside the gateway's, under the same
+/// layers.
+pub fn router_with(state: GatewayState, extra: Router) -> Router {
     let inner = &state.inner;
-    let mut router = Router::new()
+    let gateway: Router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::serve))
         .route("/rpc", post(rpc::call_jsonrpc))
         .route("/rpc/{function}", post(rpc::call_rest))
-        .merge(if inner.dashboard { crate::dashboard::router(state.clone()) } else { Router::new() })
+        .with_state(state.clone());
+    let mut router = gateway
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(inner.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, inner.timeout));
     if let Some(cors) = cors_layer(&inner.cors_origins) {
         router = router.layer(cors);
     }
-    router.layer(middleware::from_fn_with_state(state.clone(), request::observe)).with_state(state)
+    router.layer(middleware::from_fn_with_state(state, request::observe))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -209,12 +176,6 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )
-}
-
-/// Whether `host` names only this machine (`localhost`, `127.0.0.0/8`, `::1`).
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

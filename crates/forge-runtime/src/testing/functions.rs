@@ -11,7 +11,8 @@ use super::{TestDatabase, project_root};
 use crate::db::{Migrator, read_only_pool};
 use crate::error::Result;
 use crate::functions::{Auth, CallParts, ForgeError, FunctionRegistry};
-use crate::gateway::{GatewayState, router};
+use crate::gateway::GatewayState;
+use crate::jobs::JobRegistry;
 
 /// Who a test call comes from.
 ///
@@ -128,7 +129,8 @@ impl TestDatabase {
     pub fn router_with(&self, config: &forge_core::ForgeConfig) -> Result<axum::Router> {
         let dir = &config.database.migrations_dir;
         let migrator = Migrator::with_app_dir(if dir.is_absolute() { dir.clone() } else { project_root().join(dir) })?;
-        Ok(router(GatewayState::with_config(self.pool().clone(), migrator, config)))
+        let gateway = GatewayState::with_config(self.pool().clone(), migrator, config);
+        Ok(crate::forge::http_app(gateway, config, JobRegistry::collect(&[])))
     }
 
     /// A read-only pool to this database (what queries get).

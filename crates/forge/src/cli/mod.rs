@@ -197,14 +197,6 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 pub(crate) fn db_error(e: sqlx::Error) -> String {
     format!("database error: {e}")
 }

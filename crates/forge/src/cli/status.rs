@@ -1,11 +1,12 @@
 //! `forge status`: nodes and the leader, queue depths, failures in the last hour.
 
 use chrono::Utc;
+use forge::cluster::NodeStatus;
 use forge::jobs;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{db_error, print_json, text};
+use super::{db_error, print_json};
 
 /// `forge status`: nodes and the leader, queue depths, failures in the last hour.
 pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {
@@ -13,9 +14,8 @@ pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {
     let summaries = jobs::queue_summaries(pool).await.map_err(db_error)?;
     let hour_ago = Utc::now() - chrono::Duration::hours(1);
     let (failed_attempts, discarded) = jobs::failures_since(pool, hour_ago).await.map_err(db_error)?;
-    let live: Vec<&Value> =
-        nodes.iter().filter(|n| matches!(n["status"].as_str(), Some("running" | "draining"))).collect();
-    let leader = nodes.iter().find(|n| n["leader"] == true).and_then(|n| n["id"].as_str());
+    let live = nodes.iter().filter(|n| matches!(n.status, NodeStatus::Running | NodeStatus::Draining)).count();
+    let leader = nodes.iter().find(|n| n.leader).map(|n| n.id.as_str());
     let queues: serde_json::Map<String, Value> = summaries
         .into_iter()
         .map(|(name, q)| {
@@ -34,17 +34,15 @@ pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {
             "last_hour": { "failed_attempts": failed_attempts, "discarded": discarded },
         }));
     }
-    println!("nodes: {} live, leader {}", live.len(), leader.unwrap_or("none"));
+    println!("nodes: {live} live, leader {}", leader.unwrap_or("none"));
     for n in &nodes {
-        let roles: Vec<&str> = n["roles"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let age = n["heartbeat_age_s"].as_f64().unwrap_or(0.0);
         println!(
             "  {:<32} {:<9} {:<28} heartbeat {:.1}s ago{}",
-            text(&n["id"]),
-            text(&n["status"]),
-            roles.join(","),
-            age,
-            if n["leader"] == true { "  (leader)" } else { "" }
+            n.id,
+            n.status.as_str(),
+            n.roles.join(","),
+            n.heartbeat_age_s,
+            if n.leader { "  (leader)" } else { "" }
         );
     }
     println!("queues:");

@@ -1,0 +1,66 @@
+//! `/_api/overview`, `/_api/nodes` and `/_api/functions`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::error::ApiResult;
+use crate::cluster::{self, NodeRecord};
+use crate::dashboard::{DashboardState, sql};
+use crate::functions::FunctionInfo;
+use crate::jobs::{JobId, JobState};
+
+/// A job whose latest attempt failed.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub(super) struct RecentFailure {
+    id: JobId,
+    kind: String,
+    queue: String,
+    state: JobState,
+    attempt: i32,
+    max_attempts: i32,
+    /// The latest attempt's error.
+    error: Option<String>,
+    at: Option<DateTime<Utc>>,
+}
+
+/// The overview's numbers (its charts read `/_api/metrics`).
+#[derive(Debug, Serialize)]
+pub(super) struct Overview {
+    project: String,
+    /// Jobs by state.
+    counts: BTreeMap<JobState, i64>,
+    recent_failures: Vec<RecentFailure>,
+    nodes: Vec<NodeRecord>,
+}
+
+pub(super) async fn overview(State(state): State<DashboardState>) -> ApiResult<Json<Overview>> {
+    let counts: Vec<(JobState, i64)> = sqlx::query_as(sql::STATE_COUNTS).fetch_all(state.pool()).await?;
+    let recent_failures = sqlx::query_as(sql::RECENT_FAILURES).fetch_all(state.pool()).await?;
+    let nodes = cluster::nodes(state.pool()).await?;
+    let project = state.project().to_owned();
+    Ok(Json(Overview { project, counts: counts.into_iter().collect(), recent_failures, nodes }))
+}
+
+/// Every registered node.
+#[derive(Debug, Serialize)]
+pub(super) struct Nodes {
+    nodes: Vec<NodeRecord>,
+}
+
+pub(super) async fn nodes(State(state): State<DashboardState>) -> ApiResult<Json<Nodes>> {
+    Ok(Json(Nodes { nodes: cluster::nodes(state.pool()).await? }))
+}
+
+/// Every function the binary registers.
+#[derive(Debug, Serialize)]
+pub(super) struct Functions {
+    functions: Vec<FunctionInfo>,
+}
+
+pub(super) async fn functions(State(state): State<DashboardState>) -> Json<Functions> {
+    Json(Functions { functions: state.functions().to_vec() })
+}

@@ -1,0 +1,91 @@
+//! The `/_api` handlers, one file per resource, behind one access check.
+//!
+//! - `jobs.rs`: listings, one job (its logs and trace), dispatch, the operator actions;
+//! - `queues.rs`, `crons.rs`: their listings and controls;
+//! - `telemetry.rs`: logs, traces and metrics;
+//! - `cluster.rs`: the overview, nodes and functions;
+//! - `extract.rs`: path and query parameters through serde, with 400s naming the parameter;
+//! - `error.rs`: [`ApiError`], every answer that is not a success, as RFC 7807 problems.
+
+mod cluster;
+mod crons;
+mod error;
+mod extract;
+mod jobs;
+mod queues;
+mod telemetry;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use self::error::problem;
+use super::DashboardState;
+
+/// The `/_api` routes, behind the access check.
+pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
+    Router::new()
+        .route("/_api/overview", get(cluster::overview))
+        .route("/_api/nodes", get(cluster::nodes))
+        .route("/_api/functions", get(cluster::functions))
+        .route("/_api/jobs", get(jobs::list).post(jobs::dispatch))
+        .route("/_api/jobs/retry", post(jobs::retry_all))
+        .route("/_api/jobs/cancel", post(jobs::cancel_all))
+        .route("/_api/jobs/{id}", get(jobs::one))
+        .route("/_api/jobs/{id}/logs", get(jobs::logs))
+        .route("/_api/jobs/{id}/trace", get(jobs::trace))
+        .route("/_api/jobs/{id}/retry", post(jobs::retry))
+        .route("/_api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/_api/jobs/{id}/run", post(jobs::run_now))
+        .route("/_api/jobs/{id}/delete", post(jobs::delete))
+        .route("/_api/job-kinds", get(jobs::kinds))
+        .route("/_api/queues", get(queues::list))
+        .route("/_api/queues/{name}/pause", post(queues::pause))
+        .route("/_api/queues/{name}/resume", post(queues::resume))
+        .route("/_api/crons", get(crons::list))
+        .route("/_api/crons/{name}/trigger", post(crons::trigger))
+        .route("/_api/crons/{name}/pause", post(crons::pause))
+        .route("/_api/crons/{name}/resume", post(crons::resume))
+        .route("/_api/logs", get(telemetry::logs))
+        .route("/_api/traces/{trace_id}", get(telemetry::trace))
+        .route("/_api/metrics", get(telemetry::metric_names))
+        .route("/_api/metrics/{name}", get(telemetry::metric))
+        .layer(middleware::from_fn_with_state(state, admin_only))
+}
+
+/// The header every state-changing call carries. A page on another site can neither add it to
+/// a form post nor send it with `fetch` without a CORS preflight this gateway refuses, so a
+/// browser that has the dashboard open cannot be made to act by another site.
+pub(crate) const CSRF_HEADER: &str = "x-forge-csrf";
+
+/// Open on a loopback-only development gateway; otherwise the `admin` role. State-changing
+/// calls (POST) also need [`CSRF_HEADER`].
+async fn admin_only(State(state): State<DashboardState>, request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST && !request.headers().contains_key(CSRF_HEADER) {
+        let detail = format!("state-changing calls need the `{CSRF_HEADER}` header");
+        return problem(StatusCode::FORBIDDEN, "csrf", detail, request.uri().path());
+    }
+    if state.is_open() {
+        return next.run(request).await;
+    }
+    let instance = request.uri().path().to_owned();
+    match state.authenticator().authenticate(request.headers()).await {
+        Ok(auth) if auth.has_role("admin") => next.run(request).await,
+        Ok(auth) if auth.is_authenticated() => {
+            problem(StatusCode::FORBIDDEN, "forbidden", "the dashboard needs the admin role", &instance)
+        }
+        Ok(_) | Err(_) => {
+            let mut response = problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the dashboard needs credentials with the admin role (a bearer JWT or an API key)",
+                &instance,
+            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
