@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::worker::{LedgerArgs, LedgerWrite, Processes, SCHEMA};
 
 pub(crate) async fn run(jobs: usize, nodes: usize, kill_every_ms: u64) -> Report {

@@ -10,7 +10,7 @@ use forge::config::{Role, Roles};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::stats::{ms, quantile};
 
 /// Fills the table in one statement per kind of row.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use forge::testing::TestDatabase;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::worker::{Processes, SCHEMA};
 
 pub(crate) async fn run(nodes: usize, seconds: u64) -> Report {

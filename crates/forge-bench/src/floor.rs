@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use forge::testing::TestDatabase;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::stats::per_second;
 
 const LOOPS: usize = 4;

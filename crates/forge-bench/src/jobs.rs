@@ -6,7 +6,7 @@ use forge::config::{Role, Roles};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::stats::{CpuTime, ms, per_second, quantile};
 use crate::worker::Noop;
 

@@ -151,10 +151,7 @@ async fn main() -> ExitCode {
     }
 }
 
-/// What a scenario returns.
-type Report = Result<serde_json::Value, Box<dyn std::error::Error>>;
-
-async fn testdb(iterations: usize) -> Report {
+async fn testdb(iterations: usize) -> stats::Report {
     use std::time::Instant;
 
     use forge::testing::TestDatabase;

@@ -17,7 +17,7 @@ use forge::testing::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::Report;
+use crate::stats::Report;
 use crate::stats::{ms, quantile};
 
 /// The SQL both servers run.

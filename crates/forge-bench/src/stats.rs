@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// What a scenario returns: one JSON line, or why it could not run.
+pub(crate) type Report = Result<serde_json::Value, Box<dyn std::error::Error>>;
+
 /// Milliseconds, two decimals.
 pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 100_000.0).round() / 100.0

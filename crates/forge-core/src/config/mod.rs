@@ -25,6 +25,7 @@
 //! # Ok::<(), forge_core::config::ConfigError>(())
 //! ```
 
+mod error;
 mod load;
 mod units;
 mod validate;
@@ -36,7 +37,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
-pub use load::ConfigError;
+pub use error::ConfigError;
 pub use units::{ByteSize, Duration, Port};
 
 /// The whole of `forge.toml`.

@@ -2,7 +2,8 @@
 //! parsed further than TOML does (a log filter). `forge config` and a node's build both run
 //! them, so the two always agree about a configuration.
 
-use super::{ConfigError, ForgeConfig};
+use super::ForgeConfig;
+use super::error::ConfigError;
 
 /// The shortest flush and metrics intervals: shorter ones would write more than they record.
 const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);

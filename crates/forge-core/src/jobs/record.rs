@@ -9,7 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{JobId, JobState};
+use super::id::JobId;
+use super::state::JobState;
 
 /// How a failed attempt failed: the `kind` of its [`AttemptError`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::leader::sweep_dead_nodes;
+use super::sweep::sweep_dead_nodes;
 use crate::cron::{CronScheduler, Crons};
 use crate::jobs::Notifier;
 use crate::jobs::maintenance::{self, MaintenanceSettings};

@@ -6,6 +6,7 @@ mod leader;
 mod node;
 mod shutdown;
 mod sql;
+mod sweep;
 
 pub(crate) use duties::LeaderDuties;
 pub use leader::SCHEDULER_ROLE;

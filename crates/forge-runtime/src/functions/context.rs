@@ -138,6 +138,32 @@ pub struct MutationContext {
 }
 
 impl MutationContext {
+    /// Runs `f` with a context whose transaction commits if `f` returns `Ok` and rolls back
+    /// otherwise.
+    pub(crate) async fn run<O, F, Fut>(parts: CallParts, f: F) -> Result<O, ForgeError>
+    where
+        F: FnOnce(MutationContext) -> Fut,
+        Fut: Future<Output = Result<O, ForgeError>>,
+    {
+        let tx = parts.pool.begin().await?;
+        let ctx = MutationContext::new(tx, parts);
+        let result = f(ctx.clone()).await;
+        let tx = ctx.take().await;
+        match (result, tx) {
+            (Ok(out), Some(tx)) => {
+                tx.commit().await?;
+                Ok(out)
+            }
+            (Ok(out), None) => Ok(out),
+            (Err(e), tx) => {
+                if let Some(tx) = tx {
+                    let _ = tx.rollback().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) fn new(tx: Transaction<'static, Postgres>, parts: CallParts) -> Self {
         Self { tx: Arc::new(Mutex::new(Some(tx))), parts }
     }
@@ -219,7 +245,7 @@ impl ActionContext {
         F: FnOnce(MutationContext) -> Fut,
         Fut: Future<Output = Result<O, ForgeError>>,
     {
-        super::run::in_transaction(self.parts.clone(), f).await
+        MutationContext::run(self.parts.clone(), f).await
     }
 
     /// The caller.

@@ -30,10 +30,9 @@ mod sql;
 pub use auth::{Auth, AuthMethod};
 pub use context::{ActionContext, CallParts, MutationContext, QueryContext};
 pub use error::{FieldError, ForgeError};
+pub use rate_limit::{RateLimit, RateLimitKey};
 #[doc(hidden)]
 pub use registry::parse_args;
-pub use registry::{
-    Access, ErasedFunction, FunctionInfo, FunctionKind, FunctionRegistration, FunctionRegistry, RateLimit, RateLimitKey,
-};
+pub use registry::{Access, ErasedFunction, FunctionInfo, FunctionKind, FunctionRegistration, FunctionRegistry};
 #[doc(hidden)]
 pub use run::{run_action, run_mutation, run_query};

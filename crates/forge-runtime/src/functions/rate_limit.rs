@@ -10,7 +10,52 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::sql;
-use super::{ForgeError, RateLimit};
+use serde::{Serialize, Serializer};
+
+use super::{CallParts, ForgeError};
+
+/// What a rate limit counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// Each caller (user or API key); anonymous callers by IP address.
+    User,
+    /// Each API key; other callers by user, then IP address.
+    ApiKey,
+    /// Each client IP address.
+    Ip,
+    /// All callers together.
+    Global,
+}
+
+/// A token bucket: `requests` calls per `per`, refilled continuously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// The bucket's size: calls allowed in a burst, and per `per`.
+    pub requests: u32,
+    /// The period over which `requests` calls are allowed.
+    #[serde(rename = "per_ms", serialize_with = "as_millis")]
+    pub per: Duration,
+    /// What the bucket is kept per.
+    pub key: RateLimitKey,
+}
+
+impl RateLimit {
+    /// The bucket a call of `function` draws from.
+    pub(crate) fn bucket(&self, function: &str, parts: &CallParts) -> String {
+        let ip = || parts.client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
+        let who = match self.key {
+            RateLimitKey::Global => "global".to_owned(),
+            RateLimitKey::Ip => ip(),
+            RateLimitKey::User | RateLimitKey::ApiKey => parts.auth.subject().unwrap_or_else(ip),
+        };
+        format!("fn:{function}:{who}")
+    }
+}
+
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Takes one token from bucket `key`, or fails with [`ForgeError::RateLimited`].
 pub(crate) async fn take(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<(), ForgeError> {

@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 use tracing::Instrument;
 
 use super::cache::QueryCache;
+use super::rate_limit::RateLimit;
 use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;
 
@@ -46,32 +47,6 @@ pub enum Access {
     Authenticated,
     /// A caller with at least one of these roles (`require_role("admin")`).
     AnyRole(&'static [&'static str]),
-}
-
-/// What a rate limit counts by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RateLimitKey {
-    /// Each caller (user or API key); anonymous callers by IP address.
-    User,
-    /// Each API key; other callers by user, then IP address.
-    ApiKey,
-    /// Each client IP address.
-    Ip,
-    /// All callers together.
-    Global,
-}
-
-/// A token bucket: `requests` calls per `per`, refilled continuously.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct RateLimit {
-    /// The bucket's size: calls allowed in a burst, and per `per`.
-    pub requests: u32,
-    /// The period over which `requests` calls are allowed.
-    #[serde(rename = "per_ms", serialize_with = "millis")]
-    pub per: Duration,
-    /// What the bucket is kept per.
-    pub key: RateLimitKey,
 }
 
 /// A function as clients and tools see it.
@@ -168,8 +143,7 @@ impl FunctionRegistry {
         };
         authorize(info, &parts.auth)?;
         if let Some(limit) = &info.rate_limit {
-            let key = bucket_key(info.name, limit, &parts);
-            super::rate_limit::take(&parts.pool, &key, limit).await?;
+            super::rate_limit::take(&parts.pool, &limit.bucket(info.name, &parts), limit).await?;
         }
         let cache_key = info.cache.map(|_| QueryCache::key(info.name, &parts.auth, &args));
         if let Some(key) = &cache_key
@@ -220,17 +194,6 @@ fn authorize(info: &FunctionInfo, auth: &Auth) -> Result<(), ForgeError> {
             roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(" or ")
         ))),
     }
-}
-
-/// The rate-limit bucket a call draws from.
-fn bucket_key(function: &str, limit: &RateLimit, parts: &CallParts) -> String {
-    let ip = || parts.client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
-    let who = match limit.key {
-        RateLimitKey::Global => "global".to_owned(),
-        RateLimitKey::Ip => ip(),
-        RateLimitKey::User | RateLimitKey::ApiKey => parts.auth.subject().unwrap_or_else(ip),
-    };
-    format!("fn:{function}:{who}")
 }
 
 /// Deserialises arguments, naming the path of the first bad field.

@@ -47,7 +47,7 @@ where
 {
     Box::pin(async move {
         let args: A = parse_args(args)?;
-        reply(in_transaction(parts, |ctx| f(ctx, args)).await?)
+        reply(MutationContext::run(parts, |ctx| f(ctx, args)).await?)
     })
 }
 
@@ -68,30 +68,4 @@ where
         let args: A = parse_args(args)?;
         reply(f(ActionContext::new(parts), args).await?)
     })
-}
-
-/// Runs `f` with a [`MutationContext`] whose transaction commits if `f` returns `Ok` and rolls
-/// back otherwise.
-pub(crate) async fn in_transaction<O, F, Fut>(parts: CallParts, f: F) -> Result<O, ForgeError>
-where
-    F: FnOnce(MutationContext) -> Fut,
-    Fut: Future<Output = Result<O, ForgeError>>,
-{
-    let tx = parts.pool.begin().await?;
-    let ctx = MutationContext::new(tx, parts);
-    let result = f(ctx.clone()).await;
-    let tx = ctx.take().await;
-    match (result, tx) {
-        (Ok(out), Some(tx)) => {
-            tx.commit().await?;
-            Ok(out)
-        }
-        (Ok(out), None) => Ok(out),
-        (Err(e), tx) => {
-            if let Some(tx) = tx {
-                let _ = tx.rollback().await;
-            }
-            Err(e)
-        }
-    }
 }

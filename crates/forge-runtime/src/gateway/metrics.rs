@@ -16,19 +16,14 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-
-use super::routes::GatewayState;
-use crate::functions::ForgeError;
-use crate::observability::{DURATION_BUCKETS, sample_queue_depth};
+use crate::functions::{ForgeError, FunctionRegistry};
+use crate::observability::{DURATION_BUCKETS, Metrics};
 
 /// The content type of the text format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn record_request(state: &GatewayState, method: &str, route: &str, status: u16, elapsed: Duration) {
-    let m = state.metrics();
+/// Counts an answered request.
+pub(crate) fn record_request(m: &Metrics, method: &str, route: &str, status: u16, elapsed: Duration) {
     let status = status.to_string();
     m.count(
         "forge_http_requests_total",
@@ -45,15 +40,16 @@ pub(crate) fn record_request(state: &GatewayState, method: &str, route: &str, st
     );
 }
 
+/// Counts a function call.
 pub(crate) fn record_call(
-    state: &GatewayState,
+    m: &Metrics,
+    functions: &FunctionRegistry,
     function: &str,
     result: &Result<serde_json::Value, ForgeError>,
     elapsed: Duration,
 ) {
-    let m = state.metrics();
     // Only registered names become labels: callers cannot grow the series without bound.
-    let function = if state.functions().get(function).is_some() { function } else { "unknown" };
+    let function = if functions.get(function).is_some() { function } else { "unknown" };
     let status = match result {
         Ok(_) => "200".to_owned(),
         Err(e) => e.status().as_u16().to_string(),
@@ -71,16 +67,4 @@ pub(crate) fn record_call(
         &[("function", function)],
         elapsed.as_secs_f64(),
     );
-}
-
-/// `GET /metrics`: the gauges are read afresh, then everything is rendered.
-pub(crate) async fn serve(State(state): State<GatewayState>) -> Response {
-    let telemetry = state.telemetry();
-    telemetry.sample_gauges(state.pool());
-    if let Err(e) = sample_queue_depth(telemetry.metrics(), state.pool()).await {
-        tracing::warn!(error = %e, "/metrics could not count jobs");
-    }
-    let mut response = (StatusCode::OK, telemetry.metrics().render()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
-    response
 }

@@ -23,8 +23,10 @@ mod request;
 mod routes;
 mod rpc;
 mod sql;
+mod state;
 
 pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
 pub use auth::{AuthError, Authenticator};
 pub use problem::{PROBLEM_JSON, Problem};
-pub use routes::{GatewayState, router, router_with};
+pub use routes::{router, router_with};
+pub use state::GatewayState;

@@ -18,7 +18,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::metrics;
-use super::routes::GatewayState;
+use super::state::GatewayState;
 use crate::observability::{TraceId, TraceParent};
 
 /// What the middleware learnt about a request, for the handlers.
@@ -70,7 +70,7 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::record_request(&state, method.as_str(), &route, status, elapsed);
+    metrics::record_request(state.metrics(), method.as_str(), &route, status, elapsed);
     // Inside the request's span: the line carries its node and trace.
     span.in_scope(|| {
         tracing::info!(

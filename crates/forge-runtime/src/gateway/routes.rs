@@ -1,6 +1,5 @@
-//! The router, its shared state and its probes.
+//! The router, its layers and its probes (`/health`, `/ready`, `/metrics`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -8,121 +7,17 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use forge_core::ForgeConfig;
-use sqlx::PgPool;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
-use super::auth::Authenticator;
 use super::problem::Problem;
+use super::state::GatewayState;
 use super::{metrics, request, rpc};
-
-use crate::db::{Migrator, read_only_pool, sql};
-use crate::functions::{CallParts, ForgeError, FunctionRegistry};
-use crate::jobs::Notifier;
-use crate::observability::{Metrics, Telemetry};
+use crate::db::sql;
+use crate::observability::sample_queue_depth;
 
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What the gateway's handlers share.
-#[derive(Clone, Debug)]
-pub struct GatewayState {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    pool: PgPool,
-    read_pool: PgPool,
-    migrator: Migrator,
-    functions: FunctionRegistry,
-    auth: Authenticator,
-    telemetry: Arc<Telemetry>,
-    notifier: Option<Notifier>,
-    body_limit: usize,
-    timeout: Duration,
-    cors_origins: Vec<String>,
-}
-
-impl GatewayState {
-    /// State over `pool` with the default configuration, `migrator` naming the migrations
-    /// `/ready` expects, serving every registered function.
-    pub fn new(pool: PgPool, migrator: Migrator) -> Self {
-        Self::with_config(pool, migrator, &ForgeConfig::default())
-    }
-
-    /// State over `pool` with `[gateway]` and `[auth]` from `config`.
-    pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
-        let read_pool = read_only_pool(&pool);
-        let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
-        Self::assemble(pool, read_pool, migrator, config, None, telemetry)
-    }
-
-    pub(crate) fn assemble(
-        pool: PgPool,
-        read_pool: PgPool,
-        migrator: Migrator,
-        config: &ForgeConfig,
-        notifier: Option<Notifier>,
-        telemetry: Arc<Telemetry>,
-    ) -> Self {
-        let gw = &config.gateway;
-        Self {
-            inner: Arc::new(Inner {
-                read_pool,
-                auth: Authenticator::new(&config.auth, pool.clone()),
-                pool,
-                migrator,
-                functions: FunctionRegistry::collect(),
-                telemetry,
-                notifier,
-                body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
-                timeout: gw.request_timeout.as_std(),
-                cors_origins: gw.cors_origins.clone(),
-            }),
-        }
-    }
-
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.inner.pool
-    }
-
-    pub(crate) fn functions(&self) -> &FunctionRegistry {
-        &self.inner.functions
-    }
-
-    pub(crate) fn authenticator(&self) -> &Authenticator {
-        &self.inner.auth
-    }
-
-    pub(crate) fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
-    }
-
-    /// The node's metrics, as `/metrics` shows them.
-    pub fn metrics(&self) -> &Metrics {
-        self.inner.telemetry.metrics()
-    }
-
-    /// A call's parts, before the caller is known.
-    pub(crate) fn call_parts(&self) -> CallParts {
-        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone()).with_notifier(self.inner.notifier.clone())
-    }
-
-    /// Runs a function and counts it in the metrics.
-    pub(crate) async fn call(
-        &self,
-        function: &str,
-        parts: CallParts,
-        args: serde_json::Value,
-    ) -> Result<serde_json::Value, ForgeError> {
-        let started = std::time::Instant::now();
-        let result = self.inner.functions.call(function, parts, args).await;
-        metrics::record_call(self, function, &result, started.elapsed());
-        result
-    }
-}
 
 /// The gateway's router: `/health`, `/ready`, `/rpc`, `/rpc/{function}` and `/metrics`, with
 /// request ids, trace context, access logs, the body limit (413), the request timeout (408)
@@ -134,20 +29,20 @@ pub fn router(state: GatewayState) -> Router {
 /// [`router`] with `extra` routes (the dashboard's) served beside the gateway's, under the same
 /// layers.
 pub fn router_with(state: GatewayState, extra: Router) -> Router {
-    let inner = &state.inner;
+    let settings = state.http_settings().clone();
     let gateway: Router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics::serve))
+        .route("/metrics", get(serve_metrics))
         .route("/rpc", post(rpc::call_jsonrpc))
         .route("/rpc/{function}", post(rpc::call_rest))
         .with_state(state.clone());
     let mut router = gateway
         .merge(extra)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(inner.body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, inner.timeout));
-    if let Some(cors) = cors_layer(&inner.cors_origins) {
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout));
+    if let Some(cors) = cors_layer(&settings.cors_origins) {
         router = router.layer(cors);
     }
     router.layer(middleware::from_fn_with_state(state, request::observe))
@@ -188,6 +83,18 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: the gauges are read afresh, then everything is rendered.
+async fn serve_metrics(State(state): State<GatewayState>) -> Response {
+    let telemetry = state.telemetry();
+    telemetry.sample_gauges(state.pool());
+    if let Err(e) = sample_queue_depth(telemetry.metrics(), state.pool()).await {
+        tracing::warn!(error = %e, "/metrics could not count jobs");
+    }
+    let mut response = (StatusCode::OK, telemetry.metrics().render()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::TEXT_FORMAT));
+    response
+}
+
 async fn ready(State(state): State<GatewayState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, not_ready_reason(&state)).await {
         Ok(None) => Json(serde_json::json!({ "status": "ready" })).into_response(),
@@ -197,11 +104,11 @@ async fn ready(State(state): State<GatewayState>) -> Response {
 }
 
 async fn not_ready_reason(state: &GatewayState) -> Option<String> {
-    let pool = &state.inner.pool;
+    let pool = state.pool();
     if let Err(e) = sqlx::query(sql::PING).execute(pool).await {
         return Some(format!("database unreachable: {e}"));
     }
-    match state.inner.migrator.pending_reason(pool).await {
+    match state.migrator().pending_reason(pool).await {
         Ok(reason) => reason,
         Err(e) => Some(format!("cannot read the migration ledger: {e}")),
     }

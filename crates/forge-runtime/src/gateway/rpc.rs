@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::auth::AuthError;
 use super::problem::Problem;
 use super::request::RequestMeta;
-use super::routes::GatewayState;
+use super::state::GatewayState;
 use crate::functions::{CallParts, ForgeError};
 
 /// Most calls in one batch.

@@ -87,6 +87,13 @@ pub trait Job: Sized + Send + Sync + 'static {
     }
 }
 
+impl NewJob {
+    /// The row for a job of kind `J` with `args` and `options`.
+    pub fn of<J: Job>(args: &J::Args, options: &DispatchOptions) -> Result<Self, JobsError> {
+        Self::for_kind(J::NAME, J::options(), serde_json::to_value(args)?, options)
+    }
+}
+
 /// A handler with its types erased: JSON in, JSON out.
 pub type ErasedHandler = fn(JobContext, serde_json::Value) -> BoxFuture<Result<serde_json::Value, JobError>>;
 

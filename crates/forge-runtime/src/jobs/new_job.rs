@@ -7,7 +7,6 @@ use forge_core::jobs::{JobOptions, Priority, UniqueBy};
 use sha2::{Digest, Sha256};
 
 use super::error::JobsError;
-use super::job::Job;
 
 /// Per-dispatch options; each unset one takes the kind's default.
 #[derive(Clone, Debug, Default)]
@@ -97,10 +96,14 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    /// The row for a job of kind `J` with `args` and `options`.
-    pub fn of<J: Job>(args: &J::Args, options: &DispatchOptions) -> Result<Self, JobsError> {
-        let defaults = J::options();
-        let args = serde_json::to_value(args)?;
+    /// The row for a job of kind `kind` (whose defaults are `defaults`) with `args` and
+    /// `options`; [`NewJob::of`] for a typed kind.
+    pub(crate) fn for_kind(
+        kind: &'static str,
+        defaults: JobOptions,
+        args: serde_json::Value,
+        options: &DispatchOptions,
+    ) -> Result<Self, JobsError> {
         let max_attempts = options.max_attempts.unwrap_or(defaults.max_attempts);
         let max_attempts = i32::try_from(max_attempts)
             .ok()
@@ -114,7 +117,7 @@ impl NewJob {
                 let base = match (unique.by, key) {
                     (_, Some(key)) => key.clone(),
                     (UniqueBy::Args, None) => args_digest(&args),
-                    (UniqueBy::Key, None) => return Err(JobsError::MissingUniqueKey { kind: J::NAME }),
+                    (UniqueBy::Key, None) => return Err(JobsError::MissingUniqueKey { kind }),
                 };
                 match unique.period {
                     Some(period) if period.as_secs() > 0 => {
@@ -128,7 +131,7 @@ impl NewJob {
             (None, None) => (None, false),
         };
         Ok(Self {
-            kind: J::NAME.to_owned(),
+            kind: kind.to_owned(),
             queue: options.queue.clone().unwrap_or_else(|| defaults.queue.to_owned()),
             args,
             priority: options.priority.unwrap_or(defaults.priority).as_i16(),

@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 use forge_core::jobs::{FailureKind, JobId, JobRecord, JobState};
 use sqlx::PgPool;
 
-use super::query::SpanNode;
-use super::trace_context::{SpanId, TraceId, TraceParent, trace_of_job};
-use super::{DISPATCH_SPAN, JOB_ATTEMPT_SPAN, sql};
+use super::span_tree::SpanNode;
+use super::sql;
+use super::trace_context::{DISPATCH_SPAN, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent, trace_of_job};
 
 /// Id ranges named by the trace's `forge.dispatch` spans, plus the trace's own job and `extra`.
 fn job_ranges(trace_id: TraceId, stored: &[SpanNode], extra: &[JobId]) -> (Vec<i64>, Vec<i64>) {

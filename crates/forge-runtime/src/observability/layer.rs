@@ -25,7 +25,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use super::logs::{LogRecord, level_name};
 use super::telemetry;
-use super::trace_context::{SpanContext, SpanId, TraceId, task_context};
+use super::trace_context::{JOB_ATTEMPT_SPAN, SpanContext, SpanId, TraceId, task_context};
 use super::traces::SpanRecord;
 
 /// Targets never stored: the database driver (writing its statements would log more
@@ -67,7 +67,7 @@ impl StoreFilter {
 }
 
 /// The name of the printed-only span around a job attempt.
-pub(crate) const JOB_SPAN: &str = super::JOB_ATTEMPT_SPAN;
+pub(crate) const JOB_SPAN: &str = JOB_ATTEMPT_SPAN;
 
 impl<S: Subscriber> Filter<S> for StoreFilter {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {

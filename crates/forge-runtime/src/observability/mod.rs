@@ -17,36 +17,34 @@
 
 mod attempts;
 mod buffer;
+mod dispatch_span;
 mod layer;
 mod logs;
 mod metrics;
 mod query;
 mod recorder;
 mod retention;
+mod span_tree;
 mod sql;
 mod system;
 mod telemetry;
 mod trace_context;
 mod traces;
 
+pub(crate) use dispatch_span::DispatchSpan;
 pub(crate) use layer::JOB_SPAN;
 pub use layer::{StoreFilter, TelemetryLayer};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
-pub use query::{
-    LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, SpanNode, Trace, job_trace, trace,
-};
+pub use query::{LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, job_trace, trace};
 pub use recorder::ForgeRecorder;
 pub(crate) use retention::run as retention_duty;
 pub use retention::{Pruned, enforce_retention};
-pub(crate) use telemetry::{FlushSettings, current_metrics, sample_queue_depth, spawn_flusher};
+pub use span_tree::{SpanNode, Trace};
+pub(crate) use telemetry::{FlushSettings, sample_queue_depth, spawn_flusher};
 pub use telemetry::{Probes, Telemetry, queue_depths};
-pub use trace_context::{InvalidId, SpanId, TraceId, TraceParent, current_traceparent, trace_of_job};
-pub(crate) use trace_context::{SpanContext, in_task_context};
-pub(crate) use traces::DispatchSpan;
+pub use trace_context::{
+    DISPATCH_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent, current_traceparent, trace_of_job,
+};
+pub(crate) use trace_context::{SpanContext, current_metrics, in_task_context};
 pub use traces::SpanRecord;
-
-/// The span of a job attempt (rebuilt from the job's row by [`trace`]).
-pub const JOB_ATTEMPT_SPAN: &str = "forge.job";
-/// The span in which jobs are inserted (stored; it names the jobs).
-pub const DISPATCH_SPAN: &str = "forge.dispatch";

@@ -15,7 +15,6 @@ use super::buffer::Buffer;
 use super::logs::{self, LogRecord};
 use super::metrics::{Labels, Sample, SampleKind};
 use super::system::SystemSampler;
-use super::trace_context::current_context;
 use super::traces::{self, SpanRecord};
 use super::{Metrics, sql};
 
@@ -228,11 +227,6 @@ pub(crate) async fn sample_queue_depth(metrics: &Metrics, pool: &PgPool) -> Resu
         );
     }
     Ok(())
-}
-
-/// The metrics of the node the current span belongs to (or the process's oldest node).
-pub(crate) fn current_metrics() -> Option<Metrics> {
-    current_context().and_then(|c| c.node).or_else(default_node).map(|t| t.metrics.clone())
 }
 
 /// How often the flusher works.

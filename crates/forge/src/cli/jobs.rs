@@ -6,7 +6,7 @@ use forge::jobs::{self, CancelOutcome, JobFilter, JobId, JobState, JobsError, Ne
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{db_error, done, print_json};
+use super::output::{db_error, done, print_json};
 
 /// `forge jobs …`.
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use forge::ForgeConfig;
 use forge::db::{Database, Migrator};
 use serde_json::json;
 
-use super::done;
+use super::output::done;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum MigrateAction {

@@ -20,6 +20,7 @@ mod jobs;
 mod keys;
 mod migrate;
 mod new;
+mod output;
 mod run;
 mod status;
 
@@ -30,7 +31,6 @@ use clap::{Parser, Subcommand};
 use forge::ForgeConfig;
 use forge::db::{Database, Migrator};
 use forge::gateway::ApiKeys;
-use serde_json::Value;
 
 /// Forge: a job platform in which PostgreSQL is the only infrastructure.
 #[derive(Debug, Parser)]
@@ -181,22 +181,4 @@ where
 fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
-}
-
-pub(crate) fn done(json: bool, value: Value, message: &str) -> Result<(), String> {
-    if json {
-        print_json(&value)
-    } else {
-        println!("{message}");
-        Ok(())
-    }
-}
-
-pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
-    println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
-    Ok(())
-}
-
-pub(crate) fn db_error(e: sqlx::Error) -> String {
-    format!("database error: {e}")
 }

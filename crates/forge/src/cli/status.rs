@@ -6,7 +6,7 @@ use forge::jobs;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{db_error, print_json};
+use super::output::{db_error, print_json};
 
 /// `forge status`: nodes and the leader, queue depths, failures in the last hour.
 pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {

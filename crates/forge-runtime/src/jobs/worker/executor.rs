@@ -17,8 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::{self, Ended};
-use super::producer::ClaimedJob;
-use super::{Shared, StopReason};
+use super::shared::{ClaimedJob, Shared, StopReason};
 use crate::jobs::completer::{self, Outcome};
 use crate::jobs::context::{Claimed, JobContext};
 use crate::jobs::notifier::Notifier;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Shared, StopReason};
+use super::shared::{Shared, StopReason};
 use crate::jobs::sql;
 
 /// A lease still held: the attempt holding it, and whether its cancellation was requested.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, StopReason};
+use super::shared::{Shared, StopReason};
 use crate::jobs::sql;
 
 pub(super) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {

@@ -10,95 +10,33 @@
 //!   whose lease was lost or whose cancellation was requested;
 //! - [`listener`]: turns NOTIFYs into wake-ups (new work) and cancellations.
 //!
-//! Outcomes go to the [`Completer`], which writes them in batches. Running attempts are kept
-//! in [`Shared::running`], the one table the parts share.
+//! Outcomes go to the completer, which writes them in batches. Running attempts are kept in
+//! `shared.rs`'s table, the one the parts share.
 
 mod executor;
 mod heartbeat;
 mod listener;
 pub(crate) mod outcome;
 mod producer;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use executor::panic_message;
+pub(crate) use shared::WorkerSettings;
 #[cfg(feature = "testing")]
-pub(crate) use {executor::Attempt, producer::ClaimedJob};
+pub(crate) use {executor::Attempt, shared::ClaimedJob};
 
+use self::shared::{Shared, StopReason};
 use super::completer::Completer;
 use super::job::JobRegistry;
 use super::notifier::Notifier;
 use crate::observability::Telemetry;
-
-/// What a worker needs to know.
-#[derive(Clone, Debug)]
-pub(crate) struct WorkerSettings {
-    pub(crate) node_id: String,
-    pub(crate) queues: Vec<(String, usize)>,
-    pub(crate) capabilities: Vec<String>,
-    pub(crate) poll_interval: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) shutdown_timeout: Duration,
-    /// Whether to LISTEN for wake-ups and cancellations (else poll only).
-    pub(crate) listen: bool,
-}
-
-/// Why a running attempt was stopped from outside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    Cancelled,
-    LeaseLost,
-    Released,
-}
-
-/// An attempt running on this node.
-#[derive(Debug)]
-struct Running {
-    attempt: i32,
-    token: CancellationToken,
-    reason: Option<StopReason>,
-}
-
-/// What the worker's parts share.
-#[derive(Debug)]
-struct Shared {
-    pool: sqlx::PgPool,
-    registry: JobRegistry,
-    notifier: Notifier,
-    completer: Completer,
-    telemetry: Arc<Telemetry>,
-    settings: WorkerSettings,
-    /// The attempts running on this node, by job id.
-    running: Mutex<HashMap<i64, Running>>,
-    /// One per queue: wakes its producer.
-    wakers: HashMap<String, Arc<Notify>>,
-}
-
-impl Shared {
-    fn stop(&self, id: i64, reason: StopReason) {
-        if let Ok(mut running) = self.running.lock()
-            && let Some(r) = running.get_mut(&id)
-        {
-            r.reason.get_or_insert(reason);
-            r.token.cancel();
-        }
-    }
-
-    fn stop_all(&self, reason: StopReason) {
-        if let Ok(mut running) = self.running.lock() {
-            for r in running.values_mut() {
-                r.reason.get_or_insert(reason);
-                r.token.cancel();
-            }
-        }
-    }
-}
 
 /// A running worker. [`Worker::stop`] drains it.
 #[derive(Debug)]

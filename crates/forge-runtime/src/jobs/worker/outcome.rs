@@ -16,8 +16,7 @@
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{AttemptError, Backoff, FailureKind, JobError, JobId, JobState};
 
-use super::StopReason;
-use super::producer::ClaimedJob;
+use super::shared::{ClaimedJob, StopReason};
 use crate::jobs::completer::Outcome;
 
 /// How an attempt ended, before it becomes a row update. `T` is the handler's output.

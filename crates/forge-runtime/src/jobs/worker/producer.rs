@@ -4,30 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Running, Shared, executor};
+use super::executor;
+use super::shared::{ClaimedJob, Running, Shared};
 use crate::jobs::sql;
 use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
 
 /// How long a busy producer waits for more free slots before claiming.
 const GATHER: Duration = Duration::from_millis(1);
-
-/// A claimed row: what an attempt starts from.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct ClaimedJob {
-    pub(crate) id: i64,
-    pub(crate) kind: String,
-    pub(crate) args: serde_json::Value,
-    pub(crate) attempt: i32,
-    pub(crate) max_attempts: i32,
-    pub(crate) queue: String,
-    pub(crate) run_at: DateTime<Utc>,
-    pub(crate) metadata: serde_json::Value,
-}
 
 pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(concurrency));

@@ -1,25 +1,19 @@
-//! Trace context, in one place: [`TraceId`] and [`SpanId`], the W3C [`TraceParent`] that carries
-//! them across processes (HTTP headers, a job's `metadata.traceparent`), and the context a span
-//! or a job attempt passes on to what runs inside it ([`SpanContext`], kept in the span's
-//! extensions or, for a job attempt, in a task-local).
-//!
-//! The gateway reads an incoming `traceparent` with [`TraceParent::parse`]; a dispatch writes the
-//! jobs' `traceparent` from the current context; the worker continues it for each attempt
-//! ([`SpanContext::for_attempt`]). A job dispatched outside any trace runs in a trace of its own,
-//! [`TraceId::of_job`], from which [`TraceId::job`] gets the job back: that is how the dashboard
-//! finds a job's attempts from its trace.
+//! Trace and span ids ([`TraceId`], [`SpanId`]) and the W3C [`TraceParent`] that carries them.
 //!
 //! New ids cost no system call: a per-process random seed stepped through an odd multiplier (a
 //! bijection on 64 bits), so ids never repeat within a process and look random across processes.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use forge_core::jobs::JobId;
 
-use super::telemetry::Telemetry;
+/// The span of a job attempt (rebuilt from the job's row by `observability::trace`).
+pub const JOB_ATTEMPT_SPAN: &str = "forge.job";
+/// The span in which jobs are inserted (stored; it names the jobs).
+pub const DISPATCH_SPAN: &str = "forge.dispatch";
 
 /// A W3C trace id: 128 bits, never zero, written as 32 lowercase hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,93 +212,6 @@ impl fmt::Display for TraceParent {
     }
 }
 
-/// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
-pub fn trace_of_job(id: JobId, metadata: &serde_json::Value) -> TraceId {
-    TraceParent::of_job_metadata(metadata).map_or_else(|| TraceId::of_job(id), |p| p.trace_id)
-}
-
-/// What a span passes on to the spans and events inside it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SpanContext {
-    /// The node whose buffers its records go to.
-    pub(crate) node: Option<Arc<Telemetry>>,
-    /// The trace, if it is in one.
-    pub(crate) trace_id: Option<TraceId>,
-    /// The span itself.
-    pub(crate) span_id: Option<SpanId>,
-    /// The span it runs in.
-    pub(crate) parent_span_id: Option<SpanId>,
-    pub(crate) job_id: Option<i64>,
-    pub(crate) cron: Option<String>,
-    pub(crate) function: Option<String>,
-}
-
-impl SpanContext {
-    /// The context of attempt `attempt` of job `id` run by `node`: it continues the trace of
-    /// whatever dispatched the job (its `traceparent`), or the job's own.
-    pub(crate) fn for_attempt(
-        node: Arc<Telemetry>,
-        id: JobId,
-        attempt: i32,
-        metadata: &serde_json::Value,
-    ) -> SpanContext {
-        let parent = TraceParent::of_job_metadata(metadata);
-        SpanContext {
-            node: Some(node),
-            trace_id: Some(parent.map_or_else(|| TraceId::of_job(id), |p| p.trace_id)),
-            span_id: Some(SpanId::of_attempt(id, attempt)),
-            parent_span_id: parent.map(|p| p.parent_id),
-            job_id: Some(id.0),
-            cron: metadata.get("cron").and_then(|v| v.as_str()).map(str::to_owned),
-            function: None,
-        }
-    }
-
-    /// The `traceparent` naming this span as the parent.
-    pub(crate) fn traceparent(&self) -> Option<TraceParent> {
-        Some(TraceParent { trace_id: self.trace_id?, parent_id: self.span_id? })
-    }
-}
-
-tokio::task_local! {
-    /// The job attempt the current task runs: the context of records outside any stored span.
-    /// Cheaper than a stored span per attempt, which at thousands of jobs a second costs more
-    /// than the jobs themselves (see `forge-bench observability`).
-    static TASK_CONTEXT: SpanContext;
-}
-
-/// The context of the job attempt the current task runs, if any.
-pub(crate) fn task_context() -> Option<SpanContext> {
-    TASK_CONTEXT.try_with(SpanContext::clone).ok()
-}
-
-/// Runs `future` as a job attempt with `context`.
-pub(crate) fn in_task_context<F: std::future::Future>(
-    context: SpanContext,
-    future: F,
-) -> impl std::future::Future<Output = F::Output> {
-    TASK_CONTEXT.scope(context, future)
-}
-
-/// The trace context of the current span (or job attempt), if it is inside a trace.
-pub(crate) fn current_context() -> Option<SpanContext> {
-    use tracing_subscriber::registry::{LookupSpan, Registry};
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
-        })
-        .flatten()
-        .or_else(task_context)
-}
-
-/// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
-/// dispatches).
-pub fn current_traceparent() -> Option<TraceParent> {
-    current_context().and_then(|c| c.traceparent())
-}
-
 /// Whether `text` is exactly `n` hex digits (`from_str_radix` alone would take a sign).
 fn hex_digits(text: &str, n: usize) -> bool {
     text.len() == n && text.bytes().all(|b| b.is_ascii_hexdigit())
@@ -347,15 +254,12 @@ mod tests {
     }
 
     #[test]
-    fn a_jobs_trace_is_its_dispatchers_or_its_own() {
+    fn a_jobs_own_trace_names_it() {
         let own = TraceId::of_job(JobId(42));
         assert_eq!(own.to_string().len(), 32);
         assert_eq!(own.job(), Some(JobId(42)));
         assert!(TraceId::of_job(JobId(9)) < TraceId::of_job(JobId(10)), "ids grow with the job id");
         assert_ne!(own, TraceId::of_job(JobId(43)));
-        assert_eq!(trace_of_job(JobId(42), &serde_json::json!({})), own);
-        let metadata = serde_json::json!({ "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" });
-        assert_eq!(trace_of_job(JobId(42), &metadata).to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!("4bf92f3577b34da6a3ce929d0e0e4736".parse::<TraceId>().ok().and_then(TraceId::job), None);
     }
 

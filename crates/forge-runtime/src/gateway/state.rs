@@ -1,0 +1,125 @@
+//! [`GatewayState`]: what the gateway's handlers share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forge_core::ForgeConfig;
+use sqlx::PgPool;
+
+use super::auth::Authenticator;
+use super::metrics;
+use crate::db::{Migrator, read_only_pool};
+use crate::functions::{CallParts, ForgeError, FunctionRegistry};
+use crate::jobs::Notifier;
+use crate::observability::{Metrics, Telemetry};
+
+/// What the gateway's handlers share.
+#[derive(Clone, Debug)]
+pub struct GatewayState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    read_pool: PgPool,
+    migrator: Migrator,
+    functions: FunctionRegistry,
+    auth: Authenticator,
+    telemetry: Arc<Telemetry>,
+    notifier: Option<Notifier>,
+    http: HttpSettings,
+}
+
+/// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`.
+#[derive(Clone, Debug)]
+pub(super) struct HttpSettings {
+    pub(super) body_limit: usize,
+    pub(super) timeout: Duration,
+    pub(super) cors_origins: Vec<String>,
+}
+
+impl GatewayState {
+    /// State over `pool` with the default configuration, `migrator` naming the migrations
+    /// `/ready` expects, serving every registered function.
+    pub fn new(pool: PgPool, migrator: Migrator) -> Self {
+        Self::with_config(pool, migrator, &ForgeConfig::default())
+    }
+
+    /// State over `pool` with `[gateway]` and `[auth]` from `config`.
+    pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
+        let read_pool = read_only_pool(&pool);
+        let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
+        Self::assemble(pool, read_pool, migrator, config, None, telemetry)
+    }
+
+    pub(crate) fn assemble(
+        pool: PgPool,
+        read_pool: PgPool,
+        migrator: Migrator,
+        config: &ForgeConfig,
+        notifier: Option<Notifier>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let gw = &config.gateway;
+        Self {
+            inner: Arc::new(Inner {
+                read_pool,
+                auth: Authenticator::new(&config.auth, pool.clone()),
+                pool,
+                migrator,
+                functions: FunctionRegistry::collect(),
+                telemetry,
+                notifier,
+                http: HttpSettings {
+                    body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
+                    timeout: gw.request_timeout.as_std(),
+                    cors_origins: gw.cors_origins.clone(),
+                },
+            }),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(super) fn migrator(&self) -> &Migrator {
+        &self.inner.migrator
+    }
+
+    pub(super) fn http_settings(&self) -> &HttpSettings {
+        &self.inner.http
+    }
+
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// The node's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> &Metrics {
+        self.inner.telemetry.metrics()
+    }
+
+    /// A call's parts, before the caller is known.
+    pub(crate) fn call_parts(&self) -> CallParts {
+        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone()).with_notifier(self.inner.notifier.clone())
+    }
+
+    /// Runs a function and counts it in the metrics.
+    pub(crate) async fn call(
+        &self,
+        function: &str,
+        parts: CallParts,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.functions.call(function, parts, args).await;
+        metrics::record_call(self.metrics(), &self.inner.functions, function, &result, started.elapsed());
+        result
+    }
+}

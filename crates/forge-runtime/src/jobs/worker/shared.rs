@@ -1,0 +1,92 @@
+//! What the worker's parts share: its settings, the table of running attempts, and the claimed
+//! row an attempt starts from.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::completer::Completer;
+use crate::jobs::job::JobRegistry;
+use crate::jobs::notifier::Notifier;
+use crate::observability::Telemetry;
+
+/// What a worker needs to know.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerSettings {
+    pub(crate) node_id: String,
+    pub(crate) queues: Vec<(String, usize)>,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    /// Whether to LISTEN for wake-ups and cancellations (else poll only).
+    pub(crate) listen: bool,
+}
+
+/// Why a running attempt was stopped from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Cancelled,
+    LeaseLost,
+    Released,
+}
+
+/// An attempt running on this node.
+#[derive(Debug)]
+pub(super) struct Running {
+    pub(super) attempt: i32,
+    pub(super) token: CancellationToken,
+    pub(super) reason: Option<StopReason>,
+}
+
+/// What the worker's parts share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) pool: sqlx::PgPool,
+    pub(super) registry: JobRegistry,
+    pub(super) notifier: Notifier,
+    pub(super) completer: Completer,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) settings: WorkerSettings,
+    /// The attempts running on this node, by job id.
+    pub(super) running: Mutex<HashMap<i64, Running>>,
+    /// One per queue: wakes its producer.
+    pub(super) wakers: HashMap<String, Arc<Notify>>,
+}
+
+impl Shared {
+    pub(super) fn stop(&self, id: i64, reason: StopReason) {
+        if let Ok(mut running) = self.running.lock()
+            && let Some(r) = running.get_mut(&id)
+        {
+            r.reason.get_or_insert(reason);
+            r.token.cancel();
+        }
+    }
+
+    pub(super) fn stop_all(&self, reason: StopReason) {
+        if let Ok(mut running) = self.running.lock() {
+            for r in running.values_mut() {
+                r.reason.get_or_insert(reason);
+                r.token.cancel();
+            }
+        }
+    }
+}
+
+/// A claimed row: what an attempt starts from.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ClaimedJob {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    pub(crate) args: serde_json::Value,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) queue: String,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) metadata: serde_json::Value,
+}

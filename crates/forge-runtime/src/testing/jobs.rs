@@ -1,0 +1,178 @@
+//! `forge::testing`'s job helpers: [`TestDatabase::assert_enqueued`],
+//! [`TestDatabase::perform_job`] (through the worker's own executor and outcome policy) and
+//! [`TestDatabase::drain_queue`] (the real worker).
+
+use std::time::Duration;
+
+use super::TestDatabase;
+use crate::jobs::completer;
+use crate::jobs::worker::outcome;
+use crate::jobs::worker::{Attempt, ClaimedJob, Worker, WorkerSettings};
+use crate::jobs::{Job, JobError, JobRegistry, JobState, Notifier};
+
+/// How [`TestDatabase::drain_queue`] left the jobs it ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Jobs that completed.
+    pub completed: u64,
+    /// Jobs that failed and wait for a retry.
+    pub retryable: u64,
+    /// Jobs that were discarded.
+    pub discarded: u64,
+    /// Jobs that were cancelled.
+    pub cancelled: u64,
+}
+
+impl TestDatabase {
+    /// Panics unless a live job (scheduled, available, running or retryable) of kind `J` exists
+    /// whose arguments contain `args` (JSON containment: `{}` matches any).
+    pub async fn assert_enqueued<J: Job>(&self, args: serde_json::Value) {
+        let found = self.enqueued::<J>(&args).await;
+        assert!(found > 0, "expected a live {} job with args containing {args}; found none", J::NAME);
+    }
+
+    /// Panics if a live job of kind `J` exists whose arguments contain `args`.
+    pub async fn refute_enqueued<J: Job>(&self, args: serde_json::Value) {
+        let found = self.enqueued::<J>(&args).await;
+        assert!(found == 0, "expected no live {} job with args containing {args}; found {found}", J::NAME);
+    }
+
+    async fn enqueued<J: Job>(&self, args: &serde_json::Value) -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from forge_jobs where kind = $1 and args @> $2 \
+             and state in ('scheduled', 'available', 'running', 'retryable')",
+        )
+        .bind(J::NAME)
+        .bind(args)
+        .fetch_one(self.pool())
+        .await
+        .unwrap_or_else(|e| panic!("cannot look for {} jobs: {e}", J::NAME))
+    }
+
+    /// Runs `J`'s handler once, in this process, as attempt 1 of a job row inserted for it: see
+    /// [`TestDatabase::perform_attempt`].
+    pub async fn perform_job<J: Job>(&self, args: J::Args) -> std::result::Result<J::Output, JobError> {
+        self.perform_attempt::<J>(args, 1).await
+    }
+
+    /// Runs `J`'s handler once, in this process, as attempt `attempt` of a job row inserted for
+    /// it (so `ctx.is_last_attempt()` paths can be tested), through the worker's own executor and
+    /// outcome policy, and returns the handler's result. The row ends as a worker would leave
+    /// it: completed, retryable (with its backoff), discarded, cancelled, or scheduled when the
+    /// handler snoozed. A transactional job's transaction commits only on success, with the
+    /// job's completion.
+    pub async fn perform_attempt<J: Job>(
+        &self,
+        args: J::Args,
+        attempt: u32,
+    ) -> std::result::Result<J::Output, JobError> {
+        let options = J::options();
+        let json = serde_json::to_value(&args).map_err(|e| JobError::permanent(e.to_string()))?;
+        let attempt = i32::try_from(attempt.max(1)).unwrap_or(i32::MAX);
+        let max_attempts = i32::try_from(options.max_attempts).unwrap_or(i32::MAX).max(attempt);
+        let job: ClaimedJob = sqlx::query_as(
+            "insert into forge_jobs (kind, queue, args, state, attempt, max_attempts, attempted_at, heartbeat_at, attempted_by) \
+             values ($1, $2, $3, 'running', $4, $5, now(), now(), 'perform_job') \
+             returning id, kind, args, attempt, max_attempts, queue, run_at, metadata",
+        )
+        .bind(J::NAME)
+        .bind(options.queue)
+        .bind(&json)
+        .bind(attempt)
+        .bind(max_attempts)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| JobError::permanent(format!("cannot insert the job: {e}")))?;
+        let started_at = chrono::Utc::now();
+        let run = Attempt {
+            pool: self.pool(),
+            node_id: "perform_job",
+            notifier: None,
+            job: &job,
+            options: &options,
+            token: Default::default(),
+        };
+        let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;
+        let (ended, result) = ended.split();
+        if let Some(outcome) = outcome::decide(&job, ended, options.backoff, started_at, "perform_job") {
+            completer::finish(self.pool(), std::slice::from_ref(&outcome))
+                .await
+                .map_err(|e| JobError::permanent(format!("cannot record the attempt's outcome: {e}")))?;
+        }
+        result
+    }
+
+    /// Runs every available job of `queue` to completion in this process, one at a time, with
+    /// the real worker (claims, retries, timeouts), until none is available or running. Due
+    /// scheduled jobs and due retries are promoted as they come due; jobs whose `run_at` is still
+    /// ahead are left. Returns how the jobs it ran ended.
+    pub async fn drain_queue(&self, queue: &str) -> Drained {
+        let started = chrono::Utc::now();
+        let capabilities: Vec<String> = sqlx::query_scalar(
+            "select distinct capability from forge_jobs where queue = $1 and capability is not null",
+        )
+        .bind(queue)
+        .fetch_all(self.pool())
+        .await
+        .unwrap_or_default();
+        let notifier = Notifier::spawn(self.pool().clone());
+        let worker = Worker::spawn(
+            self.pool().clone(),
+            JobRegistry::collect(&[]),
+            notifier,
+            crate::observability::Telemetry::new("drain_queue", 1),
+            WorkerSettings {
+                node_id: "drain_queue".to_owned(),
+                queues: vec![(queue.to_owned(), 1)],
+                capabilities,
+                poll_interval: Duration::from_millis(10),
+                lease: Duration::from_secs(30),
+                shutdown_timeout: Duration::from_secs(30),
+                listen: true,
+            },
+        );
+        loop {
+            // Due retries and scheduled jobs join in, as maintenance would promote them.
+            let _ = sqlx::query(
+                "update forge_jobs set state = 'available' \
+                 where queue = $1 and state in ('scheduled', 'retryable') and run_at <= now()",
+            )
+            .bind(queue)
+            .execute(self.pool())
+            .await;
+            let busy: i64 = sqlx::query_scalar(
+                "select count(*) from forge_jobs where queue = $1 \
+                 and (state = 'running' or (state = 'available' and run_at <= now()))",
+            )
+            .bind(queue)
+            .fetch_one(self.pool())
+            .await
+            .unwrap_or(0);
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        worker.stop().await;
+        let rows: Vec<(JobState, i64)> = sqlx::query_as(
+            "select state, count(*) from forge_jobs where queue = $1 and attempted_at >= $2 group by state",
+        )
+        .bind(queue)
+        .bind(started)
+        .fetch_all(self.pool())
+        .await
+        .unwrap_or_default();
+        let mut drained = Drained::default();
+        for (state, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            match state {
+                JobState::Completed => drained.completed += n,
+                JobState::Retryable => drained.retryable += n,
+                JobState::Discarded => drained.discarded += n,
+                JobState::Cancelled => drained.cancelled += n,
+                _ => {}
+            }
+        }
+        drained
+    }
+}
