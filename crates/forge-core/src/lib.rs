@@ -1,8 +1,15 @@
-//! Pure types shared by every part of Forge: configuration, errors and (from later
-//! components) the traits the runtime implements.
+//! Pure types shared by every part of Forge:
 //!
-//! Nothing here touches a socket or a database. Most applications reach these types through
-//! the `forge` facade (`use forge::prelude::*`).
+//! - [`config`]: `forge.toml` as typed sections, read with errors that name the key and line,
+//!   and [`ForgeConfig::validate`] for what parsing alone cannot check;
+//! - [`jobs`]: the job state machine and its transition table, a job's record and its failed
+//!   attempts ([`jobs::JobRecord`], [`jobs::AttemptError`]), priorities, backoff, per-kind options
+//!   and the outcomes a handler returns ([`jobs::JobError`]);
+//! - [`schedule`]: cron expressions with time zones.
+//!
+//! Nothing here opens a socket or a database connection. The optional `sqlx` feature (which
+//! `forge-runtime` turns on) only maps these types to columns. Most applications reach them
+//! through the `forge` facade (`use forge::prelude::*`).
 //!
 //! ```
 //! use forge_core::config::{ForgeConfig, Role};

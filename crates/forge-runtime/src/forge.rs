@@ -150,7 +150,7 @@ impl Forge {
     /// Connects to the database (starting the embedded cluster if there is no URL), applies
     /// pending migrations, and starts the components of the configured roles: telemetry, the
     /// gateway, the node's row and heartbeat, the worker, the campaign for leadership (whose
-    /// term runs the [`LeaderDuties`]) and the telemetry flusher.
+    /// term runs the leader's duties) and the telemetry flusher.
     pub async fn start(self) -> Result<RunningForge> {
         // Listen for signals before anything can report ready, so an early SIGTERM is handled.
         let signals = Signals::install().ok();

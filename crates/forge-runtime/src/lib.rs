@@ -1,13 +1,27 @@
 //! Forge's runtime: everything that touches PostgreSQL or the network.
 //!
-//! Applications use it through the `forge` facade. The pieces, one folder each:
+//! Applications use it through the `forge` facade. One folder per component, lowest first (a
+//! folder imports only those before it; `crates/forge/tests/structure.rs` checks it):
 //!
-//! - [`db`]: choosing the server (a `DATABASE_URL` or the embedded cluster), the pool, migrations;
-//! - [`functions`]: queries, mutations and actions, and the one path every call takes;
-//! - [`gateway`]: the HTTP server (`/rpc`, auth, rate limits, `/metrics`, RFC 7807 problems);
-//! - [`observability`]: the node's metrics;
-//! - [`cluster`]: how a node lives among others (for now, shutdown);
-//! - `testing` (feature `testing`): a fresh, migrated database per test.
+//! - [`db`]: choosing the server (a `DATABASE_URL` or the embedded cluster), the pool,
+//!   migrations, and [`db::Tx`], a context's transaction usable as an executor;
+//! - [`observability`]: logs, traces and metrics stored in Postgres, trace context
+//!   ([`observability::TraceId`], `traceparent`), and reading them back;
+//! - [`jobs`]: the job engine: dispatch, the worker (claim, execute, outcome policy, leases),
+//!   batched completion, rescue, operator actions and listings;
+//! - [`cron`]: `#[forge::cron]` schedules fired exactly once by the leader;
+//! - [`functions`]: queries, mutations and actions, and the one path every call takes (access,
+//!   rate limit, cache, timeout);
+//! - [`cluster`]: the node's row and heartbeat, leader election and the leader's duties, the
+//!   dead-node sweep, shutdown signals;
+//! - [`gateway`]: the HTTP server (`/rpc`, JWT and API keys, `/metrics`, RFC 7807 problems);
+//! - `dashboard`: the built-in dashboard, with its own state and router, merged into the
+//!   gateway's;
+//! - [`Forge`]: one node, starting the components its roles name;
+//! - `testing` (feature `testing`): a fresh, migrated database per test, and job helpers that run
+//!   the worker's own code.
+//!
+//! The website's "Architecture" page draws how a job and a request flow through them.
 //!
 //! ```no_run
 //! use forge_runtime::{Forge, ForgeConfig};

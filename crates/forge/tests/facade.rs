@@ -32,8 +32,8 @@ fn a_dead_after_shorter_than_two_heartbeats_is_refused() {
     assert!(err.to_string().contains("node.dead_after"), "{err}");
 }
 
-/// What user code looks like (STYLE.md 14a): the errors a handler meets most convert with `?`,
-/// and a context's transaction is an executor as it is.
+/// What user code looks like: the errors a handler meets most convert with `?`, and a context's
+/// transaction is an executor as it is.
 #[forge::mutation(public)]
 async fn clean_note(ctx: &MutationContext, body: String) -> Result<i64, ForgeError> {
     let tags: serde_json::Value = serde_json::from_str(r#"["a"]"#)?;

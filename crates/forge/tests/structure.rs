@@ -1,8 +1,8 @@
-//! The code's structure, checked on every test run (STYLE.md 5b):
+//! The code's structure, checked on every test run (the website's "Architecture" page describes
+//! it):
 //!
-//! - forge-runtime's component folders import only folders below them, in DESIGN.md's order
-//!   ([`LAYERS`]): the job engine never reaches up into the gateway, the gateway never into the
-//!   dashboard;
+//! - forge-runtime's component folders import only folders below them ([`LAYERS`]): the job
+//!   engine never reaches up into the gateway, the gateway never into the dashboard;
 //! - in every crate, no file depends on another that depends back on it, directly or through
 //!   others (a module's `mod.rs` re-exporting a child counts as depending on it).
 //!

@@ -32,7 +32,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A value parses but cannot be used, alone or with another (see
-    /// [`ForgeConfig::validate`]).
+    /// [`ForgeConfig::validate`](super::ForgeConfig::validate)).
     #[error("`{key}`: {message}")]
     Invalid {
         /// The dotted key.
