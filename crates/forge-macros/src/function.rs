@@ -64,10 +64,10 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
         result_ok_type(&func.sig.output, &format!("{macro_name} functions return `Result<T, ForgeError>`"))?;
     let fn_name = &func.sig.ident;
     let name = attrs.name.map(|n| n.value()).unwrap_or_else(|| fn_name.to_string());
-    let (kind_tokens, runner) = match kind {
-        Kind::Query => (quote!(Query), quote!(run_query)),
-        Kind::Mutation => (quote!(Mutation), quote!(run_mutation)),
-        Kind::Action => (quote!(Action), quote!(run_action)),
+    let (kind_tokens, context) = match kind {
+        Kind::Query => (quote!(Query), quote!(QueryContext)),
+        Kind::Mutation => (quote!(Mutation), quote!(MutationContext)),
+        Kind::Action => (quote!(Action), quote!(ActionContext)),
     };
     let access = match attrs.access {
         Access::Public => quote!(::forge::functions::Access::Public),
@@ -110,7 +110,7 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                     ) -> ::forge::jobs::BoxFuture<
                         ::core::result::Result<::forge::__private::serde_json::Value, ::forge::functions::ForgeError>,
                     > {
-                        ::forge::functions::#runner::<#args_ty, #output_ty, _, _>(parts, args, |ctx, args| async move {
+                        ::forge::functions::run_function::<::forge::functions::#context, #args_ty, #output_ty, _, _>(parts, args, |ctx, args| async move {
                             #fn_name(&ctx, args).await
                         })
                     }

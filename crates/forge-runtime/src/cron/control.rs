@@ -11,14 +11,12 @@ use crate::jobs::{JobId, JobsError, NewJob, insert_jobs};
 /// Pauses a cron: its ticks are recorded as `paused` and fire nothing until it is resumed (a
 /// resumed cron does not catch up on the ticks it missed while paused).
 pub async fn pause_cron(pool: &PgPool, name: &str, by: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql::PAUSE).bind(name).bind(by).execute(pool).await?;
-    Ok(())
+    sql::CRON_PAUSES.pause(pool, name, by).await
 }
 
 /// Resumes a paused cron. Returns whether it was paused.
 pub async fn resume_cron(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    let resumed: Option<String> = sqlx::query_scalar(sql::RESUME).bind(name).fetch_optional(pool).await?;
-    Ok(resumed.is_some())
+    sql::CRON_PAUSES.resume(pool, name).await
 }
 
 /// Runs a cron now, outside its schedule: dispatches its job and records a `triggered` run in

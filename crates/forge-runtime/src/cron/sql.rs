@@ -30,20 +30,8 @@ values ($1, clock_timestamp(), 'triggered', false, $2)
 returning scheduled_at
 "#;
 
-/// Pauses a cron (keeps the first pause's time).
-pub(crate) const PAUSE: &str = r#"
-insert into forge_cron_state (cron_name, paused_at, paused_by) values ($1, now(), $2)
-on conflict (cron_name) do update
-set paused_at = coalesce(forge_cron_state.paused_at, now()),
-    paused_by = coalesce(forge_cron_state.paused_by, excluded.paused_by)
-"#;
-
-/// Resumes a cron; returns it if it was paused.
-pub(crate) const RESUME: &str = r#"
-update forge_cron_state set paused_at = null, paused_by = null
-where cron_name = $1 and paused_at is not null
-returning cron_name
-"#;
+/// Pausing and resuming a cron.
+pub(crate) const CRON_PAUSES: crate::db::Pauses = crate::db::pauses!("forge_cron_state", "cron_name");
 
 /// The paused crons.
 pub(crate) const PAUSED: &str = r#"select cron_name, paused_at from forge_cron_state where paused_at is not null"#;

@@ -3,12 +3,14 @@
 
 mod embedded;
 mod migrations;
+mod pauses;
 mod pool;
 pub(crate) mod sql;
 mod tx;
 
 pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
 pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
+pub(crate) use pauses::{Pauses, pauses};
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;
 pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, read_only_pool, redact_url};

@@ -96,6 +96,50 @@ fn default_http_client() -> reqwest::Client {
         .clone()
 }
 
+/// A function kind's context, and how a call of that kind begins and ends: a query gets a
+/// read-only pool, a mutation a transaction committed only on success, an action its HTTP
+/// client. The function macros run every handler through it.
+pub trait CallContext: Clone + Send + Sync + 'static {
+    /// The context of a call over `parts` (a mutation's opens its transaction).
+    fn open(parts: CallParts) -> impl Future<Output = Result<Self, ForgeError>> + Send;
+
+    /// Ends the call: a mutation commits when `ok` and rolls back otherwise.
+    fn close(self, ok: bool) -> impl Future<Output = Result<(), ForgeError>> + Send {
+        let _ = ok;
+        async { Ok(()) }
+    }
+}
+
+impl CallContext for QueryContext {
+    async fn open(parts: CallParts) -> Result<Self, ForgeError> {
+        Ok(Self::new(parts))
+    }
+}
+
+impl CallContext for MutationContext {
+    async fn open(parts: CallParts) -> Result<Self, ForgeError> {
+        let tx = parts.pool.begin().await?;
+        Ok(Self::new(tx, parts))
+    }
+
+    async fn close(self, ok: bool) -> Result<(), ForgeError> {
+        match (self.take().await, ok) {
+            (Some(tx), true) => tx.commit().await?,
+            (Some(tx), false) => {
+                let _ = tx.rollback().await;
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+}
+
+impl CallContext for ActionContext {
+    async fn open(parts: CallParts) -> Result<Self, ForgeError> {
+        Ok(Self::new(parts))
+    }
+}
+
 /// What a query knows: a read-only pool, the caller and the request.
 #[derive(Clone, Debug)]
 pub struct QueryContext {
@@ -140,28 +184,15 @@ pub struct MutationContext {
 impl MutationContext {
     /// Runs `f` with a context whose transaction commits if `f` returns `Ok` and rolls back
     /// otherwise.
-    pub(crate) async fn run<O, F, Fut>(parts: CallParts, f: F) -> Result<O, ForgeError>
+    pub(crate) async fn in_transaction<O, F, Fut>(parts: CallParts, f: F) -> Result<O, ForgeError>
     where
         F: FnOnce(MutationContext) -> Fut,
         Fut: Future<Output = Result<O, ForgeError>>,
     {
-        let tx = parts.pool.begin().await?;
-        let ctx = MutationContext::new(tx, parts);
+        let ctx = Self::open(parts).await?;
         let result = f(ctx.clone()).await;
-        let tx = ctx.take().await;
-        match (result, tx) {
-            (Ok(out), Some(tx)) => {
-                tx.commit().await?;
-                Ok(out)
-            }
-            (Ok(out), None) => Ok(out),
-            (Err(e), tx) => {
-                if let Some(tx) = tx {
-                    let _ = tx.rollback().await;
-                }
-                Err(e)
-            }
-        }
+        ctx.close(result.is_ok()).await?;
+        result
     }
 
     pub(crate) fn new(tx: Transaction<'static, Postgres>, parts: CallParts) -> Self {
@@ -245,7 +276,7 @@ impl ActionContext {
         F: FnOnce(MutationContext) -> Fut,
         Fut: Future<Output = Result<O, ForgeError>>,
     {
-        MutationContext::run(self.parts.clone(), f).await
+        MutationContext::in_transaction(self.parts.clone(), f).await
     }
 
     /// The caller.

@@ -28,11 +28,11 @@ mod run;
 mod sql;
 
 pub use auth::{Auth, AuthMethod};
-pub use context::{ActionContext, CallParts, MutationContext, QueryContext};
+pub use context::{ActionContext, CallContext, CallParts, MutationContext, QueryContext};
 pub use error::{FieldError, ForgeError};
 pub use rate_limit::{RateLimit, RateLimitKey};
 #[doc(hidden)]
 pub use registry::parse_args;
 pub use registry::{Access, ErasedFunction, FunctionInfo, FunctionKind, FunctionRegistration, FunctionRegistry};
 #[doc(hidden)]
-pub use run::{run_action, run_mutation, run_query};
+pub use run::run_function;

@@ -63,17 +63,16 @@ impl JobFilter {
 /// Pauses a queue: from the next claim on, no node takes its jobs. Running jobs finish.
 /// Pausing a paused queue changes nothing.
 pub async fn pause_queue(pool: &PgPool, queue: &str, by: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql::PAUSE_QUEUE).bind(queue).bind(by).execute(pool).await?;
-    Ok(())
+    sql::QUEUE_PAUSES.pause(pool, queue, by).await
 }
 
 /// Resumes a paused queue and wakes its workers. Returns whether it was paused.
 pub async fn resume_queue(pool: &PgPool, queue: &str) -> Result<bool, sqlx::Error> {
-    let resumed: Option<String> = sqlx::query_scalar(sql::RESUME_QUEUE).bind(queue).fetch_optional(pool).await?;
-    if resumed.is_some() {
+    let resumed = sql::QUEUE_PAUSES.resume(pool, queue).await?;
+    if resumed {
         sqlx::query(sql::NOTIFY).bind(sql::JOBS_CHANNEL).bind(queue).execute(pool).await?;
     }
-    Ok(resumed.is_some())
+    Ok(resumed)
 }
 
 /// Makes a scheduled or retryable job available at once. Returns whether it was waiting.

@@ -214,20 +214,8 @@ returning j.id, t.state = 'running'
 pub(crate) const NOTIFY_CANCELS: &str =
     r#"select count(pg_notify('forge_job_cancel', id::text)) from unnest($1::bigint[]) id"#;
 
-/// Pauses a queue (keeps the first pause's time).
-pub(crate) const PAUSE_QUEUE: &str = r#"
-insert into forge_queues (name, paused_at, paused_by) values ($1, now(), $2)
-on conflict (name) do update
-set paused_at = coalesce(forge_queues.paused_at, now()),
-    paused_by = coalesce(forge_queues.paused_by, excluded.paused_by)
-"#;
-
-/// Resumes a queue; returns it if it was paused.
-pub(crate) const RESUME_QUEUE: &str = r#"
-update forge_queues set paused_at = null, paused_by = null
-where name = $1 and paused_at is not null
-returning name
-"#;
+/// Pausing and resuming a queue.
+pub(crate) const QUEUE_PAUSES: crate::db::Pauses = crate::db::pauses!("forge_queues", "name");
 
 pub(crate) const PAUSED_QUEUES: &str =
     r#"select name, paused_at, paused_by from forge_queues where paused_at is not null order by name"#;
