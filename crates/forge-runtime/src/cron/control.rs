@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::context::CronArgs;
 use super::{CronRegistration, Overlap, sql};
-use crate::jobs::{JobId, JobsError, NewJob, insert_jobs};
+use crate::jobs::{JobId, JobState, JobsError, NewJob, insert_jobs};
 
 /// Pauses a cron: its ticks are recorded as `paused` and fire nothing until it is resumed (a
 /// resumed cron does not catch up on the ticks it missed while paused).
@@ -49,9 +49,9 @@ pub struct CronRun {
     /// The node (or, for a trigger, the operator) that recorded it.
     pub fired_by: String,
     /// The job it dispatched.
-    pub job_id: Option<i64>,
+    pub job_id: Option<JobId>,
     /// That job's state, while it is kept.
-    pub job_state: Option<String>,
+    pub job_state: Option<JobState>,
     /// That job's last error, if it failed.
     pub job_error: Option<String>,
 }
