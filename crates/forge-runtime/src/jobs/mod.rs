@@ -13,6 +13,11 @@
 //! the row: its late result is ignored. A job is therefore finalised once, whatever the
 //! timing of crashes, pauses and rescues.
 //!
+//! A node also keeps a job from running twice at once: it stops an attempt whose lease it has
+//! not renewed for 0.8 of a lease (self-fencing, `worker/heartbeat.rs`), and it never claims a
+//! job that still has an attempt running on it (its running attempts are keyed by
+//! `(id, attempt)`).
+//!
 //! ## Transactional jobs
 //!
 //! A kind declared `transactional` runs with an open transaction ([`JobContext::tx`]); on

@@ -93,8 +93,9 @@ where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
 "#;
 
 /// The claim: as many available jobs of a queue as the producer has free slots, in priority,
-/// run_at, id order, skipping rows other producers hold, for this node's capabilities; nothing
-/// while the queue is paused.
+/// run_at, id order, skipping rows other producers hold, for this node's capabilities, leaving
+/// the jobs `$5` (those with an attempt still running on this node, whose lease it lost);
+/// nothing while the queue is paused.
 pub(crate) const CLAIM: &str = r#"
 with claimed as (
     select id
@@ -103,6 +104,7 @@ with claimed as (
       and queue = $1
       and run_at <= now()
       and (capability is null or capability = any($3::text[]))
+      and not (id = any($5::bigint[]))
       and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
     order by priority, run_at, id
     limit $2

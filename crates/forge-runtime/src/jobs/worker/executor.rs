@@ -135,7 +135,8 @@ async fn complete_in<T: Serialize>(
 pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
     let started = std::time::Instant::now();
     let started_at = Utc::now();
-    let token = shared.running.lock().ok().and_then(|r| r.get(&job.id).map(|r| r.token.clone())).unwrap_or_default();
+    let key = (job.id, job.attempt);
+    let token = shared.running.lock().ok().and_then(|r| r.get(&key).map(|r| r.token.clone())).unwrap_or_default();
     let registered = shared.registry.get(&job.kind).cloned();
     let ended = match &registered {
         None => Ended::Failed(
@@ -154,7 +155,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }
     };
-    let reason = shared.running.lock().ok().and_then(|mut r| r.remove(&job.id)).and_then(|r| r.reason);
+    let reason = shared.running.lock().ok().and_then(|mut r| r.remove(&key)).and_then(|r| r.reason);
     let ended = ended.settle(reason);
     if let Ended::Failed(e, _) = &ended
         && !matches!(e, JobError::Snooze(_))

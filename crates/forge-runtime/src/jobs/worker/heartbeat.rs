@@ -1,13 +1,18 @@
 //! The heartbeat: renews the lease of every attempt running on the node, every third of the
-//! lease, and stops attempts whose cancellation was requested or whose lease was lost. It keeps
+//! lease, stops attempts whose cancellation was requested or whose lease was lost, and fences
+//! itself: an attempt whose lease it has not managed to renew for 0.8 of a lease is stopped
+//! here (reason: lease), so that by the time anyone may rescue it, it no longer runs. It keeps
 //! renewing while the worker drains; `Worker::stop` ends it last.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::shared::{Shared, StopReason};
+use super::shared::{AttemptKey, Shared, StopReason};
 use crate::jobs::sql;
+
+/// The share of a lease after which an attempt not renewed since is stopped by its own node.
+const FENCE_AT: f64 = 0.8;
 
 /// A lease still held: the attempt holding it, and whether its cancellation was requested.
 #[derive(Debug, sqlx::FromRow)]
@@ -18,40 +23,75 @@ struct Held {
 }
 
 pub(super) async fn heartbeat(shared: Arc<Shared>) {
-    let every = (shared.settings.lease / 3).max(Duration::from_millis(50));
-    loop {
-        tokio::time::sleep(every).await;
-        let ids: Vec<(i64, i32)> =
-            shared.running.lock().map(|r| r.iter().map(|(id, r)| (*id, r.attempt)).collect()).unwrap_or_default();
-        if ids.is_empty() {
-            continue;
+    let lease = shared.settings.lease;
+    let renew_every = (lease / 3).max(Duration::from_millis(50));
+    let fence_after = lease.mul_f64(FENCE_AT);
+    // Fencing is checked often enough to stop an attempt well before its lease ends, and apart
+    // from the renewals, which may hang while the database is unreachable.
+    let tick = (lease / 20).clamp(Duration::from_millis(10), renew_every);
+    let renewals = async {
+        loop {
+            tokio::time::sleep(renew_every).await;
+            // A renewal that does not answer in time counts as failed (the database may be gone).
+            let _ = tokio::time::timeout(renew_every, renew(&shared)).await;
         }
-        let list: Vec<i64> = ids.iter().map(|(id, _)| *id).collect();
-        let rows: Vec<Held> = match sqlx::query_as(sql::HEARTBEAT)
-            .bind(&list)
-            .bind(&shared.settings.node_id)
-            .fetch_all(&shared.pool)
-            .await
-        {
+    };
+    let fencing = async {
+        loop {
+            tokio::time::sleep(tick).await;
+            fence(&shared, fence_after);
+        }
+    };
+    tokio::join!(renewals, fencing);
+}
+
+/// One renewal of every running attempt's lease.
+async fn renew(shared: &Shared) {
+    let keys: Vec<AttemptKey> = shared.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default();
+    if keys.is_empty() {
+        return;
+    }
+    let sent = Instant::now();
+    let ids: Vec<i64> = keys.iter().map(|(id, _)| *id).collect();
+    let rows: Vec<Held> =
+        match sqlx::query_as(sql::HEARTBEAT).bind(&ids).bind(&shared.settings.node_id).fetch_all(&shared.pool).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed");
-                continue;
+                return;
             }
         };
-        let held: HashMap<i64, &Held> = rows.iter().map(|h| (h.id, h)).collect();
-        for (id, attempt) in ids {
-            match held.get(&id) {
-                Some(h) if h.attempt == attempt && h.cancel_requested => shared.stop(id, StopReason::Cancelled),
-                Some(h) if h.attempt == attempt => {}
-                _ => {
-                    // Finished meanwhile (then it is gone from `running`), or rescued elsewhere.
-                    let still_running = shared.running.lock().map(|r| r.contains_key(&id)).unwrap_or(false);
-                    if still_running {
-                        shared.stop(id, StopReason::LeaseLost);
-                    }
+    let held: HashMap<AttemptKey, bool> = rows.iter().map(|h| ((h.id, h.attempt), h.cancel_requested)).collect();
+    for key in keys {
+        match held.get(&key) {
+            Some(true) => shared.stop(key, StopReason::Cancelled),
+            Some(false) => {
+                if let Ok(mut running) = shared.running.lock()
+                    && let Some(r) = running.get_mut(&key)
+                {
+                    r.renewed = sent;
                 }
             }
+            // Finished meanwhile (then it is gone from the table), or rescued: another attempt
+            // owns the job now.
+            None => shared.stop(key, StopReason::LeaseLost),
+        }
+    }
+}
+
+/// Stops the attempts whose lease has not been renewed for `after`.
+fn fence(shared: &Shared, after: Duration) {
+    let Ok(mut running) = shared.running.lock() else { return };
+    for ((id, attempt), r) in running.iter_mut() {
+        if r.reason.is_none() && r.renewed.elapsed() >= after {
+            tracing::warn!(
+                job_id = id,
+                attempt,
+                unrenewed_ms = u64::try_from(r.renewed.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "lease not renewed for most of a lease: stopping the attempt before it can be rescued"
+            );
+            r.reason = Some(StopReason::LeaseLost);
+            r.token.cancel();
         }
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 Ok(n) => {
                     if let Ok(id) = n.payload().parse::<i64>() {
-                        shared.stop(id, StopReason::Cancelled);
+                        shared.stop_job(id, StopReason::Cancelled);
                     }
                 }
                 Err(e) => {

@@ -2,7 +2,7 @@
 //! of its own, and waits for a wake-up (or the poll interval) only when a claim comes back empty.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::executor;
-use super::shared::{ClaimedJob, Running, Shared};
+use super::shared::{ClaimedJob, Running, Shared, StopReason};
 use crate::jobs::sql;
 use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
 
@@ -96,11 +96,17 @@ async fn gather(slots: &Arc<Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>,
 }
 
 async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    // A job whose lease this node lost while its attempt still runs here may be available again
+    // (rescued elsewhere): it is not claimed back until that attempt has stopped.
+    let busy = shared.running_ids();
+    // The leases start no earlier than this: fencing counts from here.
+    let sent = Instant::now();
     let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM)
         .bind(queue)
         .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .bind(&shared.settings.capabilities)
         .bind(&shared.settings.node_id)
+        .bind(&busy)
         .fetch_all(&shared.pool)
         .await?;
     let metrics = shared.telemetry.metrics();
@@ -118,7 +124,13 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
     }
     if let Ok(mut running) = shared.running.lock() {
         for job in &jobs {
-            running.insert(job.id, Running { attempt: job.attempt, token: CancellationToken::new(), reason: None });
+            // Never two attempts of one job at once: an older one still here is stopped first.
+            for (_, stale) in running.iter_mut().filter(|((id, attempt), _)| *id == job.id && *attempt != job.attempt) {
+                stale.reason.get_or_insert(StopReason::LeaseLost);
+                stale.token.cancel();
+            }
+            let entry = Running { token: CancellationToken::new(), reason: None, renewed: sent };
+            running.insert((job.id, job.attempt), entry);
         }
     }
     Ok(jobs)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -35,12 +35,17 @@ pub(crate) enum StopReason {
     Released,
 }
 
+/// One attempt of one job: `(id, attempt)`. The running table is keyed by it, so a stale
+/// attempt of a job can never touch the entry of a newer one.
+pub(super) type AttemptKey = (i64, i32);
+
 /// An attempt running on this node.
 #[derive(Debug)]
 pub(super) struct Running {
-    pub(super) attempt: i32,
     pub(super) token: CancellationToken,
     pub(super) reason: Option<StopReason>,
+    /// When its lease was last known renewed (claimed, or a renewal sent that then held).
+    pub(super) renewed: Instant,
 }
 
 /// What the worker's parts share.
@@ -52,20 +57,36 @@ pub(super) struct Shared {
     pub(super) completer: Completer,
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) settings: WorkerSettings,
-    /// The attempts running on this node, by job id.
-    pub(super) running: Mutex<HashMap<i64, Running>>,
+    /// The attempts running on this node.
+    pub(super) running: Mutex<HashMap<AttemptKey, Running>>,
     /// One per queue: wakes its producer.
     pub(super) wakers: HashMap<String, Arc<Notify>>,
 }
 
 impl Shared {
-    pub(super) fn stop(&self, id: i64, reason: StopReason) {
+    /// Stops one attempt.
+    pub(super) fn stop(&self, key: AttemptKey, reason: StopReason) {
         if let Ok(mut running) = self.running.lock()
-            && let Some(r) = running.get_mut(&id)
+            && let Some(r) = running.get_mut(&key)
         {
             r.reason.get_or_insert(reason);
             r.token.cancel();
         }
+    }
+
+    /// Stops every attempt of job `id` running here (a cancellation names the job only).
+    pub(super) fn stop_job(&self, id: i64, reason: StopReason) {
+        if let Ok(mut running) = self.running.lock() {
+            for (_, r) in running.iter_mut().filter(|((job, _), _)| *job == id) {
+                r.reason.get_or_insert(reason);
+                r.token.cancel();
+            }
+        }
+    }
+
+    /// The jobs with an attempt running here: a claim must not take them again while one runs.
+    pub(super) fn running_ids(&self) -> Vec<i64> {
+        self.running.lock().map(|r| r.keys().map(|(id, _)| *id).collect()).unwrap_or_default()
     }
 
     pub(super) fn stop_all(&self, reason: StopReason) {

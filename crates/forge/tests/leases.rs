@@ -1,0 +1,236 @@
+//! At most one live attempt per job: a node never runs a second attempt of a job beside one
+//! whose lease it lost, and a node that cannot renew its leases stops those attempts itself
+//! before anyone may rescue them (self-fencing).
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+/// One execution of a job: (job, attempt, started, ended).
+type Execution = (i64, u32, Instant, Option<Instant>);
+
+static EXECUTIONS: Mutex<Vec<Execution>> = Mutex::new(Vec::new());
+
+/// Records when the execution it stands for ended (its handler returned or was dropped).
+struct Ends(usize);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        if let Ok(mut log) = EXECUTIONS.lock() {
+            log[self.0].3 = Some(Instant::now());
+        }
+    }
+}
+
+fn executions(job: JobId) -> Vec<Execution> {
+    EXECUTIONS.lock().expect("log").iter().filter(|e| e.0 == job.0).copied().collect()
+}
+
+/// Its first attempt lingers (up to 5 s, or until stopped); later ones finish at once.
+#[forge::job(max_attempts = 5)]
+async fn lingering(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    let index = {
+        let mut log = EXECUTIONS.lock().expect("log");
+        log.push((ctx.id().0, ctx.attempt(), Instant::now(), None));
+        log.len() - 1
+    };
+    let _ends = Ends(index);
+    if ctx.attempt() == 1 {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = ctx.cancellation().cancelled() => {}
+        }
+    }
+    Ok(())
+}
+
+/// When a `fenced` job's attempt stopped (its handler was dropped), by job id.
+static FENCED: Mutex<Vec<(i64, DateTime<Utc>)>> = Mutex::new(Vec::new());
+
+/// Records when the attempt it lives in stopped.
+struct StopsAt(i64);
+
+impl Drop for StopsAt {
+    fn drop(&mut self) {
+        if let Ok(mut log) = FENCED.lock() {
+            log.push((self.0, Utc::now()));
+        }
+    }
+}
+
+/// Runs for 30 s unless it is stopped, and says when it stopped.
+#[forge::job]
+async fn fenced(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    let _stops = StopsAt(ctx.id().0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    Ok(())
+}
+
+async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn state(pool: &sqlx::PgPool, id: JobId) -> (String, i32) {
+    sqlx::query_as("select state, attempt from forge_jobs where id = $1").bind(id).fetch_one(pool).await.expect("job")
+}
+
+#[tokio::test]
+async fn a_job_rescued_while_its_attempt_still_runs_is_not_run_beside_it() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.lease = "6s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = Lingering::dispatch(&node, ()).await.expect("dispatch");
+    eventually("the first attempt starting", Duration::from_secs(20), async || {
+        (!executions(job).is_empty()).then_some(())
+    })
+    .await;
+
+    // The lease is lost while the attempt still runs here: rescued and made available again (as
+    // the leader would after an outage), with its workers woken.
+    sqlx::query("update forge_jobs set state = 'available', heartbeat_at = null, run_at = now() where id = $1")
+        .bind(job)
+        .execute(db.pool())
+        .await
+        .expect("rescue");
+    sqlx::query("select pg_notify('forge_jobs', 'default')").execute(db.pool()).await.expect("notify");
+
+    eventually("the job completing", Duration::from_secs(30), async || {
+        (state(db.pool(), job).await.0 == "completed").then_some(())
+    })
+    .await;
+    let runs = executions(job);
+    assert_eq!(runs.iter().map(|r| r.1).collect::<Vec<_>>(), [1, 2], "{runs:?}");
+    let (first, second) = (runs[0], runs[1]);
+    let first_end = first.3.expect("the first attempt ended");
+    assert!(first_end <= second.2, "attempt 2 started while attempt 1 ran: {runs:?}");
+    assert!(first_end < first.2 + Duration::from_secs(5), "attempt 1 was stopped, not waited out");
+    assert_eq!(state(db.pool(), job).await, ("completed".to_owned(), 2));
+    node.stop().await.expect("stop");
+}
+
+/// A TCP proxy to the database that can be made to stop passing bytes (a network partition).
+struct Proxy {
+    addr: SocketAddr,
+    blocked: Arc<AtomicBool>,
+}
+
+#[derive(Clone)]
+enum Upstream {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl Proxy {
+    async fn start(upstream: Upstream) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let blocked = Arc::new(AtomicBool::new(false));
+        let flag = blocked.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, flag) = (upstream.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let (client_read, client_write) = client.into_split();
+                    match upstream {
+                        Upstream::Tcp(addr) => {
+                            let Ok(server) = TcpStream::connect(addr).await else { return };
+                            let (server_read, server_write) = server.into_split();
+                            tokio::spawn(forward(client_read, server_write, flag.clone()));
+                            forward(server_read, client_write, flag).await;
+                        }
+                        Upstream::Unix(path) => {
+                            let Ok(server) = UnixStream::connect(path).await else { return };
+                            let (server_read, server_write) = server.into_split();
+                            tokio::spawn(forward(client_read, server_write, flag.clone()));
+                            forward(server_read, client_write, flag).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, blocked }
+    }
+}
+
+/// Copies `from` to `to`, holding every chunk while the proxy is blocked.
+async fn forward(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, blocked: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while blocked.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_renew_its_leases_stops_their_attempts_before_the_lease_ends() {
+    let db = TestDatabase::new().await.expect("db");
+    let options = PgConnectOptions::from_str(db.url()).expect("url");
+    let upstream = match options.get_socket() {
+        Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
+        None => Upstream::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
+    };
+    let proxy = Proxy::start(upstream).await;
+    let lease = Duration::from_secs(4);
+    let mut config = db.config();
+    config.database.url = Some(format!(
+        "postgres://{}@{}/{}",
+        options.get_username(),
+        proxy.addr,
+        options.get_database().expect("database")
+    ));
+    // A worker alone: no leader rescues anything, so only the node itself can stop the attempt.
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.lease = "4s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.observability.enabled = false;
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = Fenced::dispatch(&node, ()).await.expect("dispatch");
+    eventually("the attempt running", Duration::from_secs(20), async || {
+        (state(db.pool(), job).await.0 == "running").then_some(())
+    })
+    .await;
+
+    proxy.blocked.store(true, Ordering::SeqCst);
+    // The last renewal that reached the database (read directly, not through the proxy).
+    let renewed: DateTime<Utc> = sqlx::query_scalar("select heartbeat_at from forge_jobs where id = $1")
+        .bind(job)
+        .fetch_one(db.pool())
+        .await
+        .expect("lease");
+    let stopped_at = eventually("the attempt stopping itself", Duration::from_secs(20), async || {
+        FENCED.lock().expect("log").iter().find(|(id, _)| *id == job.0).map(|(_, at)| *at)
+    })
+    .await;
+    let lease = chrono::Duration::from_std(lease).expect("lease");
+    assert!(stopped_at < renewed + lease, "stopped at {stopped_at}, not before its lease (renewed at {renewed}) ended");
+    proxy.blocked.store(false, Ordering::SeqCst);
+    node.stop().await.expect("stop");
+}
