@@ -234,3 +234,72 @@ async fn a_worker_that_cannot_renew_its_leases_stops_their_attempts_before_the_l
     proxy.blocked.store(false, Ordering::SeqCst);
     node.stop().await.expect("stop");
 }
+
+/// The jobs `never_run` ran (it must not).
+static RAN: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+#[forge::job(max_attempts = 5)]
+async fn never_run(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    RAN.lock().expect("log").push(ctx.id().0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rescued_job_whose_cancel_was_requested_ends_cancelled_instead_of_running_again() {
+    let db = TestDatabase::new().await.expect("db");
+    // A running attempt on a node gone silent, cancelled by an operator meanwhile.
+    let job: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, state, attempt, max_attempts, attempted_by, attempted_at, heartbeat_at,
+                                 cancel_requested_at)
+         values ('never_run', 'null', 'running', 1, 5, 'ghost', now() - interval '1 hour', now() - interval '1 hour', now())
+         returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("job");
+    let mut config = db.config();
+    config.node.heartbeat_interval = "100ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "1s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let (state, kind): (String, String) = eventually("the rescue", Duration::from_secs(20), async || {
+        let row: (String, Option<String>) = sqlx::query_as(
+            "select state, errors -> -1 ->> 'kind' from forge_jobs where id = $1 and state <> 'running'",
+        )
+        .bind(job)
+        .fetch_optional(db.pool())
+        .await
+        .expect("row")?;
+        Some((row.0, row.1.unwrap_or_default()))
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!((state.as_str(), kind.as_str()), ("cancelled", "lease"));
+    assert!(!RAN.lock().expect("log").contains(&job), "the cancelled job ran again");
+}
+
+/// Requests its own cancellation (as an operator would while it runs), then fails or succeeds.
+#[forge::job(max_attempts = 5)]
+async fn cancelled_meanwhile(ctx: &JobContext, succeed: bool) -> Result<(), JobError> {
+    sqlx::query("update forge_jobs set cancel_requested_at = now() where id = $1")
+        .bind(ctx.id())
+        .execute(ctx.db())
+        .await?;
+    if succeed { Ok(()) } else { Err(JobError::retry("failed after the cancel request")) }
+}
+
+#[tokio::test]
+async fn a_failure_after_a_cancel_request_ends_cancelled_and_a_success_stays_a_success() {
+    let db = TestDatabase::new().await.expect("db");
+    let last = async || -> String {
+        sqlx::query_scalar("select state from forge_jobs order by id desc limit 1")
+            .fetch_one(db.pool())
+            .await
+            .expect("state")
+    };
+    db.perform_job::<CancelledMeanwhile>(false).await.expect_err("fails");
+    assert_eq!(last().await, "cancelled", "not retried: the cancel wins");
+    db.perform_job::<CancelledMeanwhile>(true).await.expect("succeeds");
+    assert_eq!(last().await, "completed", "a success that came first keeps its success");
+}

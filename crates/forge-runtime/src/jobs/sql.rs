@@ -33,6 +33,7 @@ pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
         // RESCUE
         (Running, Retryable),
         (Running, Discarded),
+        (Running, Cancelled),
         // CANCEL
         (Scheduled, Cancelled),
         (Available, Cancelled),
@@ -105,6 +106,7 @@ with claimed as (
       and run_at <= now()
       and (capability is null or capability = any($3::text[]))
       and not (id = any($5::bigint[]))
+      and cancel_requested_at is null
       and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
     order by priority, run_at, id
     limit $2
@@ -124,15 +126,19 @@ returning j.id, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.priority,
 
 /// Writes a batch of attempt outcomes in one statement. Fenced: a row changes only while it is
 /// still `running` the same attempt, so a result arriving after a rescue is ignored. `uncount`
-/// is 1 for an attempt that does not count (released at shutdown, snoozed).
+/// is 1 for an attempt that does not count (released at shutdown, snoozed). Cancel wins: an
+/// outcome that would run the job again (retryable, snoozed, released) ends it `cancelled` when
+/// its cancellation was requested meanwhile; a success keeps its success.
 pub(crate) const FINISH: &str = r#"
 update forge_jobs j
-set state = u.state,
+set state = case when j.cancel_requested_at is not null and u.state in ('retryable', 'scheduled', 'available')
+                 then 'cancelled' else u.state end,
     attempt = j.attempt - u.uncount,
     output = coalesce(u.output, j.output),
     errors = case when u.error is null then j.errors else j.errors || jsonb_build_array(u.error) end,
     run_at = coalesce(u.run_at, j.run_at),
-    finalized_at = case when u.state in ('completed', 'discarded', 'cancelled') then now() end,
+    finalized_at = case when u.state in ('completed', 'discarded', 'cancelled') or j.cancel_requested_at is not null
+                        then now() end,
     heartbeat_at = null
 from unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::int[])
      as u(id, attempt, state, output, error, run_at, uncount)
@@ -258,8 +264,9 @@ returning j.queue
 "#;
 
 /// Rescues running attempts that are lost: those whose lease is older than `$1` seconds (null:
-/// none by age) and those run by the nodes in `$2` (declared dead). Each becomes retryable (run
-/// again now) if attempts are left, else discarded, and the lost attempt is recorded as an
+/// none by age) and those run by the nodes in `$2` (declared dead). Each becomes cancelled if its
+/// cancellation was requested, else retryable (run again now) if attempts are left, else
+/// discarded, and the lost attempt is recorded as an
 /// [`AttemptError`](forge_core::jobs::AttemptError) of kind `lease` (the object's keys are
 /// checked against the type by a test). The lease sweep and the dead-node sweep both use it.
 pub(crate) const RESCUE: &str = r#"
@@ -273,8 +280,10 @@ with lost as (
     for update skip locked
 )
 update forge_jobs j
-set state = case when j.attempt >= j.max_attempts then 'discarded' else 'retryable' end,
-    finalized_at = case when j.attempt >= j.max_attempts then now() end,
+set state = case when j.cancel_requested_at is not null then 'cancelled'
+                 when j.attempt >= j.max_attempts then 'discarded'
+                 else 'retryable' end,
+    finalized_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts then now() end,
     run_at = now(),
     heartbeat_at = null,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
