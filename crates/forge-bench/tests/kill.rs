@@ -91,11 +91,12 @@ async fn the_attempt_lost_with_a_dead_node_shows_in_the_jobs_trace() {
     doomed.kill().expect("SIGKILL");
     doomed.wait().expect("reap");
 
-    // The survivor leads once the doomed node's lock is gone, declares it dead within a second
-    // and rescues its attempt; its own attempt then runs (600 s of work: it stays running).
+    // The survivor leads once the doomed node's lock is gone and, after its grace (its lease and
+    // a heartbeat), declares it dead and rescues its attempt (whose own lease, set by the doomed
+    // node, runs for minutes yet); its own attempt then runs (600 s of work: it stays running).
     let mut survivor = common::worker(
         db.url(),
-        &["--lease", "10m", "--heartbeat", "100ms", "--dead-after", "1s", "--concurrency", "1"],
+        &["--lease", "2s", "--heartbeat", "100ms", "--dead-after", "1s", "--concurrency", "1"],
     );
     wait_for(db.pool(), "select count(*) from bench_executions", 2, Duration::from_secs(30)).await;
     let trace = forge::observability::job_trace(db.pool(), forge::jobs::JobId(job))

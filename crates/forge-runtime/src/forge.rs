@@ -276,6 +276,7 @@ impl Forge {
             maintenance: MaintenanceSettings {
                 lease: self.config.worker.lease.as_std(),
                 prune_after: self.config.worker.prune_after.as_std(),
+                grace: self.config.worker.lease.as_std() + heartbeat,
             },
             dead_after: node.dead_after.as_std(),
             sweep_every: heartbeat,

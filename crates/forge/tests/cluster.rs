@@ -18,6 +18,8 @@ async fn node(db: &TestDatabase, roles: &[Role]) -> RunningForge {
     config.node.heartbeat_interval = "100ms".parse().expect("duration");
     config.node.dead_after = "1s".parse().expect("duration");
     config.worker.poll_interval = "50ms".parse().expect("duration");
+    // Rescues wait a lease and a heartbeat after a term starts.
+    config.worker.lease = "1s".parse().expect("duration");
     Forge::builder().config(config).build().expect("build").start().await.expect("start")
 }
 

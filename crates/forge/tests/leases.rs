@@ -303,3 +303,44 @@ async fn a_failure_after_a_cancel_request_ends_cancelled_and_a_success_stays_a_s
     db.perform_job::<CancelledMeanwhile>(true).await.expect("succeeds");
     assert_eq!(last().await, "completed", "a success that came first keeps its success");
 }
+
+#[tokio::test]
+async fn a_new_leader_waits_a_lease_and_a_heartbeat_before_rescuing() {
+    let db = TestDatabase::new().await.expect("db");
+    // A job whose lease ended long ago on a node silent for as long: rescuable at once, were it
+    // not for the grace.
+    sqlx::query(
+        "insert into forge_nodes (id, hostname, pid, roles, version, last_heartbeat)
+         values ('ghost', 'gone', 1, '{worker}', 'x', now() - interval '1 hour')",
+    )
+    .execute(db.pool())
+    .await
+    .expect("ghost");
+    let job: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, state, attempt, max_attempts, attempted_by, attempted_at, heartbeat_at,
+                                 lease_until)
+         values ('never_run', 'null', 'running', 1, 5, 'ghost', now() - interval '1 hour', now() - interval '1 hour',
+                 now() - interval '1 hour')
+         returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("job");
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "100ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "2s".parse().expect("duration");
+    let grace = Duration::from_millis(2100);
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    eventually("leadership", Duration::from_secs(20), async || node.is_leader().then_some(())).await;
+    let led = Instant::now();
+    eventually("the rescue", Duration::from_secs(20), async || {
+        (state(db.pool(), JobId(job)).await.0 != "running").then_some(())
+    })
+    .await;
+    let waited = led.elapsed();
+    node.stop().await.expect("stop");
+    // The leadership flag is seen at most a poll late: allow that much.
+    assert!(waited + Duration::from_millis(100) >= grace, "rescued {waited:?} into the term, before its grace");
+}

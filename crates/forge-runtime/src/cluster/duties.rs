@@ -8,6 +8,10 @@
 //! | crons | each tick | fire the binary's crons, exactly once per tick (`cron`) |
 //! | telemetry retention | a minute | delete logs, spans and metrics past `[observability.retention]` |
 //! | rate-limit buckets | a minute | delete buckets idle for a day (`functions`) |
+//!
+//! Rescues (by lease or dead node) wait a grace of one lease plus one heartbeat after the term
+//! starts and after any failed database call, so a database outage does not turn every running
+//! job into a rescued one.
 
 use std::time::Duration;
 
@@ -46,7 +50,13 @@ impl LeaderDuties {
         tokio::spawn(async move {
             let pool = &duties.pool;
             let mut tasks = vec![
-                tokio::spawn(sweep_dead_nodes(pool.clone(), duties.dead_after, duties.sweep_every, term.clone())),
+                tokio::spawn(sweep_dead_nodes(
+                    pool.clone(),
+                    duties.dead_after,
+                    duties.sweep_every,
+                    duties.maintenance.grace,
+                    term.clone(),
+                )),
                 tokio::spawn(crate::functions::rate_limit::prune_idle_buckets(pool.clone(), term.clone())),
                 tokio::spawn(maintenance::run(pool.clone(), duties.notifier, duties.maintenance, term.clone())),
             ];

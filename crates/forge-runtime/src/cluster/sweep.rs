@@ -8,12 +8,26 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::sql;
+use crate::jobs::maintenance::Grace;
 
 /// The leader's sweep: declares dead the nodes silent past `dead_after` and rescues their
 /// running jobs at once, every `every`, until `stop`.
-pub(super) async fn sweep_dead_nodes(pool: PgPool, dead_after: Duration, every: Duration, stop: CancellationToken) {
+pub(super) async fn sweep_dead_nodes(
+    pool: PgPool,
+    dead_after: Duration,
+    every: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) {
+    // Nodes that could not heartbeat while the leader could not see them either are not dead:
+    // the sweep starts a grace after the term, and after every failure (see `jobs::maintenance`).
+    let mut grace = Grace::new(grace);
     loop {
-        match sweep_once(&pool, dead_after).await {
+        let result = if grace.armed() { sweep_once(&pool, dead_after).await } else { Ok((Vec::new(), 0)) };
+        if result.is_err() {
+            grace.failed();
+        }
+        match result {
             Ok((nodes, jobs)) if !nodes.is_empty() => {
                 tracing::warn!(?nodes, rescued = jobs, "declared nodes dead and rescued their jobs");
             }

@@ -27,6 +27,7 @@ struct Inner {
     attempt: u32,
     max_attempts: u32,
     scheduled_at: DateTime<Utc>,
+    lease: std::time::Duration,
     node_id: String,
     pool: PgPool,
     notifier: Option<Notifier>,
@@ -55,6 +56,8 @@ pub(crate) struct Claimed {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) scheduled_at: DateTime<Utc>,
+    /// How long a renewal keeps the lease (the node's `[worker] lease`).
+    pub(crate) lease: std::time::Duration,
 }
 
 impl JobContext {
@@ -74,6 +77,7 @@ impl JobContext {
                 attempt: job.attempt,
                 max_attempts: job.max_attempts,
                 scheduled_at: job.scheduled_at,
+                lease: job.lease,
                 node_id,
                 pool,
                 notifier,
@@ -163,6 +167,7 @@ impl JobContext {
             .bind(self.inner.id.0)
             .bind(self.attempt_i32())
             .bind(progress)
+            .bind(self.inner.lease.as_secs_f64())
             .execute(&self.inner.pool)
             .await?;
         Ok(())
@@ -173,6 +178,7 @@ impl JobContext {
         let renewed = sqlx::query(sql::HEARTBEAT)
             .bind(vec![self.inner.id.0])
             .bind(&self.inner.node_id)
+            .bind(self.inner.lease.as_secs_f64())
             .fetch_optional(&self.inner.pool)
             .await?;
         Ok(renewed.is_some())

@@ -1,6 +1,11 @@
 //! Job maintenance, a leader duty: promote due scheduled and retryable jobs, rescue attempts
 //! whose lease expired, prune finished jobs past their retention, each in bounded batches. Only
 //! the leader runs it (see `cluster`), so ticks need no lock of their own.
+//!
+//! **Grace.** A new term, and a term whose database calls just failed, rescues nothing for
+//! `grace` (one lease plus one heartbeat): the nodes may have been unable to renew their leases
+//! while the leader could not see them either (a database outage), and must get a chance to do
+//! so before their running jobs are taken from them.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,32 @@ fn prune_every(prune_after: Duration) -> Duration {
 pub(crate) struct MaintenanceSettings {
     pub(crate) lease: Duration,
     pub(crate) prune_after: Duration,
+    /// How long after the term starts (or the database comes back) rescues wait.
+    pub(crate) grace: Duration,
+}
+
+/// When rescues may run: `grace` after the start, and again after every failure.
+#[derive(Debug)]
+pub(crate) struct Grace {
+    grace: Duration,
+    armed_at: Instant,
+}
+
+impl Grace {
+    /// Armed `grace` from now.
+    pub(crate) fn new(grace: Duration) -> Self {
+        Self { grace, armed_at: Instant::now() + grace }
+    }
+
+    /// Whether rescues may run now.
+    pub(crate) fn armed(&self) -> bool {
+        Instant::now() >= self.armed_at
+    }
+
+    /// A database call failed: wait a full grace again once it answers.
+    pub(crate) fn failed(&mut self) {
+        self.armed_at = Instant::now() + self.grace;
+    }
 }
 
 /// What one tick did.
@@ -37,12 +68,16 @@ pub(crate) struct Tick {
 pub(crate) async fn run(pool: PgPool, notifier: Notifier, settings: MaintenanceSettings, stop: CancellationToken) {
     let every = (settings.lease / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut last_prune: Option<Instant> = None;
+    let mut grace = Grace::new(settings.grace);
     loop {
         let prune = last_prune.is_none_or(|t| t.elapsed() >= prune_every(settings.prune_after));
-        match tick(&pool, &notifier, settings, prune).await {
+        match tick(&pool, &notifier, settings, prune, grace.armed()).await {
             Ok(_) if prune => last_prune = Some(Instant::now()),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "job maintenance failed"),
+            Err(e) => {
+                grace.failed();
+                tracing::warn!(error = %e, "job maintenance failed");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -74,15 +109,17 @@ pub(crate) async fn rescue(
     sqlx::query_as(sql::RESCUE).bind(older_than).bind(nodes).bind(limit).fetch_all(conn).await
 }
 
-/// One maintenance pass.
+/// One maintenance pass; it rescues only when `rescue` says so (see [`Grace`]).
 pub(crate) async fn tick(
     pool: &PgPool,
     notifier: &Notifier,
     settings: MaintenanceSettings,
     prune: bool,
+    rescue_lost: bool,
 ) -> Result<Tick, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rescued = rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len();
+    let rescued =
+        if rescue_lost { rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len() } else { 0 };
     if rescued > 0 {
         tracing::warn!(rescued, "rescued jobs whose lease expired");
     }

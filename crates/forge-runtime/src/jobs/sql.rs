@@ -96,7 +96,7 @@ where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
 /// The claim: as many available jobs of a queue as the producer has free slots, in priority,
 /// run_at, id order, skipping rows other producers hold, for this node's capabilities, leaving
 /// the jobs `$5` (those with an attempt still running on this node, whose lease it lost);
-/// nothing while the queue is paused.
+/// nothing while the queue is paused. The lease lasts `$6` seconds (the node's own setting).
 pub(crate) const CLAIM: &str = r#"
 with claimed as (
     select id
@@ -117,6 +117,7 @@ set state = 'running',
     attempt = j.attempt + 1,
     attempted_at = now(),
     heartbeat_at = now(),
+    lease_until = now() + make_interval(secs => $6::float8),
     attempted_by = $4
 from claimed
 where j.id = claimed.id
@@ -139,26 +140,27 @@ set state = case when j.cancel_requested_at is not null and u.state in ('retryab
     run_at = coalesce(u.run_at, j.run_at),
     finalized_at = case when u.state in ('completed', 'discarded', 'cancelled') or j.cancel_requested_at is not null
                         then now() end,
-    heartbeat_at = null
+    heartbeat_at = null,
+    lease_until = null
 from unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::int[])
      as u(id, attempt, state, output, error, run_at, uncount)
 where j.id = u.id and j.attempt = u.attempt and j.state = 'running'
 returning j.id, j.state, j.queue
 "#;
 
-/// Renews the leases of this node's running jobs. Returns those still held, and whether
-/// cancellation was requested for each.
+/// Renews the leases of this node's running jobs for `$3` seconds. Returns those still held,
+/// and whether cancellation was requested for each.
 pub(crate) const HEARTBEAT: &str = r#"
 update forge_jobs
-set heartbeat_at = now()
+set heartbeat_at = now(), lease_until = now() + make_interval(secs => $3::float8)
 where id = any($1::bigint[]) and state = 'running' and attempted_by = $2
 returning id, attempt, cancel_requested_at is not null as cancel_requested
 "#;
 
-/// Records progress (and renews the lease) of one attempt.
+/// Records progress (and renews the lease, for `$4` seconds) of one attempt.
 pub(crate) const PROGRESS: &str = r#"
 update forge_jobs
-set progress = $3, heartbeat_at = now()
+set progress = $3, heartbeat_at = now(), lease_until = now() + make_interval(secs => $4::float8)
 where id = $1 and attempt = $2 and state = 'running'
 "#;
 
@@ -263,8 +265,9 @@ where j.id = due.id
 returning j.queue
 "#;
 
-/// Rescues running attempts that are lost: those whose lease is older than `$1` seconds (null:
-/// none by age) and those run by the nodes in `$2` (declared dead). Each becomes cancelled if its
+/// Rescues running attempts that are lost: those whose lease has ended (`lease_until`, or for rows
+/// without one a `heartbeat_at` older than `$1` seconds; `$1` null: none by age) and those run by
+/// the nodes in `$2` (declared dead). Each becomes cancelled if its
 /// cancellation was requested, else retryable (run again now) if attempts are left, else
 /// discarded, and the lost attempt is recorded as an
 /// [`AttemptError`](forge_core::jobs::AttemptError) of kind `lease` (the object's keys are
@@ -274,8 +277,11 @@ with lost as (
     select id
     from forge_jobs
     where state = 'running'
-      and (heartbeat_at < now() - make_interval(secs => $1::float8) or attempted_by = any($2::text[]))
-    order by heartbeat_at
+      and (($1::float8 is not null
+            and (lease_until < now()
+                 or (lease_until is null and heartbeat_at < now() - make_interval(secs => $1::float8))))
+           or attempted_by = any($2::text[]))
+    order by lease_until
     limit $3
     for update skip locked
 )
@@ -286,6 +292,7 @@ set state = case when j.cancel_requested_at is not null then 'cancelled'
     finalized_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts then now() end,
     run_at = now(),
     heartbeat_at = null,
+    lease_until = null,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempt,
         'at', now(),

@@ -90,6 +90,7 @@ impl TestDatabase {
             notifier: None,
             job: &job,
             options: &options,
+            lease: Duration::from_secs(30),
             token: Default::default(),
         };
         let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;

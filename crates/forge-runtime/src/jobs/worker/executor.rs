@@ -31,6 +31,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) notifier: Option<Notifier>,
     pub(crate) job: &'a ClaimedJob,
     pub(crate) options: &'a JobOptions,
+    /// How long a renewal keeps the attempt's lease.
+    pub(crate) lease: Duration,
     /// Fires when the attempt must stop (cancelled, lease lost, released).
     pub(crate) token: CancellationToken,
 }
@@ -66,6 +68,7 @@ impl Attempt<'_> {
                 attempt: u32::try_from(job.attempt).unwrap_or(0),
                 max_attempts: u32::try_from(job.max_attempts).unwrap_or(0),
                 scheduled_at: job.run_at,
+                lease: self.lease,
             },
             self.node_id.to_owned(),
             self.pool.clone(),
@@ -150,6 +153,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
                 notifier: Some(shared.notifier.clone()),
                 job: &job,
                 options: &registered.options,
+                lease: shared.settings.lease,
                 token,
             };
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await

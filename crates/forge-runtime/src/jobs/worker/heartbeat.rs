@@ -53,14 +53,19 @@ async fn renew(shared: &Shared) {
     }
     let sent = Instant::now();
     let ids: Vec<i64> = keys.iter().map(|(id, _)| *id).collect();
-    let rows: Vec<Held> =
-        match sqlx::query_as(sql::HEARTBEAT).bind(&ids).bind(&shared.settings.node_id).fetch_all(&shared.pool).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat failed");
-                return;
-            }
-        };
+    let rows: Vec<Held> = match sqlx::query_as(sql::HEARTBEAT)
+        .bind(&ids)
+        .bind(&shared.settings.node_id)
+        .bind(shared.settings.lease.as_secs_f64())
+        .fetch_all(&shared.pool)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            return;
+        }
+    };
     let held: HashMap<AttemptKey, bool> = rows.iter().map(|h| ((h.id, h.attempt), h.cancel_requested)).collect();
     for key in keys {
         match held.get(&key) {
