@@ -344,3 +344,47 @@ async fn a_new_leader_waits_a_lease_and_a_heartbeat_before_rescuing() {
     // The leadership flag is seen at most a poll late: allow that much.
     assert!(waited + Duration::from_millis(100) >= grace, "rescued {waited:?} into the term, before its grace");
 }
+
+#[tokio::test]
+async fn a_job_whose_attempts_keep_being_lost_backs_off_and_is_discarded_at_its_last_attempt() {
+    let db = TestDatabase::new().await.expect("db");
+    // Attempt 3 of 4 and attempt 4 of 4, both lost with their nodes (a job that kills its node).
+    let insert = async |attempt: i32| -> i64 {
+        sqlx::query_scalar(
+            "insert into forge_jobs (kind, args, state, attempt, max_attempts, attempted_by, attempted_at, heartbeat_at,
+                                     lease_until)
+             values ('never_run', 'null', 'running', $1, 4, 'ghost', now(), now(), now() - interval '1 second')
+             returning id",
+        )
+        .bind(attempt)
+        .fetch_one(db.pool())
+        .await
+        .expect("job")
+    };
+    let (third, last) = (insert(3).await, insert(4).await);
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "100ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "1s".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let (third_state, wait_s): (String, f64) = eventually("the rescue", Duration::from_secs(20), async || {
+        sqlx::query_as(
+            "select state, extract(epoch from run_at - now())::float8 from forge_jobs where id = $1 and state <> 'running'",
+        )
+        .bind(third)
+        .fetch_optional(db.pool())
+        .await
+        .expect("row")
+    })
+    .await;
+    assert_eq!(third_state, "retryable");
+    assert!(wait_s > 6.0, "a lost attempt 3 waits 2^3 s before it runs again, not {wait_s:.1} s");
+    let last_state = eventually("the last attempt's rescue", Duration::from_secs(20), async || {
+        let (now, _) = state(db.pool(), JobId(last)).await;
+        (now != "running").then_some(now)
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!(last_state, "discarded", "out of attempts: discarded, with a lease error");
+}

@@ -268,7 +268,8 @@ returning j.queue
 /// Rescues running attempts that are lost: those whose lease has ended (`lease_until`, or for rows
 /// without one a `heartbeat_at` older than `$1` seconds; `$1` null: none by age) and those run by
 /// the nodes in `$2` (declared dead). Each becomes cancelled if its
-/// cancellation was requested, else retryable (run again now) if attempts are left, else
+/// cancellation was requested, else retryable if attempts are left (after 2^attempt seconds, at
+/// most an hour: a job that kills its node every time backs off like any failure), else
 /// discarded, and the lost attempt is recorded as an
 /// [`AttemptError`](forge_core::jobs::AttemptError) of kind `lease` (the object's keys are
 /// checked against the type by a test). The lease sweep and the dead-node sweep both use it.
@@ -290,7 +291,7 @@ set state = case when j.cancel_requested_at is not null then 'cancelled'
                  when j.attempt >= j.max_attempts then 'discarded'
                  else 'retryable' end,
     finalized_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts then now() end,
-    run_at = now(),
+    run_at = now() + make_interval(secs => least(power(2, least(j.attempt, 12)), 3600)),
     heartbeat_at = null,
     lease_until = null,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
