@@ -388,3 +388,35 @@ async fn a_job_whose_attempts_keep_being_lost_backs_off_and_is_discarded_at_its_
     node.stop().await.expect("stop");
     assert_eq!(last_state, "discarded", "out of attempts: discarded, with a lease error");
 }
+
+#[tokio::test]
+async fn a_node_claims_only_the_kinds_it_can_run() {
+    let db = TestDatabase::new().await.expect("db");
+    // A kind of a newer deploy, dispatched first; then one this binary runs.
+    let newer: i64 =
+        sqlx::query_scalar("insert into forge_jobs (kind, args) values ('from_a_newer_deploy', 'null') returning id")
+            .fetch_one(db.pool())
+            .await
+            .expect("job");
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let known = Lingering::dispatch(&node, ()).await.expect("dispatch");
+    // `lingering`'s first attempt waits up to 5 s: stop it, then wait for its second.
+    eventually("the known kind running", Duration::from_secs(20), async || {
+        (state(db.pool(), known).await.0 == "running").then_some(())
+    })
+    .await;
+    forge::jobs::cancel(db.pool(), known).await.expect("cancel");
+    eventually("the known kind finishing", Duration::from_secs(20), async || {
+        (state(db.pool(), known).await.0 == "cancelled").then_some(())
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!(
+        state(db.pool(), JobId(newer)).await,
+        ("available".to_owned(), 0),
+        "a kind the node does not run is left for a node that does, no attempt spent"
+    );
+}

@@ -96,7 +96,9 @@ where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
 /// The claim: as many available jobs of a queue as the producer has free slots, in priority,
 /// run_at, id order, skipping rows other producers hold, for this node's capabilities, leaving
 /// the jobs `$5` (those with an attempt still running on this node, whose lease it lost);
-/// nothing while the queue is paused. The lease lasts `$6` seconds (the node's own setting).
+/// nothing while the queue is paused. Only the kinds `$7` the node can run are claimed (in a
+/// rolling deploy, old nodes leave new kinds to new nodes). The lease lasts `$6` seconds (the
+/// node's own setting).
 pub(crate) const CLAIM: &str = r#"
 with claimed as (
     select id
@@ -107,6 +109,7 @@ with claimed as (
       and (capability is null or capability = any($3::text[]))
       and not (id = any($5::bigint[]))
       and cancel_requested_at is null
+      and kind = any($7::text[])
       and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
     order by priority, run_at, id
     limit $2

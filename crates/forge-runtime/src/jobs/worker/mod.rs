@@ -60,6 +60,7 @@ impl Worker {
         let wakers = settings.queues.iter().map(|(q, _)| (q.clone(), Arc::new(Notify::new()))).collect();
         let shared = Arc::new(Shared {
             pool,
+            kinds: registry.names(),
             registry,
             notifier,
             completer,

@@ -108,6 +108,7 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
         .bind(&shared.settings.node_id)
         .bind(&busy)
         .bind(shared.settings.lease.as_secs_f64())
+        .bind(&shared.kinds)
         .fetch_all(&shared.pool)
         .await?;
     let metrics = shared.telemetry.metrics();

@@ -53,6 +53,8 @@ pub(super) struct Running {
 pub(super) struct Shared {
     pub(super) pool: sqlx::PgPool,
     pub(super) registry: JobRegistry,
+    /// The kinds in the registry: the only ones this node claims.
+    pub(super) kinds: Vec<&'static str>,
     pub(super) notifier: Notifier,
     pub(super) completer: Completer,
     pub(super) telemetry: Arc<Telemetry>,
