@@ -420,3 +420,58 @@ async fn a_node_claims_only_the_kinds_it_can_run() {
         "a kind the node does not run is left for a node that does, no attempt spent"
     );
 }
+
+/// Whether a `stubborn` handler has returned, by job id.
+static STUBBORN_DONE: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// Blocks its thread (never yields) for `seconds`, past its 200 ms timeout.
+#[forge::job(timeout = "200ms", max_attempts = 3)]
+async fn stubborn(ctx: &JobContext, seconds: u64) -> Result<(), JobError> {
+    std::thread::sleep(Duration::from_secs(seconds));
+    STUBBORN_DONE.lock().expect("log").push(ctx.id().0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_that_ignores_its_timeout_is_abandoned_and_rescued_while_it_still_blocks() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "100ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "1s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = Stubborn::dispatch(&node, 8).await.expect("dispatch");
+    eventually("the attempt running", Duration::from_secs(20), async || {
+        (state(db.pool(), job).await.0 == "running").then_some(())
+    })
+    .await;
+    eventually("the abandoned attempt's rescue", Duration::from_secs(20), async || {
+        (state(db.pool(), job).await.0 != "running").then_some(())
+    })
+    .await;
+    assert!(
+        !STUBBORN_DONE.lock().expect("log").contains(&job.0),
+        "rescued only once the handler had returned: its lease was renewed past its timeout"
+    );
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_does_not_wait_forever_for_a_handler_that_never_yields() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.shutdown_timeout = "200ms".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = Stubborn::dispatch(&node, 25).await.expect("dispatch");
+    eventually("the attempt running", Duration::from_secs(20), async || {
+        (state(db.pool(), job).await.0 == "running").then_some(())
+    })
+    .await;
+    // Released after 200 ms, abandoned 10 s later: the node stops long before the handler ends.
+    let stopped = tokio::time::timeout(Duration::from_secs(18), node.stop()).await;
+    assert!(stopped.is_ok(), "the node waited for a handler that never yields");
+}

@@ -47,7 +47,11 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
 
 /// One renewal of every running attempt's lease.
 async fn renew(shared: &Shared) {
-    let keys: Vec<AttemptKey> = shared.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default();
+    let keys: Vec<AttemptKey> = shared
+        .running
+        .lock()
+        .map(|r| r.iter().filter(|(_, r)| !r.abandoned).map(|(key, _)| *key).collect())
+        .unwrap_or_default();
     if keys.is_empty() {
         return;
     }
@@ -84,10 +88,23 @@ async fn renew(shared: &Shared) {
     }
 }
 
-/// Stops the attempts whose lease has not been renewed for `after`.
+/// Stops the attempts whose lease has not been renewed for `after`, and abandons those still
+/// running well past their timeout (their handler does not yield: it cannot be stopped, so its
+/// lease is left to expire and the job to be rescued).
 fn fence(shared: &Shared, after: Duration) {
     let Ok(mut running) = shared.running.lock() else { return };
+    let now = Instant::now();
     for ((id, attempt), r) in running.iter_mut() {
+        if !r.abandoned && now >= r.abandon_at {
+            tracing::error!(
+                job_id = id,
+                attempt,
+                "attempt still running past its timeout (its handler does not yield): abandoned, its lease is no longer renewed"
+            );
+            r.abandoned = true;
+            r.reason.get_or_insert(StopReason::LeaseLost);
+            r.token.cancel();
+        }
         if r.reason.is_none() && r.renewed.elapsed() >= after {
             tracing::warn!(
                 job_id = id,

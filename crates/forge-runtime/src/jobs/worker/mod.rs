@@ -38,6 +38,9 @@ use super::job::JobRegistry;
 use super::notifier::Notifier;
 use crate::observability::Telemetry;
 
+/// How long released attempts get to stop at shutdown before they are abandoned.
+pub(crate) const HARD_STOP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running worker. [`Worker::stop`] drains it.
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -96,7 +99,9 @@ impl Worker {
     }
 
     /// Stops claiming, waits up to the shutdown timeout for running jobs, releases the rest to
-    /// `available` (their attempt not counted), and writes every outcome.
+    /// `available` (their attempt not counted), and writes every outcome. Attempts that do not
+    /// stop within [`HARD_STOP`] of being released (a handler that never yields) are abandoned:
+    /// their leases are no longer renewed, and the leader rescues them.
     pub(crate) async fn stop(self) {
         self.stop_claiming.cancel();
         let timeout = self.shared.settings.shutdown_timeout;
@@ -107,12 +112,27 @@ impl Worker {
             }
         })
         .await;
+        let mut abandoned = false;
         if drained.is_err() {
             let n = self.shared.running.lock().map(|r| r.len()).unwrap_or(0);
             tracing::warn!(jobs = n, "shutdown timeout: releasing running jobs");
             self.shared.stop_all(StopReason::Released);
-            for p in producers {
-                let _ = p.await;
+            let stopped = tokio::time::timeout(HARD_STOP, async {
+                for p in producers.iter_mut() {
+                    let _ = p.await;
+                }
+            })
+            .await;
+            if stopped.is_err() {
+                let n = self.shared.running.lock().map(|r| r.len()).unwrap_or(0);
+                tracing::error!(
+                    jobs = n,
+                    "attempts did not stop within {HARD_STOP:?} of being released: abandoning them to the leader's rescue"
+                );
+                for p in producers {
+                    p.abort();
+                }
+                abandoned = true;
             }
         }
         for task in self.background {
@@ -120,6 +140,10 @@ impl Worker {
         }
         self.shared.completer.flush().await;
         drop(self.shared);
-        let _ = self.completer_task.await;
+        // An abandoned attempt still holds the worker's state, so the completer (which ends with
+        // it) is not waited for: everything sent so far was flushed above.
+        if !abandoned {
+            let _ = self.completer_task.await;
+        }
     }
 }

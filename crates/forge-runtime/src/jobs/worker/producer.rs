@@ -14,6 +14,11 @@ use super::shared::{ClaimedJob, Running, Shared, StopReason};
 use crate::jobs::sql;
 use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
 
+/// The timeout of a kind this node cannot run (its attempt fails at once anyway).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past its timeout an attempt may still be running before it is abandoned.
+const ABANDON_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a busy producer waits for more free slots before claiming.
 const GATHER: Duration = Duration::from_millis(1);
 
@@ -131,7 +136,16 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
                 stale.reason.get_or_insert(StopReason::LeaseLost);
                 stale.token.cancel();
             }
-            let entry = Running { token: CancellationToken::new(), reason: None, renewed: sent };
+            let timeout = shared.registry.options(&job.kind).map_or(DEFAULT_TIMEOUT, |o| o.timeout);
+            let entry = Running {
+                token: CancellationToken::new(),
+                reason: None,
+                renewed: sent,
+                abandon_at: sent
+                    .checked_add(timeout.saturating_add(ABANDON_AFTER))
+                    .unwrap_or(sent + Duration::from_secs(365 * 86_400)),
+                abandoned: false,
+            };
             running.insert((job.id, job.attempt), entry);
         }
     }

@@ -46,6 +46,11 @@ pub(super) struct Running {
     pub(super) reason: Option<StopReason>,
     /// When its lease was last known renewed (claimed, or a renewal sent that then held).
     pub(super) renewed: Instant,
+    /// Past this, an attempt still here has ignored its timeout (a handler that never yields):
+    /// its lease is no longer renewed.
+    pub(super) abandon_at: Instant,
+    /// Whether it was abandoned.
+    pub(super) abandoned: bool,
 }
 
 /// What the worker's parts share.
