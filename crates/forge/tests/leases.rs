@@ -128,10 +128,12 @@ async fn a_job_rescued_while_its_attempt_still_runs_is_not_run_beside_it() {
     node.stop().await.expect("stop");
 }
 
-/// A TCP proxy to the database that can be made to stop passing bytes (a network partition).
+/// A TCP proxy to the database that can be made to stop passing bytes (a network partition),
+/// or to drop every connection and refuse new ones (the server down).
 struct Proxy {
     addr: SocketAddr,
     blocked: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -145,40 +147,57 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let blocked = Arc::new(AtomicBool::new(false));
-        let flag = blocked.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let flags = (blocked.clone(), refusing.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, flag) = (upstream.clone(), flag.clone());
+                if flags.1.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (upstream, flags) = (upstream.clone(), flags.clone());
                 tokio::spawn(async move {
                     let (client_read, client_write) = client.into_split();
                     match upstream {
                         Upstream::Tcp(addr) => {
                             let Ok(server) = TcpStream::connect(addr).await else { return };
                             let (server_read, server_write) = server.into_split();
-                            tokio::spawn(forward(client_read, server_write, flag.clone()));
-                            forward(server_read, client_write, flag).await;
+                            tokio::spawn(forward(client_read, server_write, flags.clone()));
+                            forward(server_read, client_write, flags).await;
                         }
                         Upstream::Unix(path) => {
                             let Ok(server) = UnixStream::connect(path).await else { return };
                             let (server_read, server_write) = server.into_split();
-                            tokio::spawn(forward(client_read, server_write, flag.clone()));
-                            forward(server_read, client_write, flag).await;
+                            tokio::spawn(forward(client_read, server_write, flags.clone()));
+                            forward(server_read, client_write, flags).await;
                         }
                     }
                 });
             }
         });
-        Self { addr, blocked }
+        Self { addr, blocked, refusing }
     }
 }
 
-/// Copies `from` to `to`, holding every chunk while the proxy is blocked.
-async fn forward(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, blocked: Arc<AtomicBool>) {
+/// Copies `from` to `to`, holding every chunk while the proxy is blocked, and closing both when
+/// it starts refusing.
+async fn forward(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    (blocked, refusing): (Arc<AtomicBool>, Arc<AtomicBool>),
+) {
     let mut buf = vec![0u8; 16 * 1024];
+    let refused = async || {
+        while !refusing.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            () = refused() => return,
         };
         while blocked.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -474,4 +493,60 @@ async fn shutdown_does_not_wait_forever_for_a_handler_that_never_yields() {
     // Released after 200 ms, abandoned 10 s later: the node stops long before the handler ends.
     let stopped = tokio::time::timeout(Duration::from_secs(18), node.stop()).await;
     assert!(stopped.is_ok(), "the node waited for a handler that never yields");
+}
+
+/// The proxy a `finishes_into_an_outage` job takes the database away with.
+static OUTAGE: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// How many times `finishes_into_an_outage` ran.
+static OUTAGE_RUNS: Mutex<u32> = Mutex::new(0);
+
+/// Succeeds, and the database goes away as it does: its outcome meets the outage.
+#[forge::job(max_attempts = 5)]
+async fn finishes_into_an_outage(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    *OUTAGE_RUNS.lock().expect("runs") += 1;
+    if let Some(refusing) = OUTAGE.get() {
+        refusing.store(true, Ordering::SeqCst);
+    }
+    Ok(ctx.attempt())
+}
+
+#[tokio::test]
+async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the_job_runs_once() {
+    let db = TestDatabase::new().await.expect("db");
+    let options = PgConnectOptions::from_str(db.url()).expect("url");
+    let upstream = match options.get_socket() {
+        Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
+        None => Upstream::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
+    };
+    let proxy = Proxy::start(upstream).await;
+    let _ = OUTAGE.set(proxy.refusing.clone());
+    let mut config = db.config();
+    config.database.url = Some(format!(
+        "postgres://{}@{}/{}",
+        options.get_username(),
+        proxy.addr,
+        options.get_database().expect("database")
+    ));
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "200ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.observability.enabled = false;
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    eventually("leadership", Duration::from_secs(20), async || node.is_leader().then_some(())).await;
+    let job = FinishesIntoAnOutage::dispatch(&node, ()).await.expect("dispatch");
+    eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
+        .await;
+    // The database stays away for more than two leases (the fault being tested), then returns.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.refusing.store(false, Ordering::SeqCst);
+    let (final_state, attempt) = eventually("the job finishing", Duration::from_secs(30), async || {
+        let (now, attempt) = state(db.pool(), job).await;
+        (now != "running" && now != "retryable" && now != "available").then_some((now, attempt))
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the first attempt's success was written");
+    assert_eq!(*OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
 }

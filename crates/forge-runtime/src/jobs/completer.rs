@@ -1,8 +1,16 @@
 //! The completer: attempt outcomes from every executing job go through one channel and are
 //! written in batches, one statement per batch. Under load a batch holds hundreds of outcomes;
 //! when idle, each outcome is written as soon as it arrives.
+//!
+//! **Nothing is dropped while the node lives.** A batch that fails because the database cannot
+//! be reached is retried, with backoff, until it answers; meanwhile the worker keeps the
+//! attempts in its running table (so their leases are renewed as soon as the database is back,
+//! and the leader's grace keeps it from rescuing them first), and stops claiming once
+//! [`MAX_BACKLOG`] outcomes wait. Each batch written is reported back ([`Written`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{AttemptError, JobId, JobState};
@@ -17,6 +25,13 @@ use super::sql;
 const MAX_BATCH: usize = 1000;
 /// Batches written at the same time.
 const WRITERS: usize = 2;
+/// Outcomes waiting to be written past which the worker stops claiming.
+pub(crate) const MAX_BACKLOG: usize = 20_000;
+/// Tries of a batch that fails for a reason other than an unreachable database.
+const DATA_ERROR_TRIES: u32 = 5;
+
+/// Called with the attempts of each batch once it is written (or fenced off).
+pub(crate) type Written = Arc<dyn Fn(&[(JobId, i32)]) + Send + Sync>;
 
 /// The end of one attempt, ready to be written.
 #[derive(Debug)]
@@ -40,6 +55,8 @@ enum Message {
 #[derive(Clone, Debug)]
 pub(crate) struct Completer {
     tx: mpsc::UnboundedSender<Message>,
+    /// Outcomes sent and not yet written.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Message {
@@ -54,8 +71,10 @@ impl std::fmt::Debug for Message {
 impl Completer {
     /// Starts the completer task; it ends, after writing everything sent, when every handle is
     /// dropped.
-    pub(crate) fn spawn(pool: PgPool, notifier: Notifier) -> (Self, tokio::task::JoinHandle<()>) {
+    pub(crate) fn spawn(pool: PgPool, notifier: Notifier, written: Written) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let pending = backlog.clone();
         let handle = tokio::spawn(async move {
             // Up to WRITERS batches are written at once, so a slow statement does not hold up
             // the next batch; outcomes touch distinct rows, so their order does not matter.
@@ -75,9 +94,13 @@ impl Completer {
                 }
                 if !batch.is_empty() {
                     let Ok(permit) = writers.clone().acquire_owned().await else { break };
-                    let (pool, notifier) = (pool.clone(), notifier.clone());
+                    let (pool, notifier, written, pending) =
+                        (pool.clone(), notifier.clone(), written.clone(), pending.clone());
                     tokio::spawn(async move {
                         write(&pool, &notifier, &batch).await;
+                        let attempts: Vec<(JobId, i32)> = batch.iter().map(|o| (o.id, o.attempt)).collect();
+                        written(&attempts);
+                        pending.fetch_sub(batch.len(), Ordering::SeqCst);
                         drop(permit);
                     });
                 }
@@ -94,11 +117,18 @@ impl Completer {
             }
             let _ = writers.acquire_many(WRITERS as u32).await;
         });
-        (Self { tx }, handle)
+        (Self { tx, backlog }, handle)
+    }
+
+    /// Outcomes sent and not yet written.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
     }
 
     pub(crate) fn send(&self, outcome: Outcome) {
+        self.backlog.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(Message::Outcome(outcome)).is_err() {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
             tracing::error!(
                 "completer stopped; an outcome was not written (the job's lease will expire and it will be rescued)"
             );
@@ -144,11 +174,14 @@ pub(crate) async fn finish<'e>(
 }
 
 async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
-    // A failed write is retried a few times; after that the jobs' leases expire and maintenance
-    // rescues them, so nothing is lost, only delayed.
-    for attempt in 0..5u64 {
+    let mut tries = 0u32;
+    let mut wait = Duration::from_millis(100);
+    loop {
         match finish(pool, batch).await {
             Ok(rows) => {
+                if tries > 0 {
+                    tracing::info!(batch = batch.len(), tries, "job outcomes written after the database came back");
+                }
                 if rows.len() < batch.len() {
                     tracing::debug!(
                         written = rows.len(),
@@ -168,9 +201,31 @@ async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, batch = batch.len(), "could not write job outcomes; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+                tries += 1;
+                // An unreachable database is waited out; anything else is given up after a few
+                // tries (the jobs' leases then expire and the leader rescues them).
+                if !unreachable(&e) && tries >= DATA_ERROR_TRIES {
+                    tracing::error!(error = %e, batch = batch.len(), "could not write job outcomes; giving up");
+                    return;
+                }
+                if tries == 1 || tries.is_power_of_two() {
+                    tracing::warn!(error = %e, batch = batch.len(), tries, "could not write job outcomes; retrying");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Whether `e` says the database could not be reached (rather than refused the data).
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Connection exceptions, shutting down / cannot connect now, insufficient resources.
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }),
+        _ => false,
     }
 }

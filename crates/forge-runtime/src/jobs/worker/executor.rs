@@ -159,7 +159,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }
     };
-    let reason = shared.running.lock().ok().and_then(|mut r| r.remove(&key)).and_then(|r| r.reason);
+    let reason = shared.running.lock().ok().and_then(|r| r.get(&key).and_then(|r| r.reason));
     let ended = ended.settle(reason);
     if let Ended::Failed(e, _) = &ended
         && !matches!(e, JobError::Snooze(_))
@@ -173,8 +173,22 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
     let state = outcome.as_ref().map(|o| o.state).or(written.then_some(JobState::Completed));
     let failed = outcome.as_ref().is_some_and(|o| o.error.is_some() && o.state != JobState::Cancelled);
     record_attempt(shared.telemetry.metrics(), &job, state, failed, started.elapsed());
-    if let Some(outcome) = outcome {
-        shared.completer.send(outcome);
+    match outcome {
+        // The attempt stays in the running table (its lease renewed) until the completer has
+        // written its outcome: an outcome waiting out a database outage is not rescued meanwhile.
+        Some(outcome) => {
+            if let Ok(mut running) = shared.running.lock()
+                && let Some(r) = running.get_mut(&key)
+            {
+                r.finished = true;
+            }
+            shared.completer.send(outcome);
+        }
+        None => {
+            if let Ok(mut running) = shared.running.lock() {
+                running.remove(&key);
+            }
+        }
     }
     drop(permit);
 }

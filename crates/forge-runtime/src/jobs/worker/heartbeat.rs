@@ -95,6 +95,10 @@ fn fence(shared: &Shared, after: Duration) {
     let Ok(mut running) = shared.running.lock() else { return };
     let now = Instant::now();
     for ((id, attempt), r) in running.iter_mut() {
+        if r.finished {
+            // Ended: its outcome waits for the completer, and its lease must hold until then.
+            continue;
+        }
         if !r.abandoned && now >= r.abandon_at {
             tracing::error!(
                 job_id = id,

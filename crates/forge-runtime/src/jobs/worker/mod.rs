@@ -33,7 +33,7 @@ pub(crate) use shared::WorkerSettings;
 pub(crate) use {executor::Attempt, shared::ClaimedJob};
 
 use self::shared::{Shared, StopReason};
-use super::completer::Completer;
+use super::completer::{Completer, Written};
 use super::job::JobRegistry;
 use super::notifier::Notifier;
 use crate::observability::Telemetry;
@@ -59,19 +59,31 @@ impl Worker {
         telemetry: Arc<Telemetry>,
         settings: WorkerSettings,
     ) -> Self {
-        let (completer, completer_task) = Completer::spawn(pool.clone(), notifier.clone());
         let wakers = settings.queues.iter().map(|(q, _)| (q.clone(), Arc::new(Notify::new()))).collect();
-        let shared = Arc::new(Shared {
-            pool,
-            kinds: registry.names(),
-            registry,
-            notifier,
-            completer,
-            telemetry,
-            settings: settings.clone(),
-            running: Mutex::new(HashMap::new()),
-            wakers,
+        let mut completer_task = None;
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            // Weak: the completer stops only once every `Shared` is gone.
+            let weak = weak.clone();
+            let written: Written = Arc::new(move |attempts| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.release(attempts);
+                }
+            });
+            let (completer, task) = Completer::spawn(pool.clone(), notifier.clone(), written);
+            completer_task = Some(task);
+            Shared {
+                pool,
+                kinds: registry.names(),
+                registry,
+                notifier,
+                completer,
+                telemetry,
+                settings: settings.clone(),
+                running: Mutex::new(HashMap::new()),
+                wakers,
+            }
         });
+        let completer_task = completer_task.unwrap_or_else(|| tokio::spawn(async {}));
         let stop_claiming = CancellationToken::new();
         let producers = settings
             .queues
@@ -93,7 +105,7 @@ impl Worker {
         let shared = Arc::downgrade(&self.shared);
         let total = self.shared.settings.queues.iter().map(|(_, n)| n).sum();
         Box::new(move || {
-            let busy = shared.upgrade().and_then(|s| s.running.lock().ok().map(|r| r.len())).unwrap_or(0);
+            let busy = shared.upgrade().map(|s| s.busy()).unwrap_or(0);
             (busy, total)
         })
     }
@@ -138,7 +150,16 @@ impl Worker {
         for task in self.background {
             task.abort();
         }
-        self.shared.completer.flush().await;
+        // Outcomes waiting out a database outage get the shutdown timeout; those still unwritten
+        // then are left to the leader's rescue.
+        let flushed = tokio::time::timeout(timeout, self.shared.completer.flush()).await.is_ok();
+        if !flushed {
+            tracing::error!(
+                outcomes = self.shared.completer.backlog(),
+                "job outcomes not written before shutdown: their jobs will be rescued"
+            );
+            abandoned = true;
+        }
         drop(self.shared);
         // An abandoned attempt still holds the worker's state, so the completer (which ends with
         // it) is not waited for: everything sent so far was flushed above.

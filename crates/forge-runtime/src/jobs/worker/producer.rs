@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::executor;
 use super::shared::{ClaimedJob, Running, Shared, StopReason};
+use crate::jobs::completer::MAX_BACKLOG;
 use crate::jobs::sql;
 use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
 
@@ -42,6 +43,14 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             gather(&slots, &mut permits, concurrency, GATHER).await;
         }
         let wanted = permits.len();
+        if shared.completer.backlog() >= MAX_BACKLOG {
+            // Outcomes are waiting for the database: claim nothing more until they are written.
+            drop(permits);
+            tokio::select! {
+                () = tokio::time::sleep(poll) => continue,
+                () = stop.cancelled() => break,
+            }
+        }
         match claim(&shared, &queue, wanted).await {
             Ok(jobs) => {
                 let full = jobs.len() == wanted;
@@ -145,6 +154,7 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
                     .checked_add(timeout.saturating_add(ABANDON_AFTER))
                     .unwrap_or(sent + Duration::from_secs(365 * 86_400)),
                 abandoned: false,
+                finished: false,
             };
             running.insert((job.id, job.attempt), entry);
         }

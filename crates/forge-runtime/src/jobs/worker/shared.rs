@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use forge_core::jobs::JobId;
+
 use crate::jobs::completer::Completer;
 use crate::jobs::job::JobRegistry;
 use crate::jobs::notifier::Notifier;
@@ -51,6 +53,8 @@ pub(super) struct Running {
     pub(super) abandon_at: Instant,
     /// Whether it was abandoned.
     pub(super) abandoned: bool,
+    /// Whether it has ended and its outcome waits for the completer (its lease is still renewed).
+    pub(super) finished: bool,
 }
 
 /// What the worker's parts share.
@@ -89,6 +93,20 @@ impl Shared {
                 r.token.cancel();
             }
         }
+    }
+
+    /// Forgets the attempts whose outcomes the completer has written.
+    pub(super) fn release(&self, attempts: &[(JobId, i32)]) {
+        if let Ok(mut running) = self.running.lock() {
+            for (id, attempt) in attempts {
+                running.remove(&(id.0, *attempt));
+            }
+        }
+    }
+
+    /// The attempts still running (not those whose outcomes wait for the completer).
+    pub(super) fn busy(&self) -> usize {
+        self.running.lock().map(|r| r.values().filter(|r| !r.finished).count()).unwrap_or(0)
     }
 
     /// The jobs with an attempt running here: a claim must not take them again while one runs.
