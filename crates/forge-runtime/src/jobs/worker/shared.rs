@@ -110,8 +110,13 @@ impl Shared {
     }
 
     /// The jobs with an attempt running here: a claim must not take them again while one runs.
+    /// (An attempt that has ended and waits for its outcome to be written runs nothing: should
+    /// its job be claimed again, that outcome is fenced off.)
     pub(super) fn running_ids(&self) -> Vec<i64> {
-        self.running.lock().map(|r| r.keys().map(|(id, _)| *id).collect()).unwrap_or_default()
+        self.running
+            .lock()
+            .map(|r| r.iter().filter(|(_, r)| !r.finished).map(|((id, _), _)| *id).collect())
+            .unwrap_or_default()
     }
 
     pub(super) fn stop_all(&self, reason: StopReason) {
