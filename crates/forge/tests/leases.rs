@@ -143,6 +143,29 @@ enum Upstream {
 }
 
 impl Proxy {
+    /// A proxy to `db`'s server (over TCP or its Unix socket).
+    async fn to(db: &TestDatabase) -> Self {
+        let options = PgConnectOptions::from_str(db.url()).expect("url");
+        let upstream = match options.get_socket() {
+            Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
+            None => Upstream::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
+        };
+        Self::start(upstream).await
+    }
+
+    /// `db`'s configuration, connecting through this proxy.
+    fn config(&self, db: &TestDatabase) -> forge::ForgeConfig {
+        let options = PgConnectOptions::from_str(db.url()).expect("url");
+        let mut config = db.config();
+        config.database.url = Some(format!(
+            "postgres://{}@{}/{}",
+            options.get_username(),
+            self.addr,
+            options.get_database().expect("database")
+        ));
+        config
+    }
+
     async fn start(upstream: Upstream) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -211,20 +234,9 @@ async fn forward(
 #[tokio::test]
 async fn a_worker_that_cannot_renew_its_leases_stops_their_attempts_before_the_lease_ends() {
     let db = TestDatabase::new().await.expect("db");
-    let options = PgConnectOptions::from_str(db.url()).expect("url");
-    let upstream = match options.get_socket() {
-        Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
-        None => Upstream::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
-    };
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::to(&db).await;
     let lease = Duration::from_secs(4);
-    let mut config = db.config();
-    config.database.url = Some(format!(
-        "postgres://{}@{}/{}",
-        options.get_username(),
-        proxy.addr,
-        options.get_database().expect("database")
-    ));
+    let mut config = proxy.config(&db);
     // A worker alone: no leader rescues anything, so only the node itself can stop the attempt.
     config.node.roles = Roles::new([Role::Worker]).expect("roles");
     config.worker.lease = "4s".parse().expect("duration");
@@ -513,20 +525,9 @@ async fn finishes_into_an_outage(ctx: &JobContext, _args: ()) -> Result<u32, Job
 #[tokio::test]
 async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the_job_runs_once() {
     let db = TestDatabase::new().await.expect("db");
-    let options = PgConnectOptions::from_str(db.url()).expect("url");
-    let upstream = match options.get_socket() {
-        Some(dir) => Upstream::Unix(dir.join(format!(".s.PGSQL.{}", options.get_port()))),
-        None => Upstream::Tcp(format!("{}:{}", options.get_host(), options.get_port())),
-    };
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::to(&db).await;
     let _ = OUTAGE.set(proxy.refusing.clone());
-    let mut config = db.config();
-    config.database.url = Some(format!(
-        "postgres://{}@{}/{}",
-        options.get_username(),
-        proxy.addr,
-        options.get_database().expect("database")
-    ));
+    let mut config = proxy.config(&db);
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
     config.node.heartbeat_interval = "200ms".parse().expect("duration");
     config.node.dead_after = "1s".parse().expect("duration");
