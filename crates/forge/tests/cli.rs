@@ -281,10 +281,15 @@ async fn forge_migrate_applies_lists_and_rolls_back() {
 #[tokio::test]
 async fn forge_config_prints_the_configuration_and_names_a_bad_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("forge.toml"), "[auth]\njwt_secret = \"s3cret-s3cret-s3cret-s3cret-s3cret\"\n")
-        .expect("write");
+    std::fs::write(
+        dir.path().join("forge.toml"),
+        "[auth]\njwt_secret = \"s3cret-s3cret-s3cret-s3cret-s3cret\"\n[database]\nurl = \"postgres://app:hunter2@db.example/app\"\n",
+    )
+    .expect("write");
     let shown = json(&forge_in(dir.path(), None, &["--json", "config"]).await);
     assert_eq!(shown["auth"]["jwt_secret"], "<redacted>");
+    let url = shown["database"]["url"].as_str().expect("url");
+    assert!(!url.contains("hunter2") && url.contains("db.example"), "{url}");
     assert_eq!(shown["gateway"]["port"], 8080);
 
     std::fs::write(dir.path().join("forge.toml"), "[gateway]\nport = 0\n").expect("write");

@@ -41,6 +41,11 @@ async fn keys_are_created_listed_rotated_and_revoked() {
     let revoked = json(&forge(&db, &["--json", "keys", "revoke", new_id]).await);
     assert!(revoked[0]["revoked_at"].is_string(), "{revoked}");
     assert!(keys.verify(new_key).await.expect("verify").is_none());
+    // A revoked key cannot be brought back by rotating it.
+    let again = forge(&db, &["keys", "rotate", new_id]).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is revoked"), "{again:?}");
+    assert_eq!(json(&forge(&db, &["--json", "keys", "list"]).await).as_array().map(Vec::len), Some(2));
 
     let table = forge(&db, &["keys", "list"]).await;
     let text = String::from_utf8_lossy(&table.stdout);

@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const SECRET: &str = "a-test-secret-of-some-length";
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
 
 #[forge::query(public)]
 async fn ping(ctx: &QueryContext, _args: ()) -> Result<Value, ForgeError> {

@@ -5,13 +5,17 @@
 use super::ForgeConfig;
 use super::error::ConfigError;
 
+/// The shortest JWT secret accepted, in bytes.
+const MIN_JWT_SECRET: usize = 32;
+
 /// The shortest flush and metrics intervals: shorter ones would write more than they record.
 const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl ForgeConfig {
     /// Checks what parsing alone cannot: the log filters are valid `tracing` directives, the
-    /// telemetry intervals are at least 10 ms, and `node.dead_after` is at least twice
-    /// `node.heartbeat_interval` (or live nodes would be declared dead).
+    /// telemetry intervals are at least 10 ms, a JWT secret has at least 32 bytes, and
+    /// `node.dead_after` is at least twice `node.heartbeat_interval` (or live nodes would be
+    /// declared dead).
     ///
     /// ```
     /// use forge_core::ForgeConfig;
@@ -36,6 +40,17 @@ impl ForgeConfig {
             if value.as_std() < MIN_INTERVAL {
                 return Err(invalid(key, format!("{value} is too short: at least 10ms")));
             }
+        }
+        if let Some(secret) = self.auth.jwt_secret.as_deref().filter(|s| !s.is_empty())
+            && secret.len() < MIN_JWT_SECRET
+        {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!(
+                    "is {} bytes: use at least {MIN_JWT_SECRET} (an HMAC key shorter than its hash is guessable)",
+                    secret.len()
+                ),
+            ));
         }
         let node = &self.node;
         if node.dead_after.as_std() < node.heartbeat_interval.as_std() * 2 {
@@ -72,6 +87,7 @@ mod tests {
             ("[observability]\nflush_interval = \"5ms\"\n", "observability.flush_interval"),
             ("[observability]\nmetrics_interval = \"1ms\"\n", "observability.metrics_interval"),
             ("[node]\nheartbeat_interval = \"5s\"\ndead_after = \"6s\"\n", "node.dead_after"),
+            ("[auth]\njwt_secret = \"s3cret\"\n", "auth.jwt_secret"),
         ];
         for (toml, key) in cases {
             let err = ForgeConfig::parse_toml(toml).expect("parses").validate().expect_err(key);

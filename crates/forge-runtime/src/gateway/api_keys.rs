@@ -118,6 +118,9 @@ pub enum ApiKeyError {
     /// The name is empty or too long.
     #[error("an API key's name must be 1 to 100 characters")]
     InvalidName,
+    /// The key is revoked: it cannot be rotated (create a new one).
+    #[error("API key {0} is revoked: it cannot be rotated (create a new key instead)")]
+    Revoked(Uuid),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -171,6 +174,9 @@ impl ApiKeys {
     /// keeps working for `grace` (zero: it is revoked at once), so clients can switch over.
     pub async fn rotate(&self, id: Uuid, grace: std::time::Duration) -> Result<CreatedApiKey, ApiKeyError> {
         let old = self.get(id).await?;
+        if old.revoked_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(ApiKeyError::Revoked(id));
+        }
         let new = NewApiKey { name: old.name, roles: old.roles, tenant: old.tenant, expires_at: old.expires_at };
         let mut tx = self.pool.begin().await?;
         let created = insert(&mut tx, new, Some(id)).await?;

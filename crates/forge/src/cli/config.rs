@@ -10,6 +10,11 @@ pub(crate) fn show(config: &ForgeConfig, json: bool) -> Result<(), String> {
     if let Some(secret) = value.pointer_mut("/auth/jwt_secret") {
         *secret = serde_json::Value::String("<redacted>".to_owned());
     }
+    if let Some(url) = value.pointer_mut("/database/url")
+        && let Some(text) = url.as_str()
+    {
+        *url = serde_json::Value::String(forge::db::redact_url(text));
+    }
     let text = if json {
         serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
     } else {
