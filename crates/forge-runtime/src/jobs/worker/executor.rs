@@ -159,7 +159,14 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }
     };
-    let reason = shared.running.lock().ok().and_then(|r| r.get(&key).and_then(|r| r.reason));
+    // The handler has ended: from here on the entry only waits for its outcome to be written
+    // (its lease still renewed, no longer fenced or abandoned). One lock reads why it was
+    // stopped, if it was, and says so.
+    let reason = shared.running.lock().ok().and_then(|mut r| {
+        let entry = r.get_mut(&key)?;
+        entry.finished = true;
+        entry.reason
+    });
     let ended = ended.settle(reason);
     if let Ended::Failed(e, _) = &ended
         && !matches!(e, JobError::Snooze(_))
@@ -176,14 +183,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
     match outcome {
         // The attempt stays in the running table (its lease renewed) until the completer has
         // written its outcome: an outcome waiting out a database outage is not rescued meanwhile.
-        Some(outcome) => {
-            if let Ok(mut running) = shared.running.lock()
-                && let Some(r) = running.get_mut(&key)
-            {
-                r.finished = true;
-            }
-            shared.completer.send(outcome);
-        }
+        Some(outcome) => shared.completer.send(outcome),
         None => {
             if let Ok(mut running) = shared.running.lock() {
                 running.remove(&key);
