@@ -5,7 +5,8 @@
 //! - [`jobs`]: the job state machine and its transition table, a job's record and its failed
 //!   attempts ([`jobs::JobRecord`], [`jobs::AttemptError`]), priorities, backoff, per-kind options
 //!   and the outcomes a handler returns ([`jobs::JobError`]);
-//! - [`schedule`]: cron expressions with time zones.
+//! - [`schedule`]: cron expressions with time zones;
+//! - [`text`]: text and JSON made storable (no NUL) within documented size caps.
 //!
 //! Nothing here opens a socket or a database connection. The optional `sqlx` feature (which
 //! `forge-runtime` turns on) only maps these types to columns. Most applications reach them
@@ -24,5 +25,6 @@
 pub mod config;
 pub mod jobs;
 pub mod schedule;
+pub mod text;
 
 pub use config::{ConfigError, ForgeConfig};

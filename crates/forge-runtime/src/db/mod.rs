@@ -2,6 +2,7 @@
 //! embedded cluster), the connection pool, and migrations.
 
 mod embedded;
+mod fault;
 mod migrations;
 mod pauses;
 mod pool;
@@ -9,6 +10,7 @@ pub(crate) mod sql;
 mod tx;
 
 pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
+pub(crate) use fault::refused_data;
 pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
 pub(crate) use pauses::{Pauses, pauses};
 #[cfg(feature = "testing")]

@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forge_core::jobs::{AttemptError, JobId, JobState};
+use forge_core::text;
 use sqlx::{PgExecutor, PgPool};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::notifier::Notifier;
 use super::sql;
+use crate::db::refused_data;
 
 /// Most outcomes written by one statement.
 const MAX_BATCH: usize = 1000;
@@ -27,8 +29,6 @@ const MAX_BATCH: usize = 1000;
 const WRITERS: usize = 2;
 /// Outcomes waiting to be written past which the worker stops claiming.
 pub(crate) const MAX_BACKLOG: usize = 20_000;
-/// Tries of a batch that fails for a reason other than an unreachable database.
-const DATA_ERROR_TRIES: u32 = 5;
 
 /// Called with the attempts of each batch once it is written (or fenced off).
 pub(crate) type Written = Arc<dyn Fn(&[(JobId, i32)]) + Send + Sync>;
@@ -44,6 +44,43 @@ pub(crate) struct Outcome {
     pub(crate) run_at: Option<DateTime<Utc>>,
     /// The attempt does not count (released, snoozed).
     pub(crate) uncount: bool,
+}
+
+impl Outcome {
+    /// The outcome as Postgres can store it: NULs replaced, the output and the error's message
+    /// cut to their caps ([`forge_core::text::caps`]).
+    pub(crate) fn storable(mut self) -> Self {
+        if let Some(output) = &mut self.output {
+            text::clean_json(output, text::caps::OUTPUT);
+        }
+        if let Some(error) = &mut self.error {
+            text::clean_text(&mut error.message, text::caps::ERROR_MESSAGE);
+            if let Some(node) = &mut error.node {
+                text::clean_text(node, 256);
+            }
+        }
+        self
+    }
+
+    /// What is written instead when this outcome's data is refused anyway: the same state,
+    /// with the output and error replaced by a note saying why.
+    fn unstorable(&self, why: &sqlx::Error) -> Self {
+        let note = format!("could not be stored: {why}");
+        let note_for = |what: &str| {
+            let mut text = format!("the {what} {note}");
+            text::clean_text(&mut text, text::caps::ERROR_MESSAGE);
+            text
+        };
+        Outcome {
+            id: self.id,
+            attempt: self.attempt,
+            state: self.state,
+            output: self.output.as_ref().map(|_| serde_json::json!({ "forge_error": note_for("output") })),
+            error: self.error.as_ref().map(|e| AttemptError { message: note_for("error"), node: None, ..e.clone() }),
+            run_at: self.run_at,
+            uncount: self.uncount,
+        }
+    }
 }
 
 enum Message {
@@ -174,6 +211,50 @@ pub(crate) async fn finish<'e>(
 }
 
 async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
+    let rows = match write_retrying(pool, batch).await {
+        Ok(rows) => rows,
+        // Data Postgres refused: write each half on its own, so one bad outcome does not hold
+        // back the others; a single refused outcome is written with a note instead of its data.
+        Err(e) if batch.len() > 1 => {
+            tracing::debug!(error = %e, batch = batch.len(), "a batch of job outcomes was refused; splitting it");
+            let (left, right) = batch.split_at(batch.len() / 2);
+            Box::pin(write(pool, notifier, left)).await;
+            Box::pin(write(pool, notifier, right)).await;
+            return;
+        }
+        Err(e) => {
+            let fallback = batch[0].unstorable(&e);
+            tracing::error!(error = %e, job = %batch[0].id, "a job's outcome was refused by the database; writing it with a note instead");
+            match write_retrying(pool, std::slice::from_ref(&fallback)).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, job = %batch[0].id, "could not write a job's outcome; its lease will expire and it will be rescued");
+                    return;
+                }
+            }
+        }
+    };
+    if rows.len() < batch.len() {
+        tracing::debug!(
+            written = rows.len(),
+            sent = batch.len(),
+            "some outcomes were for attempts no longer running (rescued or cancelled); ignored"
+        );
+    }
+    let mut queues: Vec<String> = Vec::new();
+    for (_, state, queue) in rows {
+        if state == JobState::Available && !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    for queue in queues {
+        notifier.notify(&queue);
+    }
+}
+
+/// Writes `batch`, retrying with backoff for as long as the database cannot be reached (or
+/// fails for any reason but the data); an error refusing the data is returned at once.
+async fn write_retrying(pool: &PgPool, batch: &[Outcome]) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
     let mut tries = 0u32;
     let mut wait = Duration::from_millis(100);
     loop {
@@ -182,50 +263,17 @@ async fn write(pool: &PgPool, notifier: &Notifier, batch: &[Outcome]) {
                 if tries > 0 {
                     tracing::info!(batch = batch.len(), tries, "job outcomes written after the database came back");
                 }
-                if rows.len() < batch.len() {
-                    tracing::debug!(
-                        written = rows.len(),
-                        sent = batch.len(),
-                        "some outcomes were for attempts no longer running (rescued or cancelled); ignored"
-                    );
-                }
-                let mut queues: Vec<String> = Vec::new();
-                for (_, state, queue) in rows {
-                    if state == JobState::Available && !queues.contains(&queue) {
-                        queues.push(queue);
-                    }
-                }
-                for queue in queues {
-                    notifier.notify(&queue);
-                }
-                return;
+                return Ok(rows);
             }
-            Err(e) => {
+            Err(e) if !refused_data(&e) => {
                 tries += 1;
-                // An unreachable database is waited out; anything else is given up after a few
-                // tries (the jobs' leases then expire and the leader rescues them).
-                if !unreachable(&e) && tries >= DATA_ERROR_TRIES {
-                    tracing::error!(error = %e, batch = batch.len(), "could not write job outcomes; giving up");
-                    return;
-                }
                 if tries == 1 || tries.is_power_of_two() {
                     tracing::warn!(error = %e, batch = batch.len(), tries, "could not write job outcomes; retrying");
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
+            Err(e) => return Err(e),
         }
-    }
-}
-
-/// Whether `e` says the database could not be reached (rather than refused the data).
-fn unreachable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Connection exceptions, shutting down / cannot connect now, insufficient resources.
-            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
-        }),
-        _ => false,
     }
 }

@@ -160,9 +160,12 @@ impl JobContext {
         }
     }
 
-    /// Records progress (0–100, with a message) and renews the lease.
+    /// Records progress (0–100, with a message) and renews the lease. The message is stored
+    /// with NULs replaced and cut to [`forge_core::text::caps::PROGRESS_MESSAGE`] bytes.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) -> Result<(), sqlx::Error> {
-        let progress = serde_json::json!({ "percent": percent.min(100), "message": message.into() });
+        let mut message = message.into();
+        forge_core::text::clean_text(&mut message, forge_core::text::caps::PROGRESS_MESSAGE);
+        let progress = serde_json::json!({ "percent": percent.min(100), "message": message });
         sqlx::query(sql::PROGRESS)
             .bind(self.inner.id.0)
             .bind(self.attempt_i32())

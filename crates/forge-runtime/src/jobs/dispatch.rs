@@ -78,6 +78,33 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool)
     inserted
 }
 
+/// Postgres cannot store NUL (`\u0000`) in text or JSON, and a job's data is never changed
+/// behind its dispatcher's back: a NUL anywhere in it is refused before anything is written.
+fn refuse_nul(job: &NewJob) -> Option<JobsError> {
+    let refused = |message: String| Some(JobsError::InvalidArgs { kind: job.kind.replace('\0', "\\u0000"), message });
+    let nul = "a NUL character (\\u0000), which Postgres cannot store";
+    if let Some(path) = forge_core::text::find_nul(&job.args) {
+        return refused(format!("{path} holds {nul}"));
+    }
+    let texts = [
+        ("kind", Some(job.kind.as_str())),
+        ("queue", Some(job.queue.as_str())),
+        ("unique key", job.unique_key.as_deref()),
+    ];
+    for (what, text) in texts {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return refused(format!("the {what} holds {nul}"));
+        }
+    }
+    if job.tags.iter().any(|t| t.contains('\0')) || job.capability.as_deref().is_some_and(|c| c.contains('\0')) {
+        return refused(format!("a tag or the capability holds {nul}"));
+    }
+    if job.metadata.iter().any(|(key, value)| key.contains('\0') || forge_core::text::find_nul(value).is_some()) {
+        return refused(format!("the metadata holds {nul}"));
+    }
+    None
+}
+
 /// [`insert_jobs`] with `traceparent` (the dispatcher's span) in the jobs' metadata.
 async fn insert_rows(
     conn: &mut PgConnection,
@@ -85,6 +112,9 @@ async fn insert_rows(
     notify: bool,
     traceparent: Option<TraceParent>,
 ) -> Result<Vec<JobId>, JobsError> {
+    if let Some(refused) = jobs.iter().find_map(refuse_nul) {
+        return Err(refused);
+    }
     let mut ids: Vec<Option<JobId>> = vec![None; jobs.len()];
     let metadata: Vec<serde_json::Value> = jobs
         .iter()

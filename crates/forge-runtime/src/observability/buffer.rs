@@ -53,6 +53,11 @@ impl<T> Buffer<T> {
         }
     }
 
+    /// Counts `n` records dropped after they were taken (the database refused them).
+    pub(crate) fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Records dropped so far.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -1,6 +1,7 @@
 //! Log records: what the layer buffers and how a batch is written to `forge_logs`.
 
 use chrono::{DateTime, Utc};
+use forge_core::text;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -43,9 +44,14 @@ pub(crate) async fn insert(pool: &PgPool, node_id: &str, batch: &[LogRecord]) ->
         at.push(r.at);
         level.push(r.level);
         target.push(r.target.as_str());
-        // Postgres text cannot hold NUL.
-        message.push(r.message.replace('\0', ""));
-        fields.push(serde_json::Value::Object(r.fields.clone()));
+        let mut text = r.message.clone();
+        text::clean_text(&mut text, text::caps::LOG_MESSAGE);
+        message.push(text);
+        let mut map = r.fields.clone();
+        for value in map.values_mut() {
+            text::clean_json(value, text::caps::LOG_FIELD);
+        }
+        fields.push(serde_json::Value::Object(map));
         trace_id.push(r.trace_id.map(|t| t.to_string()));
         span_id.push(r.span_id.map(|s| s.to_string()));
         job_id.push(r.job_id);

@@ -156,31 +156,13 @@ impl Telemetry {
     }
 
     /// Writes every buffered log record and span, in batches; returns how many were written.
-    /// On a database error the unwritten records go back to their buffer.
+    /// When the database cannot be reached the unwritten records go back to their buffer and
+    /// the error is returned. A batch the database refuses for its data is split, so that only
+    /// the records it refuses are dropped (and counted): one bad record never stalls the rest.
     pub async fn flush(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
         let mut written = 0;
-        loop {
-            let batch = self.logs.take(BATCH);
-            if batch.is_empty() {
-                break;
-            }
-            if let Err(e) = logs::insert(pool, &self.node_id, &batch).await {
-                self.logs.put_back(batch);
-                return Err(e);
-            }
-            written += batch.len();
-        }
-        loop {
-            let batch = self.spans.take(BATCH);
-            if batch.is_empty() {
-                break;
-            }
-            if let Err(e) = traces::insert(pool, &self.node_id, &batch).await {
-                self.spans.put_back(batch);
-                return Err(e);
-            }
-            written += batch.len();
-        }
+        written += flush_buffer(pool, &self.node_id, &self.logs).await?;
+        written += flush_buffer(pool, &self.node_id, &self.spans).await?;
         Ok(written)
     }
 
@@ -208,7 +190,70 @@ impl Telemetry {
     }
 }
 
-/// Unfinished jobs as (queue, state, count), ordered by queue and state.
+/// A kind of telemetry record and how a batch of them is written.
+trait Stored: Sized + Send + Sync {
+    fn insert(pool: &PgPool, node_id: &str, batch: &[Self]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+impl Stored for LogRecord {
+    fn insert(pool: &PgPool, node_id: &str, batch: &[Self]) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        logs::insert(pool, node_id, batch)
+    }
+}
+
+impl Stored for SpanRecord {
+    fn insert(pool: &PgPool, node_id: &str, batch: &[Self]) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        traces::insert(pool, node_id, batch)
+    }
+}
+
+/// Writes everything in `buffer`, batch by batch; returns how many records were written.
+async fn flush_buffer<T: Stored>(pool: &PgPool, node_id: &str, buffer: &Buffer<T>) -> Result<usize, sqlx::Error> {
+    let mut written = 0;
+    loop {
+        let batch = buffer.take(BATCH);
+        if batch.is_empty() {
+            return Ok(written);
+        }
+        let n = batch.len();
+        match write_batch(pool, node_id, batch).await {
+            Ok(refused) => {
+                buffer.count_dropped(refused);
+                written += n - refused as usize;
+            }
+            Err((e, unwritten)) => {
+                buffer.put_back(unwritten);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes `batch`, halving it around records the database refuses; returns how many were
+/// refused (and dropped). On any other error, returns it with the records not yet written.
+async fn write_batch<T: Stored>(pool: &PgPool, node_id: &str, batch: Vec<T>) -> Result<u64, (sqlx::Error, Vec<T>)> {
+    match T::insert(pool, node_id, &batch).await {
+        Ok(()) => Ok(0),
+        Err(e) if !crate::db::refused_data(&e) => Err((e, batch)),
+        Err(e) if batch.len() == 1 => {
+            tracing::warn!(target: "forge::telemetry", error = %e, "a telemetry record was refused by the database; dropped");
+            Ok(1)
+        }
+        Err(_) => {
+            let mut left = batch;
+            let right = left.split_off(left.len() / 2);
+            let refused = match Box::pin(write_batch(pool, node_id, left)).await {
+                Ok(refused) => refused,
+                Err((e, mut rest)) => {
+                    rest.extend(right);
+                    return Err((e, rest));
+                }
+            };
+            Ok(refused + Box::pin(write_batch(pool, node_id, right)).await?)
+        }
+    }
+}
+
 /// Unfinished jobs by queue and state: `(queue, state, count)`.
 pub async fn queue_depths(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as(sql::QUEUE_DEPTH).fetch_all(pool).await

@@ -2,6 +2,7 @@
 //! `forge_traces`.
 
 use chrono::{DateTime, Utc};
+use forge_core::text;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -81,7 +82,18 @@ fn attributes_json(pairs: &[(&'static str, serde_json::Value)]) -> String {
         }
         out.push_str(&serde_json::Value::from(*key).to_string());
         out.push(':');
-        out.push_str(&value.to_string());
+        let needs_cleaning = match value {
+            serde_json::Value::String(s) => s.len() > text::caps::SPAN_ATTRIBUTE || s.contains('\0'),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => true,
+            _ => false,
+        };
+        if needs_cleaning {
+            let mut value = value.clone();
+            text::clean_json(&mut value, text::caps::SPAN_ATTRIBUTE);
+            out.push_str(&value.to_string());
+        } else {
+            out.push_str(&value.to_string());
+        }
     }
     out.push('}');
     out

@@ -119,7 +119,8 @@ async fn complete_in<T: Serialize>(
         error: None,
         run_at: None,
         uncount: false,
-    };
+    }
+    .storable();
     match completer::finish(&mut *tx, std::slice::from_ref(&completed)).await {
         Ok(rows) if rows.len() == 1 => match tx.commit().await {
             Ok(()) => Ended::Written(output),

@@ -106,7 +106,7 @@ pub(crate) fn decide(
         uncount: false,
     };
     let later = |delay: std::time::Duration| now + chrono::Duration::from_std(delay).unwrap_or_default();
-    Some(match ended {
+    let outcome = match ended {
         Ended::Written(_) | Ended::Stopped(StopReason::LeaseLost) => return None,
         Ended::Ok(output) => Outcome { output: Some(output), ..base(JobState::Completed) },
         Ended::Stopped(StopReason::Cancelled) => {
@@ -131,7 +131,8 @@ pub(crate) fn decide(
             let delay = backoff.delay(u32::try_from(job.attempt).unwrap_or(1), random_unit());
             Outcome { error: error(e.message(), kind), run_at: Some(later(delay)), ..base(JobState::Retryable) }
         }
-    })
+    };
+    Some(outcome.storable())
 }
 
 /// A number in 0.0..1.0 for backoff jitter.
