@@ -335,13 +335,12 @@ impl Forge {
             Some(notifier),
             telemetry,
         );
-        let app =
-            http_app(state, &self.config, self.registry.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let token = self.shutdown.token();
-        let handle =
-            tokio::spawn(
-                async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await },
-            );
+        let app = http_app(state, &self.config, self.registry.clone());
+        let settings = gateway::ServeSettings {
+            header_read_timeout: gw.header_read_timeout.as_std(),
+            max_connections: gw.max_connections.get(),
+        };
+        let handle = tokio::spawn(gateway::serve(listener, app, settings, self.shutdown.token()));
         Ok((addr, handle))
     }
 }

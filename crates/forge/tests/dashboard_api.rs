@@ -19,6 +19,10 @@ async fn send(
     body: &str,
 ) -> (u16, Value) {
     let mut request = request;
+    // As a browser on this machine would send it, unless the test names another host.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request = request.header("host", "localhost:8080");
+    }
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -184,11 +188,9 @@ async fn bad_parameters_get_a_400_naming_them_and_missing_things_a_404() {
 }
 
 #[tokio::test]
-async fn off_loopback_the_api_needs_the_admin_role() {
+async fn a_request_not_from_this_machine_needs_the_dashboard_role() {
     let db = TestDatabase::new().await.expect("db");
-    let mut config = db.config();
-    config.gateway.host = "0.0.0.0".to_owned();
-    let router = db.router_with(&config).expect("router");
+    let router = db.router().expect("router");
     let keys = ApiKeys::new(db.pool().clone());
     let new = |name: &str, roles: &[&str]| {
         let mut key = NewApiKey::named(name);
@@ -196,16 +198,32 @@ async fn off_loopback_the_api_needs_the_admin_role() {
         key
     };
     let user = keys.create(new("user", &["user"])).await.expect("key").key;
-    let admin = keys.create(new("admin", &["admin"])).await.expect("key").key;
+    let app_admin = keys.create(new("app-admin", &["admin"])).await.expect("key").key;
+    let operator = keys.create(new("operator", &["forge:admin"])).await.expect("key").key;
+    let remote = ("host", "forge.example.com");
 
-    let (status, body) = get(&router, "/_api/jobs", &[]).await;
+    let (status, body) = get(&router, "/_api/jobs", &[remote]).await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = get(&router, "/_api/jobs", &[("x-api-key", "forge_nope_nope")]).await;
+    let (status, _) = get(&router, "/_api/jobs", &[remote, ("x-api-key", "forge_nope_nope")]).await;
     assert_eq!(status, 401);
-    let (status, body) = get(&router, "/_api/nodes", &[("x-api-key", &user)]).await;
+    let (status, body) = get(&router, "/_api/nodes", &[remote, ("x-api-key", &user)]).await;
     assert_eq!(status, 403, "{body}");
-    let (status, _) = get(&router, "/_api/nodes", &[("x-api-key", &admin)]).await;
+    let (status, body) = get(&router, "/_api/nodes", &[remote, ("x-api-key", &app_admin)]).await;
+    assert_eq!(status, 403, "an application's own admin role does not open the operator API: {body}");
+    let (status, _) = get(&router, "/_api/nodes", &[remote, ("x-api-key", &operator)]).await;
     assert_eq!(status, 200);
+    // A local Host relayed by a proxy is not local.
+    let (status, _) = get(&router, "/_api/nodes", &[("x-forwarded-for", "203.0.113.9")]).await;
+    assert_eq!(status, 401);
+    // The role is configurable.
+    let mut config = db.config();
+    config.dashboard.role = "ops".to_owned();
+    config.project.mode = forge::config::Mode::Production;
+    let router = db.router_with(&config).expect("router");
+    assert_eq!(get(&router, "/_api/nodes", &[("x-api-key", &user)]).await.0, 403);
+    assert_eq!(get(&router, "/_api/nodes", &[]).await.0, 401, "production mode: closed to local requests too");
+    let ops = keys.create(new("ops", &["ops"])).await.expect("key").key;
+    assert_eq!(get(&router, "/_api/nodes", &[("x-api-key", &ops)]).await.0, 200);
 
     // Closed on loopback too when the configuration says so.
     let mut config = db.config();
@@ -215,7 +233,7 @@ async fn off_loopback_the_api_needs_the_admin_role() {
     // And gone when disabled.
     config.dashboard.enabled = false;
     let router = db.router_with(&config).expect("router");
-    assert_eq!(get(&router, "/_api/functions", &[("x-api-key", &admin)]).await.0, 404);
+    assert_eq!(get(&router, "/_api/functions", &[("x-api-key", &operator)]).await.0, 404);
 }
 
 async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {

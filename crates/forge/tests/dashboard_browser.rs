@@ -78,17 +78,17 @@ async fn the_dashboard_works_in_a_real_browser() {
     wait_for("the failing job to be discarded", async || state(failing.0).await == "discarded").await;
     node.flush_telemetry().await.expect("flush");
 
-    // A second gateway over the same database that is not a development one: the dashboard
-    // asks for credentials there.
+    // A second gateway over the same database that runs in production mode: the dashboard
+    // asks for credentials there, even from this machine.
     let mut closed = db.config();
     closed.node.roles = Roles::new([Role::Gateway]).expect("roles");
-    closed.gateway.host = "0.0.0.0".to_owned();
+    closed.project.mode = forge::config::Mode::Production;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let closed =
         Forge::builder().config(closed).listener(listener).build().expect("build").start().await.expect("start");
     let closed_base = format!("http://{}", closed.local_addr().expect("gateway address"));
     let mut key = NewApiKey::named("ops");
-    key.roles = vec!["admin".to_owned()];
+    key.roles = vec!["forge:admin".to_owned()];
     let admin_key = ApiKeys::new(db.pool().clone()).create(key).await.expect("key").key;
 
     let shots: PathBuf = root.join("target/dashboard-screenshots");

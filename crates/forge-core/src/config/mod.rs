@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 pub use error::ConfigError;
-pub use units::{ByteSize, Duration, Port};
+pub use units::{ByteSize, Duration, IpRange, Port};
 
 /// The whole of `forge.toml`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -70,16 +70,32 @@ pub struct ForgeConfig {
 pub struct DashboardConfig {
     /// Whether `/_api` (and the dashboard) is served. Default `true`.
     pub enabled: bool,
-    /// Open without credentials when the gateway listens on a loopback address only
-    /// (development). Otherwise, and when this is `false`, callers need the `admin` role (a JWT
-    /// role or an API key's). Default `true`.
+    /// In development mode (`[project] mode`), answer a request without credentials when it
+    /// comes from this machine: the peer and the listener address are loopback, the `Host` is
+    /// a loopback name and no `Forwarded`/`X-Forwarded-*` header is present. Every other
+    /// request needs [`DashboardConfig::role`]. Default `true`.
     pub open_on_loopback: bool,
+    /// The role the dashboard and its `/_api` require (a JWT role or an API key's). Default
+    /// `"forge:admin"`: an application's own `admin` role does not open the operator API.
+    pub role: String,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
-        Self { enabled: true, open_on_loopback: true }
+        Self { enabled: true, open_on_loopback: true, role: "forge:admin".to_owned() }
     }
+}
+
+/// How a node runs: `[project] mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Mode {
+    /// On a developer's machine: the dashboard answers local requests without credentials.
+    #[default]
+    Development,
+    /// Deployed: nothing is open without credentials.
+    Production,
 }
 
 /// `[project]`.
@@ -89,11 +105,14 @@ impl Default for DashboardConfig {
 pub struct ProjectConfig {
     /// The application's name, shown in the dashboard and logs. Default `"forge-app"`.
     pub name: String,
+    /// `"development"` (the default) or `"production"` (set `FORGE_PROJECT_MODE=production`
+    /// where you deploy): in production nothing is open without credentials.
+    pub mode: Mode,
 }
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        Self { name: "forge-app".to_owned() }
+        Self { name: "forge-app".to_owned(), mode: Mode::Development }
     }
 }
 
@@ -258,6 +277,21 @@ pub struct GatewayConfig {
     /// Origins browsers may call the gateway from (CORS): exact origins such as
     /// `"https://app.example.com"`, or `"*"` for any. Default: none (no CORS headers).
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send a request's headers before its connection is closed
+    /// (slow-header attacks). Default `"10s"`.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; more wait to be accepted. Default 4096.
+    pub max_connections: NonZeroUsize,
+    /// Requests handled at once at most; more are answered `503` with `Retry-After: 1` at once
+    /// (so a flood of calls does not starve the engine). `/health` and `/ready` are exempt.
+    /// Default 512.
+    pub max_concurrent_requests: NonZeroUsize,
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR ranges. A request from
+    /// one of them is attributed (rate limits, logs) to the address its proxy names; from
+    /// anywhere else the header is ignored. Default: none.
+    pub trusted_proxies: Vec<IpRange>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`. Default: unset (open).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -268,6 +302,11 @@ impl Default for GatewayConfig {
             body_limit: ByteSize::new(1 << 20),
             request_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: NonZeroUsize::new(4096).expect("4096 is not zero"),
+            max_concurrent_requests: NonZeroUsize::new(512).expect("512 is not zero"),
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | dead-node sweep | a heartbeat | declare silent nodes dead, rescue their running jobs at once |
 //! | crons | each tick | fire the binary's crons, exactly once per tick (`cron`) |
 //! | telemetry retention | a minute | delete logs, spans and metrics past `[observability.retention]` |
-//! | rate-limit buckets | a minute | delete buckets idle for a day (`functions`) |
+//! | housekeeping | a minute | delete rate-limit buckets idle for a day, cron runs older than a week (not the latest tick, not those of unfinished jobs), nodes stopped or dead for a day |
 //!
 //! Rescues (by lease or dead node) wait a grace of one lease plus one heartbeat after the term
 //! starts and after any failed database call, so a database outage does not turn every running
@@ -57,7 +57,7 @@ impl LeaderDuties {
                     duties.maintenance.grace,
                     term.clone(),
                 )),
-                tokio::spawn(crate::functions::rate_limit::prune_idle_buckets(pool.clone(), term.clone())),
+                tokio::spawn(super::housekeeping::run(pool.clone(), term.clone())),
                 tokio::spawn(maintenance::run(pool.clone(), duties.notifier, duties.maintenance, term.clone())),
             ];
             if let Some(retention) = duties.retention {

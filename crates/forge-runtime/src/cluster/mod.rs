@@ -2,6 +2,7 @@
 //! the scheduler role, the leader's sweep for dead nodes, and shutdown on SIGINT/SIGTERM.
 
 mod duties;
+mod housekeeping;
 mod leader;
 mod node;
 mod shutdown;

@@ -60,3 +60,9 @@ left join forge_leaders l on l.role = 'scheduler' and l.lease_until > now()
 order by n.last_heartbeat desc
 limit 500
 "#;
+
+/// Deletes the rows of nodes stopped or dead for longer than `$1` seconds.
+pub(crate) const PRUNE_NODES: &str = r#"
+delete from forge_nodes
+where status in ('stopped', 'dead') and last_heartbeat < now() - make_interval(secs => $1)
+"#;

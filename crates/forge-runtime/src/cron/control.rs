@@ -118,3 +118,9 @@ impl super::Crons {
         Ok(out)
     }
 }
+
+/// Deletes cron runs older than `older_than`, keeping each cron's latest tick and the runs whose
+/// job is not finished; returns how many went. The leader's housekeeping calls it.
+pub(crate) async fn prune_runs(pool: &sqlx::PgPool, older_than: std::time::Duration) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(super::sql::PRUNE_RUNS).bind(older_than.as_secs_f64()).execute(pool).await?.rows_affected())
+}

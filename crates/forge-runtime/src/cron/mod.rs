@@ -18,7 +18,7 @@ mod scheduler;
 mod sql;
 
 pub use context::{CronArgs, CronContext};
-pub(crate) use control::trigger;
 pub use control::{CronRun, CronStatus, pause_cron, resume_cron};
+pub(crate) use control::{prune_runs, trigger};
 pub use registration::{CronRegistration, Overlap};
 pub(crate) use scheduler::{CronScheduler, Crons};

@@ -51,3 +51,16 @@ limit $2
 pub(crate) const PASS_STATE: &str = r#"
 select clock_timestamp(), array(select cron_name from forge_cron_state where paused_at is not null)
 "#;
+
+/// Deletes runs older than `$1` seconds, except each cron's latest tick (catch-up starts from
+/// it) and runs whose job is not finished (the overlap check reads them).
+pub(crate) const PRUNE_RUNS: &str = r#"
+delete from forge_cron_runs r
+where r.scheduled_at < now() - make_interval(secs => $1)
+  and r.scheduled_at < (
+      select max(l.scheduled_at) from forge_cron_runs l
+      where l.cron_name = r.cron_name and l.status <> 'triggered')
+  and not exists (
+      select 1 from forge_jobs j
+      where j.id = r.job_id and j.state in ('scheduled', 'available', 'running', 'retryable'))
+"#;

@@ -23,10 +23,11 @@
 //! State-changing calls need the `X-Forge-Csrf` header (any value): 403 without it.
 //!
 //! Errors are `application/problem+json`: 400 for a bad parameter (naming it), 401 without
-//! valid credentials, 403 without the `admin` role, 404 for what does not exist. Access: open
-//! when the gateway listens on loopback only and `[dashboard] open_on_loopback` (development);
-//! otherwise callers need the `admin` role. The pages themselves hold no data and are served to
-//! anyone.
+//! valid credentials, 403 without the dashboard's role, 404 for what does not exist. Access is
+//! decided per request: open in development mode (`[project] mode`, with `[dashboard]
+//! open_on_loopback`) to a request from this machine (peer and listener address loopback, a
+//! loopback `Host`, no proxy headers); every other request needs the `[dashboard] role`
+//! (`forge:admin` by default). The pages themselves hold no data and are served to anyone.
 
 mod api;
 mod pages;

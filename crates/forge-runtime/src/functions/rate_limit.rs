@@ -43,13 +43,25 @@ pub struct RateLimit {
 impl RateLimit {
     /// The bucket a call of `function` draws from.
     pub(crate) fn bucket(&self, function: &str, parts: &CallParts) -> String {
-        let ip = || parts.client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"));
+        let ip = || parts.client_ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{}", ip_bucket(ip)));
         let who = match self.key {
             RateLimitKey::Global => "global".to_owned(),
             RateLimitKey::Ip => ip(),
             RateLimitKey::User | RateLimitKey::ApiKey => parts.auth.subject().unwrap_or_else(ip),
         };
         format!("fn:{function}:{who}")
+    }
+}
+
+/// The address a per-IP bucket is kept for: an IPv4 address as it is, an IPv6 address by its
+/// /64 (one subscriber's network: anyone holding one has 2^64 addresses to rotate through).
+fn ip_bucket(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
+            format!("{network}/64")
+        }
     }
 }
 
@@ -75,22 +87,18 @@ pub(crate) async fn prune(pool: &PgPool, idle: Duration) -> Result<u64, sqlx::Er
     Ok(sqlx::query(sql::PRUNE_BUCKETS).bind(idle.as_secs_f64()).execute(pool).await?.rows_affected())
 }
 
-/// The leader's duty: every minute, delete buckets idle for a day, until `stop`.
-pub(crate) async fn prune_idle_buckets(pool: PgPool, stop: tokio_util::sync::CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            () = stop.cancelled() => return,
-        }
-        if let Err(e) = prune(&pool, Duration::from_secs(86_400)).await {
-            tracing::warn!(error = %e, "could not prune rate-limit buckets");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_callers_share_a_bucket_per_64() {
+        let a = ip_bucket("2001:db8:1:2:aaaa::1".parse().expect("ip"));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, ip_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("ip")));
+        assert_ne!(a, ip_bucket("2001:db8:1:3::1".parse().expect("ip")));
+        assert_eq!(ip_bucket("::ffff:192.0.2.7".parse().expect("ip")), "192.0.2.7");
+    }
     use crate::functions::RateLimitKey;
     use crate::testing::TestDatabase;
 

@@ -22,6 +22,7 @@ mod problem;
 mod request;
 mod routes;
 mod rpc;
+mod serve;
 mod sql;
 mod state;
 
@@ -29,4 +30,6 @@ pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
 pub use auth::{AuthError, Authenticator};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use routes::{router, router_with};
+pub use serve::Connection;
+pub(crate) use serve::{ServeSettings, serve};
 pub use state::GatewayState;

@@ -8,7 +8,7 @@
 //! - One `forge::access` event per request: method, route, status, duration, request id, trace
 //!   id.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -18,6 +18,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::metrics;
+use super::serve::Connection;
 use super::state::GatewayState;
 use crate::observability::{TraceId, TraceParent};
 
@@ -47,8 +48,9 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     let trace_id = parent.map_or_else(TraceId::new, |p| p.trace_id);
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let client_ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let path = capped_path(request.uri().path());
+    let peer = request.extensions().get::<ConnectInfo<Connection>>().map(|c| c.0.peer.ip());
+    let client_ip = peer.map(|peer| client_ip(peer, request.headers(), state.trusted_proxies()));
     request.extensions_mut().insert(RequestMeta { request_id: request_id.clone(), trace_id, client_ip });
     let span = tracing::info_span!(
         "forge.http",
@@ -70,7 +72,7 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::record_request(state.metrics(), method.as_str(), &route, status, elapsed);
+    metrics::record_request(state.metrics(), method_label(&method), &route, status, elapsed);
     // Inside the request's span: the line carries its node and trace.
     span.in_scope(|| {
         tracing::info!(
@@ -89,9 +91,65 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     response
 }
 
+/// Longest request path kept in an access-log line.
+const MAX_LOGGED_PATH: usize = 256;
+
+fn capped_path(path: &str) -> String {
+    let mut path = path.to_owned();
+    forge_core::text::clean_text(&mut path, MAX_LOGGED_PATH);
+    path
+}
+
+/// The method as a metric label: the standard ones by name, anything else `other` (a caller
+/// cannot grow the series without bound).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Who sent the request: the peer, unless the peer is a trusted proxy; then the nearest address
+/// in `X-Forwarded-For` (read from the right) that is not itself a trusted proxy.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[forge_core::config::IpRange]) -> IpAddr {
+    if !trusted.iter().any(|range| range.contains(peer)) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect();
+    hops.into_iter().rev().find(|hop| !trusted.iter().any(|range| range.contains(*hop))).unwrap_or(peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies() {
+        let trusted: Vec<forge_core::config::IpRange> = vec!["10.0.0.0/8".parse().expect("range")];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.7"));
+        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
+        let stranger: IpAddr = "198.51.100.1".parse().expect("ip");
+        assert_eq!(client_ip(proxy, &headers, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger, "an untrusted peer's header is ignored");
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        assert_eq!(method_label(&axum::http::Method::from_bytes(b"BREW").expect("method")), "other");
+        assert_eq!(capped_path(&"a".repeat(1000)).len(), MAX_LOGGED_PATH + "… [cut: 1000 bytes in all]".len());
+    }
 
     #[test]
     fn request_ids_are_kept_only_when_sane() {

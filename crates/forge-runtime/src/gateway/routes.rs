@@ -1,12 +1,15 @@
 //! The router, its layers and its probes (`/health`, `/ready`, `/metrics`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
+use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
@@ -45,7 +48,31 @@ pub fn router_with(state: GatewayState, extra: Router) -> Router {
     if let Some(cors) = cors_layer(&settings.cors_origins) {
         router = router.layer(cors);
     }
-    router.layer(middleware::from_fn_with_state(state, request::observe))
+    let slots = Arc::new(Semaphore::new(settings.max_concurrent_requests));
+    router
+        .layer(middleware::from_fn_with_state(slots, shed_load))
+        .layer(middleware::from_fn_with_state(state, request::observe))
+}
+
+/// Answers `503` with `Retry-After: 1` when `[gateway] max_concurrent_requests` requests are
+/// already in flight, instead of queueing more work than the database can take (a flood of
+/// calls then cannot starve the engine of connections). The probes are never shed.
+async fn shed_load(State(slots): State<Arc<Semaphore>>, request: axum::extract::Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/health" | "/ready") {
+        return next.run(request).await;
+    }
+    let Ok(_slot) = slots.try_acquire() else {
+        let mut response = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is at its limit of requests in flight; retry shortly",
+        )
+        .with_type("urn:forge:problem:overloaded")
+        .with_instance(request.uri().path().to_owned())
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -83,17 +110,39 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /metrics`: the gauges are read afresh, then everything is rendered.
-async fn serve_metrics(State(state): State<GatewayState>) -> Response {
+/// `GET /metrics`: everything the node's registry holds, in the text format. The node's own
+/// gauges are read off it (no database work); the queue depths are counted at most once per
+/// [`DEPTH_EVERY`] however often the endpoint is scraped. With `[gateway] metrics_token` set,
+/// the scraper must send `Authorization: Bearer <token>`.
+async fn serve_metrics(State(state): State<GatewayState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.http_settings().metrics_token {
+        let sent =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let matches =
+            sent.is_some_and(|sent| bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), token.as_bytes())));
+        if !matches {
+            let mut response =
+                Problem::new(StatusCode::UNAUTHORIZED, "/metrics needs `Authorization: Bearer <metrics_token>`")
+                    .with_instance("/metrics")
+                    .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
     let telemetry = state.telemetry();
     telemetry.sample_gauges(state.pool());
-    if let Err(e) = sample_queue_depth(telemetry.metrics(), state.pool()).await {
+    if state.depth_sample_due(DEPTH_EVERY)
+        && let Err(e) = sample_queue_depth(telemetry.metrics(), state.pool()).await
+    {
         tracing::warn!(error = %e, "/metrics could not count jobs");
     }
     let mut response = (StatusCode::OK, telemetry.metrics().render()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::TEXT_FORMAT));
     response
 }
+
+/// How stale `forge_queue_depth` may be on `/metrics`.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 async fn ready(State(state): State<GatewayState>) -> Response {
     match tokio::time::timeout(READY_TIMEOUT, not_ready_reason(&state)).await {
@@ -103,14 +152,20 @@ async fn ready(State(state): State<GatewayState>) -> Response {
     }
 }
 
+/// Why the node is not ready, in words safe to show anyone: the database's own error text
+/// (which may name hosts, users or tables) goes to the node's log, not to the caller.
 async fn not_ready_reason(state: &GatewayState) -> Option<String> {
     let pool = state.pool();
     if let Err(e) = sqlx::query(sql::PING).execute(pool).await {
-        return Some(format!("database unreachable: {e}"));
+        tracing::warn!(error = %e, "/ready: the database did not answer");
+        return Some("database unreachable".to_owned());
     }
     match state.migrator().pending_reason(pool).await {
         Ok(reason) => reason,
-        Err(e) => Some(format!("cannot read the migration ledger: {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "/ready: cannot read the migration ledger");
+            Some("cannot read the migration ledger".to_owned())
+        }
     }
 }
 

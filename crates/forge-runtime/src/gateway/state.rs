@@ -29,14 +29,20 @@ struct Inner {
     telemetry: Arc<Telemetry>,
     notifier: Option<Notifier>,
     http: HttpSettings,
+    /// When `/metrics` last counted the queues.
+    depth_sampled: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`.
+/// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`,
+/// `max_concurrent_requests`, `trusted_proxies`, `metrics_token`.
 #[derive(Clone, Debug)]
 pub(super) struct HttpSettings {
     pub(super) body_limit: usize,
     pub(super) timeout: Duration,
     pub(super) cors_origins: Vec<String>,
+    pub(super) max_concurrent_requests: usize,
+    pub(super) trusted_proxies: Vec<forge_core::config::IpRange>,
+    pub(super) metrics_token: Option<String>,
 }
 
 impl GatewayState {
@@ -75,7 +81,11 @@ impl GatewayState {
                     body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
                     timeout: gw.request_timeout.as_std(),
                     cors_origins: gw.cors_origins.clone(),
+                    max_concurrent_requests: gw.max_concurrent_requests.get(),
+                    trusted_proxies: gw.trusted_proxies.clone(),
+                    metrics_token: gw.metrics_token.clone().filter(|t| !t.is_empty()),
                 },
+                depth_sampled: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -90,6 +100,23 @@ impl GatewayState {
 
     pub(super) fn http_settings(&self) -> &HttpSettings {
         &self.inner.http
+    }
+
+    /// Whether `/metrics` should count the queues now: not within `every` of the last count
+    /// (which this call then claims, so concurrent scrapes count once).
+    pub(super) fn depth_sample_due(&self, every: Duration) -> bool {
+        let mut last = self.inner.depth_sampled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// `[gateway] trusted_proxies`.
+    pub(super) fn trusted_proxies(&self) -> &[forge_core::config::IpRange] {
+        &self.inner.http.trusted_proxies
     }
 
     pub(crate) fn authenticator(&self) -> &Authenticator {

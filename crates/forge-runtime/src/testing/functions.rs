@@ -11,7 +11,7 @@ use super::{TestDatabase, project_root};
 use crate::db::{Migrator, read_only_pool};
 use crate::error::Result;
 use crate::functions::{Auth, CallParts, ForgeError, FunctionRegistry};
-use crate::gateway::GatewayState;
+use crate::gateway::{Connection, GatewayState};
 use crate::jobs::JobRegistry;
 
 /// Who a test call comes from.
@@ -120,7 +120,10 @@ impl TestDatabase {
     }
 
     /// The gateway's router over this database with the project's configuration, for HTTP-level
-    /// tests with `tower::ServiceExt::oneshot` (no socket).
+    /// tests with `tower::ServiceExt::oneshot` (no socket). Requests reach it as if over a
+    /// connection from this machine (peer `127.0.0.1`, listener `127.0.0.1:8080`) unless they
+    /// carry a `ConnectInfo<forge::gateway::Connection>` extension of their own; whether the
+    /// dashboard treats one as local also depends on its `Host` header.
     pub fn router(&self) -> Result<axum::Router> {
         self.router_with(&self.config())
     }
@@ -130,7 +133,15 @@ impl TestDatabase {
         let dir = &config.database.migrations_dir;
         let migrator = Migrator::with_app_dir(if dir.is_absolute() { dir.clone() } else { project_root().join(dir) })?;
         let gateway = GatewayState::with_config(self.pool().clone(), migrator, config);
-        Ok(crate::forge::http_app(gateway, config, JobRegistry::collect(&[])))
+        let app = crate::forge::http_app(gateway, config, JobRegistry::collect(&[]));
+        Ok(app.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+            use axum::extract::ConnectInfo;
+            if request.extensions().get::<ConnectInfo<Connection>>().is_none() {
+                let local = Connection { peer: ([127, 0, 0, 1], 50_000).into(), local: ([127, 0, 0, 1], 8080).into() };
+                request.extensions_mut().insert(ConnectInfo(local));
+            }
+            request
+        })))
     }
 
     /// A read-only pool to this database (what queries get).

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 
 use self::error::problem;
 use super::DashboardState;
+use super::state::is_local_request;
 
 /// The `/_api` routes, behind the access check.
 pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
@@ -61,27 +62,29 @@ pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
 /// browser that has the dashboard open cannot be made to act by another site.
 pub(crate) const CSRF_HEADER: &str = "x-forge-csrf";
 
-/// Open on a loopback-only development gateway; otherwise the `admin` role. State-changing
-/// calls (POST) also need [`CSRF_HEADER`].
+/// Open to a local request in development mode ([`is_local_request`]); otherwise the
+/// dashboard's role (`[dashboard] role`, `forge:admin` by default). State-changing calls (POST)
+/// also need [`CSRF_HEADER`].
 async fn admin_only(State(state): State<DashboardState>, request: Request, next: Next) -> Response {
     if request.method() == axum::http::Method::POST && !request.headers().contains_key(CSRF_HEADER) {
         let detail = format!("state-changing calls need the `{CSRF_HEADER}` header");
         return problem(StatusCode::FORBIDDEN, "csrf", detail, request.uri().path());
     }
-    if state.is_open() {
+    if state.opens_locally() && is_local_request(&request) {
         return next.run(request).await;
     }
     let instance = request.uri().path().to_owned();
+    let role = state.role();
     match state.authenticator().authenticate(request.headers()).await {
-        Ok(auth) if auth.has_role("admin") => next.run(request).await,
+        Ok(auth) if auth.has_role(role) => next.run(request).await,
         Ok(auth) if auth.is_authenticated() => {
-            problem(StatusCode::FORBIDDEN, "forbidden", "the dashboard needs the admin role", &instance)
+            problem(StatusCode::FORBIDDEN, "forbidden", format!("the dashboard needs the `{role}` role"), &instance)
         }
         Ok(_) | Err(_) => {
             let mut response = problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "the dashboard needs credentials with the admin role (a bearer JWT or an API key)",
+                format!("the dashboard needs credentials with the `{role}` role (a bearer JWT or an API key)"),
                 &instance,
             );
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

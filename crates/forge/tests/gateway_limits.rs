@@ -1,0 +1,149 @@
+//! The gateway's limits, over real sockets: a client that sends its headers too slowly is cut
+//! off; past `max_concurrent_requests` calls are shed with 503 and `Retry-After` while the
+//! probes still answer; `/ready` says what is wrong without the database's own words; `/metrics`
+//! can require a token and does not count the job table on every scrape.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+static RELEASE: Notify = Notify::const_new();
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Holds its request until the test releases it.
+#[forge::query(public)]
+async fn hold(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
+    WAITING.fetch_add(1, Ordering::SeqCst);
+    RELEASE.notified().await;
+    Ok(1)
+}
+
+#[forge::job]
+async fn limits_noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
+async fn gateway(db: &TestDatabase, tweak: impl FnOnce(&mut forge::ForgeConfig)) -> RunningForge {
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Gateway]).expect("roles");
+    tweak(&mut config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start")
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.header_read_timeout = "1s".parse().expect("duration")).await;
+    let mut slow = tokio::net::TcpStream::connect(node.local_addr().expect("addr")).await.expect("connect");
+    // Half a request, then nothing (a slow-loris client).
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n").await.expect("write");
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the connection was still open after 15 s");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "closed before the timeout: {waited:?}");
+    // A prompt client on the same node is served.
+    let mut prompt = tokio::net::TcpStream::connect(node.local_addr().expect("addr")).await.expect("connect");
+    prompt.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut answer = String::new();
+    prompt.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn past_the_limit_of_requests_in_flight_calls_are_shed_and_the_probes_still_answer() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.max_concurrent_requests = std::num::NonZeroUsize::new(2).expect("2")).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+    let call = || client.post(format!("{base}/rpc/hold")).json(&serde_json::Value::Null).send();
+    let held = [tokio::spawn(call()), tokio::spawn(call())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while WAITING.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the two calls did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = call().await.expect("response");
+    assert_eq!(shed.status().as_u16(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let problem: serde_json::Value = shed.json().await.expect("problem");
+    assert_eq!(problem["type"], "urn:forge:problem:overloaded");
+    for probe in ["/health", "/ready"] {
+        let status = client.get(format!("{base}{probe}")).send().await.expect("probe").status();
+        assert_eq!(status.as_u16(), 200, "{probe} answers while the gateway is full");
+    }
+    // Room again once the held calls end.
+    RELEASE.notify_waiters();
+    for call in held {
+        assert_eq!(call.await.expect("task").expect("response").status().as_u16(), 200);
+    }
+    let status = client.post(format!("{base}/rpc/no_such_function")).json(&()).send().await.expect("response").status();
+    assert_eq!(status.as_u16(), 404, "a slot is free again: the call reaches the router");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn ready_says_the_database_is_unreachable_without_its_error_text() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |_| {}).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let admin_options: PgConnectOptions = db.url().parse::<PgConnectOptions>().expect("url").database("postgres");
+    let mut admin = admin_options.connect().await.expect("admin");
+    let name = db.name().replace('"', "\"\"");
+    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections false"))
+        .execute(&mut admin)
+        .await
+        .expect("block");
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+    )
+    .bind(db.name())
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+    let response = reqwest::get(format!("{base}/ready")).await.expect("response");
+    assert_eq!(response.status().as_u16(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("database unreachable"), "{body}");
+    assert!(!body.contains(db.name()) && !body.contains("accepting"), "the server's own words leaked: {body}");
+    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections true"))
+        .execute(&mut admin)
+        .await
+        .expect("unblock");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token_and_do_not_count_jobs_on_every_scrape() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.metrics_token = Some("scrape-token-1".to_owned())).await;
+    let url = format!("http://{}/metrics", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.expect("response").status().as_u16(), 401);
+    let wrong = client.get(&url).bearer_auth("scrape-token-2").send().await.expect("response");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let scrape = async || {
+        let response = client.get(&url).bearer_auth("scrape-token-1").send().await.expect("response");
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.expect("body")
+    };
+    let depth =
+        |text: &str| text.lines().any(|l| l.starts_with("forge_queue_depth{") && l.contains("queue=\"default\""));
+    let first = scrape().await;
+    assert!(!depth(&first), "no jobs yet: {first}");
+    LimitsNoop::dispatch(db.pool(), ()).await.expect("dispatch");
+    // Scraped again at once: the depth is the one counted moments ago, not a new count.
+    let second = scrape().await;
+    assert!(!depth(&second), "the job table was counted again for this scrape");
+    node.stop().await.expect("stop");
+}
