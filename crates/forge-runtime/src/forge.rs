@@ -91,7 +91,8 @@ impl ForgeBuilder {
         config.validate()?;
         // RUST_LOG, when set, replaces `log_level`: check it too.
         log_filter(&config.observability)?;
-        let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?;
+        let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?
+            .with_lock_timeout(config.database.migration_lock_timeout.as_std());
         let registry = JobRegistry::collect(&self.jobs);
         let crons = if self.without_crons {
             Crons::default()

@@ -153,3 +153,23 @@ async fn test_databases_come_migrated_and_isolated() {
         .expect("pg_database");
     assert!(!exists, "{name} was dropped");
 }
+
+#[tokio::test]
+async fn a_migration_that_cannot_get_its_lock_fails_fast_and_applies_nothing() {
+    let db = TestDatabase::empty().await.expect("db");
+    sqlx::query("create table gadgets (id int)").execute(db.pool()).await.expect("table");
+    // A long transaction that has read the table: an ALTER TABLE must wait for it to end.
+    let mut reader = db.pool().begin().await.expect("begin");
+    sqlx::query("select * from gadgets").execute(&mut *reader).await.expect("read");
+    let dir = migrations_dir(&[("0001_alter.sql", "-- @up\nalter table gadgets add column name text;\n")]);
+    let migrator =
+        Migrator::with_app_dir(dir.path()).expect("migrator").with_lock_timeout(std::time::Duration::from_millis(300));
+    let run = tokio::time::timeout(std::time::Duration::from_secs(20), migrator.run(db.pool())).await;
+    let err = run.expect("the migration gave up instead of waiting behind the transaction").expect_err("fails");
+    assert!(matches!(err, MigrationError::LockTimeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("migration_lock_timeout"), "{err}");
+    reader.rollback().await.expect("rollback");
+    // Once the transaction is gone the same run applies it.
+    let applied = migrator.run(db.pool()).await.expect("second run");
+    assert_eq!(applied.len(), migrator.migrations().len(), "nothing had been kept from the failed run");
+}

@@ -137,6 +137,9 @@ pub struct DatabaseConfig {
     pub embedded_dir: PathBuf,
     /// The application's own migrations, run after Forge's. Default `"migrations"`.
     pub migrations_dir: PathBuf,
+    /// How long a migration may wait for a table lock before it fails (and nothing is
+    /// applied), instead of queueing every query on that table behind it. Default `"10s"`.
+    pub migration_lock_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -149,6 +152,7 @@ impl Default for DatabaseConfig {
             idle_timeout: Duration::from_secs(600),
             embedded_dir: PathBuf::from(".forge/postgres"),
             migrations_dir: PathBuf::from("migrations"),
+            migration_lock_timeout: Duration::from_secs(10),
         }
     }
 }

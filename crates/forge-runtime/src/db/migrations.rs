@@ -196,6 +196,18 @@ pub enum MigrationError {
         #[source]
         source: sqlx::Error,
     },
+    /// A migration waited longer than the lock timeout for a table lock (a long-running
+    /// transaction holds a table it changes); nothing from this run was kept.
+    #[error(
+        "migration {label} waited more than {timeout:?} for a lock (a long-running transaction holds a table it changes); \
+         nothing was applied: run it again once that transaction ends, or raise [database] migration_lock_timeout"
+    )]
+    LockTimeout {
+        /// The migration.
+        label: String,
+        /// The lock timeout it ran with.
+        timeout: std::time::Duration,
+    },
     /// A migration to roll back has no `-- @down` section.
     #[error("migration {label} has no `-- @down` section and cannot be rolled back")]
     Irreversible {
@@ -211,7 +223,11 @@ pub enum MigrationError {
 #[derive(Clone, Debug)]
 pub struct Migrator {
     migrations: Vec<Migration>,
+    lock_timeout: std::time::Duration,
 }
+
+/// How long a migration waits for a lock unless told otherwise.
+const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Migrator {
     /// Forge's own migrations only.
@@ -224,7 +240,7 @@ impl Migrator {
             .collect();
         files.sort();
         let migrations = parse_all(MigrationSource::Forge, files)?;
-        Ok(Self { migrations })
+        Ok(Self { migrations, lock_timeout: DEFAULT_LOCK_TIMEOUT })
     }
 
     /// Forge's migrations followed by the `.sql` files in `dir`. A missing folder adds nothing.
@@ -270,6 +286,25 @@ impl Migrator {
         hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Sets how long a migration may wait for a lock (`[database] migration_lock_timeout`,
+    /// default 10 s). Past it the run fails with [`MigrationError::LockTimeout`] and nothing is
+    /// applied, rather than an `ALTER TABLE` queueing every query on its table behind a long
+    /// transaction.
+    #[must_use]
+    pub fn with_lock_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The error for `source`, raised by `migration`'s SQL.
+    fn failed(&self, label: String, source: sqlx::Error) -> MigrationError {
+        let lock_timeout = matches!(&source, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"));
+        if lock_timeout {
+            return MigrationError::LockTimeout { label, timeout: self.lock_timeout };
+        }
+        MigrationError::Failed { label, source }
+    }
+
     /// Applies every pending migration, in one transaction under an advisory lock. Returns the
     /// ones this call applied (empty when another node got there first).
     pub async fn run(&self, pool: &PgPool) -> Result<Vec<Migration>, MigrationError> {
@@ -285,7 +320,7 @@ impl Migrator {
             sqlx::raw_sql(&migration.up)
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| MigrationError::Failed { label: migration.label(), source })?;
+                .map_err(|source| self.failed(migration.label(), source))?;
             let millis = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             sqlx::query(sql::RECORD_MIGRATION)
                 .bind(migration.source.as_str())
@@ -312,10 +347,7 @@ impl Migrator {
         for migration in self.migrations.iter().rev().filter(|m| by_key.contains_key(&(m.source, m.version))).take(n) {
             let down =
                 migration.down.as_ref().ok_or_else(|| MigrationError::Irreversible { label: migration.label() })?;
-            sqlx::raw_sql(down)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| MigrationError::Failed { label: migration.label(), source })?;
+            sqlx::raw_sql(down).execute(&mut *tx).await.map_err(|source| self.failed(migration.label(), source))?;
             sqlx::query(sql::FORGET_MIGRATION)
                 .bind(migration.source.as_str())
                 .bind(migration.version)
@@ -363,6 +395,10 @@ impl Migrator {
         tx: &mut PgConnection,
     ) -> Result<HashMap<(MigrationSource, i64), AppliedMigration>, MigrationError> {
         sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
+        // After the migration lock (which waits for another node's run as long as it takes):
+        // every lock the migrations take is bounded.
+        let millis = u64::try_from(self.lock_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        sqlx::query(sql::SET_LOCK_TIMEOUT).bind(format!("{millis}ms")).execute(&mut *tx).await?;
         sqlx::raw_sql(sql::CREATE_LEDGER).execute(&mut *tx).await?;
         let by_key: HashMap<_, _> = applied(tx).await?.into_iter().map(|a| ((a.source, a.version), a)).collect();
         self.verify(&by_key.iter().map(|(k, v)| (*k, v)).collect())?;

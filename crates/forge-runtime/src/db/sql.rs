@@ -4,6 +4,9 @@
 /// `hashtext('forge_migrations')`, fixed so every Forge version agrees on it.
 pub(crate) const MIGRATION_LOCK: &str = r#"select pg_advisory_xact_lock(hashtext('forge_migrations'))"#;
 
+/// Bounds, for the rest of the transaction, how long any statement waits for a lock.
+pub(crate) const SET_LOCK_TIMEOUT: &str = r#"select set_config('lock_timeout', $1, true)"#;
+
 /// The migration ledger; created by the migrator itself, before any migration.
 pub(crate) const CREATE_LEDGER: &str = r#"
 create table if not exists forge_migrations (

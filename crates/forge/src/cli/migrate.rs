@@ -36,7 +36,9 @@ pub(crate) async fn migrate(
     json: bool,
 ) -> Result<(), String> {
     let dir = project.join(&config.database.migrations_dir);
-    let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
+    let migrator = Migrator::with_app_dir(dir)
+        .map_err(|e| e.to_string())?
+        .with_lock_timeout(config.database.migration_lock_timeout.as_std());
     let db = Database::connect(config, project).await.map_err(|e| e.to_string())?;
     let result = apply(&migrator, &db, action, json).await;
     let closed = db.close().await.map_err(|e| e.to_string());
