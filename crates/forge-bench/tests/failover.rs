@@ -114,3 +114,76 @@ fn a_cron_every_second_fires_each_tick_once_across_a_leader_kill() {
     assert_eq!(report["cron_ticks_duplicated"].as_i64(), Some(0), "no duplicate: {report}");
     assert!(report["leader_takeover_ms"].as_f64().expect("takeover") < 10_000.0, "{report}");
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_frozen_leader_loses_leadership_within_its_term_and_steps_down_when_it_wakes() {
+    let db = TestDatabase::new().await.expect("db");
+    // Term (dead_after) 2 s: the lock's session ends after 2 s of silence.
+    let spawn = || common::worker(db.url(), &["--lease", "2s", "--heartbeat", "200ms", "--dead-after", "2s"]);
+    let _nodes = Reaped(vec![spawn(), spawn()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (first, pid) = loop {
+        if let Some(l) = leader(db.pool()).await {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pid = u32::try_from(pid).expect("pid");
+    signal(pid, "STOP");
+    let frozen_at = Instant::now();
+    // The other node leads: the frozen one's session (and its lock) was ended by the server.
+    let takeover = loop {
+        let holder: Option<String> =
+            sqlx::query_scalar("select node_id from forge_leaders where role = 'scheduler' and node_id <> $1")
+                .bind(&first)
+                .fetch_optional(db.pool())
+                .await
+                .expect("leader");
+        if holder.is_some() {
+            break frozen_at.elapsed();
+        }
+        if frozen_at.elapsed() > Duration::from_secs(15) {
+            signal(pid, "CONT");
+            panic!("no new leader within 15 s of freezing {first}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("a frozen leader was replaced after {takeover:?}");
+    assert!(takeover >= Duration::from_millis(1500), "replaced before its term could end: {takeover:?}");
+
+    // Woken up, the old leader finds its session gone and steps down: one leader, not two.
+    signal(pid, "CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leaders: Vec<String> =
+        sqlx::query_scalar("select node_id from forge_leaders").fetch_all(db.pool()).await.expect("leaders");
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert_ne!(leaders[0], first, "the woken node did not take leadership back");
+    let holders: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks l join pg_database d on d.oid = l.database
+         where l.locktype = 'advisory' and l.granted and d.datname = current_database()",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("locks");
+    assert!(holders <= 1, "one session holds the leader lock");
+}
+
+/// Child processes killed (and woken first, if stopped) when dropped, also when a test fails.
+struct Reaped(Vec<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -244,7 +244,7 @@ impl Forge {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let heartbeat = self.config.node.heartbeat_interval.as_std();
-        let node = RegisteredNode::register(db.pool().clone(), &info, heartbeat).await.map_err(|source| {
+        let node = RegisteredNode::register(db.control_pool().clone(), &info, heartbeat).await.map_err(|source| {
             Error::Database(crate::db::DbError::Connect { target: db.target().to_owned(), source })
         })?;
         if let Err(e) = jobs::record_kinds(db.pool(), &self.registry, node_id).await {
@@ -264,14 +264,21 @@ impl Forge {
             shutdown_timeout: w.shutdown_timeout.as_std(),
             listen: w.listen,
         };
-        Worker::spawn(db.pool().clone(), self.registry.clone(), notifier.clone(), telemetry.clone(), settings)
+        Worker::spawn(
+            db.pool().clone(),
+            db.control_pool().clone(),
+            self.registry.clone(),
+            notifier.clone(),
+            telemetry.clone(),
+            settings,
+        )
     }
 
     fn start_leadership(&self, db: &Database, notifier: &Notifier, node_id: &str) -> Leadership {
         let (node, obs) = (&self.config.node, &self.config.observability);
         let heartbeat = node.heartbeat_interval.as_std();
         let duties = LeaderDuties {
-            pool: db.pool().clone(),
+            pool: db.control_pool().clone(),
             notifier: notifier.clone(),
             node_id: node_id.to_owned(),
             maintenance: MaintenanceSettings {

@@ -137,6 +137,11 @@ pub struct DatabaseConfig {
     pub embedded_dir: PathBuf,
     /// The application's own migrations, run after Forge's. Default `"migrations"`.
     pub migrations_dir: PathBuf,
+    /// Connections of the control plane's own pool: node and lease heartbeats, the completer
+    /// writing job outcomes, and the leader's duties use it, so application work (handlers,
+    /// transactional jobs, mutations) holding every connection of `pool_size` cannot stop a
+    /// node from renewing its leases. Default 4.
+    pub control_pool_size: NonZeroU32,
     /// How long a migration may wait for a table lock before it fails (and nothing is
     /// applied), instead of queueing every query on that table behind it. Default `"10s"`.
     pub migration_lock_timeout: Duration,
@@ -153,6 +158,7 @@ impl Default for DatabaseConfig {
             embedded_dir: PathBuf::from(".forge/postgres"),
             migrations_dir: PathBuf::from("migrations"),
             migration_lock_timeout: Duration::from_secs(10),
+            control_pool_size: NonZeroU32::new(4).expect("4 is not zero"),
         }
     }
 }

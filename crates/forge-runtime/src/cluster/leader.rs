@@ -92,6 +92,7 @@ async fn campaign(
                 }
             }
         };
+        bound_session(&mut conn, settings.term).await;
         loop {
             let won = match sqlx::query_scalar::<_, bool>(sql::TRY_LOCK).bind(SCHEDULER_ROLE).fetch_one(&mut conn).await
             {
@@ -162,6 +163,33 @@ async fn lead(
         tracing::info!(node = node_id, "resigned leadership");
     }
     ended
+}
+
+/// Makes the server end the lock's session (releasing the lock) once it has heard nothing from
+/// this node for a term: a leader that is frozen (SIGSTOP, a stalled VM) or cut off stops
+/// leading within `term` on the server's own clock, though its process cannot say so.
+///
+/// - `idle_session_timeout = term`: a healthy leader renews every half heartbeat and a
+///   campaigner tries every heartbeat (at most half a term), so only a silent node hits it;
+/// - `tcp_user_timeout = term` and keepalives every 2 s: a peer that stops acknowledging is
+///   dropped even while the server waits on it.
+///
+/// A server that lacks one of these settings (`idle_session_timeout` is PostgreSQL 14+) keeps
+/// the others; the node says so in its log.
+async fn bound_session(conn: &mut PgConnection, term: Duration) {
+    let millis = term.as_millis().max(1000).to_string();
+    let settings = [
+        ("idle_session_timeout", millis.as_str()),
+        ("tcp_user_timeout", millis.as_str()),
+        ("tcp_keepalives_idle", "2"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+    ];
+    for (name, value) in settings {
+        if let Err(e) = sqlx::query(sql::SET_SESSION).bind(name).bind(value).execute(&mut *conn).await {
+            tracing::warn!(setting = name, error = %e, "cannot bound the leader lock's session");
+        }
+    }
 }
 
 /// Begins or extends the term on the lock's connection; `false` if that did not succeed within

@@ -66,3 +66,6 @@ pub(crate) const PRUNE_NODES: &str = r#"
 delete from forge_nodes
 where status in ('stopped', 'dead') and last_heartbeat < now() - make_interval(secs => $1)
 "#;
+
+/// Sets a setting for the rest of the session.
+pub(crate) const SET_SESSION: &str = r#"select set_config($1, $2, false)"#;

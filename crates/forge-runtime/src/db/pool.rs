@@ -54,6 +54,7 @@ pub enum DbError {
 pub struct Database {
     pool: PgPool,
     read_pool: PgPool,
+    control_pool: PgPool,
     target: String,
     embedded: Option<EmbeddedPostgres>,
 }
@@ -101,7 +102,8 @@ impl Database {
             }
         };
         let read_pool = read_only_pool(&pool);
-        Ok(Self { pool, read_pool, target, embedded })
+        let control_pool = control_pool(&pool, config.database.control_pool_size.get());
+        Ok(Self { pool, read_pool, control_pool, target, embedded })
     }
 
     /// The pool.
@@ -112,6 +114,12 @@ impl Database {
     /// A pool of read-only sessions to the same database, for queries (see [`read_only_pool`]).
     pub fn read_pool(&self) -> &PgPool {
         &self.read_pool
+    }
+
+    /// The control plane's own small pool (`[database] control_pool_size`): heartbeats, lease
+    /// renewals, the completer and the leader's duties, which application work cannot starve.
+    pub fn control_pool(&self) -> &PgPool {
+        &self.control_pool
     }
 
     /// Where the pool connects, password removed.
@@ -127,6 +135,7 @@ impl Database {
     /// Closes the pool and, if this process is the embedded cluster's last user, stops it.
     pub async fn close(self) -> Result<(), DbError> {
         self.read_pool.close().await;
+        self.control_pool.close().await;
         self.pool.close().await;
         if let Some(cluster) = self.embedded {
             tokio::task::spawn_blocking(move || cluster.stop()).await.map_err(|e| EmbeddedError::Io {
@@ -147,6 +156,18 @@ pub fn read_only_pool(pool: &PgPool) -> PgPool {
     let settings = pool.options();
     PgPoolOptions::new()
         .max_connections(settings.get_max_connections())
+        .acquire_timeout(settings.get_acquire_timeout())
+        .idle_timeout(settings.get_idle_timeout())
+        .connect_lazy_with(options)
+}
+
+/// The control plane's pool: `size` connections to the database `pool` connects to, named
+/// `forge-control` in `pg_stat_activity`, opened as needed.
+pub(crate) fn control_pool(pool: &PgPool, size: u32) -> PgPool {
+    let options = (*pool.connect_options()).clone().application_name("forge-control");
+    let settings = pool.options();
+    PgPoolOptions::new()
+        .max_connections(size)
         .acquire_timeout(settings.get_acquire_timeout())
         .idle_timeout(settings.get_idle_timeout())
         .connect_lazy_with(options)

@@ -92,6 +92,7 @@ impl TestDatabase {
             options: &options,
             lease: Duration::from_secs(30),
             token: Default::default(),
+            tx_slots: None,
         };
         let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;
         let (ended, result) = ended.split();
@@ -118,6 +119,7 @@ impl TestDatabase {
         .unwrap_or_default();
         let notifier = Notifier::spawn(self.pool().clone());
         let worker = Worker::spawn(
+            self.pool().clone(),
             self.pool().clone(),
             JobRegistry::collect(&[]),
             notifier,

@@ -35,6 +35,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) lease: Duration,
     /// Fires when the attempt must stop (cancelled, lease lost, released).
     pub(crate) token: CancellationToken,
+    /// Bounds the transactions transactional jobs hold at once; none bounds nothing.
+    pub(crate) tx_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Attempt<'_> {
@@ -49,7 +51,15 @@ impl Attempt<'_> {
         Fut: Future<Output = Result<T, JobError>> + Send,
     {
         let job = self.job;
+        // Held until the transaction is committed or rolled back, when `run` returns.
+        let mut _tx_slot = None;
         let tx = if self.options.transactional {
+            if let Some(slots) = &self.tx_slots {
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => _tx_slot = slot.ok(),
+                    () = self.token.cancelled() => return Ended::Stopped(StopReason::Cancelled),
+                }
+            }
             match self.pool.begin().await {
                 Ok(tx) => Some(tx),
                 Err(e) => {
@@ -156,6 +166,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
                 options: &registered.options,
                 lease: shared.settings.lease,
                 token,
+                tx_slots: Some(shared.tx_slots.clone()),
             };
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }

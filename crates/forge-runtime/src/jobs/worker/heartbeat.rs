@@ -61,7 +61,7 @@ async fn renew(shared: &Shared) {
         .bind(&ids)
         .bind(&shared.settings.node_id)
         .bind(shared.settings.lease.as_secs_f64())
-        .fetch_all(&shared.pool)
+        .fetch_all(&shared.control)
         .await
     {
         Ok(rows) => rows,

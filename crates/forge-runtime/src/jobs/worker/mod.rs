@@ -52,8 +52,11 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Starts a worker claiming and running on `pool`, renewing leases and writing outcomes on
+    /// `control` (the control plane's pool, which its handlers cannot exhaust).
     pub(crate) fn spawn(
         pool: sqlx::PgPool,
+        control: sqlx::PgPool,
         registry: JobRegistry,
         notifier: Notifier,
         telemetry: Arc<Telemetry>,
@@ -69,10 +72,15 @@ impl Worker {
                     shared.release(attempts);
                 }
             });
-            let (completer, task) = Completer::spawn(pool.clone(), notifier.clone(), written);
+            let (completer, task) = Completer::spawn(control.clone(), notifier.clone(), written);
             completer_task = Some(task);
+            // Transactional jobs may hold at most half the pool, so claims and the handlers'
+            // own queries always find a connection.
+            let pool_size = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
             Shared {
+                tx_slots: Arc::new(tokio::sync::Semaphore::new((pool_size / 2).max(1))),
                 pool,
+                control,
                 kinds: registry.names(),
                 registry,
                 notifier,

@@ -61,6 +61,10 @@ pub(super) struct Running {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) pool: sqlx::PgPool,
+    /// The control plane's pool: lease renewals (and the completer) use it.
+    pub(super) control: sqlx::PgPool,
+    /// Transactions transactional jobs may hold at once (half the pool).
+    pub(super) tx_slots: Arc<tokio::sync::Semaphore>,
     pub(super) registry: JobRegistry,
     /// The kinds in the registry: the only ones this node claims.
     pub(super) kinds: Vec<&'static str>,
