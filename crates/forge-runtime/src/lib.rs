@@ -55,4 +55,4 @@ pub mod __private {
     pub use inventory;
 }
 pub use forge::{Forge, ForgeBuilder, RunningForge, init_tracing};
-pub use forge_core::{ConfigError, ForgeConfig, config};
+pub use forge_core::{ConfigError, ForgeConfig, config, text};

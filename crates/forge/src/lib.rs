@@ -49,7 +49,9 @@ pub mod __private {
     pub use serde_json;
 }
 pub use forge_runtime::{ConfigError, ForgeConfig};
-pub use forge_runtime::{Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing};
+pub use forge_runtime::{
+    Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing, text,
+};
 
 /// Per-test databases (cargo feature `testing`); see [`testing::TestDatabase`].
 #[cfg(feature = "testing")]
