@@ -7,6 +7,8 @@
 //! cargo run --release -p forge-bench -- observability --pairs 10 --jobs 40000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
+//! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --restart-db-every-ms 3000
+//! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --db-outage-ms 45000 --lease 30s --work-ms 20
 //! cargo run --release -p forge-bench -- failover --nodes 3
 //! cargo run --release -p forge-bench -- testdb --iterations 30
 //! cargo run --release -p forge-bench -- rpc --seconds 10 --connections 32
@@ -63,19 +65,10 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         jobs: usize,
     },
-    /// Worker processes killed with SIGKILL at random while they drain jobs; counts losses and
-    /// double finalisations (both must be 0).
-    Chaos {
-        /// Jobs to dispatch.
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        /// Worker processes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Kill (and restart) one node this often.
-        #[arg(long, default_value_t = 2000)]
-        kill_every_ms: u64,
-    },
+    /// Worker processes drain jobs while faults hit them (workers killed with SIGKILL, the
+    /// PostgreSQL server restarted or stopped); counts lost, doubly finalised, overlapping,
+    /// succeeded-but-discarded and stuck jobs (all must be 0).
+    Chaos(chaos::ChaosArgs),
     /// Time to hand a test a fresh, fully migrated database (template clone), and to drop it.
     Testdb {
         /// How many databases to create.
@@ -130,7 +123,7 @@ async fn main() -> ExitCode {
         Scenario::Jobs { jobs, observability } => jobs::run(jobs.max(1), observability).await,
         Scenario::Observability { pairs, jobs } => jobs::overhead(pairs.max(1), jobs.max(1)).await,
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
-        Scenario::Chaos { jobs, nodes, kill_every_ms } => chaos::run(jobs.max(1), nodes.max(1), kill_every_ms).await,
+        Scenario::Chaos(args) => chaos::run(args).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
         Scenario::Worker(args) => worker::run(args).await.map(|()| serde_json::Value::Null),
         Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,

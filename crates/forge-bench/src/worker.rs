@@ -20,21 +20,65 @@ pub(crate) struct LedgerArgs {
 }
 
 /// Records each execution (outside the job's transaction, so a killed attempt leaves its mark)
-/// and writes one ledger row inside the job's transaction, which commits with its completion.
+/// with this process's id and the worker's clock, and writes one ledger row inside the job's
+/// transaction, which commits with its completion. When the handler ends, the end of the
+/// execution is recorded too, retried in the background until the database answers (`chaos`
+/// reads the intervals to find attempts of one job that overlapped).
 #[forge::job(transactional, max_attempts = 100, backoff(fixed, base = "100ms"))]
 pub(crate) async fn ledger_write(ctx: &JobContext, args: LedgerArgs) -> Result<(), JobError> {
-    sqlx::query("insert into bench_executions (job_id, attempt, node) values ($1, $2, $3)")
+    let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
+    let pid = i32::try_from(std::process::id()).unwrap_or(0);
+    sqlx::query("insert into bench_executions (job_id, attempt, node, pid, started_at) values ($1, $2, $3, $4, $5)")
         .bind(ctx.id().0)
-        .bind(i32::try_from(ctx.attempt()).unwrap_or(i32::MAX))
+        .bind(attempt)
         .bind(ctx.node_id())
+        .bind(pid)
+        .bind(chrono::Utc::now())
         .execute(ctx.db())
         .await?;
+    let end = ExecutionEnd { pool: ctx.db().clone(), job_id: ctx.id().0, attempt, node: ctx.node_id().to_owned() };
     if args.work_ms > 0 {
         tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
     }
     let mut tx = ctx.tx().await?;
     sqlx::query("insert into bench_ledger (job_id) values ($1)").bind(ctx.id().0).execute(&mut tx).await?;
+    drop(tx);
+    drop(end);
     Ok(())
+}
+
+/// Records, when dropped (the handler returned, failed, or was stopped), that an execution
+/// ended now; retried every 100 ms for up to 10 minutes while the database does not answer.
+struct ExecutionEnd {
+    pool: sqlx::PgPool,
+    job_id: i64,
+    attempt: i32,
+    node: String,
+}
+
+impl Drop for ExecutionEnd {
+    fn drop(&mut self) {
+        let ended_at = chrono::Utc::now();
+        let (pool, job_id, attempt, node) =
+            (self.pool.clone(), self.job_id, self.attempt, std::mem::take(&mut self.node));
+        tokio::spawn(async move {
+            for _ in 0..6000 {
+                let written = sqlx::query(
+                    "update bench_executions set ended_at = $4 where job_id = $1 and attempt = $2 and node = $3",
+                )
+                .bind(job_id)
+                .bind(attempt)
+                .bind(&node)
+                .bind(ended_at)
+                .execute(&pool)
+                .await;
+                if written.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
 }
 
 /// Every second, with catch-up: records which job ran which tick (`failover` and the failover
@@ -52,7 +96,11 @@ pub(crate) async fn bench_tick(ctx: &CronContext) -> Result<(), JobError> {
 
 /// The bench's own tables.
 pub(crate) const SCHEMA: &str = r#"
-create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
+create table if not exists bench_executions (
+    job_id bigint not null, attempt int not null, node text not null,
+    pid int not null default 0, started_at timestamptz not null default now(), ended_at timestamptz
+);
+create table if not exists bench_kills (pid int not null, killed_at timestamptz not null);
 create table if not exists bench_ledger (job_id bigint not null);
 create table if not exists bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null);
 "#;

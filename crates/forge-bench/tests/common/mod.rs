@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 /// The bench's own tables (as `forge-bench` creates them).
 pub const SCHEMA: &str = r#"
-create table if not exists bench_executions (job_id bigint not null, attempt int not null, node text not null);
+create table if not exists bench_executions (
+    job_id bigint not null, attempt int not null, node text not null,
+    pid int not null default 0, started_at timestamptz not null default now(), ended_at timestamptz
+);
+create table if not exists bench_kills (pid int not null, killed_at timestamptz not null);
 create table if not exists bench_ledger (job_id bigint not null);
 create table if not exists bench_cron_ticks (scheduled_at timestamptz not null, job_id bigint not null, catch_up boolean not null);
 "#;

@@ -175,6 +175,36 @@ impl EmbeddedPostgres {
         format!("postgres://{EMBEDDED_USER}@localhost:{SOCKET_PORT}/{database}?host={}", self.dir.display())
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`: every session is ended, the server comes
+    /// back on the same socket), for fault tests such as `forge-bench chaos
+    /// --restart-db-every-ms`. Blocks until it accepts connections again.
+    pub fn restart(&self) -> Result<()> {
+        let data = self.data_dir();
+        let log = self.dir.join("postgres.log");
+        let options = format!("-k '{}' -p {SOCKET_PORT}", self.dir.display());
+        self.run(
+            "pg_ctl",
+            &["restart", "-D", path_str(&data), "-l", path_str(&log), "-m", "fast", "-w", "-t", "60", "-o", &options],
+        )?;
+        Ok(())
+    }
+
+    /// Stops the server (fast: sessions are ended) while this process keeps the cluster, for
+    /// fault tests of a database outage; [`EmbeddedPostgres::start_server`] brings it back.
+    pub fn stop_server(&self) -> Result<()> {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["stop", "-D", path_str(&data), "-m", "fast", "-w", "-t", "60"])?;
+        Ok(())
+    }
+
+    /// Starts the server again after [`EmbeddedPostgres::stop_server`].
+    pub fn start_server(&self) -> Result<()> {
+        if !self.is_running()? {
+            self.pg_ctl_start()?;
+        }
+        Ok(())
+    }
+
     /// Stops the server unless another process still uses it.
     pub fn stop(mut self) -> Result<()> {
         self.release()
