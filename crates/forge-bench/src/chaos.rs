@@ -69,7 +69,7 @@ pub(crate) struct ChaosArgs {
 /// The server the run uses, and how to fault it.
 enum Server {
     /// The shared test server (kills only: never restarted).
-    Shared(TestDatabase),
+    Shared(Box<TestDatabase>),
     /// A private embedded cluster in a temporary folder.
     Private { cluster: EmbeddedPostgres, url: String, _dir: tempfile_dir::Dir },
     /// A server the caller controls with commands.
@@ -144,7 +144,7 @@ async fn server(args: &ChaosArgs) -> Result<Server, Box<dyn std::error::Error + 
         });
     }
     if !faults_db {
-        return Ok(Server::Shared(TestDatabase::new().await?));
+        return Ok(Server::Shared(Box::new(TestDatabase::new().await?)));
     }
     let dir = tempfile_dir::Dir(std::env::temp_dir().join(format!("forge-chaos-{}", uuid::Uuid::new_v4().simple())));
     let path = dir.0.clone();
