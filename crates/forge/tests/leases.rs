@@ -379,12 +379,16 @@ async fn a_new_leader_waits_a_lease_and_a_heartbeat_before_rescuing() {
 #[tokio::test]
 async fn a_job_whose_attempts_keep_being_lost_backs_off_and_is_discarded_at_its_last_attempt() {
     let db = TestDatabase::new().await.expect("db");
-    // Attempt 3 of 4 and attempt 4 of 4, both lost with their nodes (a job that kills its node).
+    // Attempt 3 of 4 and attempt 4 of 4, both lost with their nodes, as every attempt before
+    // them was (a job that kills its node).
     let insert = async |attempt: i32| -> i64 {
         sqlx::query_scalar(
             "insert into forge_jobs (kind, args, state, attempt, max_attempts, attempted_by, attempted_at, heartbeat_at,
-                                     lease_until)
-             values ('never_run', 'null', 'running', $1, 4, 'ghost', now(), now(), now() - interval '1 second')
+                                     lease_until, errors)
+             values ('never_run', 'null', 'running', $1, 4, 'ghost', now(), now(), now() - interval '1 second',
+                     (select coalesce(jsonb_agg(jsonb_build_object('attempt', a, 'at', now(), 'message', 'lease expired',
+                                                                   'kind', 'lease')), '[]')
+                      from generate_series(1, $1 - 1) a))
              returning id",
         )
         .bind(attempt)
@@ -550,4 +554,67 @@ async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the
     node.stop().await.expect("stop");
     assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the first attempt's success was written");
     assert_eq!(*OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
+}
+
+/// The proxy a `last_success_lost` job takes the database away with.
+static LAST_OUTAGE: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// How many times `last_success_lost` ran.
+static LAST_RUNS: Mutex<u32> = Mutex::new(0);
+
+/// Succeeds on its only attempt as the database goes away; later attempts just succeed.
+#[forge::job(max_attempts = 1)]
+async fn last_success_lost(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    *LAST_RUNS.lock().expect("runs") += 1;
+    if ctx.attempt() == 1
+        && let Some(refusing) = LAST_OUTAGE.get()
+    {
+        refusing.store(true, Ordering::SeqCst);
+    }
+    Ok(ctx.attempt())
+}
+
+#[tokio::test]
+async fn a_last_attempt_whose_success_was_never_written_is_run_again_not_discarded() {
+    let db = TestDatabase::new().await.expect("db");
+    let proxy = Proxy::to(&db).await;
+    let _ = LAST_OUTAGE.set(proxy.refusing.clone());
+    let mut config = proxy.config(&db);
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.shutdown_timeout = "1s".parse().expect("duration");
+    config.database.acquire_timeout = "1s".parse().expect("duration");
+    config.observability.enabled = false;
+    let doomed = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = LastSuccessLost::dispatch(&doomed, ()).await.expect("dispatch");
+    eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
+        .await;
+    // The node stops while its success cannot be written: the outcome is left to rescue.
+    let _ = doomed.stop().await;
+    proxy.refusing.store(false, Ordering::SeqCst);
+    assert_eq!(state(db.pool(), job).await, ("running".to_owned(), 1), "the success was never written");
+
+    // Another node leads, rescues the lost last attempt, and runs it again.
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "200ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.observability.enabled = false;
+    let rescuer = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let (final_state, attempt) = eventually("the job finishing", Duration::from_secs(30), async || {
+        let (now, attempt) = state(db.pool(), job).await;
+        (now != "running" && now != "retryable" && now != "available").then_some((now, attempt))
+    })
+    .await;
+    rescuer.stop().await.expect("stop");
+    assert_eq!((final_state.as_str(), attempt), ("completed", 2), "run again, not discarded");
+    assert_eq!(*LAST_RUNS.lock().expect("runs"), 2);
+    let errors: serde_json::Value = sqlx::query_scalar("select errors from forge_jobs where id = $1")
+        .bind(job)
+        .fetch_one(db.pool())
+        .await
+        .expect("row");
+    assert_eq!(errors[0]["kind"], "lease", "{errors}");
 }

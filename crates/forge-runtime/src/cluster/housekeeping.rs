@@ -50,7 +50,7 @@ pub(crate) async fn run(pool: PgPool, stop: CancellationToken) {
     }
 }
 
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::TestDatabase;

@@ -278,7 +278,13 @@ returning j.queue
 /// checked against the type by a test). The lease sweep and the dead-node sweep both use it.
 pub(crate) const RESCUE: &str = r#"
 with lost as (
-    select id
+    select id,
+           -- A lost last attempt may have succeeded (its node stopped before its outcome was
+           -- written): unless the job already lost an attempt before (a poison job), it gets
+           -- one more attempt instead of being discarded.
+           (attempt >= max_attempts
+            and jsonb_path_exists(errors, '$[*] ? (@.kind == "lease")')) as out_of_attempts,
+           attempt >= max_attempts as last_attempt
     from forge_jobs
     where state = 'running'
       and (($1::float8 is not null
@@ -291,9 +297,11 @@ with lost as (
 )
 update forge_jobs j
 set state = case when j.cancel_requested_at is not null then 'cancelled'
-                 when j.attempt >= j.max_attempts then 'discarded'
+                 when lost.out_of_attempts then 'discarded'
                  else 'retryable' end,
-    finalized_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts then now() end,
+    finalized_at = case when j.cancel_requested_at is not null or lost.out_of_attempts then now() end,
+    max_attempts = case when lost.last_attempt and not lost.out_of_attempts and j.cancel_requested_at is null
+                        then j.attempt + 1 else j.max_attempts end,
     run_at = now() + make_interval(secs => least(power(2, least(j.attempt, 12)), 3600)),
     heartbeat_at = null,
     lease_until = null,
