@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use forge::config::{Role, Roles};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
-use sqlx::ConnectOptions;
-use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -97,29 +95,13 @@ async fn ready_says_the_database_is_unreachable_without_its_error_text() {
     let db = TestDatabase::new().await.expect("db");
     let node = gateway(&db, |_| {}).await;
     let base = format!("http://{}", node.local_addr().expect("addr"));
-    let admin_options: PgConnectOptions = db.url().parse::<PgConnectOptions>().expect("url").database("postgres");
-    let mut admin = admin_options.connect().await.expect("admin");
-    let name = db.name().replace('"', "\"\"");
-    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections false"))
-        .execute(&mut admin)
-        .await
-        .expect("block");
-    sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-    )
-    .bind(db.name())
-    .execute(&mut admin)
-    .await
-    .expect("terminate");
+    db.cut_connections().await.expect("outage");
     let response = reqwest::get(format!("{base}/ready")).await.expect("response");
     assert_eq!(response.status().as_u16(), 503);
     let body = response.text().await.expect("body");
     assert!(body.contains("database unreachable"), "{body}");
     assert!(!body.contains(db.name()) && !body.contains("accepting"), "the server's own words leaked: {body}");
-    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections true"))
-        .execute(&mut admin)
-        .await
-        .expect("unblock");
+    db.restore_connections().await.expect("back");
     node.stop().await.expect("stop");
 }
 

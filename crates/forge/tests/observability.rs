@@ -11,8 +11,6 @@ use forge::prelude::*;
 use forge::testing::TestDatabase;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 mod common;
 
@@ -416,20 +414,7 @@ async fn the_node_rides_out_a_database_outage_and_logging_resumes() {
     wait_for("the job to be claimed", async || (job_state(db.pool(), id).await == "running").then_some(())).await;
 
     // The database goes away: no new connections, and the node's are cut.
-    let admin_options: PgConnectOptions = db.url().parse::<PgConnectOptions>().expect("url").database("postgres");
-    let mut admin = admin_options.connect().await.expect("admin");
-    let name = db.name().replace('"', "\"\"");
-    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections false"))
-        .execute(&mut admin)
-        .await
-        .expect("block");
-    sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-    )
-    .bind(db.name())
-    .execute(&mut admin)
-    .await
-    .expect("terminate");
+    db.cut_connections().await.expect("outage");
 
     // The claimed job still runs to its end, logging far more than the buffer holds.
     OUTAGE_GO.notify_one();
@@ -447,11 +432,7 @@ async fn the_node_rides_out_a_database_outage_and_logging_resumes() {
     assert!(forge.flush_telemetry().await.is_err(), "the database is really down");
 
     // Back: the job's completion lands (or it is rescued and completes), and logging resumes.
-    sqlx::raw_sql(&format!("alter database \"{name}\" allow_connections true"))
-        .execute(&mut admin)
-        .await
-        .expect("unblock");
-    admin.close().await.expect("close");
+    db.restore_connections().await.expect("back");
     wait_for("the job to complete", async || (job_state(db.pool(), id).await == "completed").then_some(())).await;
     ChargeCard::dispatch(&forge, Charge { amount: 1 }).await.expect("dispatch after the outage");
     wait_for("logs written after the outage", async || {

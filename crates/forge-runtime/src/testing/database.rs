@@ -69,6 +69,36 @@ impl TestDatabase {
         &self.pool
     }
 
+    /// Takes this database away, as an outage would: new connections to it are refused and every
+    /// open one is ended (other databases on the server are untouched). Undo it with
+    /// [`TestDatabase::restore_connections`].
+    pub async fn cut_connections(&self) -> Result<()> {
+        self.allow_connections(false).await
+    }
+
+    /// Ends what [`TestDatabase::cut_connections`] began: connections are accepted again.
+    pub async fn restore_connections(&self) -> Result<()> {
+        self.allow_connections(true).await
+    }
+
+    async fn allow_connections(&self, allow: bool) -> Result<()> {
+        let wrap = |source| Error::Database(DbError::Connect { target: self.name.clone(), source });
+        let mut admin = PgConnection::connect_with(&self.admin).await.map_err(wrap)?;
+        let statement = format!("alter database {} allow_connections {allow}", quote_ident(&self.name));
+        sqlx::raw_sql(&statement).execute(&mut admin).await.map_err(wrap)?;
+        if !allow {
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await
+            .map_err(wrap)?;
+        }
+        let _ = admin.close().await;
+        Ok(())
+    }
+
     /// The project's configuration (defaults if it has no `forge.toml`) pointed at this database,
     /// with its folders made absolute so a node built from it finds the project's migrations
     /// whatever its working folder.
