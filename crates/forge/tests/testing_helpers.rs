@@ -1,7 +1,7 @@
 //! `forge::testing`'s job helpers, used as an application would.
 
 use forge::prelude::*;
-use forge::testing::{Drained, TestDatabase};
+use forge::testing::{DrainOptions, Drained, TestDatabase};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -138,4 +138,71 @@ async fn drain_queue_runs_everything_available() {
     db.refute_enqueued::<SendWelcome>(json!({})).await;
     let n: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(db.pool()).await.expect("n");
     assert_eq!(n, 5);
+}
+
+static FLAKY_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Fails twice (an hour's backoff each time), then succeeds.
+#[forge::job(queue = "flaky", max_attempts = 5, backoff(fixed, base = "1h", jitter = 0.0))]
+async fn flaky(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    FLAKY_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if ctx.attempt() < 3 {
+        return Err(JobError::retry(format!("attempt {} failed", ctx.attempt())));
+    }
+    Ok(ctx.attempt())
+}
+
+#[tokio::test]
+async fn drain_queue_with_retries_runs_a_flaky_job_to_success_in_one_call() {
+    let db = setup().await;
+    let id = Flaky::dispatch(db.pool(), ()).await.expect("dispatch");
+    // Without the option, the first failure's retry is an hour away: the drain leaves it.
+    let drained = db.drain_queue("flaky").await;
+    assert_eq!(drained, Drained { completed: 0, retryable: 1, discarded: 0, cancelled: 0 });
+    let drained = db.drain_queue_with("flaky", DrainOptions::default().with_retries()).await;
+    assert_eq!(drained, Drained { completed: 1, retryable: 0, discarded: 0, cancelled: 0 });
+    let (state, attempt): (String, i32) = sqlx::query_as("select state, attempt from forge_jobs where id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .expect("row");
+    assert_eq!((state.as_str(), attempt), ("completed", 3));
+    assert_eq!(FLAKY_CALLS.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn drain_queue_with_scheduled_runs_jobs_scheduled_for_later() {
+    let db = setup().await;
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let welcome = Welcome { user_id: 42, locale: "en".into() };
+    SendWelcome::dispatch_with(db.pool(), welcome, DispatchOptions::new().run_at(tomorrow)).await.expect("dispatch");
+    assert_eq!(db.drain_queue("mail").await, Drained::default(), "not due: left");
+    let drained = db.drain_queue_with("mail", DrainOptions::default().with_scheduled()).await;
+    assert_eq!(drained, Drained { completed: 1, retryable: 0, discarded: 0, cancelled: 0 });
+}
+
+/// Every morning: dispatches one welcome for the day it runs for.
+#[forge::cron("0 8 * * *")]
+async fn morning_digest(ctx: &CronContext) -> Result<(), JobError> {
+    let day = ctx.scheduled_time().format("%Y%m%d").to_string().parse::<i64>().unwrap_or(0);
+    SendWelcome::dispatch(ctx.db(), Welcome { user_id: day, locale: "digest".into() })
+        .await
+        .map_err(|e| JobError::retry(e.to_string()))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn perform_cron_fires_a_tick_and_what_it_dispatched_can_be_asserted() {
+    let db = setup().await;
+    let at: chrono::DateTime<chrono::Utc> = "2026-01-05T08:00:00Z".parse().expect("time");
+    db.perform_cron::<MorningDigest>(at).await.expect("the cron ran");
+    db.assert_enqueued::<SendWelcome>(json!({"user_id": 20260105, "locale": "digest"})).await;
+    let recorded: i64 = sqlx::query_scalar(
+        "select count(*) from forge_cron_runs where cron_name = 'morning_digest' and scheduled_at = $1",
+    )
+    .bind(at)
+    .fetch_one(db.pool())
+    .await
+    .expect("runs");
+    assert_eq!(recorded, 1, "the tick is recorded as the scheduler would");
 }

@@ -10,6 +10,40 @@ use crate::jobs::worker::outcome;
 use crate::jobs::worker::{Attempt, ClaimedJob, Worker, WorkerSettings};
 use crate::jobs::{Job, JobError, JobRegistry, JobState, Notifier};
 
+/// What [`TestDatabase::drain_queue_with`] runs besides the jobs that are due.
+///
+/// ```
+/// use forge_runtime::testing::DrainOptions;
+///
+/// let options = DrainOptions::default().with_scheduled().with_retries();
+/// assert!(options.scheduled && options.retries);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainOptions {
+    /// Run jobs scheduled for later (and snoozed ones) now, instead of leaving them.
+    pub scheduled: bool,
+    /// Run a failed job's retries at once instead of after its backoff, until it completes or
+    /// runs out of attempts.
+    pub retries: bool,
+}
+
+impl DrainOptions {
+    /// Also run jobs scheduled for later.
+    #[must_use]
+    pub fn with_scheduled(mut self) -> Self {
+        self.scheduled = true;
+        self
+    }
+
+    /// Also run retries at once.
+    #[must_use]
+    pub fn with_retries(mut self) -> Self {
+        self.retries = true;
+        self
+    }
+}
+
 /// How [`TestDatabase::drain_queue`] left the jobs it ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -53,6 +87,32 @@ impl TestDatabase {
     /// [`TestDatabase::perform_attempt`].
     pub async fn perform_job<J: Job>(&self, args: J::Args) -> std::result::Result<J::Output, JobError> {
         self.perform_attempt::<J>(args, 1).await
+    }
+
+    /// Fires cron `C`'s tick at `at` as its scheduler would — the tick recorded in
+    /// `forge_cron_runs`, its job run once in this process through the worker's executor — and
+    /// returns the handler's result. What the cron dispatched can then be checked with
+    /// [`TestDatabase::assert_enqueued`].
+    ///
+    /// ```ignore
+    /// db.perform_cron::<DailyDigest>("2026-01-05T08:00:00Z".parse()?).await?;
+    /// db.assert_enqueued::<SendDigest>(json!({"day": "2026-01-05"})).await;
+    /// ```
+    pub async fn perform_cron<C: Job<Args = crate::cron::CronArgs>>(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> std::result::Result<C::Output, JobError> {
+        let name = C::NAME.strip_prefix("cron:").unwrap_or(C::NAME);
+        sqlx::query(
+            "insert into forge_cron_runs (cron_name, scheduled_at, status, catch_up, fired_by) \
+             values ($1, $2, 'fired', false, 'perform_cron') on conflict do nothing",
+        )
+        .bind(name)
+        .bind(at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| JobError::permanent(format!("cannot record the tick: {e}")))?;
+        self.perform_attempt::<C>(crate::cron::CronArgs { scheduled_at: at, catch_up: false }, 1).await
     }
 
     /// Runs `J`'s handler once, in this process, as attempt `attempt` of a job row inserted for
@@ -107,8 +167,18 @@ impl TestDatabase {
     /// Runs every available job of `queue` to completion in this process, one at a time, with
     /// the real worker (claims, retries, timeouts), until none is available or running. Due
     /// scheduled jobs and due retries are promoted as they come due; jobs whose `run_at` is still
-    /// ahead are left. Returns how the jobs it ran ended.
+    /// ahead are left (see [`TestDatabase::drain_queue_with`] to run them too). Returns how the
+    /// jobs it ran ended.
     pub async fn drain_queue(&self, queue: &str) -> Drained {
+        self.drain_queue_with(queue, DrainOptions::default()).await
+    }
+
+    /// [`TestDatabase::drain_queue`], also running jobs scheduled for later
+    /// ([`DrainOptions::with_scheduled`]) and retries without waiting out their backoff
+    /// ([`DrainOptions::with_retries`]): a job that fails twice and then succeeds is tested with
+    /// one call. A job that snoozes every time keeps a drain with scheduled jobs going: give it a
+    /// way out.
+    pub async fn drain_queue_with(&self, queue: &str, options: DrainOptions) -> Drained {
         let started = chrono::Utc::now();
         let capabilities: Vec<String> = sqlx::query_scalar(
             "select distinct capability from forge_jobs where queue = $1 and capability is not null",
@@ -135,12 +205,16 @@ impl TestDatabase {
             },
         );
         loop {
-            // Due retries and scheduled jobs join in, as maintenance would promote them.
+            // Due retries and scheduled jobs join in, as maintenance would promote them; with
+            // the options, those not yet due too.
             let _ = sqlx::query(
-                "update forge_jobs set state = 'available' \
-                 where queue = $1 and state in ('scheduled', 'retryable') and run_at <= now()",
+                "update forge_jobs set state = 'available', run_at = least(run_at, now()) \
+                 where queue = $1 and ((state in ('scheduled', 'retryable') and run_at <= now()) \
+                    or (state = 'scheduled' and $2) or (state = 'retryable' and $3))",
             )
             .bind(queue)
+            .bind(options.scheduled)
+            .bind(options.retries)
             .execute(self.pool())
             .await;
             let busy: i64 = sqlx::query_scalar(

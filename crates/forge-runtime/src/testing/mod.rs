@@ -33,4 +33,4 @@ mod jobs;
 
 pub use database::{TestDatabase, project_root};
 pub use functions::TestCaller;
-pub use jobs::Drained;
+pub use jobs::{DrainOptions, Drained};
