@@ -61,6 +61,10 @@ pub(crate) async fn status(pool: &PgPool, json: bool) -> Result<(), String> {
             if depth["paused"] == true { "  PAUSED" } else { "" }
         );
     }
-    println!("last hour: {failed_attempts} failed attempts, {discarded} jobs discarded");
+    println!(
+        "last hour: {}, {} discarded",
+        super::output::count(failed_attempts, "failed attempt", "failed attempts"),
+        super::output::count(discarded, "job", "jobs")
+    );
     Ok(())
 }
