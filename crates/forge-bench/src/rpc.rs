@@ -33,7 +33,7 @@ async fn bench_echo(ctx: &QueryContext, n: i32) -> Result<i32, ForgeError> {
 pub(crate) async fn run(seconds: u64, connections: usize) -> Report {
     let db = TestDatabase::new().await?;
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway]).ok_or("no roles")?;
+    config.node.roles = Roles::new([Role::Gateway, Role::Function]).ok_or("no roles")?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let node = Forge::builder().config(config.clone()).listener(listener).build()?.start().await?;
     let addr = node.local_addr().ok_or("the node has no gateway")?;

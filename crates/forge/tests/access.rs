@@ -93,7 +93,7 @@ fn outside_address() -> IpAddr {
 
 async fn start(db: &TestDatabase, bind: &str, mode: Mode) -> RunningForge {
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway]).expect("roles");
+    config.node.roles = Roles::new([Role::Gateway, Role::Function]).expect("roles");
     config.project.mode = mode;
     config.gateway.max_concurrent_requests = std::num::NonZeroUsize::new(10_000).expect("nonzero");
     let listener = std::net::TcpListener::bind(format!("{bind}:0")).expect("bind");

@@ -30,7 +30,7 @@ async fn limits_noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
 
 async fn gateway(db: &TestDatabase, tweak: impl FnOnce(&mut forge::ForgeConfig)) -> RunningForge {
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway]).expect("roles");
+    config.node.roles = Roles::new([Role::Gateway, Role::Function]).expect("roles");
     tweak(&mut config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start")
@@ -127,5 +127,25 @@ async fn metrics_can_require_a_token_and_do_not_count_jobs_on_every_scrape() {
     // Scraped again at once: the depth is the one counted moments ago, not a new count.
     let second = scrape().await;
     assert!(!depth(&second), "the job table was counted again for this scrape");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_function_role_serves_the_dashboard_but_no_functions() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.node.roles = Roles::new([Role::Gateway]).expect("roles")).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+    for path in ["/rpc/hold", "/rpc"] {
+        let response =
+            client.post(format!("{base}{path}")).json(&serde_json::Value::Null).send().await.expect("response");
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        let problem: serde_json::Value = response.json().await.expect("problem");
+        assert_eq!(problem["type"], "urn:forge:problem:no-functions", "{problem}");
+        assert!(problem["detail"].as_str().expect("detail").contains("`function` role"), "{problem}");
+    }
+    assert_eq!(client.get(format!("{base}/health")).send().await.expect("health").status().as_u16(), 200);
+    let nodes = client.get(format!("{base}/_api/nodes")).header("host", "localhost").send().await.expect("api");
+    assert_eq!(nodes.status().as_u16(), 200, "the dashboard's API is served");
     node.stop().await.expect("stop");
 }

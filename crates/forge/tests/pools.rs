@@ -28,7 +28,7 @@ async fn long_transaction(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
 async fn long_transactions_and_a_flood_of_calls_do_not_get_jobs_rescued_or_the_node_declared_dead() {
     let db = common::notes_database().await;
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway, Role::Worker, Role::Scheduler]).expect("roles");
+    config.node.roles = Roles::new([Role::Gateway, Role::Function, Role::Worker, Role::Scheduler]).expect("roles");
     config.database.pool_size = std::num::NonZeroU32::new(10).expect("10");
     config.worker.lease = "2s".parse().expect("duration");
     config.worker.poll_interval = "50ms".parse().expect("duration");

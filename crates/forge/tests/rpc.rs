@@ -34,7 +34,7 @@ async fn broken(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
 async fn gateway() -> (TestDatabase, RunningForge, String) {
     let db = common::notes_database().await;
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway]).expect("roles");
+    config.node.roles = Roles::new([Role::Gateway, Role::Function]).expect("roles");
     config.gateway.body_limit = "1KiB".parse().expect("size");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let node = Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start");

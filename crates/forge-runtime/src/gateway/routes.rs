@@ -33,13 +33,15 @@ pub fn router(state: GatewayState) -> Router {
 /// layers.
 pub fn router_with(state: GatewayState, extra: Router) -> Router {
     let settings = state.http_settings().clone();
-    let gateway: Router = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(serve_metrics))
-        .route("/rpc", post(rpc::call_jsonrpc))
-        .route("/rpc/{function}", post(rpc::call_rest))
-        .with_state(state.clone());
+    let gateway =
+        Router::new().route("/health", get(health)).route("/ready", get(ready)).route("/metrics", get(serve_metrics));
+    // Functions run where the `function` role is; elsewhere `/rpc` says so.
+    let gateway: Router = if settings.functions {
+        gateway.route("/rpc", post(rpc::call_jsonrpc)).route("/rpc/{function}", post(rpc::call_rest))
+    } else {
+        gateway.route("/rpc", post(no_functions)).route("/rpc/{function}", post(no_functions))
+    }
+    .with_state(state.clone());
     let mut router = gateway
         .merge(extra)
         .fallback(not_found)
@@ -98,6 +100,17 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// `/rpc` on a node without the `function` role.
+async fn no_functions(uri: axum::http::Uri) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "this node does not run functions: give it the `function` role ([node] roles), or send /rpc to a node that has it",
+    )
+    .with_type("urn:forge:problem:no-functions")
+    .with_instance(uri.path().to_owned())
+    .into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

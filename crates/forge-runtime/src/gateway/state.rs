@@ -43,6 +43,8 @@ pub(super) struct HttpSettings {
     pub(super) max_concurrent_requests: usize,
     pub(super) trusted_proxies: Vec<forge_core::config::IpRange>,
     pub(super) metrics_token: Option<String>,
+    /// Whether this node runs functions (`function` role): without it `/rpc` answers 404.
+    pub(super) functions: bool,
 }
 
 impl GatewayState {
@@ -84,6 +86,7 @@ impl GatewayState {
                     max_concurrent_requests: gw.max_concurrent_requests.get(),
                     trusted_proxies: gw.trusted_proxies.clone(),
                     metrics_token: gw.metrics_token.clone().filter(|t| !t.is_empty()),
+                    functions: config.node.roles.contains(forge_core::config::Role::Function),
                 },
                 depth_sampled: std::sync::Mutex::new(None),
             }),
