@@ -87,6 +87,16 @@ async fn rest_calls_answer_data_or_problems() {
     assert_eq!(status, 500);
     assert_eq!(body["detail"], "internal error", "no internals leak: {body}");
     assert!(!body.to_string().contains("no_such_table"));
+    // A server error names the request, so its log lines can be found.
+    let traced = reqwest::Client::new()
+        .post(format!("{base}/rpc/broken"))
+        .header("x-request-id", "req-500-test")
+        .json(&())
+        .send()
+        .await
+        .expect("request");
+    let problem: Value = traced.json().await.expect("problem");
+    assert_eq!(problem["request_id"], "req-500-test", "{problem}");
 
     // A mutation that fails takes its write and its job with it.
     let (status, _, body) = post(&format!("{base}/rpc/create_note"), json_ct, r#"{"body": "  "}"#).await;
@@ -138,6 +148,7 @@ async fn json_rpc_follows_the_spec() {
     let (_, _, r) = call(r#"{"jsonrpc": "2.0", "method": "broken", "id": 3}"#).await;
     assert_eq!(r["error"]["code"], -32603);
     assert_eq!(r["error"]["message"], "internal error");
+    assert!(r["error"]["data"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{r}");
 
     let (_, _, r) = call("[]").await;
     assert_eq!(r["error"]["code"], -32600);

@@ -38,6 +38,10 @@ pub struct Problem {
     /// Application data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// The request's id (also its `X-Request-Id`), on server errors: the node's log lines for
+    /// the request carry it, so a user can quote it and an operator find what went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Problem {
@@ -51,12 +55,19 @@ impl Problem {
             instance: None,
             errors: Vec::new(),
             data: None,
+            request_id: None,
         }
     }
 
     /// Sets `type` to a URI naming the kind of problem.
     pub fn with_type(mut self, type_uri: impl Into<String>) -> Self {
         self.type_uri = type_uri.into();
+        self
+    }
+
+    /// Sets `request_id`.
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
+        self.request_id = Some(request_id.into());
         self
     }
 

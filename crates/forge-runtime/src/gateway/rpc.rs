@@ -112,15 +112,18 @@ pub(crate) async fn call_rest(
     };
     match state.call(&function, parts, args).await {
         Ok(data) => (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response(),
-        Err(e) => error_problem(&e, &function, &instance),
+        Err(e) => error_problem(&e, &function, &instance, &meta.request_id),
     }
 }
 
-fn error_problem(e: &ForgeError, function: &str, instance: &str) -> Response {
+fn error_problem(e: &ForgeError, function: &str, instance: &str, request_id: &str) -> Response {
     if let ForgeError::Internal(message) = e {
         tracing::error!(function, error = %message, "function failed");
     }
     let mut problem = Problem::new(e.status(), e.public_message()).with_type(e.problem_type()).with_instance(instance);
+    if e.status().is_server_error() {
+        problem = problem.with_request_id(request_id);
+    }
     problem.errors = e.field_errors().to_vec();
     problem.data = e.data();
     let mut response = problem.into_response();
@@ -240,6 +243,7 @@ async fn one_call(state: &GatewayState, parts: &CallParts, call: Value) -> Optio
                 tracing::error!(function = %method, error = %message, "function failed");
             }
             let data = match (e.field_errors(), e.data()) {
+                _ if e.status().is_server_error() => Some(json!({ "request_id": parts.request_id })),
                 ([], data) => data,
                 (errors, _) => Some(json!({ "errors": errors })),
             };
