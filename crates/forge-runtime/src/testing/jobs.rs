@@ -217,11 +217,16 @@ impl TestDatabase {
             .bind(options.retries)
             .execute(self.pool())
             .await;
+            // A retry or a scheduled job the options run counts as work left: its row may have
+            // turned retryable just after the promotion above.
             let busy: i64 = sqlx::query_scalar(
                 "select count(*) from forge_jobs where queue = $1 \
-                 and (state = 'running' or (state = 'available' and run_at <= now()))",
+                 and (state = 'running' or (state = 'available' and run_at <= now()) \
+                      or (state = 'scheduled' and $2) or (state = 'retryable' and $3))",
             )
             .bind(queue)
+            .bind(options.scheduled)
+            .bind(options.retries)
             .fetch_one(self.pool())
             .await
             .unwrap_or(0);
