@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A newcomer's first hour, end to end: `forge new demo --forge-path <this checkout>` in a
-# temporary folder, the generated app's own tests, then the app itself with `forge run` on the
+# temporary folder, the generated app's own tests (calls, a job's retries drained at once, a
+# chosen last attempt, a cron tick), `--help`, then the app itself with `forge run` on the
 # embedded PostgreSQL: its query over /rpc, its mutation dispatching its job, the job seen completed
-# with `forge jobs show`, a job dispatched with `forge jobs dispatch`, `forge status`, and a
-# clean exit on SIGTERM. Run by .ci/run after the test suite; runnable by hand.
+# with `forge jobs show`, a job dispatched with `forge jobs dispatch`, `forge status`, a clean
+# exit on SIGTERM, and its output (to a file) free of terminal escape codes. Run by .ci/run after the test suite; runnable by hand.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -39,7 +40,14 @@ step "forge new demo"
 cd "$work/demo"
 
 step "the generated tests (cargo test)"
-cargo test -q 2>&1 | tail -n 5
+cargo test -q 2>&1 | tee "$work/tests.log" | tail -n 5
+grep -q "test result: ok. 6 passed" "$work/tests.log" || fail "the generated tests did not all run: $(cat "$work/tests.log")"
+
+step "the binary's --help prints usage and starts nothing"
+cargo build -q
+"$CARGO_TARGET_DIR/debug/demo" --help >"$work/help" || fail "--help exited with $?"
+grep -q "Usage: demo" "$work/help" || fail "--help printed: $(cat "$work/help")"
+grep -q "DATABASE_URL" "$work/help" || fail "--help does not name DATABASE_URL"
 
 step "forge run: build and start it on the embedded PostgreSQL"
 port=$(( 20000 + RANDOM % 20000 ))
@@ -94,4 +102,10 @@ step "SIGTERM to forge run: passed on, a clean exit"
 kill -TERM "$app_pid"
 wait "$app_pid" || fail "the app exited with $?"
 app_pid=""
+
+step "the app's output to a file: no escape codes, no probe lines, a start line in words"
+if grep -q $'\x1b' "$work/app.log"; then fail "escape codes in the app's output"; fi
+if grep -q 'path=/ready' "$work/app.log"; then fail "a /ready probe was logged at info"; fi
+grep -q "forge node started: serving http://127.0.0.1:$port" "$work/app.log" || fail "the start line does not say where it listens"
+grep -q "the embedded PostgreSQL in" "$work/app.log" || fail "the start line does not say which database"
 echo "forge-new: passed"

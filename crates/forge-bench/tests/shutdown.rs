@@ -78,22 +78,54 @@ async fn jobs_outliving_the_shutdown_timeout_are_released_and_finish_elsewhere()
     assert!(sigterm(&mut other).success());
 }
 
-#[tokio::test]
-async fn a_second_signal_exits_at_once() {
-    let db = setup(60_000).await;
-    let mut node = worker(db.url(), "60s");
-    wait_for(db.pool(), "select count(*) from bench_executions", 4).await;
-    let pid = i32::try_from(node.id()).expect("pid");
-    let started = Instant::now();
+fn signal(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill with a child's pid and a valid signal has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    // The node is draining (its jobs would take a minute); wait until it says so.
-    wait_for(db.pool(), "select count(*) from forge_nodes where status = 'draining'", 1).await;
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+}
+
+async fn wait_for_line(log: &std::path::Path, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(want) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "the node never logged {want:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ctrl-C says what the node waits for; a second Ctrl-C releases the running jobs at once (to
+/// `available`, the attempt not counted) and the node exits cleanly, instead of leaving them to
+/// the lease's expiry.
+#[tokio::test]
+async fn a_second_ctrl_c_releases_the_running_jobs_and_exits() {
+    let db = setup(60_000).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("node.log");
+    let mut node = common::worker_logged(db.url(), &["--lease", "30s", "--shutdown-timeout", "60s"], &log);
+    wait_for(db.pool(), "select count(*) from bench_executions", 4).await;
+    let started = Instant::now();
+    signal(&node);
+    let text = wait_for_line(&log, "waiting up to 60 s for 4 jobs; press Ctrl-C again to release them now").await;
+    assert!(!text.contains('\u{1b}'), "escape codes in a log written to a file:\n{text}");
+    signal(&node);
     let status = node.wait().expect("wait");
-    assert_eq!(status.code(), Some(130), "{status}");
-    assert!(started.elapsed() < Duration::from_secs(30), "did not wait for the jobs");
-    // Nothing is lost: the abandoned jobs are still running rows, rescued when their lease expires.
-    assert_eq!(scalar(db.pool(), "select count(*) from forge_jobs where state = 'running'").await, 4);
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited for the jobs");
+    assert_eq!(
+        scalar(
+            db.pool(),
+            "select count(*) from forge_jobs where state = 'available' and attempt = 0 and errors = '[]'"
+        )
+        .await,
+        4,
+        "released at once, the attempt not counted"
+    );
+    assert_eq!(scalar(db.pool(), "select count(*) from forge_nodes where status = 'stopped'").await, 1);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(" WARN sqlx") && !text.contains("ERROR"), "noise at shutdown:\n{text}");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(" WARN sqlx") && !text.contains("ERROR"), "noise at shutdown:\n{text}");
 }

@@ -16,7 +16,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use std::time::Duration;
 
 use crate::cluster::{
-    LeaderDuties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals,
+    ForceStop, LeaderDuties, LeaderSettings, Leadership, NodeInfo, NodeStatus, RegisteredNode, Shutdown, Signals,
 };
 use crate::cron::Crons;
 use crate::dashboard::DashboardState;
@@ -193,15 +193,20 @@ impl Forge {
             let _ = telemetry.probes().leader.set(leadership.flag());
         }
         let flusher = self.start_flusher(&db, &telemetry);
+        let serving = match &gateway {
+            Some((addr, _)) if self.config.dashboard.enabled => {
+                format!("serving http://{addr} (dashboard at http://{addr}/_dashboard)")
+            }
+            Some((addr, _)) => format!("serving http://{addr}"),
+            None => "no gateway".to_owned(),
+        };
         tracing::info!(
             node = %node_id,
             roles = %roles.iter().map(Role::as_str).collect::<Vec<_>>().join(","),
-            database = %db.target(),
-            embedded = db.is_embedded(),
-            gateway = ?gateway.as_ref().map(|(addr, _)| addr),
-            jobs = ?self.registry.names(),
-            crons = ?self.crons.names(),
-            "forge node started"
+            jobs = self.registry.names().len(),
+            crons = self.crons.names().len(),
+            "forge node started: {serving}; {}",
+            db.describe()
         );
         Ok(RunningForge {
             db,
@@ -396,18 +401,26 @@ impl RunningForge {
         self.shutdown.clone()
     }
 
-    /// Runs until SIGINT, SIGTERM or [`Shutdown::trigger`], then [`RunningForge::stop`]s.
+    /// Runs until SIGINT, SIGTERM or [`Shutdown::trigger`], then [`RunningForge::stop`]s. A
+    /// second signal while it waits for running jobs releases them at once (another node runs
+    /// them now); a third exits the process.
     pub async fn run_until_signal(mut self) -> Result<()> {
         let shutdown = self.shutdown_handle();
         let signals = match self.signals.take() {
             Some(signals) => signals,
             None => Signals::install().map_err(Error::Signal)?,
         };
-        tokio::select! {
-            signal = signals.wait() => tracing::info!(signal, "shutting down"),
-            () = shutdown.triggered() => tracing::info!("shutting down"),
-        }
-        self.stop().await
+        let force = tokio::select! {
+            (signal, force) = signals.wait_then_force() => {
+                tracing::info!(signal, "shutting down");
+                Some(force)
+            }
+            () = shutdown.triggered() => {
+                tracing::info!("shutting down");
+                None
+            }
+        };
+        self.stop_inner(force).await
     }
 
     /// Whether this node currently leads the cluster (holds the scheduler lock).
@@ -445,12 +458,22 @@ impl RunningForge {
     /// Stops the node: the worker stops claiming and drains (releasing what does not finish
     /// within `[worker] shutdown_timeout`), the gateway lets requests in flight finish, the pool
     /// closes and, if this process was its last user, the embedded cluster stops.
-    pub async fn stop(mut self) -> Result<()> {
+    pub async fn stop(self) -> Result<()> {
+        self.stop_inner(None).await
+    }
+
+    /// [`RunningForge::stop`]; when `force` fires while the worker waits for its running jobs,
+    /// they are released at once.
+    pub async fn stop_forced_by(self, force: ForceStop) -> Result<()> {
+        self.stop_inner(Some(force)).await
+    }
+
+    async fn stop_inner(mut self, force: Option<ForceStop>) -> Result<()> {
         if let Some(node) = &self.node {
             node.set_status(NodeStatus::Draining).await;
         }
         if let Some(worker) = self.worker.take() {
-            worker.stop().await;
+            worker.stop(force).await;
         }
         self.shutdown.trigger();
         if let Some(leadership) = self.leadership.take() {
@@ -480,14 +503,14 @@ impl RunningForge {
     }
 }
 
-/// Installs the process's `tracing` subscriber: lines on stderr filtered by `RUST_LOG` or
-/// else `observability.log_level`, and (unless `observability.enabled` is false) the
+/// Installs the process's `tracing` subscriber: lines on stderr (coloured only on a terminal
+/// without `NO_COLOR`) filtered by `RUST_LOG` or else `observability.log_level`, and (unless `observability.enabled` is false) the
 /// [`TelemetryLayer`] storing logs and spans at `observability.store_level` in Postgres. Does
 /// nothing if the process already has a subscriber.
 pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     let filter = log_filter(config)?;
     let store = store_filter(config)?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours_on_stderr());
     let fmt = match config.log_format {
         LogFormat::Pretty => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -495,6 +518,13 @@ pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     let telemetry = config.enabled.then(|| TelemetryLayer::new().with_filter(store));
     let _already_set = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(telemetry).try_init();
     Ok(())
+}
+
+/// Colours only for a person at a terminal: stderr is one, and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>).
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Without a subscriber (a test, a program that did not call [`init_tracing`]), installs one

@@ -173,3 +173,35 @@ async fn a_migration_that_cannot_get_its_lock_fails_fast_and_applies_nothing() {
     let applied = migrator.run(db.pool()).await.expect("second run");
     assert_eq!(applied.len(), migrator.migrations().len(), "nothing had been kept from the failed run");
 }
+
+/// Counts the server's notices sqlx logs (`sqlx::postgres::notice`).
+#[derive(Clone, Default)]
+struct Notices(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Notices {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::postgres::notice" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A start on an up-to-date database prints no "relation … already exists, skipping" notice
+/// (neither from the migrator's own ledger nor from an application's `if not exists`).
+#[tokio::test]
+async fn a_second_run_prints_no_already_exists_notice() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let db = TestDatabase::empty().await.expect("empty database");
+    let dir = migrations_dir(&[("0001_widgets.sql", "-- @up\ncreate table if not exists widgets (id int);\n")]);
+    let migrator = Migrator::with_app_dir(dir.path()).expect("migrator");
+    migrator.run(db.pool()).await.expect("first run");
+    sqlx::query("create table if not exists widgets (id int)").execute(db.pool()).await.expect("notice check");
+    let notices = Notices::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(notices.clone()));
+    // The check above proves notices reach this subscriber: one for the plain statement.
+    sqlx::query("create table if not exists widgets (id int)").execute(db.pool()).await.expect("notice check");
+    assert_eq!(notices.0.load(std::sync::atomic::Ordering::Relaxed), 1, "the server's notices are not logged");
+    migrator.run(db.pool()).await.expect("second run");
+    assert_eq!(notices.0.load(std::sync::atomic::Ordering::Relaxed), 1, "the migrator logged a notice");
+}

@@ -25,6 +25,9 @@
 //! ```
 #![warn(missing_docs)]
 
+mod app;
+
+pub use app::AppArgs;
 pub use forge_core as core;
 pub use forge_macros::{action, cron, job, mutation, query};
 pub use forge_runtime::{functions, jobs, observability};

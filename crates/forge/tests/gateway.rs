@@ -577,6 +577,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
         if event.metadata().target() == "forge::access" {
             let mut fields = std::collections::BTreeMap::new();
             event.record(&mut Fields(&mut fields));
+            fields.insert("level".to_owned(), event.metadata().level().to_string());
             self.0.lock().expect("lock").push(fields);
         }
     }
@@ -602,7 +603,32 @@ async fn each_request_logs_one_access_event() {
     assert_eq!(first["request_id"], "log-1");
     assert_eq!(first["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     assert!(first.contains_key("duration_ms"));
+    assert_eq!(first["level"], "INFO");
     assert_eq!(events[1]["status"], "401");
+}
+
+/// A load balancer's probes are logged at debug (not printed or stored at the default level);
+/// durations are rounded to hundredths of a millisecond.
+#[tokio::test]
+async fn probes_are_logged_at_debug_and_durations_are_rounded() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (_db, router) = setup().await;
+    let log = AccessLog::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    for path in ["/health", "/ready"] {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        router.clone().oneshot(request).await.expect("response");
+    }
+    send(&router, "/rpc/ping", &[], "").await;
+    let events = log.0.lock().expect("lock").clone();
+    let levels: Vec<(&str, &str)> = events.iter().map(|e| (e["path"].as_str(), e["level"].as_str())).collect();
+    assert_eq!(levels, [("/health", "DEBUG"), ("/ready", "DEBUG"), ("/rpc/ping", "INFO")]);
+    for event in &events {
+        let duration = &event["duration_ms"];
+        let decimals = duration.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 2, "duration_ms={duration} is not rounded");
+    }
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 
 -- @up
 create table signups (
-    id          bigint generated always as identity primary key,
-    email       text        not null unique,
-    created_at  timestamptz not null default now(),
-    welcomed_at timestamptz
+    id             bigint generated always as identity primary key,
+    email          text        not null unique,
+    created_at     timestamptz not null default now(),
+    welcomed_at    timestamptz,
+    welcome_failed boolean not null default false
 );
 
 -- @down

@@ -1,6 +1,6 @@
 //! A sample feature: people sign up (a mutation), get a welcome message (a job the mutation
-//! dispatches in its transaction), are counted (a query), and a digest runs every morning (a
-//! cron). Replace it with your own.
+//! dispatches in its transaction), are counted (a query), and a digest of the day's sign-ups is
+//! sent every morning (a cron that dispatches a job). Replace it with your own.
 
 use forge::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -33,10 +33,20 @@ pub async fn signup_count(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeErr
     Ok(forge::sqlx::query_scalar("select count(*) from signups").fetch_one(ctx.db()).await?)
 }
 
-/// Welcomes someone. Retried with backoff if it fails, up to 5 attempts.
+/// Welcomes someone. A delivery that fails is retried with backoff, up to 5 attempts; when the
+/// last one fails too, the sign-up is marked so someone can follow up.
 #[forge::job(max_attempts = 5)]
 pub async fn send_welcome(ctx: &JobContext, args: SignUp) -> Result<String, JobError> {
     forge::tracing::info!(attempt = ctx.attempt(), "welcoming {}", args.email);
+    if let Err(e) = deliver(&args.email).await {
+        if ctx.is_last_attempt() {
+            forge::sqlx::query("update signups set welcome_failed = true where email = $1")
+                .bind(&args.email)
+                .execute(ctx.db())
+                .await?;
+        }
+        return Err(JobError::retry(e));
+    }
     forge::sqlx::query("update signups set welcomed_at = now() where email = $1")
         .bind(&args.email)
         .execute(ctx.db())
@@ -44,12 +54,42 @@ pub async fn send_welcome(ctx: &JobContext, args: SignUp) -> Result<String, JobE
     Ok(format!("welcome, {}", args.email))
 }
 
-/// Every day at 08:00 UTC, once across all running copies of the app.
+/// A stand-in for your mail provider's API: addresses at `bounce.example` always fail.
+async fn deliver(email: &str) -> Result<(), String> {
+    if email.ends_with("@bounce.example") {
+        return Err(format!("{email}: mailbox does not exist"));
+    }
+    Ok(())
+}
+
+/// What `send_digest` gets: the day whose sign-ups it reports (`YYYY-MM-DD`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Digest {
+    /// The day, in UTC.
+    pub day: String,
+}
+
+/// Every day at 08:00 UTC, once across all running copies of the app, dispatches the digest
+/// of the day before. The digest is a job of its own, so a failure retries the digest, not
+/// the tick.
 #[forge::cron("0 8 * * *")]
 pub async fn daily_digest(ctx: &CronContext) -> Result<(), JobError> {
-    let count: i64 = forge::sqlx::query_scalar("select count(*) from signups where created_at > now() - interval '1 day'")
-        .fetch_one(ctx.db())
-        .await?;
-    forge::tracing::info!(count, "sign-ups in the last day");
+    let yesterday = ctx.scheduled_time() - std::time::Duration::from_secs(24 * 60 * 60);
+    SendDigest::dispatch(ctx, Digest { day: yesterday.format("%Y-%m-%d").to_string() }).await?;
     Ok(())
+}
+
+/// Counts a day's sign-ups (a real app would e-mail the count).
+#[forge::job]
+pub async fn send_digest(ctx: &JobContext, args: Digest) -> Result<i64, JobError> {
+    let count: i64 = forge::sqlx::query_scalar(
+        "select count(*) from signups \
+         where created_at >= $1::date::timestamp at time zone 'UTC' \
+           and created_at < ($1::date + 1)::timestamp at time zone 'UTC'",
+    )
+    .bind(&args.day)
+    .fetch_one(ctx.db())
+    .await?;
+    forge::tracing::info!(count, day = %args.day, "sign-ups");
+    Ok(count)
 }

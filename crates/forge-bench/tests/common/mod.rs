@@ -27,6 +27,20 @@ pub fn worker(url: &str, args: &[&str]) -> Child {
         .expect("spawn worker")
 }
 
+/// [`worker`], its log lines written to `log` instead of the test's stderr.
+pub fn worker_logged(url: &str, args: &[&str], log: &std::path::Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_forge-bench"))
+        .args(["worker", "--database-url", url])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn worker")
+}
+
 /// A one-value query.
 pub async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)

@@ -105,7 +105,7 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -164,6 +164,14 @@ mod tests {
 
     fn state() -> impl Strategy<Value = JobState> {
         prop::sample::select(JobState::ALL.to_vec())
+    }
+
+    /// Tables line up: width and alignment apply to a state (and a job id).
+    #[test]
+    fn display_honours_width() {
+        assert_eq!(format!("[{:<10}]", JobState::Completed), "[completed ]");
+        assert_eq!(format!("[{:>4}]", crate::jobs::JobId(7)), "[   7]");
+        assert_eq!(format!("[{:<7}]", crate::jobs::Priority::High), "[high   ]");
     }
 
     proptest! {

@@ -14,7 +14,7 @@ pub use leader::SCHEDULER_ROLE;
 pub(crate) use leader::{LeaderSettings, Leadership};
 pub(crate) use node::RegisteredNode;
 pub use node::{NodeInfo, NodeRecord, NodeStatus};
-pub use shutdown::{Shutdown, Signals, wait_for_signal};
+pub use shutdown::{ForceStop, Shutdown, Signals, wait_for_signal};
 
 /// Every node that has registered, newest heartbeat first (at most 500), with whether it leads
 /// and its load.

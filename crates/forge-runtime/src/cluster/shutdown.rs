@@ -1,5 +1,7 @@
-//! Shutdown: the first SIGINT or SIGTERM asks every component to stop; a second one exits at
-//! once with status 130.
+//! Shutdown: the first SIGINT or SIGTERM asks every component to stop (running jobs get
+//! `[worker] shutdown_timeout` to finish); a second one releases the running jobs at once, so
+//! another node runs them now rather than after their lease expires; a third exits at once with
+//! status 130.
 
 use tokio_util::sync::CancellationToken;
 
@@ -55,20 +57,61 @@ impl Signals {
     /// Waits for SIGINT or SIGTERM and returns its name. After it returns, a second signal ends
     /// the process at once (exit status 130), for an operator who does not want to wait for
     /// draining.
-    pub async fn wait(mut self) -> &'static str {
-        let name = tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        };
+    pub async fn wait(self) -> &'static str {
+        let (name, force) = self.wait_then_force().await;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = self.term.recv() => {},
-                _ = self.int.recv() => {},
-            }
+            force.forced().await;
             eprintln!("second signal: exiting without waiting");
             std::process::exit(130);
         });
         name
+    }
+
+    /// Waits for SIGINT or SIGTERM and returns its name with a [`ForceStop`] that fires on the
+    /// next signal (a node then releases its running jobs instead of waiting for them). A third
+    /// signal ends the process at once (exit status 130).
+    pub async fn wait_then_force(mut self) -> (&'static str, ForceStop) {
+        let name = self.next().await;
+        let force = ForceStop::default();
+        let fired = force.clone();
+        tokio::spawn(async move {
+            self.next().await;
+            fired.token.cancel();
+            self.next().await;
+            eprintln!("third signal: exiting without releasing the running jobs (the leader rescues them)");
+            std::process::exit(130);
+        });
+        (name, force)
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Fires when an operator asks a stopping node to stop *now* (a second Ctrl-C or SIGTERM).
+#[derive(Clone, Debug, Default)]
+pub struct ForceStop {
+    token: CancellationToken,
+}
+
+impl ForceStop {
+    /// A handle that has not fired; [`ForceStop::fire`] fires it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires it, as a second signal would.
+    pub fn fire(&self) {
+        self.token.cancel();
+    }
+
+    /// Completes once it has fired.
+    pub async fn forced(&self) {
+        self.token.cancelled().await;
     }
 }
 

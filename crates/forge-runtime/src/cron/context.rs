@@ -73,3 +73,14 @@ impl CronContext {
         self.job.db()
     }
 }
+
+/// A cron dispatches jobs as its job would: `SendDigest::dispatch(ctx, args)`.
+impl crate::jobs::Dispatcher for CronContext {
+    fn dispatch_pool(&self) -> &sqlx::PgPool {
+        self.job.dispatch_pool()
+    }
+
+    fn dispatch_notifier(&self) -> Option<&crate::jobs::Notifier> {
+        self.job.dispatch_notifier()
+    }
+}

@@ -399,6 +399,9 @@ impl Migrator {
         // every lock the migrations take is bounded.
         let millis = u64::try_from(self.lock_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         sqlx::query(sql::SET_LOCK_TIMEOUT).bind(format!("{millis}ms")).execute(&mut *tx).await?;
+        // `create … if not exists` tells of what exists at every start ("already exists,
+        // skipping"): only warnings and errors are worth a log line.
+        sqlx::query(sql::QUIET_NOTICES).execute(&mut *tx).await?;
         sqlx::raw_sql(sql::CREATE_LEDGER).execute(&mut *tx).await?;
         let by_key: HashMap<_, _> = applied(tx).await?.into_iter().map(|a| ((a.source, a.version), a)).collect();
         self.verify(&by_key.iter().map(|(k, v)| (*k, v)).collect())?;

@@ -127,6 +127,21 @@ impl Database {
         &self.target
     }
 
+    /// Where the pool connects, in words: `database forge as app on db.internal:5432`,
+    /// `database forge as app over the Unix socket in /run/postgresql`, or `the embedded
+    /// PostgreSQL in DIR (database forge, over its Unix socket)` when Forge runs the server.
+    pub fn describe(&self) -> String {
+        let options = self.pool.connect_options();
+        match &self.embedded {
+            Some(cluster) => format!(
+                "the embedded PostgreSQL in {} (database {}, over its Unix socket)",
+                cluster.dir().display(),
+                options.get_database().unwrap_or(options.get_username())
+            ),
+            None => describe_options(&options),
+        }
+    }
+
     /// Whether Forge started (or joined) an embedded cluster for this database.
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()
@@ -146,6 +161,17 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// [`Database::describe`] without the embedded prefix.
+fn describe_options(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or(options.get_username());
+    let place = match options.get_socket() {
+        Some(dir) => format!("over the Unix socket in {}", dir.display()),
+        None if options.get_host().starts_with('/') => format!("over the Unix socket in {}", options.get_host()),
+        None => format!("on {}:{}", options.get_host(), options.get_port()),
+    };
+    format!("database {database} as {} {place}", options.get_username())
 }
 
 /// A pool to the database `pool` connects to whose sessions are read-only
@@ -237,6 +263,18 @@ mod tests {
         assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db?sslmode=off&password=x"), "postgres://h/db?sslmode=off&password=***");
+    }
+
+    #[test]
+    fn where_a_pool_connects_is_said_in_words() {
+        let words = |url: &str| describe_options(&PgConnectOptions::from_str(url).expect("url"));
+        assert_eq!(words("postgres://app:pw@db.internal:6000/shop"), "database shop as app on db.internal:6000");
+        assert_eq!(
+            words("postgres://app@localhost/shop?host=/run/postgresql"),
+            "database shop as app over the Unix socket in /run/postgresql"
+        );
+        let socket = PgConnectOptions::new().socket("/tmp/x").username("postgres").database("forge");
+        assert_eq!(describe_options(&socket), "database forge as postgres over the Unix socket in /tmp/x");
     }
 
     #[test]

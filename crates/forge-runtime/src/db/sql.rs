@@ -7,6 +7,9 @@ pub(crate) const MIGRATION_LOCK: &str = r#"select pg_advisory_xact_lock(hashtext
 /// Bounds, for the rest of the transaction, how long any statement waits for a lock.
 pub(crate) const SET_LOCK_TIMEOUT: &str = r#"select set_config('lock_timeout', $1, true)"#;
 
+/// For the rest of the transaction, the server sends no notices below warnings.
+pub(crate) const QUIET_NOTICES: &str = r#"select set_config('client_min_messages', 'warning', true)"#;
+
 /// The migration ledger; created by the migrator itself, before any migration.
 pub(crate) const CREATE_LEDGER: &str = r#"
 create table if not exists forge_migrations (

@@ -73,20 +73,33 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::record_request(state.metrics(), method_label(&method), &route, status, elapsed);
-    // Inside the request's span: the line carries its node and trace.
+    // Inside the request's span: the line carries its node and trace. Probes (a load balancer
+    // asks every few seconds) are logged at debug only.
+    let probe = matches!(route.as_str(), "/health" | "/ready");
+    let duration_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
     span.in_scope(|| {
-        tracing::info!(
-            target: "forge::access",
-            method = %method,
-            path = %path,
-            route = %route,
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = %request_id,
-            trace_id = %trace_id,
-            client_ip = client_ip.map(|ip| ip.to_string()),
-            "request"
-        );
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "forge::access",
+                    $level,
+                    method = %method,
+                    path = %path,
+                    route = %route,
+                    status,
+                    duration_ms,
+                    request_id = %request_id,
+                    trace_id = %trace_id,
+                    client_ip = client_ip.map(|ip| ip.to_string()),
+                    "request"
+                )
+            };
+        }
+        if probe {
+            access!(tracing::Level::DEBUG);
+        } else {
+            access!(tracing::Level::INFO);
+        }
     });
     response
 }

@@ -235,7 +235,7 @@ impl TestDatabase {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        worker.stop().await;
+        worker.stop(None).await;
         let rows: Vec<(JobState, i64)> = sqlx::query_as(
             "select state, count(*) from forge_jobs where queue = $1 and attempted_at >= $2 group by state",
         )

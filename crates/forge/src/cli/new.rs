@@ -94,7 +94,7 @@ pub(crate) fn create(parent: &Path, name: &str, forge_path: Option<&Path>) -> Re
     if dir.symlink_metadata().is_ok() {
         return Err(format!("{} already exists; forge new never overwrites", dir.display()));
     }
-    let (dependency, inline) = match forge_path {
+    let (dependency, inline, docs) = match forge_path {
         Some(path) => {
             let checkout = path.canonicalize().map_err(|e| format!("--forge-path {}: {e}", path.display()))?;
             let facade = checkout.join("crates/forge");
@@ -105,15 +105,16 @@ pub(crate) fn create(parent: &Path, name: &str, forge_path: Option<&Path>) -> Re
                 ));
             }
             let inline = format!("path = {}", toml_string(&facade.display().to_string()));
-            (format!("{{ {inline} }}"), inline)
+            let docs = Docs::Checkout(checkout.join("website/src"));
+            (format!("{{ {inline} }}"), inline, docs)
         }
         None => {
             let version = env!("CARGO_PKG_VERSION");
-            (format!("\"{version}\""), format!("version = \"{version}\""))
+            (format!("\"{version}\""), format!("version = \"{version}\""), Docs::Released(version))
         }
     };
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let written = write_files(&dir, name, &dependency, &inline);
+    let written = write_files(&dir, name, &dependency, &inline, &docs);
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e);
@@ -125,7 +126,25 @@ pub(crate) fn create(parent: &Path, name: &str, forge_path: Option<&Path>) -> Re
     Ok(dir)
 }
 
-fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str) -> Result<(), String> {
+/// Where the generated README's links point: the book in the Forge checkout the app builds
+/// against, or the released crate's documentation.
+enum Docs {
+    Checkout(PathBuf),
+    Released(&'static str),
+}
+
+impl Docs {
+    /// The link to a page of the book (`page` is its path under `website/src`, e.g.
+    /// `testing.md`).
+    fn link(&self, page: &str) -> String {
+        match self {
+            Docs::Checkout(book) => book.join(page).display().to_string(),
+            Docs::Released(version) => format!("https://docs.rs/forge/{version}/forge/"),
+        }
+    }
+}
+
+fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str, docs: &Docs) -> Result<(), String> {
     let mut files: Vec<_> = AppTemplate::iter().collect();
     files.sort();
     for file in files {
@@ -134,6 +153,11 @@ fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str) -> Result
         let text = text
             .replace("{{forge_dependency_inline}}", inline)
             .replace("{{forge_dependency}}", dependency)
+            .replace("{{docs:getting-started}}", &docs.link("getting-started.md"))
+            .replace("{{docs:testing}}", &docs.link("testing.md"))
+            .replace("{{docs:configuration}}", &docs.link("reference/configuration.md"))
+            .replace("{{docs:cli}}", &docs.link("reference/cli.md"))
+            .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{name}}", name);
         let path = dir.join(file.as_ref());
         if let Some(parent) = path.parent() {
@@ -181,6 +205,7 @@ mod tests {
             "forge.toml",
             "README.md",
             ".gitignore",
+            "src/lib.rs",
             "src/main.rs",
             "src/signups.rs",
             "migrations/0001_init.sql",

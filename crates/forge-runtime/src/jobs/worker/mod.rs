@@ -36,6 +36,7 @@ use self::shared::{Shared, StopReason};
 use super::completer::{Completer, Written};
 use super::job::JobRegistry;
 use super::notifier::Notifier;
+use crate::cluster::ForceStop;
 use crate::observability::Telemetry;
 
 /// How long released attempts get to stop at shutdown before they are abandoned.
@@ -121,21 +122,44 @@ impl Worker {
     /// Stops claiming, waits up to the shutdown timeout for running jobs, releases the rest to
     /// `available` (their attempt not counted), and writes every outcome. Attempts that do not
     /// stop within [`HARD_STOP`] of being released (a handler that never yields) are abandoned:
-    /// their leases are no longer renewed, and the leader rescues them.
-    pub(crate) async fn stop(self) {
+    /// their leases are no longer renewed, and the leader rescues them. When `force` fires
+    /// (a second Ctrl-C) during the wait, the running jobs are released at once.
+    pub(crate) async fn stop(self, force: Option<ForceStop>) {
         self.stop_claiming.cancel();
         let timeout = self.shared.settings.shutdown_timeout;
+        let busy = self.shared.busy();
+        if busy > 0 {
+            let hint = if force.is_some() { "; press Ctrl-C again to release them now" } else { "" };
+            tracing::info!("waiting up to {} for {}{hint}", human_duration(timeout), jobs_phrase(busy));
+        }
         let mut producers = self.producers;
-        let drained = tokio::time::timeout(timeout, async {
+        let all_stopped = async {
             for p in producers.iter_mut() {
                 let _ = p.await;
             }
-        })
-        .await;
+        };
+        let forced = async {
+            match &force {
+                Some(force) => force.forced().await,
+                None => std::future::pending().await,
+            }
+        };
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(timeout, all_stopped) => drained.map_err(|_| Stop::TimedOut),
+            () = forced => Err(Stop::Forced),
+        };
         let mut abandoned = false;
-        if drained.is_err() {
-            let n = self.shared.running.lock().map(|r| r.len()).unwrap_or(0);
-            tracing::warn!(jobs = n, "shutdown timeout: releasing running jobs");
+        if let Err(why) = drained {
+            let n = self.shared.busy();
+            match why {
+                _ if n == 0 => {}
+                Stop::Forced => tracing::info!("second signal: releasing {} to other nodes", jobs_phrase(n)),
+                Stop::TimedOut => tracing::warn!(
+                    "shutdown timeout ({}): releasing {} to other nodes",
+                    human_duration(timeout),
+                    jobs_phrase(n)
+                ),
+            }
             self.shared.stop_all(StopReason::Released);
             let stopped = tokio::time::timeout(HARD_STOP, async {
                 for p in producers.iter_mut() {
@@ -175,4 +199,28 @@ impl Worker {
             let _ = self.completer_task.await;
         }
     }
+}
+
+/// Why a stopping worker releases its running jobs.
+enum Stop {
+    /// They outlived `[worker] shutdown_timeout`.
+    TimedOut,
+    /// A second signal asked for it.
+    Forced,
+}
+
+/// `30 s`, `1.5 s`, `250 ms`: a duration as a person writes it.
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// `1 job`, `3 jobs`.
+fn jobs_phrase(n: usize) -> String {
+    if n == 1 { "1 job".to_owned() } else { format!("{n} jobs") }
 }
