@@ -278,6 +278,58 @@ async fn forge_migrate_applies_lists_and_rolls_back() {
     assert!(String::from_utf8_lossy(&table.stdout).contains("pending"), "{table:?}");
 }
 
+/// An applied migration whose file is gone shows as `missing`; an edited one's error says to
+/// restore the file and write a new migration (not to run `migrate up`); reading commands work
+/// with migrations pending and warn, writing ones refuse.
+#[tokio::test]
+async fn migrate_status_shows_missing_files_and_reading_commands_work_with_pending_migrations() {
+    let db = TestDatabase::empty().await.expect("db");
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("forge.toml"), "").expect("forge.toml");
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).expect("migrations/");
+    let first = "-- @up\ncreate table a (id int);\n-- @down\ndrop table a;\n";
+    std::fs::write(migrations.join("0001_a.sql"), first).expect("0001");
+    std::fs::write(migrations.join("0002_b.sql"), "-- @up\ncreate table b (id int);\n").expect("0002");
+    let run = |args: &'static [&'static str]| forge_in(dir.path(), Some(db.url()), args);
+    json(&run(&["--json", "migrate", "up"]).await);
+
+    std::fs::remove_file(migrations.join("0002_b.sql")).expect("remove 0002");
+    let status = json(&run(&["--json", "migrate", "status"]).await);
+    let missing: Vec<&str> = status
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["state"] == "missing")
+        .filter_map(|r| r["migration"].as_str())
+        .collect();
+    assert_eq!(missing, ["app/0002_b"], "{status}");
+    let table = String::from_utf8_lossy(&run(&["migrate", "status"]).await.stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with("app/0002_b") && l.contains("missing")), "{table}");
+
+    // A pending migration: reading commands warn and answer, writing ones refuse.
+    std::fs::write(migrations.join("0003_c.sql"), "-- @up\ncreate table c (id int);\n").expect("0003");
+    let listed = run(&["--json", "jobs", "list"]).await;
+    assert_eq!(json(&listed), serde_json::json!([]));
+    let warning = String::from_utf8_lossy(&listed.stderr);
+    assert!(warning.starts_with("warning: migrations not applied: app/0003_c"), "{warning}");
+    let status = run(&["--json", "status"]).await;
+    assert!(json(&status)["nodes"].is_array());
+    let refused = error_line(&run(&["jobs", "retry", "1"]).await);
+    assert!(refused.contains("app/0003_c") && refused.contains("forge migrate up"), "{refused}");
+
+    // An edited applied migration: the advice is to restore it, never `migrate up`.
+    std::fs::remove_file(migrations.join("0003_c.sql")).expect("remove 0003");
+    std::fs::write(migrations.join("0001_a.sql"), first.replace("int", "bigint")).expect("edit 0001");
+    let refused = error_line(&run(&["jobs", "retry", "1"]).await);
+    assert!(refused.contains("app/0001_a") && refused.contains("restore its file"), "{refused}");
+    assert!(refused.contains("forge migrate new") && !refused.contains("migrate up"), "{refused}");
+    let up = error_line(&run(&["migrate", "up"]).await);
+    assert!(up.contains("restore its file"), "{up}");
+    let table = String::from_utf8_lossy(&run(&["migrate", "status"]).await.stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with("app/0001_a") && l.contains("changed")), "{table}");
+}
+
 #[tokio::test]
 async fn forge_config_prints_the_configuration_and_names_a_bad_key() {
     let dir = tempfile::tempdir().expect("tempdir");

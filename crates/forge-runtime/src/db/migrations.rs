@@ -145,6 +145,63 @@ pub struct AppliedMigration {
     pub applied_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// How a database compares with a [`Migrator`]'s migrations ([`Migrator::check`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SchemaCheck {
+    /// Every migration is applied, with the checksum its file has now.
+    Current,
+    /// These migrations (labels) are not applied yet: `forge migrate up` applies them.
+    Pending(Vec<String>),
+    /// An applied migration's file was edited since ([`MigrationError::Changed`]).
+    Changed(MigrationError),
+}
+
+/// One row of [`Migrator::status`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// `forge/0003_cluster`, `app/0001_init`.
+    #[serde(rename = "migration")]
+    pub label: String,
+    /// Forge's or the application's.
+    #[serde(skip)]
+    pub source: MigrationSource,
+    /// Its number.
+    #[serde(skip)]
+    pub version: i64,
+    /// When it was applied, if it was.
+    pub applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its state.
+    pub state: MigrationState,
+}
+
+/// The state of one migration in [`Migrator::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Applied, and its file is as it was then.
+    Applied,
+    /// Not applied yet.
+    Pending,
+    /// Applied, but its file has been edited since.
+    Changed,
+    /// Recorded as applied, but no file (or embedded migration) has its number any more.
+    Missing,
+}
+
+impl MigrationState {
+    /// `applied`, `pending`, `changed`, `missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending",
+            MigrationState::Changed => "changed",
+            MigrationState::Missing => "missing",
+        }
+    }
+}
+
 /// Why migrations could not be read or applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -176,8 +233,9 @@ pub enum MigrationError {
     },
     /// An applied migration's file has changed since it was applied.
     #[error(
-        "migration {label} was applied with checksum {applied} but its file now has checksum {current}; \
-         applied migrations must not be edited (add a new migration instead)"
+        "migration {label} has been edited since it was applied (checksum {applied} then, {current} now); \
+         applied migrations must not be edited: restore its file as it was (e.g. `git checkout` it) \
+         and make the change in a new migration (`forge migrate new NAME`)"
     )]
     Changed {
         /// The migration.
@@ -373,11 +431,21 @@ impl Migrator {
     /// `None` when every known migration is applied with its current checksum; otherwise why not,
     /// in a sentence fit for `/ready`.
     pub async fn pending_reason(&self, pool: &PgPool) -> Result<Option<String>, MigrationError> {
+        Ok(match self.check(pool).await? {
+            SchemaCheck::Current => None,
+            SchemaCheck::Pending(pending) => Some(format!("migrations not applied: {}", pending.join(", "))),
+            SchemaCheck::Changed(e) => Some(e.to_string()),
+        })
+    }
+
+    /// How the database compares with these migrations: current, some not applied yet, or an
+    /// applied one edited since.
+    pub async fn check(&self, pool: &PgPool) -> Result<SchemaCheck, MigrationError> {
         let applied = self.applied(pool).await?;
         let by_key: HashMap<(MigrationSource, i64), &AppliedMigration> =
             applied.iter().map(|a| ((a.source, a.version), a)).collect();
         if let Err(e) = self.verify(&by_key) {
-            return Ok(Some(e.to_string()));
+            return Ok(SchemaCheck::Changed(e));
         }
         let pending: Vec<String> = self
             .migrations
@@ -385,7 +453,44 @@ impl Migrator {
             .filter(|m| !by_key.contains_key(&(m.source, m.version)))
             .map(Migration::label)
             .collect();
-        Ok((!pending.is_empty()).then(|| format!("migrations not applied: {}", pending.join(", "))))
+        Ok(if pending.is_empty() { SchemaCheck::Current } else { SchemaCheck::Pending(pending) })
+    }
+
+    /// Every migration known here or recorded in the database, in order, with its state:
+    /// what `forge migrate status` prints.
+    pub async fn status(&self, pool: &PgPool) -> Result<Vec<MigrationStatus>, MigrationError> {
+        let applied = self.applied(pool).await?;
+        let mut rows: Vec<MigrationStatus> = self
+            .migrations
+            .iter()
+            .map(|m| {
+                let a = applied.iter().find(|a| a.source == m.source && a.version == m.version);
+                MigrationStatus {
+                    label: m.label(),
+                    source: m.source,
+                    version: m.version,
+                    applied_at: a.map(|a| a.applied_at),
+                    state: match a {
+                        None => MigrationState::Pending,
+                        Some(a) if a.checksum != m.checksum => MigrationState::Changed,
+                        Some(_) => MigrationState::Applied,
+                    },
+                }
+            })
+            .collect();
+        for a in &applied {
+            if !self.migrations.iter().any(|m| m.source == a.source && m.version == a.version) {
+                rows.push(MigrationStatus {
+                    label: format!("{}/{:04}_{}", a.source.as_str(), a.version, a.name),
+                    source: a.source,
+                    version: a.version,
+                    applied_at: Some(a.applied_at),
+                    state: MigrationState::Missing,
+                });
+            }
+        }
+        rows.sort_by_key(|r| (r.source != MigrationSource::Forge, r.version));
+        Ok(rows)
     }
 
     /// Takes the migration lock for the rest of the transaction, makes sure the ledger exists,

@@ -11,7 +11,10 @@ mod tx;
 
 pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
 pub(crate) use fault::refused_data;
-pub use migrations::{AppliedMigration, Migration, MigrationError, MigrationSource, Migrator};
+pub use migrations::{
+    AppliedMigration, Migration, MigrationError, MigrationSource, MigrationState, MigrationStatus, Migrator,
+    SchemaCheck,
+};
 pub(crate) use pauses::{Pauses, pauses};
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;

@@ -65,6 +65,11 @@ pub(crate) enum JobsAction {
 }
 
 impl JobsAction {
+    /// Whether the command only reads (it then runs on a database with migrations pending).
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(self, Self::List { .. } | Self::Show { .. })
+    }
+
     /// What can be checked before connecting: `--args` is JSON.
     pub(crate) fn check(&self) -> Result<(), String> {
         if let Self::Dispatch { args, .. } = self {

@@ -36,6 +36,13 @@ pub(crate) enum KeysAction {
     },
 }
 
+impl KeysAction {
+    /// Whether the command only reads.
+    pub(crate) fn is_read_only(&self) -> bool {
+        matches!(self, Self::List)
+    }
+}
+
 pub(crate) async fn keys(keys: ApiKeys, action: KeysAction, json: bool) -> Result<(), String> {
     let shown = match action {
         KeysAction::Create { name, roles, tenant, expires_in } => {

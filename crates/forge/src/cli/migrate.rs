@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Subcommand;
 use forge::ForgeConfig;
-use forge::db::{Database, Migrator};
+use forge::db::{Database, MigrationState, Migrator};
 use serde_json::json;
 
 use super::output::done;
@@ -59,28 +59,21 @@ async fn apply(migrator: &Migrator, db: &Database, action: MigrateAction, json: 
         }
         MigrateAction::New { .. } => unreachable!("handled before connecting"),
         MigrateAction::Status => {
-            let applied = migrator.applied(pool).await.map_err(|e| e.to_string())?;
-            let rows: Vec<serde_json::Value> = migrator
-                .migrations()
-                .iter()
-                .map(|m| {
-                    let a = applied.iter().find(|a| a.source == m.source && a.version == m.version);
-                    serde_json::json!({
-                        "migration": m.label(),
-                        "applied_at": a.map(|a| a.applied_at.to_rfc3339()),
-                        "changed": a.is_some_and(|a| a.checksum != m.checksum),
-                    })
-                })
-                .collect();
+            let rows = migrator.status(pool).await.map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::Value::Array(rows));
-            } else {
-                println!("{:<40} APPLIED AT", "MIGRATION");
-                for row in rows {
-                    let at = row["applied_at"].as_str().unwrap_or("pending");
-                    let changed = if row["changed"].as_bool() == Some(true) { "  (file changed since!)" } else { "" };
-                    println!("{:<40} {at}{changed}", row["migration"].as_str().unwrap_or_default());
-                }
+                return super::output::print_json(&rows);
+            }
+            println!("{:<40} {:<8} APPLIED AT", "MIGRATION", "STATE");
+            for row in &rows {
+                let at = row.applied_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                let note = match row.state {
+                    MigrationState::Changed => "  (edited since it was applied: restore the file)",
+                    MigrationState::Missing => {
+                        "  (its file is gone: restore it, or this database is ahead of the code)"
+                    }
+                    _ => "",
+                };
+                println!("{:<40} {:<8} {}{note}", row.label, row.state.as_str(), at.as_deref().unwrap_or("-"));
             }
         }
     }

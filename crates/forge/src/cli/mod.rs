@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use forge::ForgeConfig;
-use forge::db::{Database, Migrator};
+use forge::db::{Database, Migrator, SchemaCheck};
 use forge::gateway::ApiKeys;
 
 /// Forge: a job platform in which PostgreSQL is the only infrastructure.
@@ -146,22 +146,38 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Config => config::show(&config, cli.json),
         Command::Migrate { action } => migrate::migrate(&cli.project, &config, action, cli.json).await,
         Command::Keys { action } => {
-            with_database(&cli.project, &config, |pool| keys::keys(ApiKeys::new(pool), action, cli.json)).await
+            let access = if action.is_read_only() { Access::Read } else { Access::Write };
+            with_database(&cli.project, &config, access, |pool| keys::keys(ApiKeys::new(pool), action, cli.json)).await
         }
         Command::Jobs { action } => {
             action.check()?;
-            with_database(&cli.project, &config, async |pool| jobs::jobs(&pool, action, cli.json).await).await
+            let access = if action.is_read_only() { Access::Read } else { Access::Write };
+            with_database(&cli.project, &config, access, async |pool| jobs::jobs(&pool, action, cli.json).await).await
         }
         Command::Status => {
-            with_database(&cli.project, &config, async |pool| status::status(&pool, cli.json).await).await
+            with_database(&cli.project, &config, Access::Read, async |pool| status::status(&pool, cli.json).await).await
         }
         Command::New { .. } | Command::Run { .. } => unreachable!("handled before the configuration is read"),
         Command::Db { action } => db::run(&cli.project, &config, action).await,
     }
 }
 
-/// Connects as a node would and checks the schema is current, runs `f`, and closes.
-async fn with_database<F, Fut>(project: &std::path::Path, config: &ForgeConfig, f: F) -> Result<(), String>
+/// Whether a command only reads: it then works on a database with migrations pending (or an
+/// edited one), after a warning, instead of refusing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Connects as a node would and checks the schema is current (a reading command warns, a
+/// writing one refuses), runs `f`, and closes.
+async fn with_database<F, Fut>(
+    project: &std::path::Path,
+    config: &ForgeConfig,
+    access: Access,
+    f: F,
+) -> Result<(), String>
 where
     F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -169,10 +185,24 @@ where
     let dir = project.join(&config.database.migrations_dir);
     let migrator = Migrator::with_app_dir(dir).map_err(|e| e.to_string())?;
     let db = Database::connect(config, project).await.map_err(|e| e.to_string())?;
-    let result = match migrator.pending_reason(db.pool()).await {
-        Ok(None) => f(db.pool().clone()).await,
-        Ok(Some(reason)) => Err(format!("the database is not ready ({reason}); run `forge migrate up` first")),
+    let problem = match migrator.check(db.pool()).await {
+        Ok(SchemaCheck::Current) => Ok(None),
+        Ok(SchemaCheck::Pending(pending)) => Ok(Some(format!(
+            "migrations not applied: {}; run `forge migrate up` (or start the app, which applies them)",
+            pending.join(", ")
+        ))),
+        Ok(SchemaCheck::Changed(e)) => Ok(Some(e.to_string())),
+        Ok(_) => Ok(None),
         Err(e) => Err(e.to_string()),
+    };
+    let result = match (problem, access) {
+        (Ok(None), _) => f(db.pool().clone()).await,
+        (Ok(Some(problem)), Access::Read) => {
+            eprintln!("warning: {problem}");
+            f(db.pool().clone()).await
+        }
+        (Ok(Some(problem)), Access::Write) => Err(format!("the database is not ready: {problem}")),
+        (Err(e), _) => Err(e),
     };
     let closed = db.close().await.map_err(|e| e.to_string());
     result.and(closed)
