@@ -255,6 +255,9 @@ impl Forge {
         if let Err(e) = jobs::record_kinds(db.pool(), &self.registry, node_id).await {
             tracing::warn!(error = %e, "cannot record this node's job kinds");
         }
+        if let Err(e) = crate::cron::record_crons(db.pool(), &self.crons, node_id).await {
+            tracing::warn!(error = %e, "cannot record this node's crons");
+        }
         Ok(node)
     }
 

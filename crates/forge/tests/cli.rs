@@ -20,9 +20,36 @@ async fn send_invoice(_ctx: &JobContext, _args: Invoice) -> Result<(), JobError>
     Ok(())
 }
 
+/// A kind unique by an explicit key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Refund {
+    order: i64,
+}
+
+#[forge::job(unique(key))]
+async fn refund_order(_ctx: &JobContext, _args: Refund) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[forge::cron("0 3 * * *")]
+async fn nightly_cleanup(_ctx: &CronContext) -> Result<(), JobError> {
+    Ok(())
+}
+
 async fn forge_in(dir: &Path, database_url: Option<&str>, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_forge"));
     command.arg("--project").arg(dir).args(args);
+    match database_url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    command.output().await.expect("run forge")
+}
+
+/// `forge` in `dir`, looking for the running app on loopback port `app_port`.
+async fn forge_at(dir: &Path, database_url: Option<&str>, app_port: u16, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_forge"));
+    command.arg("--project").arg(dir).args(args).env("FORGE_PORT", app_port.to_string());
     match database_url {
         Some(url) => command.env("DATABASE_URL", url),
         None => command.env_remove("DATABASE_URL"),
@@ -41,7 +68,12 @@ fn json(output: &Output) -> Value {
 
 /// The one line a failed command prints.
 fn error_line(output: &Output) -> String {
-    assert!(!output.status.success(), "expected a failure: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "expected a failure: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
@@ -121,8 +153,9 @@ async fn forge_jobs_lists_shows_retries_cancels_and_dispatches() {
     // What a node records at start-up: the kinds it runs.
     record_kinds(db.pool(), &JobRegistry::collect(&[]), "node-1").await.expect("kinds");
 
-    let dispatched =
-        json(&forge(&db, &["--json", "jobs", "dispatch", "send_invoice", "--args", r#"{"number": 7}"#]).await);
+    let dispatched = json(
+        &forge(&db, &["--json", "jobs", "dispatch", "--offline", "send_invoice", "--args", r#"{"number": 7}"#]).await,
+    );
     let id = dispatched["id"].as_i64().expect("id");
     let (queue, max_attempts, args): (String, i32, Value) =
         sqlx::query_as("select queue, max_attempts, args from forge_jobs where id = $1")
@@ -142,6 +175,7 @@ async fn forge_jobs_lists_shows_retries_cancels_and_dispatches() {
                 "--json",
                 "jobs",
                 "dispatch",
+                "--offline",
                 "send_invoice",
                 "--args",
                 r#"{"number": 8}"#,
@@ -174,7 +208,7 @@ async fn forge_jobs_lists_shows_retries_cancels_and_dispatches() {
 
     // Errors: one clear line each, and nothing changes.
     let before: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count");
-    let unknown = error_line(&forge(&db, &["jobs", "dispatch", "send_invoise", "--args", "{}"]).await);
+    let unknown = error_line(&forge(&db, &["jobs", "dispatch", "--offline", "send_invoise", "--args", "{}"]).await);
     assert!(unknown.contains(r#"unknown job kind "send_invoise""#) && unknown.contains("send_invoice"), "{unknown}");
     let bad_json = error_line(&forge(&db, &["jobs", "dispatch", "send_invoice", "--args", "{number: 7"]).await);
     assert!(bad_json.contains("--args is not valid JSON"), "{bad_json}");
@@ -183,6 +217,187 @@ async fn forge_jobs_lists_shows_retries_cancels_and_dispatches() {
     assert_eq!(error_line(&forge(&db, &["jobs", "show", "999999"]).await), "error: no job with id 999999");
     let bad_state = forge(&db, &["jobs", "list", "--state", "sleeping"]).await;
     assert!(!bad_state.status.success());
+}
+
+/// A node of this test binary on a free port (gateway and functions only: nothing runs the
+/// jobs), having recorded its job kinds and crons as every node does at start-up.
+async fn gateway_node(db: &TestDatabase) -> (RunningForge, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = listener.local_addr().expect("addr").port();
+    let mut config = db.config();
+    config.node.roles = forge::config::Roles::new([Role::Gateway, Role::Function]).expect("roles");
+    let node = Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start");
+    (node, port)
+}
+
+/// With the app running, `forge jobs dispatch` has it check the arguments against the kind's
+/// Rust type (a wrong field is refused, naming it); without the app it says it could check JSON
+/// only. `--unique-key`, `--tags` and `--run-at` apply; a kind unique by key dispatched without
+/// a key is an error either way.
+#[tokio::test]
+async fn dispatch_is_checked_by_the_running_app_and_follows_the_kinds_rules() {
+    let db = TestDatabase::new().await.expect("db");
+    let (node, port) = gateway_node(&db).await;
+    let root = project_root();
+    let app = |args: &'static [&'static str]| forge_at(&root, Some(db.url()), port, args);
+
+    let wrong = error_line(&app(&["jobs", "dispatch", "send_invoice", "--args", r#"{"number": "seven"}"#]).await);
+    assert!(wrong.contains("number") && wrong.contains("send_invoice"), "{wrong}");
+    let out = app(&[
+        "--json",
+        "jobs",
+        "dispatch",
+        "send_invoice",
+        "--args",
+        r#"{"number": 7}"#,
+        "--tags",
+        "vip,eu",
+        "--run-at",
+        "2030-01-02T03:04:05Z",
+    ])
+    .await;
+    let typed = json(&out);
+    assert_eq!(typed["checked"], "type", "{typed}");
+    let (tags, run_at): (Vec<String>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select tags, run_at from forge_jobs where id = $1")
+            .bind(typed["id"].as_i64().expect("id"))
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!(tags, ["vip", "eu"]);
+    assert_eq!(run_at.to_rfc3339(), "2030-01-02T03:04:05+00:00");
+
+    let keyless = error_line(&app(&["jobs", "dispatch", "refund_order", "--args", r#"{"order": 1}"#]).await);
+    assert!(keyless.contains("unique by key"), "{keyless}");
+    let first = json(
+        &app(&["--json", "jobs", "dispatch", "refund_order", "--args", r#"{"order": 1}"#, "--unique-key", "o-1"]).await,
+    );
+    let again = json(
+        &app(&["--json", "jobs", "dispatch", "refund_order", "--args", r#"{"order": 1}"#, "--unique-key", "o-1"]).await,
+    );
+    assert_eq!(first["id"], again["id"], "a live job with the key is returned, not duplicated");
+    node.stop().await.expect("stop");
+
+    // The app is gone: JSON only, said on stderr; the kind's uniqueness rule still holds.
+    let offline = app(&["--json", "jobs", "dispatch", "send_invoice", "--args", r#"{"number": "seven"}"#]).await;
+    assert_eq!(json(&offline)["checked"], "json");
+    let note = String::from_utf8_lossy(&offline.stderr);
+    assert!(note.contains("checked as JSON only, not against send_invoice's Rust type"), "{note}");
+    let keyless = error_line(&app(&["jobs", "dispatch", "refund_order", "--args", r#"{"order": 2}"#]).await);
+    assert!(keyless.contains("unique by key"), "{keyless}");
+    let count: i64 = sqlx::query_scalar("select count(*) from forge_jobs where kind = 'refund_order'")
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+/// What the dashboard does to queues, crons and many jobs at once, the CLI does too, each with
+/// `--json`.
+#[tokio::test]
+async fn queues_crons_bulk_actions_delete_and_run_now() {
+    let db = TestDatabase::new().await.expect("db");
+    let (node, _) = gateway_node(&db).await;
+    node.stop().await.expect("stop");
+    let run = |args: Vec<String>| {
+        let url = db.url().to_owned();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            forge_in(&project_root(), Some(&url), &args).await
+        }
+    };
+    let cmd = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+
+    // Queues.
+    json(&run(cmd("--json jobs dispatch --offline send_invoice --args {\"number\":1}")).await);
+    let paused = json(&run(cmd("--json queues pause billing")).await);
+    assert_eq!(paused["paused"], true);
+    let listed = json(&run(cmd("--json queues list")).await);
+    let billing = listed.as_array().expect("rows").iter().find(|q| q["name"] == "billing").expect("billing").clone();
+    assert!(billing["paused_at"].is_string() && billing["depth"]["available"] == 1, "{listed}");
+    let table = String::from_utf8_lossy(&run(cmd("queues list")).await.stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with("billing") && l.contains("since")), "{table}");
+    assert_eq!(json(&run(cmd("--json queues resume billing")).await)["was_paused"], true);
+
+    // Crons: recorded by the node, listed with their next tick, paused, triggered.
+    let crons = json(&run(cmd("--json crons list")).await);
+    let nightly =
+        crons.as_array().expect("rows").iter().find(|c| c["name"] == "nightly_cleanup").expect("recorded").clone();
+    assert_eq!(nightly["expression"], "0 3 * * *");
+    assert!(nightly["next"].as_str().is_some_and(|t| t.contains("T03:00:00")), "{nightly}");
+    assert_eq!(json(&run(cmd("--json crons pause nightly_cleanup")).await)["paused"], true);
+    let triggered = json(&run(cmd("--json crons trigger nightly_cleanup")).await);
+    let job = triggered["job_id"].as_i64().expect("job id");
+    let (kind, status): (String, String) = sqlx::query_as(
+        "select j.kind, r.status from forge_jobs j join forge_cron_runs r on r.job_id = j.id where j.id = $1",
+    )
+    .bind(job)
+    .fetch_one(db.pool())
+    .await
+    .expect("the job and its run");
+    assert_eq!((kind.as_str(), status.as_str()), ("cron:nightly_cleanup", "triggered"));
+    assert_eq!(json(&run(cmd("--json crons resume nightly_cleanup")).await)["was_paused"], true);
+    let unknown = error_line(&run(cmd("crons trigger nightly")).await);
+    assert!(unknown.contains("nightly_cleanup"), "{unknown}");
+
+    // Bulk: cancel then retry every billing job; an empty filter is refused.
+    json(&run(cmd("--json jobs dispatch --offline send_invoice --args {\"number\":2}")).await);
+    let cancelled = json(&run(cmd("--json jobs cancel --filter queue=billing --filter kind=send_invoice")).await);
+    assert_eq!(cancelled["cancelled"], 2);
+    let retried = json(&run(cmd("--json jobs retry --filter state=cancelled --filter queue=billing")).await);
+    assert_eq!(retried["retried"], 2);
+    assert!(error_line(&run(cmd("jobs retry --filter colour=red")).await).contains("not a filter key"));
+    assert!(!run(cmd("jobs retry")).await.status.success(), "an id or a filter is required");
+
+    // Run now and delete.
+    let later = json(&run(cmd("--json jobs dispatch --offline send_invoice --args {\"number\":3} --delay 1h")).await);
+    let id = later["id"].as_i64().expect("id").to_string();
+    assert_eq!(json(&run(cmd(&format!("--json jobs run-now {id}"))).await)["state"], "available");
+    assert!(error_line(&run(cmd(&format!("jobs run-now {id}"))).await).contains("only scheduled or retryable"));
+    assert_eq!(json(&run(cmd(&format!("--json jobs delete {id}"))).await)["deleted"], true);
+    assert_eq!(error_line(&run(cmd(&format!("jobs delete {id}"))).await), format!("error: no job with id {id}"));
+}
+
+/// `forge keys token` signs a JWT the gateway accepts, with the configured secret; without one
+/// it says there is nothing to sign with.
+#[tokio::test]
+async fn keys_token_mints_a_jwt_the_app_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("forge.toml"), "[auth]\njwt_secret = \"dev-secret\"\n").expect("forge.toml");
+    let out =
+        forge_in(dir.path(), None, &["--json", "keys", "token", "--sub", "u1", "--role", "admin", "--ttl", "1h"]).await;
+    let minted = json(&out);
+    let token = minted["token"].as_str().expect("token");
+    let config = ForgeConfig::load(dir.path().join("forge.toml")).expect("config");
+    let pool = sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/none").expect("lazy");
+    let auth = forge::gateway::Authenticator::new(&config.auth, pool).verify_jwt(token).expect("accepted");
+    assert_eq!(auth.user_id(), Some("u1"));
+    assert!(auth.has_role("admin"));
+
+    let empty = tempfile::tempdir().expect("dir");
+    let refused = error_line(&forge_in(empty.path(), None, &["keys", "token", "--sub", "u1"]).await);
+    assert!(refused.contains("jwt_secret"), "{refused}");
+}
+
+/// `forge db create` creates the database DATABASE_URL names on its server, once.
+#[tokio::test]
+async fn db_create_makes_the_database_the_url_names() {
+    let db = TestDatabase::new().await.expect("db");
+    let name = format!("forge_cli_create_{}", std::process::id());
+    // The test database's URL with another database name (and the same query, such as an
+    // embedded cluster's socket folder).
+    let (base, query) = db.url().split_once('?').map_or((db.url(), None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("a URL with a database");
+    let url = format!("{server}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("forge.toml"), "").expect("forge.toml");
+    let created = json(&forge_in(dir.path(), Some(&url), &["--json", "db", "create"]).await);
+    assert_eq!(created["created"], true, "{created}");
+    let again = json(&forge_in(dir.path(), Some(&url), &["--json", "db", "create"]).await);
+    assert_eq!(again["created"], false);
+    let applied = json(&forge_in(dir.path(), Some(&url), &["--json", "migrate", "up"]).await);
+    assert!(applied["applied"].as_array().is_some_and(|a| !a.is_empty()));
+    sqlx::query(&format!("drop database {name} with (force)")).execute(db.pool()).await.expect("drop");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::context::CronArgs;
 use super::{CronRegistration, Overlap, sql};
-use crate::jobs::{JobId, JobState, JobsError, NewJob, insert_jobs};
+use crate::jobs::{DispatchOptions, JobId, JobState, JobsError, KnownKind, NewJob, insert_jobs};
 
 /// Pauses a cron: its ticks are recorded as `paused` and fire nothing until it is resumed (a
 /// resumed cron does not catch up on the ticks it missed while paused).
@@ -22,17 +22,91 @@ pub async fn resume_cron(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error>
 /// Runs a cron now, outside its schedule: dispatches its job and records a `triggered` run in
 /// one transaction. Works on a paused cron too.
 pub(crate) async fn trigger(pool: &PgPool, reg: &CronRegistration, by: &str) -> Result<JobId, JobsError> {
+    let job = NewJob::with_options(reg.job_kind, serde_json::Value::Null, &(reg.job_options)());
+    trigger_with(pool, reg.name, job, by).await
+}
+
+/// [`trigger`] for a cron known from `forge_crons` (a tool without the application's code),
+/// its job made with the options its kind recorded in `forge_job_kinds`.
+pub async fn trigger_known(pool: &PgPool, cron: &KnownCron, kind: &KnownKind, by: &str) -> Result<JobId, JobsError> {
+    let job = NewJob::for_known(kind, serde_json::Value::Null, &DispatchOptions::default())?;
+    trigger_with(pool, &cron.name, job, by).await
+}
+
+/// Records a `triggered` run of cron `name` and dispatches `job` (its arguments set to the
+/// run's [`CronArgs`]) in one transaction.
+async fn trigger_with(pool: &PgPool, name: &str, mut job: NewJob, by: &str) -> Result<JobId, JobsError> {
     let mut tx = pool.begin().await?;
-    let at: DateTime<Utc> = sqlx::query_scalar(sql::RECORD_TRIGGER).bind(reg.name).bind(by).fetch_one(&mut *tx).await?;
-    let args = serde_json::to_value(CronArgs { scheduled_at: at, catch_up: false })?;
-    let mut job = NewJob::with_options(reg.job_kind, args, &(reg.job_options)());
-    job.metadata.insert("cron".to_owned(), reg.name.into());
+    let at: DateTime<Utc> = sqlx::query_scalar(sql::RECORD_TRIGGER).bind(name).bind(by).fetch_one(&mut *tx).await?;
+    job.args = serde_json::to_value(CronArgs { scheduled_at: at, catch_up: false })?;
+    job.metadata.insert("cron".to_owned(), name.into());
     job.metadata.insert("triggered_by".to_owned(), by.into());
     let id = insert_jobs(&mut tx, std::slice::from_ref(&job), true).await?.into_iter().next();
     let id = id.ok_or(JobsError::NotInserted)?;
-    sqlx::query(sql::SET_JOB).bind(reg.name).bind(at).bind(id.0).execute(&mut *tx).await?;
+    sqlx::query(sql::SET_JOB).bind(name).bind(at).bind(id.0).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// A cron the application's nodes schedule, as they record it in `forge_crons` at start-up, for
+/// tools without the application's code (the `forge` CLI).
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct KnownCron {
+    /// Its name.
+    pub name: String,
+    /// Its expression.
+    pub expression: String,
+    /// Its time zone.
+    pub timezone: String,
+    /// The job kind that runs it.
+    pub job_kind: String,
+    /// Whether missed ticks fire after a gap.
+    pub catch_up: bool,
+    /// `skip` or `allow`.
+    pub overlap: String,
+    /// Since when it is paused, if it is.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Its latest run's tick, status and job.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// That run's status (`fired`, `skipped`, `paused`, `triggered`).
+    pub last_status: Option<String>,
+    /// That run's job.
+    pub last_job_id: Option<JobId>,
+    /// When a node last recorded it.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Records the crons a node schedules in `forge_crons`.
+pub(crate) async fn record_crons(pool: &PgPool, crons: &super::Crons, node_id: &str) -> Result<(), sqlx::Error> {
+    let regs: Vec<&CronRegistration> = crons.entries.iter().map(|(reg, _)| *reg).collect();
+    let names: Vec<&str> = regs.iter().map(|r| r.name).collect();
+    let expressions: Vec<&str> = regs.iter().map(|r| r.expression).collect();
+    let zones: Vec<&str> = regs.iter().map(|r| r.timezone).collect();
+    let kinds: Vec<&str> = regs.iter().map(|r| r.job_kind).collect();
+    let catch_up: Vec<bool> = regs.iter().map(|r| r.catch_up).collect();
+    let overlap: Vec<&str> = regs
+        .iter()
+        .map(|r| match r.overlap {
+            Overlap::Skip => "skip",
+            Overlap::Allow => "allow",
+        })
+        .collect();
+    sqlx::query(sql::RECORD_CRONS)
+        .bind(&names)
+        .bind(&expressions)
+        .bind(&zones)
+        .bind(&kinds)
+        .bind(&catch_up)
+        .bind(&overlap)
+        .bind(node_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The crons the application's nodes have recorded, by name, with their pause and latest run.
+pub async fn known_crons(pool: &PgPool) -> Result<Vec<KnownCron>, sqlx::Error> {
+    sqlx::query_as(sql::KNOWN_CRONS).fetch_all(pool).await
 }
 
 /// One recorded run of a cron.

@@ -18,7 +18,7 @@ mod scheduler;
 mod sql;
 
 pub use context::{CronArgs, CronContext};
-pub use control::{CronRun, CronStatus, pause_cron, resume_cron};
-pub(crate) use control::{prune_runs, trigger};
+pub use control::{CronRun, CronStatus, KnownCron, known_crons, pause_cron, resume_cron, trigger_known};
+pub(crate) use control::{prune_runs, record_crons, trigger};
 pub use registration::{CronRegistration, Overlap};
 pub(crate) use scheduler::{CronScheduler, Crons};

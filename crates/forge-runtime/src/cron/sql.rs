@@ -64,3 +64,27 @@ where r.scheduled_at < now() - make_interval(secs => $1)
       select 1 from forge_jobs j
       where j.id = r.job_id and j.state in ('scheduled', 'available', 'running', 'retryable'))
 "#;
+
+/// Records a node's crons (names, expressions, zones, job kinds, catch-up, overlap; `$7` the node).
+pub(crate) const RECORD_CRONS: &str = r#"
+insert into forge_crons (name, expression, timezone, job_kind, catch_up, overlap, seen_at, seen_by)
+select name, expression, timezone, job_kind, catch_up, overlap, now(), $7
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])
+    as c(name, expression, timezone, job_kind, catch_up, overlap)
+on conflict (name) do update
+set expression = excluded.expression, timezone = excluded.timezone, job_kind = excluded.job_kind,
+    catch_up = excluded.catch_up, overlap = excluded.overlap, seen_at = excluded.seen_at, seen_by = excluded.seen_by
+"#;
+
+/// The recorded crons with their pause and latest run.
+pub(crate) const KNOWN_CRONS: &str = r#"
+select c.name, c.expression, c.timezone, c.job_kind, c.catch_up, c.overlap, s.paused_at,
+       r.scheduled_at as last_run_at, r.status as last_status, r.job_id as last_job_id, c.seen_at
+from forge_crons c
+left join forge_cron_state s on s.cron_name = c.name and s.paused_at is not null
+left join lateral (
+    select scheduled_at, status, job_id from forge_cron_runs
+    where cron_name = c.name order by scheduled_at desc limit 1
+) r on true
+order by c.name
+"#;

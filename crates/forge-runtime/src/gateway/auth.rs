@@ -137,6 +137,61 @@ impl Authenticator {
     }
 }
 
+/// What [`mint_token`] puts in a token.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TokenRequest {
+    /// The user id (`sub`).
+    pub sub: String,
+    /// Its roles (`roles`).
+    pub roles: Vec<String>,
+    /// Its tenant (`tenant`), if any.
+    pub tenant: Option<String>,
+    /// How long it is valid (`exp` = now + ttl).
+    pub ttl: std::time::Duration,
+}
+
+impl TokenRequest {
+    /// A token for `sub` valid for `ttl`, with no roles or tenant.
+    pub fn new(sub: impl Into<String>, ttl: std::time::Duration) -> Self {
+        Self { sub: sub.into(), roles: Vec::new(), tenant: None, ttl }
+    }
+}
+
+/// Signs a JWT with `[auth] jwt_secret` and `jwt_algorithm`, carrying `jwt_issuer` and
+/// `jwt_audience` when configured: a token this application's gateway accepts. For development
+/// and operations (`forge keys token`); real users get theirs from your identity provider.
+pub fn mint_token(config: &AuthConfig, request: &TokenRequest) -> Result<String, AuthError> {
+    let secret = config.jwt_secret.as_ref().filter(|s| !s.is_empty()).ok_or(AuthError::JwtNotConfigured)?;
+    if request.sub.is_empty() {
+        return Err(AuthError::InvalidToken("`sub` must be a non-empty string".to_owned()));
+    }
+    let algorithm = match config.jwt_algorithm {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let mut claims =
+        serde_json::json!({ "sub": request.sub, "roles": request.roles, "iat": now, "exp": now.saturating_add(ttl) });
+    if let Some(tenant) = &request.tenant {
+        claims["tenant"] = tenant.clone().into();
+    }
+    if let Some(iss) = &config.jwt_issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if let Some(aud) = &config.jwt_audience {
+        claims["aud"] = aud.clone().into();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(algorithm),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| AuthError::InvalidToken(format!("cannot sign the token: {e}")))
+}
+
 fn claims_to_auth(claims: Value) -> Result<Auth, AuthError> {
     let sub = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -168,6 +223,28 @@ fn claims_to_auth(claims: Value) -> Result<Auth, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_minted_token_is_accepted_with_its_claims() {
+        let mut config = AuthConfig::default();
+        config.jwt_secret = Some("s3cret".to_owned());
+        config.jwt_issuer = Some("forge-cli".to_owned());
+        config.jwt_audience = Some("shop".to_owned());
+        let mut request = TokenRequest::new("u7", std::time::Duration::from_secs(3600));
+        request.roles = vec!["forge:admin".to_owned()];
+        request.tenant = Some("acme".to_owned());
+        let token = mint_token(&config, &request).expect("token");
+        let pool = sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/none").expect("lazy pool");
+        let auth = Authenticator::new(&config, pool).verify_jwt(&token).expect("accepted");
+        assert_eq!(auth.user_id(), Some("u7"));
+        assert!(auth.has_role("forge:admin"));
+        assert_eq!(auth.tenant(), Some("acme"));
+        let mut other = config.clone();
+        other.jwt_secret = Some("other".to_owned());
+        assert!(mint_token(&AuthConfig::default(), &request).is_err(), "no secret, no token");
+        let pool = sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/none").expect("lazy pool");
+        assert!(Authenticator::new(&other, pool).verify_jwt(&token).is_err(), "another secret refuses it");
+    }
 
     #[test]
     fn claims_give_user_roles_and_tenant() {

@@ -27,7 +27,7 @@ mod sql;
 mod state;
 
 pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
-pub use auth::{AuthError, Authenticator};
+pub use auth::{AuthError, Authenticator, TokenRequest, mint_token};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use routes::{router, router_with};
 pub use serve::Connection;

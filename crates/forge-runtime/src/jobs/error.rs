@@ -10,10 +10,13 @@ pub enum JobsError {
     #[error("cannot serialise the job's arguments: {0}")]
     Args(#[from] serde_json::Error),
     /// A kind unique by key was dispatched without `unique_key`.
-    #[error("job {kind} is unique by key: dispatch it with DispatchOptions::unique_key")]
+    #[error(
+        "job {kind} is unique by key: dispatch it with a unique key (DispatchOptions::unique_key; \
+         `--unique-key` with `forge jobs dispatch`; `unique_key` in POST /_api/jobs)"
+    )]
     MissingUniqueKey {
         /// The kind.
-        kind: &'static str,
+        kind: String,
     },
     /// An option is out of range.
     #[error("invalid dispatch option: {0}")]

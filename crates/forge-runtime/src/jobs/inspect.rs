@@ -2,7 +2,7 @@
 //! and single jobs as [`JobRecord`]s, queue summaries, the kinds the nodes run, recent failures.
 
 use chrono::{DateTime, Utc};
-use forge_core::jobs::{JobId, JobRecord};
+use forge_core::jobs::{JobId, JobRecord, Unique, UniqueBy};
 use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder};
 
@@ -47,19 +47,44 @@ pub async fn paused_queues(pool: &PgPool) -> Result<Vec<PausedQueue>, sqlx::Erro
     Ok(rows.into_iter().map(|(name, paused_at, paused_by)| PausedQueue { name, paused_at, paused_by }).collect())
 }
 
-/// Records the kinds `registry` holds in `forge_job_kinds`, as seen by `node_id` now.
+/// Records the kinds `registry` holds in `forge_job_kinds`, as seen by `node_id` now: queue,
+/// attempts, priority, uniqueness rule and capability.
 pub async fn record_kinds(pool: &PgPool, registry: &super::JobRegistry, node_id: &str) -> Result<(), sqlx::Error> {
     let names = registry.names();
-    let queues: Vec<&str> = names.iter().map(|k| registry.options(k).map_or("default", |o| o.queue)).collect();
-    let attempts: Vec<i32> = names
+    let options: Vec<forge_core::jobs::JobOptions> =
+        names.iter().map(|k| registry.options(k).cloned().unwrap_or_default()).collect();
+    let queues: Vec<&str> = options.iter().map(|o| o.queue).collect();
+    let attempts: Vec<i32> = options.iter().map(|o| i32::try_from(o.max_attempts).unwrap_or(i32::MAX)).collect();
+    let priorities: Vec<i16> = options.iter().map(|o| o.priority.as_i16()).collect();
+    let unique_by: Vec<Option<&str>> = options
         .iter()
-        .map(|k| registry.options(k).map_or(1, |o| i32::try_from(o.max_attempts).unwrap_or(i32::MAX)))
+        .map(|o| {
+            o.unique.map(|u| match u.by {
+                UniqueBy::Args => "args",
+                UniqueBy::Key => "key",
+            })
+        })
         .collect();
-    sqlx::query(sql::RECORD_KINDS).bind(&names).bind(&queues).bind(&attempts).bind(node_id).execute(pool).await?;
+    let periods: Vec<Option<i64>> = options
+        .iter()
+        .map(|o| o.unique.and_then(|u| u.period).map(|p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX)))
+        .collect();
+    let capabilities: Vec<Option<&str>> = options.iter().map(|o| o.capability).collect();
+    sqlx::query(sql::RECORD_KINDS)
+        .bind(&names)
+        .bind(&queues)
+        .bind(&attempts)
+        .bind(node_id)
+        .bind(&priorities)
+        .bind(&unique_by)
+        .bind(&periods)
+        .bind(&capabilities)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
-/// A job kind some node of the application has registered.
+/// A job kind some node of the application has registered, with the rules a dispatch follows.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct KnownKind {
     /// The kind.
@@ -68,13 +93,38 @@ pub struct KnownKind {
     pub queue: String,
     /// Its default attempts.
     pub max_attempts: i32,
+    /// Its default priority (0 critical to 4 background).
+    pub priority: i16,
+    /// `args` or `key` when the kind is unique.
+    pub unique_by: Option<String>,
+    /// The uniqueness window in milliseconds, when it has one.
+    pub unique_period_ms: Option<i64>,
+    /// The capability a worker needs to run it.
+    pub capability: Option<String>,
     /// When a node last registered it.
     pub seen_at: DateTime<Utc>,
 }
 
+impl KnownKind {
+    /// The kind's uniqueness rule.
+    pub fn unique(&self) -> Option<Unique> {
+        let by = match self.unique_by.as_deref()? {
+            "key" => UniqueBy::Key,
+            _ => UniqueBy::Args,
+        };
+        let period = self.unique_period_ms.and_then(|ms| u64::try_from(ms).ok()).map(std::time::Duration::from_millis);
+        Some(Unique { by, period })
+    }
+}
+
 /// The job kinds the application's nodes have registered, by name.
 pub async fn known_kinds(pool: &PgPool) -> Result<Vec<KnownKind>, sqlx::Error> {
-    sqlx::query_as("select kind, queue, max_attempts, seen_at from forge_job_kinds order by kind").fetch_all(pool).await
+    sqlx::query_as(
+        "select kind, queue, max_attempts, priority, unique_by, unique_period_ms, capability, seen_at \
+         from forge_job_kinds order by kind",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Jobs the filter selects, newest first, `limit` of them with ids below `before`.

@@ -177,6 +177,21 @@ impl JobRegistry {
         Ok(NewJob::with_options(kind, args, &registered.options))
     }
 
+    /// [`JobRegistry::new_job`] with dispatch options over the kind's own: its uniqueness rule
+    /// applies (a kind unique by key without `unique_key` is refused with
+    /// [`JobsError::MissingUniqueKey`]), as in a typed `dispatch_with`.
+    pub fn new_job_with(
+        &self,
+        kind: &str,
+        args: serde_json::Value,
+        options: &DispatchOptions,
+    ) -> Result<NewJob, JobsError> {
+        let (&name, registered) =
+            self.kinds.get_key_value(kind).ok_or_else(|| JobsError::UnknownKind(kind.to_owned()))?;
+        (registered.check_args)(&args).map_err(|message| JobsError::InvalidArgs { kind: kind.to_owned(), message })?;
+        NewJob::for_kind(name, registered.options.clone(), args, options)
+    }
+
     /// The options a kind runs with.
     pub fn options(&self, kind: &str) -> Option<&JobOptions> {
         self.get(kind).map(|r| &r.options)

@@ -244,11 +244,14 @@ where j.attempted_at >= $1
 
 /// Records the kinds a node runs.
 pub(crate) const RECORD_KINDS: &str = r#"
-insert into forge_job_kinds (kind, queue, max_attempts, seen_at, seen_by)
-select kind, queue, max_attempts, now(), $4
-from unnest($1::text[], $2::text[], $3::int[]) as k(kind, queue, max_attempts)
+insert into forge_job_kinds (kind, queue, max_attempts, priority, unique_by, unique_period_ms, capability, seen_at, seen_by)
+select kind, queue, max_attempts, priority, unique_by, unique_period_ms, capability, now(), $4
+from unnest($1::text[], $2::text[], $3::int[], $5::smallint[], $6::text[], $7::bigint[], $8::text[])
+    as k(kind, queue, max_attempts, priority, unique_by, unique_period_ms, capability)
 on conflict (kind) do update
-set queue = excluded.queue, max_attempts = excluded.max_attempts, seen_at = excluded.seen_at, seen_by = excluded.seen_by
+set queue = excluded.queue, max_attempts = excluded.max_attempts, priority = excluded.priority,
+    unique_by = excluded.unique_by, unique_period_ms = excluded.unique_period_ms,
+    capability = excluded.capability, seen_at = excluded.seen_at, seen_by = excluded.seen_by
 "#;
 
 /// Makes due scheduled and retryable jobs available, in bounded batches.

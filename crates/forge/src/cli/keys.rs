@@ -1,7 +1,7 @@
 //! `forge keys …`: create, list, rotate and revoke API keys.
 
 use clap::Subcommand;
-use forge::gateway::{ApiKeys, NewApiKey};
+use forge::gateway::{ApiKeys, NewApiKey, TokenRequest, mint_token};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysAction {
@@ -21,6 +21,22 @@ pub(crate) enum KeysAction {
     },
     /// List every key (never their secrets).
     List,
+    /// Print a JWT signed with `[auth] jwt_secret` (for development and operations: your users'
+    /// tokens come from your identity provider). Needs no database.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// A role it grants (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The tenant it acts for.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How long it is valid, such as "1h".
+        #[arg(long, default_value = "1h")]
+        ttl: forge::config::Duration,
+    },
     /// Revoke a key at once.
     Revoke {
         /// The key's id (from `forge keys list`).
@@ -34,6 +50,33 @@ pub(crate) enum KeysAction {
         #[arg(long)]
         grace: Option<forge::config::Duration>,
     },
+}
+
+/// `forge keys token`.
+pub(crate) fn token(
+    config: &forge::ForgeConfig,
+    sub: String,
+    roles: Vec<String>,
+    tenant: Option<String>,
+    ttl: forge::config::Duration,
+    json: bool,
+) -> Result<(), String> {
+    let mut request = TokenRequest::new(sub, ttl.as_std());
+    request.roles = roles;
+    request.tenant = tenant;
+    let token = mint_token(&config.auth, &request).map_err(|e| match e {
+        forge::gateway::AuthError::JwtNotConfigured => {
+            "no [auth] jwt_secret is configured (forge.toml or FORGE_AUTH_JWT_SECRET): there is nothing to sign with"
+                .to_owned()
+        }
+        other => other.to_string(),
+    })?;
+    let expires_at = chrono::Utc::now() + chrono::Duration::from_std(ttl.as_std()).unwrap_or_default();
+    super::output::done(
+        json,
+        serde_json::json!({ "token": token, "sub": request.sub, "roles": request.roles, "expires_at": expires_at }),
+        &token,
+    )
 }
 
 impl KeysAction {
@@ -79,6 +122,7 @@ pub(crate) async fn keys(keys: ApiKeys, action: KeysAction, json: bool) -> Resul
             }
             return Ok(());
         }
+        KeysAction::Token { .. } => unreachable!("handled before connecting"),
         KeysAction::Revoke { id } => vec![keys.revoke(id).await.map_err(|e| e.to_string())?],
         KeysAction::List => keys.list().await.map_err(|e| e.to_string())?,
     };

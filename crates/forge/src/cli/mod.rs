@@ -4,23 +4,28 @@
 //! |---------|------|
 //! | `forge new` | `new.rs` |
 //! | `forge run` | `run.rs` |
-//! | `forge jobs …` | `jobs.rs` |
+//! | `forge jobs …` | `jobs.rs` (dispatch asks the running app through `app_api.rs`) |
+//! | `forge queues …` | `queues.rs` |
+//! | `forge crons …` | `crons.rs` |
 //! | `forge status` | `status.rs` |
 //! | `forge config` | `config.rs` |
 //! | `forge migrate …` | `migrate.rs` |
-//! | `forge db shell` | `db.rs` |
+//! | `forge db shell\|create` | `db.rs` |
 //! | `forge keys …` | `keys.rs` |
 //!
 //! This file parses the command line, reads the configuration and connects where a command
 //! needs it; it also holds the output helpers the commands share.
 
+mod app_api;
 mod config;
+mod crons;
 mod db;
 mod jobs;
 mod keys;
 mod migrate;
 mod new;
 mod output;
+mod queues;
 mod run;
 mod status;
 
@@ -66,10 +71,21 @@ pub(crate) enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// List, show, retry, cancel and dispatch jobs.
+    /// List, show, retry, cancel, delete, run now and dispatch jobs (one, or every job a filter
+    /// selects).
     Jobs {
         #[command(subcommand)]
         action: jobs::JobsAction,
+    },
+    /// List queues with their depths; pause and resume them.
+    Queues {
+        #[command(subcommand)]
+        action: queues::QueuesAction,
+    },
+    /// List crons; trigger, pause and resume them.
+    Crons {
+        #[command(subcommand)]
+        action: crons::CronsAction,
     },
     /// Nodes and the leader, queue depths, and failures in the last hour.
     Status,
@@ -85,7 +101,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: db::DbAction,
     },
-    /// Create, list, rotate and revoke API keys.
+    /// Create, list, rotate and revoke API keys; sign a development JWT.
     Keys {
         #[command(subcommand)]
         action: keys::KeysAction,
@@ -145,6 +161,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Config => config::show(&config, cli.json),
         Command::Migrate { action } => migrate::migrate(&cli.project, &config, action, cli.json).await,
+        Command::Keys { action: keys::KeysAction::Token { sub, roles, tenant, ttl } } => {
+            keys::token(&config, sub, roles, tenant, ttl, cli.json)
+        }
+        Command::Queues { action } => {
+            let access = if action.is_read_only() { Access::Read } else { Access::Write };
+            with_database(&cli.project, &config, access, async |pool| queues::queues(&pool, action, cli.json).await)
+                .await
+        }
+        Command::Crons { action } => {
+            let access = if action.is_read_only() { Access::Read } else { Access::Write };
+            with_database(&cli.project, &config, access, async |pool| crons::crons(&pool, action, cli.json).await).await
+        }
         Command::Keys { action } => {
             let access = if action.is_read_only() { Access::Read } else { Access::Write };
             with_database(&cli.project, &config, access, |pool| keys::keys(ApiKeys::new(pool), action, cli.json)).await
@@ -152,13 +180,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Jobs { action } => {
             action.check()?;
             let access = if action.is_read_only() { Access::Read } else { Access::Write };
-            with_database(&cli.project, &config, access, async |pool| jobs::jobs(&pool, action, cli.json).await).await
+            with_database(&cli.project, &config, access, async |pool| {
+                jobs::jobs(&pool, &config, action, cli.json).await
+            })
+            .await
         }
         Command::Status => {
             with_database(&cli.project, &config, Access::Read, async |pool| status::status(&pool, cli.json).await).await
         }
         Command::New { .. } | Command::Run { .. } => unreachable!("handled before the configuration is read"),
-        Command::Db { action } => db::run(&cli.project, &config, action).await,
+        Command::Db { action } => db::run(&cli.project, &config, action, cli.json).await,
     }
 }
 

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, bad, body};
 use super::extract::{ApiPath, ApiQuery};
 use super::telemetry::{self, LogParams};
 use crate::dashboard::DashboardState;
-use crate::jobs::{self, CancelOutcome, JobFilter, JobId, JobRecord, JobState, JobsError};
+use crate::jobs::{self, CancelOutcome, DispatchOptions, JobFilter, JobId, JobRecord, JobState, JobsError, Priority};
 use crate::observability::{self, LogPage, Trace, TraceId};
 
 /// Most jobs one page holds.
@@ -129,7 +129,7 @@ pub(super) async fn trace(State(state): State<DashboardState>, ApiPath(p): ApiPa
     trace.map(Json).ok_or_else(|| ApiError::NotFound(format!("no job {}, or it has no spans yet", p.id)))
 }
 
-/// `POST /_api/jobs`: what the dispatch form sends.
+/// `POST /_api/jobs`: what the dispatch form (and `forge jobs dispatch`) sends.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DispatchRequest {
@@ -139,6 +139,9 @@ struct DispatchRequest {
     queue: Option<String>,
     priority: Option<i16>,
     run_at: Option<DateTime<Utc>>,
+    unique_key: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// A dispatched job.
@@ -154,27 +157,30 @@ pub(super) async fn dispatch(
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<Dispatched>)> {
     let request: DispatchRequest = body(&bytes)?;
-    let mut job = state.jobs().new_job(&request.kind, request.args).map_err(|e| match e {
+    let priority = match request.priority {
+        None => None,
+        Some(p) => {
+            Some(Priority::from_i16(p).ok_or_else(|| bad("priority", "must be 0 (critical) to 4 (background)"))?)
+        }
+    };
+    let options = DispatchOptions {
+        run_at: request.run_at,
+        priority,
+        queue: request.queue.filter(|q| !q.is_empty()),
+        unique_key: request.unique_key.filter(|k| !k.is_empty()),
+        tags: request.tags,
+        ..DispatchOptions::default()
+    };
+    let job = state.jobs().new_job_with(&request.kind, request.args, &options).map_err(|e| match e {
         JobsError::UnknownKind(kind) => {
             bad("kind", format!("no job kind {kind:?} is registered (see GET /_api/job-kinds)"))
         }
         JobsError::InvalidArgs { message, .. } => {
             ApiError::Invalid(format!("`args` do not fit {}: {message}", request.kind))
         }
+        e @ JobsError::MissingUniqueKey { .. } => bad("unique_key", e.to_string()),
         other => other.into(),
     })?;
-    if let Some(queue) = request.queue.filter(|q| !q.is_empty()) {
-        job.queue = queue;
-    }
-    if let Some(priority) = request.priority {
-        if !(0..=4).contains(&priority) {
-            return Err(bad("priority", "must be 0 (critical) to 4 (background)"));
-        }
-        job.priority = priority;
-    }
-    if let Some(at) = request.run_at {
-        job.run_at = Some(at);
-    }
     let mut conn = state.pool().acquire().await?;
     let ids = jobs::insert_jobs(&mut conn, std::slice::from_ref(&job), true).await?;
     let id = *ids.first().ok_or_else(|| ApiError::Conflict("the job was not inserted".to_owned()))?;
