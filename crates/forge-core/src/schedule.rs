@@ -54,12 +54,77 @@ pub enum ScheduleError {
     /// The expression has neither 5 nor 6 fields.
     #[error("invalid cron expression {0:?}: expected 5 fields (min hour day month weekday) or 6 (with seconds first)")]
     FieldCount(String),
+    /// A field holds a number outside its range.
+    #[error("invalid cron expression {expression:?}: {field} {value} is out of range {min}–{max}{hint}")]
+    OutOfRange {
+        /// The expression.
+        expression: String,
+        /// The field: second, minute, hour, day of month, month, day of week.
+        field: &'static str,
+        /// The number written.
+        value: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+        /// A word on the field's numbering, if it needs one.
+        hint: &'static str,
+    },
     /// The time zone is not an IANA name.
     #[error("unknown time zone {0:?}; use an IANA name such as \"Europe/Paris\" or \"UTC\"")]
     TimeZone(String),
     /// The expression never fires.
     #[error("cron expression {0:?} never fires")]
     Never(String),
+}
+
+/// Each field's name, range and numbering note, seconds first.
+const FIELDS: [(&str, u64, u64, &str); 6] = [
+    ("second", 0, 59, ""),
+    ("minute", 0, 59, ""),
+    ("hour", 0, 23, ""),
+    ("day of month", 1, 31, ""),
+    ("month", 1, 12, " (or JAN–DEC)"),
+    ("day of week", 1, 7, " (1 is Sunday; or SUN–SAT)"),
+];
+
+/// Names a number outside its field's range, before the parser's less precise message.
+fn check_ranges(expression: &str, full: &str) -> Result<(), ScheduleError> {
+    for (text, (field, min, max, hint)) in full.split_whitespace().zip(FIELDS) {
+        for part in text.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step.and_then(|s| s.parse::<u64>().ok())
+                && (step == 0 || step > max)
+            {
+                return Err(ScheduleError::OutOfRange {
+                    expression: expression.to_owned(),
+                    field,
+                    value: step,
+                    min: 1,
+                    max,
+                    hint: " (as a step)",
+                });
+            }
+            for bound in range.split('-') {
+                if let Ok(value) = bound.parse::<u64>()
+                    && !(min..=max).contains(&value)
+                {
+                    return Err(ScheduleError::OutOfRange {
+                        expression: expression.to_owned(),
+                        field,
+                        value,
+                        min,
+                        max,
+                        hint,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A parsed schedule in a time zone.
@@ -86,6 +151,7 @@ impl CronSchedule {
             6 => expression.to_owned(),
             _ => return Err(ScheduleError::FieldCount(expression.to_owned())),
         };
+        check_ranges(expression, &full)?;
         let schedule = cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Expression {
             expression: expression.to_owned(),
             reason: parse_error_reason(&e.to_string(), full.len() - expression.len()),
@@ -222,9 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn a_number_out_of_its_fields_range_is_named_with_the_range() {
+        let message = |expression: &str| CronSchedule::parse(expression, "UTC").unwrap_err().to_string();
+        assert!(message("61 * * * *").ends_with("minute 61 is out of range 0–59"), "{}", message("61 * * * *"));
+        assert!(message("0 24 * * *").ends_with("hour 24 is out of range 0–23"));
+        assert!(message("0 0 0 * *").ends_with("day of month 0 is out of range 1–31"));
+        assert!(message("0 0 1 1-13 *").ends_with("month 13 is out of range 1–12 (or JAN–DEC)"));
+        assert!(message("0 0 * * 0").ends_with("day of week 0 is out of range 1–7 (1 is Sunday; or SUN–SAT)"));
+        assert!(message("*/0 * * * *").ends_with("minute 0 is out of range 1–59 (as a step)"));
+        assert!(message("75 * * * * *").ends_with("second 75 is out of range 0–59"));
+        for fine in ["0,30 8-17 * JAN-DEC MON-FRI", "*/5 * * * *", "0 0 1,15 * 1-7"] {
+            assert!(CronSchedule::parse(fine, "UTC").is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
     fn bad_expressions_and_zones_are_refused() {
         assert!(matches!(CronSchedule::parse("* * *", "UTC"), Err(ScheduleError::FieldCount(_))));
-        let err = CronSchedule::parse("61 * * * *", "UTC").unwrap_err();
+        let err = CronSchedule::parse("* * * * MON-", "UTC").unwrap_err();
         assert!(matches!(err, ScheduleError::Expression { .. }), "{err}");
         assert!(err.to_string().contains("column"), "{err}");
         assert!(matches!(CronSchedule::parse("* * * * *", "Mars/Olympus"), Err(ScheduleError::TimeZone(_))));

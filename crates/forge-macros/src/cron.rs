@@ -6,11 +6,12 @@ use quote::{format_ident, quote};
 use syn::parse::{ParseStream, Parser};
 use syn::{FnArg, ItemFn, LitInt, LitStr, Token};
 
-use crate::job::{JobKind, at_least_one, duration_ms, job_kind, non_empty, pascal_case};
+use crate::job::{JobKind, at_least_one, duration_ms, generated_module, job_kind, non_empty, pascal_case, type_name};
 
 struct Attrs {
     expression: LitStr,
     name: Option<LitStr>,
+    type_name: Option<LitStr>,
     timezone: Option<LitStr>,
     catch_up: bool,
     catch_up_limit: Option<LitInt>,
@@ -34,6 +35,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let mut attrs = Attrs {
         expression,
         name: None,
+        type_name: None,
         timezone: None,
         catch_up: false,
         catch_up_limit: None,
@@ -46,6 +48,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
         match key.as_str() {
             "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
+            "type_name" => attrs.type_name = Some(type_name(meta.value()?.parse()?)?),
             "timezone" => attrs.timezone = Some(meta.value()?.parse()?),
             "catch_up" => attrs.catch_up = true,
             "catch_up_limit" => attrs.catch_up_limit = Some(at_least_one(&meta, "catch_up_limit")?),
@@ -62,7 +65,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
             _ => {
                 return Err(meta.error(
-                    "unknown #[forge::cron] attribute; expected one of name, timezone, catch_up, \
+                    "unknown #[forge::cron] attribute; expected one of name, type_name, timezone, catch_up, \
                      catch_up_limit, overlap, queue, max_attempts, timeout",
                 ));
             }
@@ -94,7 +97,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let fn_name = &func.sig.ident;
     let vis = &func.vis;
-    let struct_name = format_ident!("{}", pascal_case(&fn_name.to_string()), span = fn_name.span());
+    let struct_name = match &attrs.type_name {
+        Some(name) => format_ident!("{}", name.value(), span = name.span()),
+        None => format_ident!("{}", pascal_case(&fn_name.to_string()), span = fn_name.span()),
+    };
+    let module = generated_module(&struct_name);
     let name = attrs.name.map(|n| n.value()).unwrap_or_else(|| fn_name.to_string());
     let kind = format!("cron:{name}");
     let expression = &attrs.expression;
@@ -109,7 +116,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if let Some(ms) = attrs.timeout_ms {
         options.push(quote! { options.timeout = ::core::time::Duration::from_millis(#ms); });
     }
-    let doc = format!("The `{name}` cron (`{}`), declared by `#[forge::cron]` on [`{fn_name}`].", expression.value());
+    let doc = format!("The `{name}` cron (`{}`), declared by `#[forge::cron]` on `{fn_name}`.", expression.value());
 
     let job = job_kind(JobKind {
         doc: &doc,
@@ -137,7 +144,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 catch_up_limit: #catch_up_limit,
                 overlap: ::forge::cron::Overlap::#overlap,
                 job_kind: #kind,
-                job_options: <#struct_name as ::forge::jobs::Job>::options,
+                job_options: <#module::#struct_name as ::forge::jobs::Job>::options,
             }
         }
     })

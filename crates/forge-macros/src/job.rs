@@ -8,6 +8,7 @@ use syn::{FnArg, GenericArgument, ItemFn, LitFloat, LitInt, LitStr, PathArgument
 #[derive(Default)]
 struct Attrs {
     name: Option<LitStr>,
+    type_name: Option<LitStr>,
     queue: Option<LitStr>,
     priority: Option<syn::Ident>,
     max_attempts: Option<LitInt>,
@@ -45,9 +46,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 
     let fn_name = &func.sig.ident;
     let vis = &func.vis;
-    let struct_name = format_ident!("{}", pascal_case(&fn_name.to_string()), span = fn_name.span());
+    let struct_name = match &attrs.type_name {
+        Some(name) => format_ident!("{}", name.value(), span = name.span()),
+        None => format_ident!("{}", pascal_case(&fn_name.to_string()), span = fn_name.span()),
+    };
     let kind = attrs.name.map(|n| n.value()).unwrap_or_else(|| fn_name.to_string());
-    let doc = format!("The `{kind}` job, declared by `#[forge::job]` on [`{fn_name}`].");
+    let doc = format!("The `{kind}` job, declared by `#[forge::job]` on `{fn_name}`.");
 
     let mut options = Vec::new();
     if let Some(queue) = &attrs.queue {
@@ -106,15 +110,36 @@ pub(crate) struct JobKind<'a> {
     pub(crate) run: TokenStream,
 }
 
+/// The private module a job's struct is defined in (see [`job_kind`]).
+pub(crate) fn generated_module(struct_name: &syn::Ident) -> syn::Ident {
+    format_ident!("__forge_job_{}", struct_name, span = struct_name.span())
+}
+
 /// A unit struct implementing `forge::jobs::Job`, registered with the global job registry.
+///
+/// The struct is defined in a private module and brought into the caller's module by a glob
+/// import, which a type of the caller's own with the same name silently shadows; the assertion
+/// at the end then fails with one message naming the fix (`type_name = "…"`), instead of
+/// rustc's "defined multiple times" pointing at generated code.
 pub(crate) fn job_kind(k: JobKind<'_>) -> TokenStream {
     let JobKind { doc, vis, struct_name, kind, args_ty, output_ty, options, run } = k;
+    let module = generated_module(struct_name);
+    let inner_vis = one_module_deeper(vis);
     quote! {
-        #[doc = #doc]
-        #[derive(Clone, Copy, Debug, Default)]
-        #vis struct #struct_name;
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod #module {
+            #[doc = #doc]
+            #[derive(Clone, Copy, Debug, Default)]
+            #inner_vis struct #struct_name;
+        }
+        #[allow(unused_imports)]
+        #vis use #module::*;
 
-        impl ::forge::jobs::Job for #struct_name {
+        impl ::forge::__private::GeneratedJob for #module::#struct_name {}
+        const _: () = ::forge::__private::assert_generated_job::<#struct_name>();
+
+        impl ::forge::jobs::Job for #module::#struct_name {
             const NAME: &'static str = #kind;
             type Args = #args_ty;
             type Output = #output_ty;
@@ -137,7 +162,25 @@ pub(crate) fn job_kind(k: JobKind<'_>) -> TokenStream {
         }
 
         ::forge::__private::inventory::submit! {
-            ::forge::jobs::JobRegistration::of::<#struct_name>()
+            ::forge::jobs::JobRegistration::of::<#module::#struct_name>()
+        }
+    }
+}
+
+/// The visibility that, on an item of the generated module, means what `vis` means on the
+/// caller's item: private becomes `pub(super)`, `pub(super)` becomes `pub(in super::super)`.
+fn one_module_deeper(vis: &syn::Visibility) -> TokenStream {
+    match vis {
+        syn::Visibility::Inherited => quote!(pub(super)),
+        syn::Visibility::Public(_) => quote!(pub),
+        syn::Visibility::Restricted(r) => {
+            let path = &r.path;
+            let first = path.segments.first().map(|s| s.ident.to_string()).unwrap_or_default();
+            match first.as_str() {
+                "crate" => quote!(pub(in #path)),
+                "self" if path.segments.len() == 1 => quote!(pub(super)),
+                _ => quote!(pub(in super::#path)),
+            }
         }
     }
 }
@@ -146,6 +189,7 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
     let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
     match key.as_str() {
         "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
+        "type_name" => attrs.type_name = Some(type_name(meta.value()?.parse()?)?),
         "queue" => {
             let queue: LitStr = meta.value()?.parse()?;
             let v = queue.value();
@@ -155,11 +199,22 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
             attrs.queue = Some(queue);
         }
         "priority" => {
-            let ident: syn::Ident = meta.value()?.parse()?;
+            const ALLOWED: &str = "critical, high, normal, low or background";
+            let value = meta.value()?;
+            if value.peek(LitStr) {
+                let lit: LitStr = value.parse()?;
+                return Err(syn::Error::new_spanned(
+                    &lit,
+                    format!("write the priority without quotes: `priority = {}`; it is one of {ALLOWED}", lit.value()),
+                ));
+            }
+            let ident: syn::Ident = value
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), format!("expected a priority: one of {ALLOWED}")))?;
             if !["critical", "high", "normal", "low", "background"].contains(&ident.to_string().as_str()) {
                 return Err(syn::Error::new_spanned(
-                    ident,
-                    "priority is one of critical, high, normal, low, background",
+                    &ident,
+                    format!("unknown priority `{ident}`; it is one of {ALLOWED}"),
                 ));
             }
             attrs.priority = Some(ident);
@@ -172,8 +227,8 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         "unique" => attrs.unique = Some(parse_unique(&meta)?),
         _ => {
             return Err(meta.error(
-                "unknown #[forge::job] attribute; expected one of name, queue, priority, max_attempts, \
-                 backoff, timeout, worker_capability, unique, transactional",
+                "unknown #[forge::job] attribute; expected one of name, type_name, queue, priority, \
+                 max_attempts, backoff, timeout, worker_capability, unique, transactional",
             ));
         }
     }
@@ -187,6 +242,21 @@ pub(crate) fn at_least_one(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Result
         return Err(syn::Error::new_spanned(n, format!("{key} must be at least 1")));
     }
     Ok(n)
+}
+
+/// `type_name = "SendWelcomeJob"`: the name of the generated struct, a Rust type name.
+pub(crate) fn type_name(lit: LitStr) -> syn::Result<LitStr> {
+    let value = lit.value();
+    let valid = value.starts_with(|c: char| c.is_ascii_uppercase())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && syn::parse_str::<syn::Ident>(&value).is_ok();
+    if !valid {
+        return Err(syn::Error::new_spanned(
+            lit,
+            "type_name is the generated struct's name: a Rust type name such as \"SendWelcomeJob\"",
+        ));
+    }
+    Ok(lit)
 }
 
 pub(crate) fn non_empty(lit: LitStr) -> syn::Result<LitStr> {

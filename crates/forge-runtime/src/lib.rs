@@ -53,6 +53,18 @@ pub use error::{Error, Result};
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+
+    /// Implemented only by the structs `#[forge::job]` and `#[forge::cron]` generate: a job's
+    /// name that resolves to another type means the user's type hides the generated one.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is your own type, and it hides the struct `#[forge::job]` (or `#[forge::cron]`) generates under the same name",
+        label = "the job's struct would be named `{Self}`",
+        note = "rename your type, or give the job's struct another name: #[forge::job(type_name = \"{Self}Job\")] (or #[forge::cron(..., type_name = \"{Self}Cron\")])"
+    )]
+    pub trait GeneratedJob {}
+
+    /// Compiles only when `T` is a struct the macros generated (see [`GeneratedJob`]).
+    pub const fn assert_generated_job<T: GeneratedJob>() {}
 }
 pub use forge::{Forge, ForgeBuilder, RunningForge, init_tracing};
 pub use forge_core::{ConfigError, ForgeConfig, config, text};

@@ -48,7 +48,7 @@ pub mod cron {
 /// Items the macros' generated code uses; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use forge_runtime::__private::inventory;
+    pub use forge_runtime::__private::{GeneratedJob, assert_generated_job, inventory};
     pub use serde_json;
 }
 pub use forge_runtime::{ConfigError, ForgeConfig};

@@ -26,8 +26,9 @@ pub(crate) async fn trigger(pool: &PgPool, reg: &CronRegistration, by: &str) -> 
     trigger_with(pool, reg.name, job, by).await
 }
 
-/// [`trigger`] for a cron known from `forge_crons` (a tool without the application's code),
-/// its job made with the options its kind recorded in `forge_job_kinds`.
+/// Runs a cron now, as the dashboard's trigger does, for a cron known from `forge_crons` (a
+/// tool without the application's code), its job made with the options its kind recorded in
+/// `forge_job_kinds`.
 pub async fn trigger_known(pool: &PgPool, cron: &KnownCron, kind: &KnownKind, by: &str) -> Result<JobId, JobsError> {
     let job = NewJob::for_known(kind, serde_json::Value::Null, &DispatchOptions::default())?;
     trigger_with(pool, &cron.name, job, by).await

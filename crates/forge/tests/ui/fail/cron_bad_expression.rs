@@ -1,6 +1,6 @@
 use forge::prelude::*;
 
-#[forge::cron("61 * * * *")]
+#[forge::cron("* * * * MON-")]
 async fn tick(_ctx: &CronContext) -> Result<(), JobError> {
     Ok(())
 }
