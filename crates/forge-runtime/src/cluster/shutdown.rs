@@ -5,6 +5,8 @@
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::jobs::ForceStop;
+
 /// A handle that asks a running node to stop. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
@@ -76,7 +78,7 @@ impl Signals {
         let fired = force.clone();
         tokio::spawn(async move {
             self.next().await;
-            fired.token.cancel();
+            fired.fire();
             self.next().await;
             eprintln!("third signal: exiting without releasing the running jobs (the leader rescues them)");
             std::process::exit(130);
@@ -89,29 +91,6 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
-    }
-}
-
-/// Fires when an operator asks a stopping node to stop *now* (a second Ctrl-C or SIGTERM).
-#[derive(Clone, Debug, Default)]
-pub struct ForceStop {
-    token: CancellationToken,
-}
-
-impl ForceStop {
-    /// A handle that has not fired; [`ForceStop::fire`] fires it.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Fires it, as a second signal would.
-    pub fn fire(&self) {
-        self.token.cancel();
-    }
-
-    /// Completes once it has fired.
-    pub async fn forced(&self) {
-        self.token.cancelled().await;
     }
 }
 

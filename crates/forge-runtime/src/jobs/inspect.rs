@@ -2,11 +2,13 @@
 //! and single jobs as [`JobRecord`]s, queue summaries, the kinds the nodes run, recent failures.
 
 use chrono::{DateTime, Utc};
-use forge_core::jobs::{JobId, JobRecord, Unique, UniqueBy};
+use forge_core::jobs::{JobId, JobRecord, Priority, Unique, UniqueBy};
 use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder};
 
 use super::control::JobFilter;
+use super::error::JobsError;
+use super::new_job::{DispatchOptions, NewJob, unique_key};
 use super::sql;
 
 /// A paused queue.
@@ -114,6 +116,37 @@ impl KnownKind {
         };
         let period = self.unique_period_ms.and_then(|ms| u64::try_from(ms).ok()).map(std::time::Duration::from_millis);
         Some(Unique { by, period })
+    }
+}
+
+impl NewJob {
+    /// A job of a kind some node recorded in `forge_job_kinds` ([`super::KnownKind`]), for tools
+    /// without the application's code (the `forge` CLI): the kind's queue, priority, attempts,
+    /// capability and uniqueness rule apply as they would in the app, `options` over them. The
+    /// arguments are not checked against the kind's type (only the app can).
+    pub fn for_known(known: &KnownKind, args: serde_json::Value, options: &DispatchOptions) -> Result<Self, JobsError> {
+        let max_attempts = options.max_attempts.map_or(known.max_attempts, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        if max_attempts < 1 {
+            return Err(JobsError::InvalidOption(format!("max_attempts {max_attempts} must be 1 or more")));
+        }
+        let run_at = options
+            .run_at
+            .or_else(|| options.delay.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| Utc::now() + d));
+        let (unique_key, unique_period) =
+            unique_key(&known.kind, known.unique(), options.unique_key.as_deref(), &args)?;
+        Ok(Self {
+            kind: known.kind.clone(),
+            queue: options.queue.clone().unwrap_or_else(|| known.queue.clone()),
+            args,
+            priority: options.priority.map_or(known.priority, Priority::as_i16),
+            max_attempts,
+            run_at,
+            unique_key,
+            unique_period,
+            capability: known.capability.clone(),
+            tags: options.tags.clone(),
+            metadata: serde_json::Map::new(),
+        })
     }
 }
 

@@ -80,3 +80,4 @@ pub use inspect::{
 pub use job::{BoxFuture, ErasedHandler, Job, JobRegistration, JobRegistry};
 pub use new_job::{DispatchOptions, NewJob};
 pub use notifier::Notifier;
+pub use worker::ForceStop;

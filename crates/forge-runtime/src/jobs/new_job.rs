@@ -128,39 +128,6 @@ impl NewJob {
         })
     }
 
-    /// A job of a kind some node recorded in `forge_job_kinds` ([`super::KnownKind`]), for tools
-    /// without the application's code (the `forge` CLI): the kind's queue, priority, attempts,
-    /// capability and uniqueness rule apply as they would in the app, `options` over them. The
-    /// arguments are not checked against the kind's type (only the app can).
-    pub fn for_known(
-        known: &super::KnownKind,
-        args: serde_json::Value,
-        options: &DispatchOptions,
-    ) -> Result<Self, JobsError> {
-        let max_attempts = options.max_attempts.map_or(known.max_attempts, |n| i32::try_from(n).unwrap_or(i32::MAX));
-        if max_attempts < 1 {
-            return Err(JobsError::InvalidOption(format!("max_attempts {max_attempts} must be 1 or more")));
-        }
-        let run_at = options
-            .run_at
-            .or_else(|| options.delay.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| Utc::now() + d));
-        let (unique_key, unique_period) =
-            unique_key(&known.kind, known.unique(), options.unique_key.as_deref(), &args)?;
-        Ok(Self {
-            kind: known.kind.clone(),
-            queue: options.queue.clone().unwrap_or_else(|| known.queue.clone()),
-            args,
-            priority: options.priority.map_or(known.priority, Priority::as_i16),
-            max_attempts,
-            run_at,
-            unique_key,
-            unique_period,
-            capability: known.capability.clone(),
-            tags: options.tags.clone(),
-            metadata: serde_json::Map::new(),
-        })
-    }
-
     /// Its kind.
     pub fn kind(&self) -> &str {
         &self.kind
@@ -242,7 +209,7 @@ fn args_digest(args: &serde_json::Value) -> String {
 /// The unique key a job of `kind` gets under its rule `unique` (`None`: not unique), from the
 /// dispatcher's `key` or the arguments, and whether it is per period. A kind unique by key
 /// dispatched without one is refused: it would otherwise never be deduplicated.
-fn unique_key(
+pub(crate) fn unique_key(
     kind: &str,
     unique: Option<forge_core::jobs::Unique>,
     key: Option<&str>,

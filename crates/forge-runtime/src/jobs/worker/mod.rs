@@ -36,7 +36,6 @@ use self::shared::{Shared, StopReason};
 use super::completer::{Completer, Written};
 use super::job::JobRegistry;
 use super::notifier::Notifier;
-use crate::cluster::ForceStop;
 use crate::observability::Telemetry;
 
 /// How long released attempts get to stop at shutdown before they are abandoned.
@@ -198,6 +197,29 @@ impl Worker {
         if !abandoned {
             let _ = self.completer_task.await;
         }
+    }
+}
+
+/// Fires when an operator asks a stopping node to stop *now* (a second Ctrl-C or SIGTERM).
+#[derive(Clone, Debug, Default)]
+pub struct ForceStop {
+    token: CancellationToken,
+}
+
+impl ForceStop {
+    /// A handle that has not fired; [`ForceStop::fire`] fires it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires it, as a second signal would.
+    pub fn fire(&self) {
+        self.token.cancel();
+    }
+
+    /// Completes once it has fired.
+    pub async fn forced(&self) {
+        self.token.cancelled().await;
     }
 }
 
