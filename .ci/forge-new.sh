@@ -86,13 +86,17 @@ step "job $job completes (forge jobs show)"
 wait_completed "$job"
 [ "$(rpc signup_count 'null')" = '{"data":1}' ] || fail "the sign-up was not counted"
 
-step "forge jobs dispatch"
-dispatched=$(env -u DATABASE_URL "$forge" --json jobs dispatch send_welcome --args '{"email": "grace@example.com"}')
-job2=$(echo "$dispatched" | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
+step "forge jobs dispatch: the running app checks the arguments against the Rust type"
+cli() { env -u DATABASE_URL FORGE_PORT="$port" "$forge" "$@"; }
+dispatched=$(cli --json jobs dispatch send_welcome --args '{"email": "grace@example.com"}')
+job2=$(echo "$dispatched" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
 [ -n "$job2" ] || fail "forge jobs dispatch answered $dispatched"
+echo "$dispatched" | grep -q '"checked":"type"' || fail "the app did not check the arguments: $dispatched"
 wait_completed "$job2"
-if env -u DATABASE_URL "$forge" jobs dispatch no_such_job 2>"$work/err"; then fail "an unknown kind was dispatched"; fi
-grep -q 'unknown job kind "no_such_job"' "$work/err" || fail "unexpected error: $(cat "$work/err")"
+if cli jobs dispatch send_welcome --args '{"email": 7}' 2>"$work/err"; then fail "a wrong argument type was dispatched"; fi
+grep -q 'email' "$work/err" || fail "unexpected error: $(cat "$work/err")"
+if cli jobs dispatch no_such_job 2>"$work/err"; then fail "an unknown kind was dispatched"; fi
+grep -q 'no_such_job' "$work/err" || fail "unexpected error: $(cat "$work/err")"
 
 step "forge status"
 env -u DATABASE_URL "$forge" status | tee "$work/status"
