@@ -154,17 +154,6 @@ pub(crate) async fn overhead(pairs: usize, jobs: usize) -> Report {
         }
         ratios.push(drains[0] / drains[1].max(1.0));
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
     let field = |runs: &[serde_json::Value], f: &dyn Fn(&serde_json::Value) -> Option<f64>| {
         median(runs.iter().filter_map(f).collect())
     };
@@ -185,5 +174,78 @@ pub(crate) async fn overhead(pairs: usize, jobs: usize) -> Report {
         "drain_loss_percent": loss,
         "target_loss_percent": 10,
         "target_met": loss <= 10.0,
+    }))
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs this binary's `args` in a process of its own and returns the JSON line it printed.
+async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(format!("`forge-bench {}` failed ({})", args.join(" "), out.status).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `jobs --pairs N`: `floor` and `jobs` alternately (the order flips every pair, so neither
+/// always runs on a warmer machine), each in its own process; prints every run, then
+/// `{"bench":"jobs-vs-floor", "ratio_median", "ratios", "drain_median", "floor_median",
+/// "cpu_us_per_job_median"}`.
+pub(crate) async fn versus_floor(pairs: usize, jobs: usize, observability: Observability) -> Report {
+    let n = jobs.to_string();
+    let mode = match observability {
+        Observability::On => "on",
+        Observability::Off => "off",
+    };
+    let forge_args: Vec<String> = ["jobs", "--jobs", &n, "--observability", mode].map(String::from).to_vec();
+    let floor_args: Vec<String> = ["floor", "--jobs", &n].map(String::from).to_vec();
+    let (mut drains, mut floors, mut cpus, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let (mut drain, mut floor) = (0.0, 0.0);
+        let order = if pair % 2 == 0 { [&floor_args, &forge_args] } else { [&forge_args, &floor_args] };
+        for args in order {
+            let run = run_child(args).await?;
+            println!("{run}");
+            let per_s = run["drain_per_s"].as_f64().ok_or("a run without drain_per_s")?;
+            if args[0] == "floor" {
+                floor = per_s;
+            } else {
+                drain = per_s;
+                if let Some(cpu) = run["drain_cpu"]["machine_us_per_job"].as_f64() {
+                    cpus.push(cpu);
+                }
+            }
+        }
+        drains.push(drain);
+        floors.push(floor);
+        ratios.push(drain / floor.max(1.0));
+    }
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    Ok(serde_json::json!({
+        "bench": "jobs-vs-floor",
+        "pairs": pairs,
+        "jobs": jobs,
+        "observability": mode,
+        "ratio_median": round(median(ratios.clone()), 3),
+        "ratios": ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
+        "drain_median": round(median(drains), 0),
+        "floor_median": round(median(floors), 0),
+        "cpu_us_per_job_median": round(median(cpus), 1),
     }))
 }

@@ -6,6 +6,7 @@
 //! cargo run --release -p forge-bench -- jobs --jobs 20000
 //! cargo run --release -p forge-bench -- observability --pairs 10 --jobs 40000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
+//! cargo run --release -p forge-bench -- jobs --pairs 5 --jobs 20000   # alternating with floor
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --restart-db-every-ms 3000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --db-outage-ms 45000 --lease 30s --work-ms 20
@@ -48,6 +49,10 @@ enum Scenario {
         /// or not (`off`), to measure what telemetry costs.
         #[arg(long, value_enum, default_value_t = jobs::Observability::On)]
         observability: jobs::Observability,
+        /// Run `floor` and `jobs` alternately this many times (each in its own process), print
+        /// every run, then a `jobs-vs-floor` summary with the median ratio.
+        #[arg(long)]
+        pairs: Option<usize>,
     },
     /// What storing telemetry costs: `jobs` runs with `--observability on` and `off` in
     /// alternating pairs, each in its own process; prints every run, then the median ratio.
@@ -120,7 +125,10 @@ enum Scenario {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
-        Scenario::Jobs { jobs, observability } => jobs::run(jobs.max(1), observability).await,
+        Scenario::Jobs { jobs, observability, pairs: Some(pairs) } => {
+            jobs::versus_floor(pairs.max(1), jobs.max(1), observability).await
+        }
+        Scenario::Jobs { jobs, observability, pairs: None } => jobs::run(jobs.max(1), observability).await,
         Scenario::Observability { pairs, jobs } => jobs::overhead(pairs.max(1), jobs.max(1)).await,
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos(args) => chaos::run(args).await,

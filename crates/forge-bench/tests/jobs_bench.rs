@@ -45,3 +45,19 @@ fn observability_runs_pairs_and_reports_the_median_loss() {
     assert!((ratio - expected).abs() < 0.001, "{summary}");
     assert!(summary["target_met"].is_boolean(), "{summary}");
 }
+
+#[test]
+fn jobs_pairs_alternate_with_the_floor_and_report_the_median_ratio() {
+    let lines = bench(&["jobs", "--pairs", "2", "--jobs", "200"]);
+    assert_eq!(lines.len(), 5, "four runs and the summary: {lines:?}");
+    let benches: Vec<&str> = lines[..4].iter().map(|l| l["bench"].as_str().expect("bench")).collect();
+    assert_eq!(benches, ["floor", "jobs", "jobs", "floor"], "the order flips every pair");
+    let summary = &lines[4];
+    assert_eq!(summary["bench"], "jobs-vs-floor");
+    let ratios: Vec<f64> = summary["ratios"].as_array().expect("ratios").iter().filter_map(|r| r.as_f64()).collect();
+    let first = lines[1]["drain_per_s"].as_f64().expect("jobs") / lines[0]["drain_per_s"].as_f64().expect("floor");
+    assert!((ratios[0] - first).abs() < 0.001, "{summary}");
+    for key in ["ratio_median", "drain_median", "floor_median", "cpu_us_per_job_median"] {
+        assert!(summary[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {summary}");
+    }
+}
