@@ -430,6 +430,24 @@ async fn shutdown_releases_unfinished_jobs_without_counting_the_attempt() {
     assert_eq!(r.errors, json!([]));
 }
 
+/// A node working several queues, one of which drains while another's job outlives the
+/// shutdown timeout, stops cleanly (an already finished producer is not awaited twice).
+#[tokio::test]
+async fn shutdown_with_one_queue_drained_and_another_busy_releases_and_returns() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = node(&db, |c| {
+        c.worker.shutdown_timeout = "200ms".parse().expect("duration");
+        // "aaa" sorts first: its producer ends at once, the default queue's waits.
+        c.worker.queues.insert("aaa".to_owned(), Default::default());
+    })
+    .await;
+    let id = LongRunning::dispatch(&node, ()).await.expect("dispatch");
+    wait_state(db.pool(), id, "running").await;
+    node.stop().await.expect("stop");
+    let r = row(db.pool(), id).await;
+    assert_eq!((r.state.as_str(), r.attempt), ("available", 0), "released, not counted");
+}
+
 #[tokio::test]
 async fn finished_jobs_are_pruned_after_their_retention() {
     let db = TestDatabase::new().await.expect("db");

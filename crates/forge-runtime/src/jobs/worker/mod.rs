@@ -132,11 +132,7 @@ impl Worker {
             tracing::info!("waiting up to {} for {}{hint}", human_duration(timeout), jobs_phrase(busy));
         }
         let mut producers = self.producers;
-        let all_stopped = async {
-            for p in producers.iter_mut() {
-                let _ = p.await;
-            }
-        };
+        let all_stopped = wait_for(&mut producers);
         let forced = async {
             match &force {
                 Some(force) => force.forced().await,
@@ -160,12 +156,7 @@ impl Worker {
                 ),
             }
             self.shared.stop_all(StopReason::Released);
-            let stopped = tokio::time::timeout(HARD_STOP, async {
-                for p in producers.iter_mut() {
-                    let _ = p.await;
-                }
-            })
-            .await;
+            let stopped = tokio::time::timeout(HARD_STOP, wait_for(&mut producers)).await;
             if stopped.is_err() {
                 let n = self.shared.running.lock().map(|r| r.len()).unwrap_or(0);
                 tracing::error!(
@@ -220,6 +211,16 @@ impl ForceStop {
     /// Completes once it has fired.
     pub async fn forced(&self) {
         self.token.cancelled().await;
+    }
+}
+
+/// Waits for every producer still running. One whose handle a previous, interrupted wait
+/// already saw finish is skipped: a `JoinHandle` must not be polled after it completed.
+async fn wait_for(producers: &mut [JoinHandle<()>]) {
+    for p in producers.iter_mut() {
+        if !p.is_finished() {
+            let _ = p.await;
+        }
     }
 }
 
