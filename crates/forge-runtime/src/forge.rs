@@ -527,7 +527,12 @@ pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
 /// (<https://no-color.org>).
 fn colours_on_stderr() -> bool {
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    colours(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// [`colours_on_stderr`]'s rule, given whether stderr is a terminal and `NO_COLOR`'s value.
+fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Without a subscriber (a test, a program that did not call [`init_tracing`]), installs one
@@ -594,4 +599,19 @@ fn hostname() -> String {
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+        assert!(!colours(true, Some(OsStr::new("1"))), "NO_COLOR is honoured");
+        assert!(!colours(false, None), "a file or a pipe gets plain text");
+    }
 }
