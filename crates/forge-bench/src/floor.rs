@@ -7,7 +7,7 @@ use std::time::Instant;
 use forge::testing::TestDatabase;
 
 use crate::stats::Report;
-use crate::stats::per_second;
+use crate::stats::{CpuTime, per_second};
 
 const LOOPS: usize = 4;
 const CLAIM: i64 = 100;
@@ -23,6 +23,7 @@ pub(crate) async fn run(jobs: usize) -> Report {
     }
 
     let started = Instant::now();
+    let cpu = CpuTime::now();
     let mut loops = Vec::new();
     for _ in 0..LOOPS {
         let pool = db.pool().clone();
@@ -51,10 +52,12 @@ pub(crate) async fn run(jobs: usize) -> Report {
         l.await??;
     }
     let drain = started.elapsed();
+    let drain_cpu = CpuTime::per_job_since(cpu, jobs);
     Ok(serde_json::json!({
         "bench": "floor",
         "jobs": jobs,
         "fsync": fsync,
         "drain_per_s": per_second(jobs, drain),
+        "drain_cpu": drain_cpu,
     }))
 }

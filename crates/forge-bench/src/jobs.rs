@@ -11,7 +11,11 @@ use crate::stats::{CpuTime, ms, per_second, quantile};
 use crate::worker::Noop;
 
 /// Jobs per `dispatch_many` call.
-const BATCH: usize = 1000;
+const BATCH: usize = 10_000;
+/// Jobs enqueued by single `dispatch` calls (one connection, one after another), at most.
+const SINGLES: usize = 2_000;
+/// The drain rate is also measured over the last this many jobs (runs of twice as many or more).
+const LAST: usize = 100_000;
 /// Pickup samples, and the pause between them.
 const PICKUPS: usize = 200;
 const PICKUP_GAP: Duration = Duration::from_millis(20);
@@ -28,22 +32,31 @@ pub(crate) enum Observability {
 pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
     let db = TestDatabase::new().await?;
 
-    // Enqueue: batches of 1000, one statement each.
+    // Enqueue: most in batches, one statement each; then some one at a time.
+    let singles = SINGLES.min(jobs / 10);
     let started = Instant::now();
-    let mut left = jobs;
+    let mut left = jobs - singles;
     while left > 0 {
         let n = left.min(BATCH);
         Noop::dispatch_many(db.pool(), vec![(); n], DispatchOptions::new()).await?;
         left -= n;
     }
     let enqueue = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..singles {
+        Noop::dispatch(db.pool(), ()).await?;
+    }
+    let enqueue_single = started.elapsed();
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
     let cpu = CpuTime::now();
+    let rss = RssSampler::start();
     let node = start_node(&db, observability).await?;
     wait_until_done(db.pool(), jobs).await?;
     let drain = started.elapsed();
+    let rss_peak_mb = rss.stop().await;
+    let drain_last = if jobs >= 2 * LAST { Some(drain_of_last(db.pool(), LAST).await?) } else { None };
     // What telemetry wrote while draining (flushed first, so the count and the CPU time it
     // took are complete).
     node.flush_telemetry().await?;
@@ -83,12 +96,69 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         // Rows telemetry wrote while draining (an attempt's span is its job's row, not a row here).
         "stored": { "logs": logs, "spans": spans, "metrics": metrics },
         "dropped": node_dropped,
-        "enqueue_per_s": per_second(jobs, enqueue),
+        "enqueue_batch": BATCH.min(jobs),
+        "enqueue_per_s": per_second(jobs - singles, enqueue),
+        "enqueue_single_per_s": per_second(singles, enqueue_single),
         "drain_per_s": per_second(jobs, drain),
         "drain_cpu": drain_cpu,
+        "drain_last_100k_per_s": drain_last.map(|d| per_second(LAST, d)),
+        "rss_peak_mb": rss_peak_mb,
+        "rss_final_mb": rss_mb(),
         "pickup_p50_ms": ms(quantile(&pickups, 0.5)),
         "pickup_p99_ms": ms(quantile(&pickups, 0.99)),
     }))
+}
+
+/// This process's resident memory now, in MiB (from `/proc/self/status`; 0 where unreadable).
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (kb / 1024.0 * 10.0).round() / 10.0
+}
+
+/// Samples [`rss_mb`] every 100 ms until stopped, keeping the peak.
+struct RssSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut peak = rss_mb();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return peak.max(rss_mb()),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => peak = peak.max(rss_mb()),
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0.0)
+    }
+}
+
+/// How long the last `n` jobs to complete took, from their completion times (`finalized_at`).
+async fn drain_of_last(pool: &sqlx::PgPool, n: usize) -> Result<Duration, sqlx::Error> {
+    let seconds: f64 = sqlx::query_scalar(
+        "select coalesce(extract(epoch from max(finalized_at) - min(finalized_at))::float8, 0)
+         from (select finalized_at from forge_jobs where finalized_at is not null
+               order by finalized_at desc limit $1) last",
+    )
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .fetch_one(pool)
+    .await?;
+    Ok(Duration::from_secs_f64(seconds.max(1e-6)))
 }
 
 async fn start_node(db: &TestDatabase, observability: Observability) -> Result<RunningForge, forge::Error> {
@@ -116,7 +186,7 @@ async fn wait_until_done(pool: &sqlx::PgPool, expected: usize) -> Result<(), Box
         if Instant::now() > deadline {
             return Err("jobs still running after 10 minutes".into());
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let done: i64 =
         sqlx::query_scalar("select count(*) from forge_jobs where state = 'completed'").fetch_one(pool).await?;

@@ -27,9 +27,13 @@ fn jobs_reports_with_and_without_observability() {
     assert_eq!(off["observability"], "off");
     assert_eq!(stored(&off), [0, 0, 0], "{off}");
     for report in [&on, &off] {
-        for key in ["enqueue_per_s", "drain_per_s", "pickup_p50_ms"] {
+        for key in
+            ["enqueue_per_s", "enqueue_single_per_s", "drain_per_s", "pickup_p50_ms", "rss_peak_mb", "rss_final_mb"]
+        {
             assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
         }
+        // Measured over the last 100,000 jobs: only in runs of 200,000 or more.
+        assert!(report["drain_last_100k_per_s"].is_null(), "{report}");
     }
 }
 
@@ -55,6 +59,8 @@ fn jobs_pairs_alternate_with_the_floor_and_report_the_median_ratio() {
     let summary = &lines[4];
     assert_eq!(summary["bench"], "jobs-vs-floor");
     let ratios: Vec<f64> = summary["ratios"].as_array().expect("ratios").iter().filter_map(|r| r.as_f64()).collect();
+    let floor_cpu = lines[0]["drain_cpu"]["machine_us_per_job"].as_f64();
+    assert!(floor_cpu.is_some_and(|v| v >= 0.0), "the floor reports its CPU per job: {}", lines[0]);
     let first = lines[1]["drain_per_s"].as_f64().expect("jobs") / lines[0]["drain_per_s"].as_f64().expect("floor");
     assert!((ratios[0] - first).abs() < 0.001, "{summary}");
     for key in ["ratio_median", "drain_median", "floor_median", "cpu_us_per_job_median"] {

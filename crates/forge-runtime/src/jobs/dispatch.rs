@@ -135,7 +135,9 @@ async fn insert_rows(
             break;
         }
         let batch: Vec<&NewJob> = pending.iter().map(|i| &jobs[*i]).collect();
-        let rows = sqlx::query(sql::INSERT)
+        let statement =
+            if batch.iter().any(|j| j.unique_key.is_some()) { sql::INSERT } else { &sql::INSERT_WITHOUT_KEYS };
+        let rows = sqlx::query(statement)
             .bind(batch.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
             .bind(batch.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
             .bind(batch.iter().map(|j| j.args.clone()).collect::<Vec<_>>())
@@ -154,22 +156,32 @@ async fn insert_rows(
         // Inserted rows come back in input order (ids are assigned in that order).
         let mut plain: VecDeque<JobId> = VecDeque::new();
         let mut keyed: HashMap<(String, String), JobId> = HashMap::new();
+        // Counted once per kind and queue, not once per row.
+        let mut enqueued: Vec<((&str, &str), u64)> = Vec::new();
         for row in &rows {
             let id = JobId(row.try_get("id")?);
-            if let Some(m) = &metrics {
-                let (kind, queue): (&str, &str) = (row.try_get("kind")?, row.try_get("queue")?);
-                m.count(
-                    "forge_jobs_enqueued_total",
-                    "Jobs inserted, by kind and queue.",
-                    &[("kind", kind), ("queue", queue)],
-                    1,
-                );
+            if metrics.is_some() {
+                let pair: (&str, &str) = (row.try_get("kind")?, row.try_get("queue")?);
+                match enqueued.iter_mut().find(|(p, _)| *p == pair) {
+                    Some((_, n)) => *n += 1,
+                    None => enqueued.push((pair, 1)),
+                }
             }
             match row.try_get::<Option<String>, _>("unique_key")? {
                 Some(key) => {
                     keyed.insert((row.try_get("kind")?, key), id);
                 }
                 None => plain.push_back(id),
+            }
+        }
+        if let Some(m) = &metrics {
+            for ((kind, queue), n) in enqueued {
+                m.count(
+                    "forge_jobs_enqueued_total",
+                    "Jobs inserted, by kind and queue.",
+                    &[("kind", kind), ("queue", queue)],
+                    n,
+                );
             }
         }
         let mut missing = Vec::new();

@@ -49,7 +49,7 @@ impl Metrics {
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
         let family = families.entry(name).or_insert_with(|| Family::Counter { help, values: BTreeMap::new() });
         if let Family::Counter { values, .. } = family {
-            *values.entry(owned(labels)).or_default() += n;
+            *series(values, labels) += n;
         }
     }
 
@@ -92,7 +92,7 @@ impl Metrics {
         let family =
             families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: BTreeMap::new() });
         if let Family::Histogram { buckets, values, .. } = family {
-            let h = values.entry(owned(labels)).or_default();
+            let h = series(values, labels);
             if h.counts.len() != buckets.len() {
                 h.counts = vec![0; buckets.len()];
             }
@@ -230,6 +230,18 @@ pub(crate) struct Sample {
     pub(crate) bounds: &'static [f64],
     /// Histogram cumulative counts per bound.
     pub(crate) buckets: Vec<u64>,
+}
+
+/// The series of `values` with `labels`, created if new. Found without allocating: a counter
+/// bumped once per job must not cost a copy of its labels each time.
+fn series<'a, V: Default>(values: &'a mut BTreeMap<Labels, V>, labels: &[(&'static str, &str)]) -> &'a mut V {
+    let same =
+        |key: &Labels| key.len() == labels.len() && key.iter().zip(labels).all(|((k, v), (l, w))| k == l && v == w);
+    // Two lookups rather than one `entry`, which would need the owned key up front.
+    match values.keys().position(same) {
+        Some(i) => values.values_mut().nth(i).expect("the position of an existing key"),
+        None => values.entry(owned(labels)).or_default(),
+    }
 }
 
 fn owned(labels: &[(&'static str, &str)]) -> Labels {
