@@ -6,7 +6,8 @@
 //!   attempts ([`jobs::JobRecord`], [`jobs::AttemptError`]), priorities, backoff, per-kind options
 //!   and the outcomes a handler returns ([`jobs::JobError`]);
 //! - [`schedule`]: cron expressions with time zones;
-//! - [`text`]: text and JSON made storable (no NUL) within documented size caps.
+//! - [`text`]: text and JSON made storable (no NUL) within documented size caps;
+//! - [`workflows`]: what a durable workflow returns, step retry policies and step names.
 //!
 //! Nothing here opens a socket or a database connection. The optional `sqlx` feature (which
 //! `forge-runtime` turns on) only maps these types to columns. Most applications reach them
@@ -26,5 +27,6 @@ pub mod config;
 pub mod jobs;
 pub mod schedule;
 pub mod text;
+pub mod workflows;
 
 pub use config::{ConfigError, ForgeConfig};

@@ -5,6 +5,7 @@
 mod cron;
 mod function;
 mod job;
+mod workflow;
 
 use proc_macro::TokenStream;
 
@@ -88,4 +89,26 @@ pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Action, attr.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// Declares a durable workflow from
+/// `async fn name(ctx: &WorkflowContext, args: Args) -> Result<Output, WorkflowError>`.
+///
+/// It generates a unit struct named after the function (`sign_up` → `SignUp`) implementing
+/// `forge::workflows::Workflow` and `forge::jobs::Job` (a run is a job of the workflow's kind),
+/// registered like a job. Start a run with `SignUp::start(&node, args)`. Attributes, all optional:
+///
+/// | attribute | meaning |
+/// |-----------|---------|
+/// | `name = "billing.sign_up"` | the stored kind (default: the function's name) |
+/// | `version = 2` | the code's version, recorded on each run (default 1) |
+/// | `queue = "workflows"` | the queue its executions run on (default `"default"`) |
+/// | `priority = high` | as for jobs |
+/// | `timeout = "7d"` | the longest a whole run may take; past it the run fails and compensates |
+/// | `execution_timeout = "5m"` | the longest one execution may take (default 5 minutes) |
+/// | `max_attempts = 20` | executions that may fail (a crash, a database error) before the run is discarded |
+/// | `worker_capability = "gpu"` | only nodes offering it run this workflow |
+#[proc_macro_attribute]
+pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    workflow::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
 }

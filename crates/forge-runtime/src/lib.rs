@@ -10,6 +10,7 @@
 //! - [`jobs`]: the job engine: dispatch, the worker (claim, execute, outcome policy, leases),
 //!   batched completion, rescue, operator actions and listings;
 //! - [`cron`]: `#[forge::cron]` schedules fired exactly once by the leader;
+//! - [`workflows`]: durable workflows: a run is a job, its steps checkpointed rows;
 //! - [`functions`]: queries, mutations and actions, and the one path every call takes (access,
 //!   rate limit, cache, timeout);
 //! - [`cluster`]: the node's row and heartbeat, leader election and the leader's duties, the
@@ -46,6 +47,7 @@ pub mod jobs;
 pub mod observability;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod workflows;
 
 pub use error::{Error, Result};
 

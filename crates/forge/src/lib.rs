@@ -29,8 +29,8 @@ mod app;
 
 pub use app::AppArgs;
 pub use forge_core as core;
-pub use forge_macros::{action, cron, job, mutation, query};
-pub use forge_runtime::{functions, jobs, observability};
+pub use forge_macros::{action, cron, job, mutation, query, workflow};
+pub use forge_runtime::{functions, jobs, observability, workflows};
 /// The `metrics` facade, re-exported: `metrics::counter!` and friends land in the node's
 /// metrics, `/metrics` and `forge_metrics`.
 pub use metrics;
@@ -69,6 +69,7 @@ pub mod prelude {
     pub use crate::cron::CronContext;
     pub use crate::functions::{ActionContext, Auth, ForgeError, MutationContext, QueryContext};
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
+    pub use crate::workflows::{RetryPolicy, StartOptions, Workflow, WorkflowContext, WorkflowError};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
 }
 

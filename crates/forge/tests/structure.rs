@@ -16,11 +16,12 @@ use regex::Regex;
 
 /// forge-runtime's folders (and top-level files), lowest first: each may import only those
 /// before it. The other top-level files (`lib.rs`) may import anything.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "db",
     "observability",
     "jobs",
     "cron",
+    "workflows",
     "functions",
     "cluster",
     "gateway",

@@ -1,0 +1,113 @@
+//! One execution of a run: load its record, run the workflow's code against it, and turn how
+//! the code ended into the job's outcome.
+//!
+//! | the execution ended                          | the run's job                                |
+//! |----------------------------------------------|----------------------------------------------|
+//! | the code returned `Ok`                       | `completed`, the output stored               |
+//! | a sleep, a step's retry                      | `scheduled` at the wake time, not counted    |
+//! | an event wait (written under the row lock)   | `scheduled` at the timeout, not counted      |
+//! | the code diverged from the record            | parked: `scheduled` far ahead, run `blocked` |
+//! | a step failed for good, or the code failed   | compensations, then `discarded`              |
+//! | cancel requested, or the run's timeout       | compensations, then `cancelled` / `discarded`|
+//! | a compensation or a checkpoint write failed  | retried (`retryable`), replaying the record  |
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use forge_core::jobs::JobError;
+use forge_core::workflows::WorkflowError;
+
+use super::context::{Interrupt, Stop, WorkflowContext};
+use super::replay::RecordedStep;
+use super::sql;
+use super::workflow::Workflow;
+use crate::jobs::{Job, JobContext};
+
+/// A run's row as an execution starts.
+#[derive(sqlx::FromRow)]
+struct Loaded {
+    #[allow(dead_code)]
+    workflow: String,
+    version: i32,
+    deadline: Option<DateTime<Utc>>,
+    blocked_reason: Option<String>,
+    cancelling: bool,
+    steps: sqlx::types::Json<Vec<RecordedStep>>,
+}
+
+/// Runs one execution of workflow `W` for the job `job` (the run): what `#[forge::workflow]`
+/// makes the workflow's `Job::run`.
+pub async fn execute<W: Workflow>(job: &JobContext, args: <W as Job>::Args) -> Result<<W as Job>::Output, JobError> {
+    let run = job.id();
+    let loaded = load(job, W::NAME, W::VERSION, W::timeout())
+        .await
+        .map_err(|e| JobError::retry(format!("cannot load the workflow run: {e}")))?;
+    if loaded.blocked_reason.is_some() {
+        // Woken by an operator (resume or run now): the code may have been fixed; if it still
+        // diverges, it parks again.
+        sqlx::query(sql::UNBLOCK).bind(run.0).execute(job.db()).await.map_err(|e| JobError::retry(e.to_string()))?;
+    }
+    let stop = if loaded.cancelling {
+        Some(Stop::Cancel)
+    } else if loaded.deadline.is_some_and(|d| Utc::now() >= d) {
+        Some(Stop::Timeout)
+    } else {
+        None
+    };
+    let version = u32::try_from(loaded.version).unwrap_or(0);
+    let ctx = WorkflowContext::new(job.clone(), version, loaded.deadline, loaded.steps.0, stop);
+    let result = W::execute(&ctx, args).await;
+    let interrupt = ctx.take_interrupt();
+    let failure = match (interrupt, result) {
+        (Some(Interrupt::Suspend(until)), _) => {
+            let until = loaded.deadline.map_or(until, |d| until.min(d));
+            return Err(JobError::Snooze((until - Utc::now()).to_std().unwrap_or(Duration::ZERO)));
+        }
+        // Written in the execution's own transaction: the worker's fenced write changes nothing.
+        (Some(Interrupt::Written), _) => return Err(JobError::Snooze(Duration::ZERO)),
+        (Some(Interrupt::Internal(message)), _) | (None, Err(WorkflowError::Internal(message))) => {
+            return Err(JobError::Retry(message));
+        }
+        (Some(Interrupt::Stop(stop)), _) => stop_failure(stop),
+        (None, Ok(output)) => return Ok(output),
+        (None, Err(WorkflowError::Cancelled)) => stop_failure(Stop::Cancel),
+        (None, Err(e)) => match ctx.stop() {
+            Some(stop) if !matches!(e, WorkflowError::Step { .. } | WorkflowError::Failed(_)) => stop_failure(stop),
+            _ => JobError::Fatal(e.message()),
+        },
+    };
+    let compensated = ctx.compensate().await?;
+    if compensated > 0 {
+        tracing::info!(run = %run, compensated, "workflow run compensated");
+    }
+    Err(failure)
+}
+
+fn stop_failure(stop: Stop) -> JobError {
+    match stop {
+        Stop::Cancel => JobError::cancel("the workflow run was cancelled"),
+        Stop::Timeout => JobError::permanent("the workflow run's timeout passed"),
+    }
+}
+
+/// The run's row and steps; a run dispatched as a plain job (without `start`) gets its row now.
+async fn load(
+    job: &JobContext,
+    workflow: &str,
+    version: u32,
+    timeout: Option<Duration>,
+) -> Result<Loaded, sqlx::Error> {
+    let run = job.id().0;
+    if let Some(loaded) = sqlx::query_as::<_, Loaded>(sql::LOAD).bind(run).fetch_optional(job.db()).await? {
+        return Ok(loaded);
+    }
+    sqlx::query(sql::INSERT_RUN)
+        .bind(run)
+        .bind(workflow)
+        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(None::<String>)
+        .bind(timeout.map(|t| t.as_secs_f64()))
+        .execute(job.db())
+        .await?;
+    sqlx::query_as::<_, Loaded>(sql::LOAD).bind(run).fetch_one(job.db()).await
+}

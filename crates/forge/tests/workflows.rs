@@ -1,0 +1,617 @@
+//! Durable workflows end to end, against real PostgreSQL: memoised steps, tx_steps, durable
+//! sleeps, events (before the wait, waking it, timing out), waits that hold no slot, divergence
+//! parked as blocked and resumed, compensations, cancel, patches, run keys, recorded time.
+//! (Runs killed with SIGKILL: forge-bench/tests/workflows_kill.rs.)
+
+use std::time::{Duration, Instant};
+
+use forge::config::{Role, Roles};
+use forge::prelude::*;
+use forge::testing::TestDatabase;
+use forge::workflows::{self, EventSent, RunStatus, WorkflowsError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A node with the worker and scheduler roles and test-sized intervals (the scheduler's
+/// maintenance wakes sleeping runs every half lease).
+async fn node(db: &TestDatabase, concurrency: usize) -> RunningForge {
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.lease = "400ms".parse().expect("duration");
+    config.worker.shutdown_timeout = "5s".parse().expect("duration");
+    if let Some(queue) = config.worker.queues.get_mut("default") {
+        queue.concurrency = std::num::NonZeroUsize::new(concurrency).expect("concurrency");
+    }
+    Forge::builder().config(config).build().expect("build").start().await.expect("start")
+}
+
+/// Records that a step's closure ran (outside any step transaction).
+async fn ran(pool: &sqlx::PgPool, run: JobId, what: &str) -> Result<(), JobError> {
+    sqlx::query("insert into effects (run_id, what) values ($1, $2)").bind(run.0).bind(what).execute(pool).await?;
+    Ok(())
+}
+
+async fn effects(pool: &sqlx::PgPool, run: JobId) -> Vec<String> {
+    sqlx::query_scalar("select what from effects where run_id = $1 order by n")
+        .bind(run.0)
+        .fetch_all(pool)
+        .await
+        .expect("effects")
+}
+
+async fn setup(db: &TestDatabase) {
+    sqlx::raw_sql(
+        "create table effects (n bigserial primary key, run_id bigint not null, what text not null);
+         create table ledger (run_id bigint not null, amount bigint not null);
+         create table switches (name text primary key, on_ boolean not null)",
+    )
+    .execute(db.pool())
+    .await
+    .expect("tables");
+}
+
+async fn switch(pool: &sqlx::PgPool, name: &str) -> bool {
+    sqlx::query_scalar("select coalesce((select on_ from switches where name = $1), false)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .expect("switch")
+}
+
+async fn set_switch(pool: &sqlx::PgPool, name: &str, on: bool) {
+    sqlx::query("insert into switches values ($1, $2) on conflict (name) do update set on_ = $2")
+        .bind(name)
+        .bind(on)
+        .execute(pool)
+        .await
+        .expect("set switch");
+}
+
+async fn job_state(pool: &sqlx::PgPool, id: JobId) -> String {
+    sqlx::query_scalar("select state from forge_jobs where id = $1").bind(id.0).fetch_one(pool).await.expect("state")
+}
+
+/// Waits until `check` gives a value, failing after `within`.
+async fn eventually<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_state(pool: &sqlx::PgPool, id: JobId, state: &str) {
+    eventually(&format!("run {id} to be {state}"), Duration::from_secs(20), async || {
+        (job_state(pool, id).await == state).then_some(())
+    })
+    .await;
+}
+
+async fn output(pool: &sqlx::PgPool, id: JobId) -> serde_json::Value {
+    sqlx::query_scalar("select coalesce(output, 'null') from forge_jobs where id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .expect("output")
+}
+
+// ---- memoised steps -------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    amount: i64,
+}
+
+/// Three steps; the first execution panics after the second step, so the second execution
+/// replays the first two and runs only the third.
+#[forge::workflow(max_attempts = 5)]
+async fn three_steps(ctx: &WorkflowContext, order: Order) -> Result<String, WorkflowError> {
+    let (db, run) = (ctx.db().clone(), ctx.run_id());
+    let reserved: i64 = ctx
+        .step("reserve", || async {
+            ran(&db, run, "reserve").await?;
+            Ok(order.amount * 2)
+        })
+        .await?;
+    let charge: String = ctx
+        .step("charge", || async {
+            ran(&db, run, "charge").await?;
+            Ok(format!("ch_{reserved}"))
+        })
+        .await?;
+    if ctx.job().attempt() == 1 {
+        panic!("crash after charge");
+    }
+    ctx.step("ship", || async { ran(&db, run, "ship").await }).await?;
+    Ok(charge)
+}
+
+#[tokio::test]
+async fn recorded_steps_are_not_run_again_when_an_execution_is_retried() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = ThreeSteps::start(&node, Order { amount: 21 }).await.expect("start");
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(output(db.pool(), run).await, json!("ch_42"));
+    assert_eq!(effects(db.pool(), run).await, ["reserve", "charge", "ship"], "each step's closure ran once");
+    let steps = workflows::run_steps(db.pool(), run).await.expect("steps");
+    let names: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.status.as_str(), s.seq)).collect();
+    assert_eq!(names, [("reserve", "completed", 0), ("charge", "completed", 1), ("ship", "completed", 2)]);
+    assert_eq!(steps[1].output, Some(json!("ch_42")));
+    let attempt: i32 = sqlx::query_scalar("select attempt from forge_jobs where id = $1")
+        .bind(run.0)
+        .fetch_one(db.pool())
+        .await
+        .expect("attempt");
+    assert_eq!(attempt, 2, "the panic cost one execution");
+    node.stop().await.expect("stop");
+}
+
+/// A loop's steps are told apart by occurrence; a step that fails twice is retried in place.
+#[forge::workflow]
+async fn loops_and_retries(ctx: &WorkflowContext, _args: ()) -> Result<Vec<i32>, WorkflowError> {
+    let (db, run) = (ctx.db().clone(), ctx.run_id());
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(ctx.step("item", || async move { Ok(i * 10) }).await?);
+    }
+    let flaky = ctx
+        .step("flaky", || {
+            let db = db.clone();
+            async move {
+                ran(&db, run, "flaky").await?;
+                let tries: i64 =
+                    sqlx::query_scalar("select count(*) from effects where run_id = $1 and what = 'flaky'")
+                        .bind(run.0)
+                        .fetch_one(&db)
+                        .await?;
+                if tries < 3 { Err(JobError::retry(format!("try {tries} failed"))) } else { Ok(tries as i32) }
+            }
+        })
+        .retry(RetryPolicy::fixed(3, Duration::from_millis(10)))
+        .await?;
+    out.push(flaky);
+    Ok(out)
+}
+
+#[tokio::test]
+async fn loop_steps_are_numbered_by_occurrence_and_failed_attempts_are_retried() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = LoopsAndRetries::start(&node, ()).await.expect("start");
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(output(db.pool(), run).await, json!([0, 10, 20, 3]));
+    let steps = workflows::run_steps(db.pool(), run).await.expect("steps");
+    let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["item", "item#2", "item#3", "flaky"]);
+    assert_eq!(steps[3].attempts, 3);
+    node.stop().await.expect("stop");
+}
+
+// ---- tx_step ---------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PayArgs {
+    amount: i64,
+    fail_first: bool,
+}
+
+/// Writes the ledger in a tx_step; the first execution then crashes. The second must not
+/// write it again. With `fail_first`, the tx_step's first try fails after writing: rolled back.
+#[forge::workflow(max_attempts = 5)]
+async fn pay(ctx: &WorkflowContext, args: PayArgs) -> Result<i64, WorkflowError> {
+    let run = ctx.run_id();
+    let db = ctx.db().clone();
+    let total = ctx
+        .tx_step("debit", |mut tx| {
+            let db = db.clone();
+            async move {
+                sqlx::query("insert into ledger (run_id, amount) values ($1, $2)")
+                    .bind(run.0)
+                    .bind(args.amount)
+                    .execute(&mut tx)
+                    .await?;
+                if args.fail_first && !switch(&db, &format!("paid-{}", run.0)).await {
+                    set_switch(&db, &format!("paid-{}", run.0), true).await;
+                    return Err(JobError::retry("failed after writing the ledger"));
+                }
+                let total: i64 = sqlx::query_scalar("select sum(amount)::bigint from ledger where run_id = $1")
+                    .bind(run.0)
+                    .fetch_one(&mut tx)
+                    .await?;
+                Ok(total)
+            }
+        })
+        .retry(RetryPolicy::fixed(3, Duration::from_millis(10)))
+        .await?;
+    if ctx.job().attempt() == 1 {
+        panic!("crash after the tx_step");
+    }
+    Ok(total)
+}
+
+#[tokio::test]
+async fn a_tx_step_takes_effect_once_across_a_crash_and_a_failed_try() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let plain = Pay::start(&node, PayArgs { amount: 7, fail_first: false }).await.expect("start");
+    let failing = Pay::start(&node, PayArgs { amount: 9, fail_first: true }).await.expect("start");
+    wait_state(db.pool(), plain, "completed").await;
+    wait_state(db.pool(), failing, "completed").await;
+    for (run, amount) in [(plain, 7), (failing, 9)] {
+        let rows: Vec<i64> = sqlx::query_scalar("select amount from ledger where run_id = $1")
+            .bind(run.0)
+            .fetch_all(db.pool())
+            .await
+            .expect("ledger");
+        assert_eq!(rows, [amount], "run {run}: one ledger row");
+        assert_eq!(output(db.pool(), run).await, json!(amount));
+    }
+    node.stop().await.expect("stop");
+}
+
+// ---- durable sleep and events ----------------------------------------------------------------
+
+#[forge::workflow]
+async fn naps(ctx: &WorkflowContext, ms: u64) -> Result<i64, WorkflowError> {
+    let started = ctx.workflow_time().await?;
+    ctx.sleep(Duration::from_millis(ms)).await?;
+    let again = ctx.workflow_time().await?;
+    let started_replayed = {
+        // The first time call replays to the same instant on every execution.
+        started
+    };
+    Ok((again - started_replayed).num_milliseconds())
+}
+
+#[tokio::test]
+async fn a_sleep_suspends_the_run_as_a_scheduled_job_and_wakes_it() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Naps::start(&node, 700).await.expect("start");
+    // While it sleeps, the run's job is scheduled (no worker holds it) and its attempt uncounted.
+    eventually("the run to sleep", Duration::from_secs(10), async || {
+        (job_state(db.pool(), run).await == "scheduled").then_some(())
+    })
+    .await;
+    let info = workflows::find_run(db.pool(), run).await.expect("find").expect("run");
+    assert_eq!(info.status(), RunStatus::Waiting);
+    wait_state(db.pool(), run, "completed").await;
+    let slept = output(db.pool(), run).await.as_i64().expect("ms");
+    assert!(slept >= 700, "the recorded times are {slept} ms apart");
+    let (attempt, errors): (i32, serde_json::Value) =
+        sqlx::query_as("select attempt, errors from forge_jobs where id = $1")
+            .bind(run.0)
+            .fetch_one(db.pool())
+            .await
+            .expect("row");
+    assert_eq!((attempt, errors), (1, json!([])), "a sleep is not a failed attempt");
+    let steps = workflows::run_steps(db.pool(), run).await.expect("steps");
+    let kinds: Vec<_> = steps.iter().map(|s| (s.kind.as_str(), s.status.as_str())).collect();
+    assert_eq!(kinds, [("time", "completed"), ("sleep", "completed"), ("time", "completed")]);
+    node.stop().await.expect("stop");
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Confirmation {
+    by: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AwaitArgs {
+    timeout_ms: u64,
+}
+
+#[forge::workflow]
+async fn awaits_confirmation(ctx: &WorkflowContext, args: AwaitArgs) -> Result<String, WorkflowError> {
+    let confirmed: Option<Confirmation> =
+        ctx.wait_for_event("email_confirmed", Duration::from_millis(args.timeout_ms)).await?;
+    Ok(match confirmed {
+        Some(c) => format!("confirmed by {}", c.by),
+        None => "timed out".to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn an_event_sent_while_the_run_waits_wakes_it_and_the_first_event_wins() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = AwaitsConfirmation::start(&node, AwaitArgs { timeout_ms: 3_600_000 }).await.expect("start");
+    eventually("the run to wait", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+        (info.state == "scheduled" && info.waiting_for.as_deref() == Some("email_confirmed")).then_some(())
+    })
+    .await;
+    let sent = workflows::send_event(db.pool(), run, "email_confirmed", Confirmation { by: "ada".into() })
+        .await
+        .expect("send");
+    assert_eq!(sent, EventSent::Delivered { run, woke: true });
+    let again = workflows::send_event(db.pool(), run, "email_confirmed", Confirmation { by: "bob".into() })
+        .await
+        .expect("send again");
+    assert_eq!(again, EventSent::AlreadySent { run });
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(output(db.pool(), run).await, json!("confirmed by ada"));
+    // A finished run takes no events.
+    let late = workflows::send_event(db.pool(), run, "other", json!(1)).await;
+    assert!(matches!(late, Err(WorkflowsError::Finished { .. })), "{late:?}");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_event_sent_before_the_wait_is_not_lost_and_a_wait_times_out() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    // Started and sent to before any worker runs it, by key.
+    let early = AwaitsConfirmation::start_with(
+        db.pool(),
+        AwaitArgs { timeout_ms: 3_600_000 },
+        StartOptions::new().key("signup-ada"),
+    )
+    .await
+    .expect("start");
+    let sent = workflows::send_event(db.pool(), "signup-ada", "email_confirmed", Confirmation { by: "early".into() })
+        .await
+        .expect("send");
+    assert_eq!(sent, EventSent::Delivered { run: early, woke: false });
+    let late = AwaitsConfirmation::start(db.pool(), AwaitArgs { timeout_ms: 300 }).await.expect("start");
+    let node = node(&db, 4).await;
+    wait_state(db.pool(), early, "completed").await;
+    assert_eq!(output(db.pool(), early).await, json!("confirmed by early"));
+    wait_state(db.pool(), late, "completed").await;
+    assert_eq!(output(db.pool(), late).await, json!("timed out"));
+    // Unknown runs and bad names are refused precisely.
+    let missing = workflows::send_event(db.pool(), "no-such-key", "x", json!(null)).await;
+    assert!(matches!(missing, Err(WorkflowsError::NotFound(_))), "{missing:?}");
+    let bad = workflows::send_event(db.pool(), early, "", json!(null)).await;
+    assert!(matches!(bad, Err(WorkflowsError::InvalidName(_))), "{bad:?}");
+    let nul = workflows::send_event(db.pool(), late, "x", json!("a\u{0}b")).await;
+    assert!(matches!(nul, Err(WorkflowsError::Payload(_)) | Err(WorkflowsError::Finished { .. })), "{nul:?}");
+    node.stop().await.expect("stop");
+}
+
+#[forge::job]
+async fn plain(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_thousand_waiting_runs_hold_no_worker_slot() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 8).await;
+    let mut runs = Vec::new();
+    for _ in 0..1000 {
+        runs.push(AwaitsConfirmation::start(&node, AwaitArgs { timeout_ms: 3_600_000 }).await.expect("start"));
+    }
+    eventually("1,000 runs to wait", Duration::from_secs(120), async || {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from forge_workflow_runs r join forge_jobs j on j.id = r.id
+             where j.state = 'scheduled' and r.waiting_for = 'email_confirmed'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+        (waiting == 1000).then_some(())
+    })
+    .await;
+    let running: i64 = sqlx::query_scalar("select count(*) from forge_jobs where state = 'running'")
+        .fetch_one(db.pool())
+        .await
+        .expect("running");
+    assert_eq!(running, 0, "no waiting run holds a slot");
+    // With 8 slots and 1,000 waiting runs, an ordinary job still runs.
+    let job = Plain::dispatch(&node, ()).await.expect("dispatch");
+    wait_state(db.pool(), job, "completed").await;
+    // And an event still reaches one of them.
+    workflows::send_event(db.pool(), runs[500], "email_confirmed", Confirmation { by: "x".into() })
+        .await
+        .expect("send");
+    wait_state(db.pool(), runs[500], "completed").await;
+    node.stop().await.expect("stop");
+}
+
+// ---- divergence, compensation, cancel -------------------------------------------------------
+
+/// Before the switch `changed-code` is on, its first step is `a`; after, `b`: a deploy that
+/// changed the code under running runs.
+#[forge::workflow]
+async fn changing(ctx: &WorkflowContext, _args: ()) -> Result<String, WorkflowError> {
+    let changed = switch(ctx.db(), "changed-code").await;
+    let first = if changed { "b" } else { "a" };
+    ctx.step(first, || async { Ok(()) }).await?;
+    let _: Option<()> = ctx.wait_for_event("go", Duration::from_secs(3600)).await?;
+    Ok(first.to_owned())
+}
+
+#[tokio::test]
+async fn a_run_whose_code_changed_is_parked_as_blocked_and_can_be_resumed() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Changing::start(&node, ()).await.expect("start");
+    eventually("the run to wait", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+        (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+    })
+    .await;
+    set_switch(db.pool(), "changed-code", true).await;
+    workflows::send_event(db.pool(), run, "go", ()).await.expect("send");
+    let info = eventually("the run to block", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+        (info.status() == RunStatus::Blocked).then_some(info)
+    })
+    .await;
+    let reason = info.blocked_reason.expect("reason");
+    assert!(reason.contains("\"a\"") && reason.contains("\"b\""), "{reason}");
+    assert_eq!(info.blocked_seq, Some(0));
+    assert_eq!(info.state, "scheduled", "parked, not failed");
+    // Nothing runs it meanwhile.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(job_state(db.pool(), run).await, "scheduled");
+    // Resuming from position 0 forgets the old steps and runs the new code.
+    workflows::resume(db.pool(), run, Some(0)).await.expect("resume");
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(output(db.pool(), run).await, json!("b"));
+    let again = workflows::resume(db.pool(), run, None).await;
+    assert!(matches!(again, Err(WorkflowsError::NotBlocked(_))), "{again:?}");
+    node.stop().await.expect("stop");
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SagaArgs {
+    fail_at_end: bool,
+    wait: bool,
+}
+
+/// Three steps with compensations, then a failure (or a wait to be cancelled in).
+#[forge::workflow(max_attempts = 5)]
+async fn saga(ctx: &WorkflowContext, args: SagaArgs) -> Result<(), WorkflowError> {
+    let run = ctx.run_id();
+    for name in ["flight", "hotel", "car"] {
+        let db = ctx.db().clone();
+        let undo_db = ctx.db().clone();
+        ctx.step(name, || {
+            let db = db.clone();
+            async move {
+                ran(&db, run, &format!("book {name}")).await?;
+                Ok(format!("{name}-1"))
+            }
+        })
+        .compensate(move |booking: String| async move { ran(&undo_db, run, &format!("cancel {booking}")).await })
+        .await?;
+    }
+    if args.wait {
+        let _: Option<()> = ctx.wait_for_event("never", Duration::from_secs(3600)).await?;
+    }
+    if args.fail_at_end {
+        ctx.step("pay", || async { Err::<(), _>(JobError::permanent("card declined")) }).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_run_compensates_its_completed_steps_newest_first_once_each() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Saga::start(&node, SagaArgs { fail_at_end: true, wait: false }).await.expect("start");
+    wait_state(db.pool(), run, "discarded").await;
+    assert_eq!(
+        effects(db.pool(), run).await,
+        ["book flight", "book hotel", "book car", "cancel car-1", "cancel hotel-1", "cancel flight-1"]
+    );
+    let steps = workflows::run_steps(db.pool(), run).await.expect("steps");
+    assert!(steps.iter().filter(|s| s.name != "pay").all(|s| s.compensated_at.is_some()));
+    let pay = steps.iter().find(|s| s.name == "pay").expect("pay");
+    assert_eq!((pay.status.as_str(), pay.error.as_deref()), ("failed", Some("card declined")));
+    let errors: serde_json::Value = sqlx::query_scalar("select errors from forge_jobs where id = $1")
+        .bind(run.0)
+        .fetch_one(db.pool())
+        .await
+        .expect("errors");
+    assert!(errors.to_string().contains("step pay failed: card declined"), "{errors}");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_cancelled_waiting_run_compensates_and_ends_cancelled() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Saga::start(&node, SagaArgs { fail_at_end: false, wait: true }).await.expect("start");
+    eventually("the run to wait", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+        (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+    })
+    .await;
+    workflows::cancel(db.pool(), run).await.expect("cancel");
+    wait_state(db.pool(), run, "cancelled").await;
+    assert_eq!(
+        effects(db.pool(), run).await,
+        ["book flight", "book hotel", "book car", "cancel car-1", "cancel hotel-1", "cancel flight-1"]
+    );
+    let again = workflows::cancel(db.pool(), run).await;
+    assert!(matches!(again, Err(WorkflowsError::Finished { .. })), "{again:?}");
+    node.stop().await.expect("stop");
+}
+
+// ---- versions, keys, transactions -----------------------------------------------------------
+
+/// Before `patch-v2` is deployed the run e-mails; after, new runs text, while runs that passed
+/// the point on the old code keep e-mailing.
+#[forge::workflow(version = 2)]
+async fn notify_user(ctx: &WorkflowContext, _args: ()) -> Result<String, WorkflowError> {
+    let deployed = switch(ctx.db(), "patch-v2").await;
+    let channel = if deployed && ctx.patched("sms").await? { "sms" } else { "email" };
+    ctx.step(channel, || async { Ok(()) }).await?;
+    let _: Option<()> = ctx.wait_for_event("done", Duration::from_secs(3600)).await?;
+    ctx.step("after", || async { Ok(()) }).await?;
+    Ok(channel.to_owned())
+}
+
+#[tokio::test]
+async fn patched_keeps_old_runs_on_the_old_path_and_sends_new_ones_down_the_new() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let old = NotifyUser::start(&node, ()).await.expect("start");
+    eventually("the old run to wait", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), old).await.expect("find")?;
+        (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+    })
+    .await;
+    set_switch(db.pool(), "patch-v2", true).await;
+    let new = NotifyUser::start(&node, ()).await.expect("start");
+    eventually("the new run to wait", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), new).await.expect("find")?;
+        (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+    })
+    .await;
+    for run in [old, new] {
+        workflows::send_event(db.pool(), run, "done", ()).await.expect("send");
+    }
+    wait_state(db.pool(), old, "completed").await;
+    wait_state(db.pool(), new, "completed").await;
+    assert_eq!(output(db.pool(), old).await, json!("email"));
+    assert_eq!(output(db.pool(), new).await, json!("sms"));
+    let kinds: Vec<String> =
+        workflows::run_steps(db.pool(), new).await.expect("steps").into_iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["patch", "step", "event", "step"]);
+    let info = workflows::find_run(db.pool(), new).await.expect("find").expect("run");
+    assert_eq!(info.version, 2);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_run_key_starts_one_run_and_start_in_follows_the_transaction() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let first = Naps::start_with(db.pool(), 1, StartOptions::new().key("nap-1")).await.expect("start");
+    let second = Naps::start_with(db.pool(), 1, StartOptions::new().key("nap-1")).await.expect("start");
+    assert_eq!(first, second);
+    // Concurrent starts with one key: one run.
+    let starts = (0..8).map(|_| Naps::start_with(db.pool(), 1, StartOptions::new().key("nap-2")));
+    let ids: Vec<JobId> =
+        futures_util::future::join_all(starts).await.into_iter().collect::<Result<_, _>>().expect("starts");
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let mut tx = db.pool().begin().await.expect("begin");
+    Naps::start_in(&mut tx, 1, StartOptions::new()).await.expect("start in");
+    tx.rollback().await.expect("rollback");
+    let runs: i64 =
+        sqlx::query_scalar("select count(*) from forge_workflow_runs").fetch_one(db.pool()).await.expect("count");
+    assert_eq!(runs, 2, "the rolled-back start left nothing");
+    let mut tx = db.pool().begin().await.expect("begin");
+    let in_tx = Naps::start_in(&mut tx, 1, StartOptions::new().key("nap-1")).await.expect("start in");
+    tx.commit().await.expect("commit");
+    assert_eq!(in_tx, first, "the key is seen inside a transaction too");
+}
