@@ -15,10 +15,13 @@ create table forge_workflow_runs (
     blocked_reason      text,
     blocked_seq         int,
     cancel_requested_at timestamptz,
+    parent_id           bigint,
+    open_children       int         not null default 0,
     created_at          timestamptz not null default now()
 );
 
 create index forge_workflow_runs_workflow on forge_workflow_runs (workflow, id desc);
+create index forge_workflow_runs_parent on forge_workflow_runs (parent_id) where parent_id is not null;
 
 create table forge_workflow_steps (
     run_id         bigint      not null references forge_workflow_runs (id) on delete cascade,
@@ -36,7 +39,7 @@ create table forge_workflow_steps (
     compensation_error text,
     primary key (run_id, seq),
     constraint forge_workflow_steps_name_key unique (run_id, kind, name),
-    constraint forge_workflow_steps_kind_check check (kind in ('step', 'tx_step', 'sleep', 'event', 'patch', 'time')),
+    constraint forge_workflow_steps_kind_check check (kind in ('step', 'tx_step', 'sleep', 'event', 'patch', 'time', 'child')),
     constraint forge_workflow_steps_status_check check (status in ('completed', 'failed', 'retrying', 'waiting'))
 );
 

@@ -615,3 +615,76 @@ async fn a_run_key_starts_one_run_and_start_in_follows_the_transaction() {
     tx.commit().await.expect("commit");
     assert_eq!(in_tx, first, "the key is seen inside a transaction too");
 }
+
+// ---- parallel steps and children ------------------------------------------------------------
+
+/// A child: squares its input after a short durable sleep (so the parent really waits);
+/// a negative input fails it.
+#[forge::workflow]
+async fn square(ctx: &WorkflowContext, n: i64) -> Result<i64, WorkflowError> {
+    ctx.sleep(Duration::from_millis(100)).await?;
+    ctx.step("square", || async move {
+        if n < 0 { Err(JobError::permanent(format!("{n} is negative"))) } else { Ok(n * n) }
+    })
+    .retry(RetryPolicy::none())
+    .await
+}
+
+/// Fans out to a child per input and sums their results; parallel steps first.
+#[forge::workflow]
+async fn sum_of_squares(ctx: &WorkflowContext, inputs: Vec<i64>) -> Result<i64, WorkflowError> {
+    let parallel =
+        ctx.join(["a", "b", "c"].map(|name| ctx.step(name, move || async move { Ok(name.len() as i64) }))).await;
+    let offset: i64 = parallel.into_iter().sum::<Result<i64, _>>()?;
+    let mut children = Vec::new();
+    for n in inputs {
+        children.push(ctx.start_child::<Square>(n).await?);
+    }
+    let results = ctx.join(children.iter().map(|c| c.result())).await;
+    let mut total = offset;
+    for r in results {
+        total += r?;
+    }
+    Ok(total)
+}
+
+#[tokio::test]
+async fn parallel_steps_are_recorded_in_order_and_children_wake_their_parent() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 8).await;
+    let run = SumOfSquares::start(&node, vec![1, 2, 3]).await.expect("start");
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(output(db.pool(), run).await, json!(3 + 1 + 4 + 9));
+    let steps = workflows::run_steps(db.pool(), run).await.expect("steps");
+    let names: Vec<_> = steps.iter().map(|s| (s.seq, s.name.as_str(), s.kind.as_str())).collect();
+    assert_eq!(
+        &names[..6],
+        [
+            (0, "a", "step"),
+            (1, "b", "step"),
+            (2, "c", "step"),
+            (3, "square", "child"),
+            (4, "square#2", "child"),
+            (5, "square#3", "child")
+        ]
+    );
+    let info = workflows::find_run(db.pool(), run).await.expect("find").expect("run");
+    assert_eq!(info.open_children, 0, "each child counted itself out when it finished");
+    let children: i64 = sqlx::query_scalar("select count(*) from forge_workflow_runs where parent_id = $1")
+        .bind(run.0)
+        .fetch_one(db.pool())
+        .await
+        .expect("children");
+    assert_eq!(children, 3, "one child per input, none started twice");
+    // A failing child fails its parent with the child named.
+    let failing = SumOfSquares::start(&node, vec![2, -1]).await.expect("start");
+    wait_state(db.pool(), failing, "discarded").await;
+    let errors: serde_json::Value = sqlx::query_scalar("select errors from forge_jobs where id = $1")
+        .bind(failing.0)
+        .fetch_one(db.pool())
+        .await
+        .expect("errors");
+    assert!(errors.to_string().contains("-1 is negative") && errors.to_string().contains("square"), "{errors}");
+    node.stop().await.expect("stop");
+}

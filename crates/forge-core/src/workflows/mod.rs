@@ -205,6 +205,8 @@ text_enum! {
         Patch = "patch",
         /// `ctx.workflow_time`: the recorded time.
         Time = "time",
+        /// `ctx.start_child`: a child run started (its id recorded).
+        Child = "child",
     }
 }
 

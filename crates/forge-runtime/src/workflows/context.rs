@@ -32,6 +32,12 @@ fn parked_until() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Now plus `d`, at most [`parked_until`] (what Postgres and listings handle well).
+pub(crate) fn later(d: Duration) -> DateTime<Utc> {
+    let far = parked_until();
+    chrono::Duration::from_std(d).ok().and_then(|d| Utc::now().checked_add_signed(d)).map_or(far, |t| t.min(far))
+}
+
 /// The context of one execution of one workflow run. Cheap to clone; steps may run
 /// concurrently from clones.
 #[derive(Clone)]
@@ -110,20 +116,20 @@ struct State {
 }
 
 /// A checkpoint to write.
-struct Record<'a> {
-    name: &'a str,
-    seq: i32,
-    kind: StepKind,
-    status: StepStatus,
-    output: Option<serde_json::Value>,
-    error: Option<String>,
-    attempts: i32,
-    wake_at: Option<DateTime<Utc>>,
-    started_at: DateTime<Utc>,
+pub(crate) struct Record<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) seq: i32,
+    pub(crate) kind: StepKind,
+    pub(crate) status: StepStatus,
+    pub(crate) output: Option<serde_json::Value>,
+    pub(crate) error: Option<String>,
+    pub(crate) attempts: i32,
+    pub(crate) wake_at: Option<DateTime<Utc>>,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// What a checkpoint write found.
-enum Written {
+pub(crate) enum Written {
     /// This execution's record stands.
     Ours,
     /// Another execution had recorded the step's end first: its record stands.
@@ -232,7 +238,7 @@ impl WorkflowContext {
     /// at the wake time, holding no worker slot meanwhile. The wake time is recorded the first
     /// time, so later executions wait for the same instant.
     pub async fn sleep(&self, duration: Duration) -> Result<(), WorkflowError> {
-        let until = Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+        let until = later(duration);
         self.sleep_inner(until).await
     }
 
@@ -273,7 +279,7 @@ impl WorkflowContext {
             Recorded(r) if r.status == StepStatus::Completed => return decode_event(name, r.output),
             Recorded(r) => (r.seq, r.wake_at.unwrap_or_else(Utc::now)),
             New(seq) => {
-                let deadline = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+                let deadline = later(timeout);
                 self.record(Record::waiting(&step, seq, StepKind::Event, deadline)).await?;
                 (seq, deadline)
             }
@@ -357,6 +363,21 @@ impl WorkflowContext {
         }
     }
 
+    /// Runs `steps` concurrently and returns their results in order. Their positions in the
+    /// record follow the order given, whatever order they finish in, so a replay matches.
+    /// (Awaiting steps with `futures::join!` does the same: each takes its position on its
+    /// first poll, in the order the macro lists them.)
+    ///
+    /// The steps are taken from `steps` at once, so the iterator (and any closure in it) is
+    /// not held across an await.
+    pub fn join<I>(&self, steps: I) -> futures_util::future::JoinAll<<I::Item as IntoFuture>::IntoFuture>
+    where
+        I: IntoIterator,
+        I::Item: IntoFuture,
+    {
+        futures_util::future::join_all(steps.into_iter().map(IntoFuture::into_future))
+    }
+
     /// Whether this run takes the code path introduced with the change `id`: true for runs
     /// that reach this point on code that has the call (a marker is recorded), false for runs
     /// that had already passed it on the old code. Once no run that passed it on the old code
@@ -420,7 +441,7 @@ impl WorkflowContext {
         interrupt.error(state.blocked.as_deref())
     }
 
-    fn internal(&self, e: impl std::fmt::Display) -> WorkflowError {
+    pub(crate) fn internal(&self, e: impl std::fmt::Display) -> WorkflowError {
         self.interrupt(Interrupt::Internal(format!("could not record the run's progress: {e}")))
     }
 
@@ -432,7 +453,7 @@ impl WorkflowContext {
     /// The position of the next call. Errors when the execution is already interrupted, when
     /// the code diverged from the record (the run is parked), and when the run is being wound
     /// down and the call would do something new.
-    async fn position(&self, name: &str, kind: StepKind) -> Result<(String, Landed), WorkflowError> {
+    pub(crate) async fn position(&self, name: &str, kind: StepKind) -> Result<(String, Landed), WorkflowError> {
         let (full, position) = {
             let mut state = self.lock();
             if let Some(i) = &state.interrupt {
@@ -512,7 +533,11 @@ impl WorkflowContext {
     }
 
     /// Writes a checkpoint on `conn` (a step's own transaction, for a tx_step).
-    async fn record_on(&self, conn: &mut sqlx::PgConnection, r: Record<'_>) -> Result<Written, WorkflowError> {
+    pub(crate) async fn record_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        r: Record<'_>,
+    ) -> Result<Written, WorkflowError> {
         let run = self.run_id().0;
         let row: Result<(bool, Option<bool>), sqlx::Error> = sqlx::query_as(sql::RECORD)
             .bind(run)
@@ -621,7 +646,7 @@ impl WorkflowContext {
             _ => policy.backoff.delay(u32::try_from(attempts).unwrap_or(1), random_unit()),
         };
         let attempts_after = if matches!(error, JobError::Snooze(_)) { attempts - 1 } else { attempts };
-        let wake = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let wake = later(delay);
         let written =
             self.record(Record { attempts: attempts_after, ..record(StepStatus::Retrying, Some(wake)) }).await?;
         if let Written::Theirs { status: StepStatus::Completed, output, .. } = written {
@@ -636,7 +661,7 @@ impl WorkflowContext {
 }
 
 /// Where a call landed, for the callers: recorded (to replay or continue) or new.
-enum Landed {
+pub(crate) enum Landed {
     Recorded(RecordedStep),
     New(i32),
 }
@@ -662,7 +687,7 @@ enum FailedNext {
 }
 
 impl<'a> Record<'a> {
-    fn waiting(name: &'a str, seq: i32, kind: StepKind, wake_at: DateTime<Utc>) -> Self {
+    pub(crate) fn waiting(name: &'a str, seq: i32, kind: StepKind, wake_at: DateTime<Utc>) -> Self {
         Self {
             name,
             seq,

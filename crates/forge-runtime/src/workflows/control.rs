@@ -212,6 +212,10 @@ pub struct RunInfo {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// When its whole-run timeout passes.
     pub deadline: Option<DateTime<Utc>>,
+    /// The run that started it, for a child run.
+    pub parent_id: Option<i64>,
+    /// Its child runs not finished yet.
+    pub open_children: i32,
     /// When it started.
     pub created_at: DateTime<Utc>,
     /// When its job is next due.

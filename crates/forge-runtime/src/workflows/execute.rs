@@ -10,17 +10,23 @@
 //! | a step failed for good, or the code failed   | compensations, then `discarded`              |
 //! | cancel requested, or the run's timeout       | compensations, then `cancelled` / `discarded`|
 //! | a compensation or a checkpoint write failed  | retried (`retryable`), replaying the record  |
+//!
+//! A child run writes its own ending, in one transaction with the event that tells its parent.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use forge_core::jobs::JobError;
+use forge_core::jobs::{AttemptError, FailureKind, JobError, JobId, JobState};
 use forge_core::workflows::WorkflowError;
 
+use super::child::{ChildEnd, child_event};
 use super::context::{Interrupt, Stop, WorkflowContext};
+use super::control::send_event_in;
+use super::error::WorkflowsError;
 use super::replay::RecordedStep;
 use super::sql;
 use super::workflow::Workflow;
+use crate::jobs::completer::{self, Outcome};
 use crate::jobs::{Job, JobContext};
 
 /// A run's row as an execution starts.
@@ -32,6 +38,7 @@ struct Loaded {
     deadline: Option<DateTime<Utc>>,
     blocked_reason: Option<String>,
     cancelling: bool,
+    parent_id: Option<i64>,
     steps: sqlx::types::Json<Vec<RecordedStep>>,
 }
 
@@ -69,7 +76,15 @@ pub async fn execute<W: Workflow>(job: &JobContext, args: <W as Job>::Args) -> R
             return Err(JobError::Retry(message));
         }
         (Some(Interrupt::Stop(stop)), _) => stop_failure(stop),
-        (None, Ok(output)) => return Ok(output),
+        (None, Ok(output)) => {
+            if let Some(parent) = loaded.parent_id {
+                let json = serde_json::to_value(&output)
+                    .map_err(|e| JobError::permanent(format!("cannot store the output: {e}")))?;
+                let end = ChildEnd { state: "completed".to_owned(), output: Some(json), error: None };
+                finish_child(job, JobId(parent), end).await?;
+            }
+            return Ok(output);
+        }
         (None, Err(WorkflowError::Cancelled)) => stop_failure(Stop::Cancel),
         (None, Err(e)) => match ctx.stop() {
             Some(stop) if !matches!(e, WorkflowError::Step { .. } | WorkflowError::Failed(_)) => stop_failure(stop),
@@ -80,7 +95,55 @@ pub async fn execute<W: Workflow>(job: &JobContext, args: <W as Job>::Args) -> R
     if compensated > 0 {
         tracing::info!(run = %run, compensated, "workflow run compensated");
     }
+    if let Some(parent) = loaded.parent_id {
+        let state = if matches!(failure, JobError::Cancel(_)) { JobState::Cancelled } else { JobState::Discarded };
+        let end = ChildEnd { state: state.as_str().to_owned(), output: None, error: Some(failure.message()) };
+        finish_child(job, JobId(parent), end).await?;
+    }
     Err(failure)
+}
+
+/// Finishes a child run in one transaction with the event that tells its parent (waking it if
+/// it waits) and the parent's count of open children. The worker's own write of the same
+/// ending is then fenced off.
+async fn finish_child(job: &JobContext, parent: JobId, end: ChildEnd) -> Result<(), JobError> {
+    let attempt = i32::try_from(job.attempt()).unwrap_or(i32::MAX);
+    let state: JobState = match end.state.as_str() {
+        "completed" => JobState::Completed,
+        "cancelled" => JobState::Cancelled,
+        _ => JobState::Discarded,
+    };
+    let error = end.error.as_ref().map(|message| AttemptError {
+        attempt,
+        at: Utc::now(),
+        message: message.clone(),
+        kind: if state == JobState::Cancelled { FailureKind::Cancel } else { FailureKind::Error },
+        started_at: None,
+        node: Some(job.node_id().to_owned()),
+    });
+    let outcome =
+        Outcome { id: job.id(), attempt, state, output: end.output.clone(), error, run_at: None, uncount: false }
+            .storable();
+    let written: Result<bool, sqlx::Error> = async {
+        let mut tx = job.db().begin().await?;
+        if completer::finish(&mut *tx, std::slice::from_ref(&outcome)).await?.is_empty() {
+            return Ok(false);
+        }
+        match send_event_in(&mut tx, parent, &child_event(job.id()), &end).await {
+            Ok(_) | Err(WorkflowsError::Finished { .. } | WorkflowsError::NotFound(_)) => {}
+            Err(WorkflowsError::Database(e)) => return Err(e),
+            Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
+        }
+        sqlx::query(sql::CHILD_CLOSED).bind(parent.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+    .await;
+    match written {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(JobError::retry("the run's lease was lost before it finished")),
+        Err(e) => Err(JobError::retry(format!("cannot finish the child run: {e}"))),
+    }
 }
 
 fn stop_failure(stop: Stop) -> JobError {

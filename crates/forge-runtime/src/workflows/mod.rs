@@ -22,19 +22,24 @@
 //!
 //! - `workflow.rs`: the [`Workflow`] trait and starting runs ([`StartOptions`]);
 //! - `context.rs`: [`WorkflowContext`], steps ([`Step`], [`TxStep`]), sleeps, events, patches;
+//! - `child.rs`: child runs, started once and awaited durably;
+//! - `start.rs`: a run's job and row inserted together;
 //! - `replay.rs`: matching the code's calls against the record;
 //! - `execute.rs`: one execution, and how it ends becomes the job's outcome;
 //! - `control.rs`: events, cancel, resume, and reading runs;
 //! - `sql.rs`: every statement.
 
+mod child;
 mod context;
 mod control;
 mod error;
 mod execute;
 mod replay;
 mod sql;
+mod start;
 mod workflow;
 
+pub use child::Child;
 pub use context::{Step, StepFuture, TxStep, WorkflowContext};
 pub use control::{
     EventInfo, EventSent, RunFilter, RunInfo, RunRef, StepInfo, cancel, find_run, list_runs, resume, run_events,

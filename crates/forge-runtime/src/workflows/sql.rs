@@ -4,7 +4,7 @@
 
 /// A run's row and its recorded steps (as one JSON array, in order), in one round trip.
 pub(crate) const LOAD: &str = r#"
-select r.workflow, r.version, r.deadline, r.blocked_reason, r.cancel_requested_at is not null as cancelling,
+select r.workflow, r.version, r.deadline, r.blocked_reason, r.cancel_requested_at is not null as cancelling, r.parent_id,
        coalesce((select json_agg(json_build_object(
                     'name', s.name, 'seq', s.seq, 'kind', s.kind, 'status', s.status, 'output', s.output,
                     'error', s.error, 'attempts', s.attempts, 'wake_at', s.wake_at,
@@ -77,12 +77,23 @@ set compensated_at = case when $3::text is null then now() end, compensation_err
 where run_id = $1 and seq = $2
 "#;
 
-/// Starts a run's row next to its job.
+/// Starts a run's row next to its job (and counts it as an open child of its parent).
 pub(crate) const START: &str = r#"
-insert into forge_workflow_runs (id, workflow, version, run_key, deadline)
-values ($1, $2, $3, $4, now() + make_interval(secs => $5))
-on conflict (run_key) do nothing
-returning id
+with run as (
+    insert into forge_workflow_runs (id, workflow, version, run_key, deadline, parent_id)
+    values ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)
+    on conflict (run_key) do nothing
+    returning id, parent_id
+), parent as (
+    update forge_workflow_runs p set open_children = p.open_children + 1
+    from run where p.id = run.parent_id
+)
+select id from run
+"#;
+
+/// A child run has finished: one fewer open child.
+pub(crate) const CHILD_CLOSED: &str = r#"
+update forge_workflow_runs set open_children = open_children - 1 where id = $1
 "#;
 
 /// The run an event is for, its job row locked first (the lock order every wake-up follows).
@@ -150,7 +161,8 @@ returning j.queue
 /// One run as operators see it.
 pub(crate) const RUN: &str = r#"
 select r.id, r.workflow, r.version, r.run_key, j.state, r.waiting_for, r.blocked_reason, r.blocked_seq,
-       r.cancel_requested_at, r.deadline, r.created_at, j.run_at, j.finalized_at, j.output, j.errors, j.args
+       r.cancel_requested_at, r.deadline, r.parent_id, r.open_children, r.created_at, j.run_at, j.finalized_at,
+       j.output, j.errors, j.args
 from forge_workflow_runs r
 join forge_jobs j on j.id = r.id
 where r.id = $1
@@ -173,7 +185,8 @@ select name, payload, sent_at from forge_workflow_events where run_id = $1 order
 /// Runs, newest first, filtered by workflow, status and key.
 pub(crate) const LIST: &str = r#"
 select r.id, r.workflow, r.version, r.run_key, j.state, r.waiting_for, r.blocked_reason, r.blocked_seq,
-       r.cancel_requested_at, r.deadline, r.created_at, j.run_at, j.finalized_at, j.output, j.errors, j.args
+       r.cancel_requested_at, r.deadline, r.parent_id, r.open_children, r.created_at, j.run_at, j.finalized_at,
+       j.output, j.errors, j.args
 from forge_workflow_runs r
 join forge_jobs j on j.id = r.id
 where ($1::text is null or r.workflow = $1)

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use forge_core::jobs::JobId;
 use forge_core::workflows::WorkflowError;
-use sqlx::{Acquire, PgConnection};
+use sqlx::PgConnection;
 
 use super::context::WorkflowContext;
 use super::error::WorkflowsError;
-use super::sql;
-use crate::jobs::{DispatchOptions, Dispatcher, Job, NewJob, insert_jobs};
+use super::start::{RunRow, start_on};
+use crate::jobs::{DispatchOptions, Dispatcher, Job, NewJob};
 
 /// A durable workflow. `#[forge::workflow]` implements it (and [`Job`]: a run is a job of the
 /// workflow's kind) for a unit struct named after the function.
@@ -48,7 +48,7 @@ pub trait Workflow: Job {
         async move {
             let job = NewJob::of::<Self>(&args, &options.dispatch)?;
             let mut conn = to.dispatch_pool().acquire().await?;
-            start_on(&mut conn, job, Self::NAME, Self::VERSION, Self::timeout(), options.key.as_deref()).await
+            start_on(&mut conn, job, run_row::<Self>(options.key.as_deref(), None)).await
         }
     }
 
@@ -61,7 +61,7 @@ pub trait Workflow: Job {
     ) -> impl Future<Output = Result<JobId, WorkflowsError>> + Send + 'a {
         async move {
             let job = NewJob::of::<Self>(&args, &options.dispatch)?;
-            start_on(conn, job, Self::NAME, Self::VERSION, Self::timeout(), options.key.as_deref()).await
+            start_on(conn, job, run_row::<Self>(options.key.as_deref(), None)).await
         }
     }
 }
@@ -92,52 +92,7 @@ impl StartOptions {
     }
 }
 
-/// Inserts the run's job and its row in one transaction (a savepoint inside the caller's);
-/// when `key` is taken, nothing is inserted and the holder's id is returned.
-async fn start_on(
-    conn: &mut PgConnection,
-    job: NewJob,
-    workflow: &str,
-    version: u32,
-    timeout: Option<Duration>,
-    key: Option<&str>,
-) -> Result<JobId, WorkflowsError> {
-    if let Some(key) = key {
-        if key.is_empty() || key.len() > 512 || key.contains('\0') {
-            return Err(WorkflowsError::InvalidName(format!(
-                "a run key is 1 to 512 bytes without NUL, got {} bytes",
-                key.len()
-            )));
-        }
-        if let Some(id) = sqlx::query_scalar::<_, i64>(sql::RUN_BY_KEY).bind(key).fetch_optional(&mut *conn).await? {
-            return Ok(JobId(id));
-        }
-    }
-    let mut tx = conn.begin().await?;
-    let id = insert_jobs(&mut tx, std::slice::from_ref(&job), true)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(crate::jobs::JobsError::NotInserted)?;
-    let inserted: Option<i64> = sqlx::query_scalar(sql::START)
-        .bind(id.0)
-        .bind(workflow)
-        .bind(i32::try_from(version).unwrap_or(i32::MAX))
-        .bind(key)
-        .bind(timeout.map(|t| t.as_secs_f64()))
-        .fetch_optional(&mut *tx)
-        .await?;
-    match (inserted, key) {
-        (Some(_), _) => {
-            tx.commit().await?;
-            Ok(id)
-        }
-        // Another start took the key meanwhile (its insert committed while ours waited).
-        (None, Some(key)) => {
-            tx.rollback().await?;
-            let holder: i64 = sqlx::query_scalar(sql::RUN_BY_KEY).bind(key).fetch_one(&mut *conn).await?;
-            Ok(JobId(holder))
-        }
-        (None, None) => Err(WorkflowsError::NotFound(format!("{id} (its row could not be inserted)"))),
-    }
+/// The row of a run of workflow `W`.
+pub(crate) fn run_row<W: Workflow>(key: Option<&str>, parent: Option<JobId>) -> RunRow<'_> {
+    RunRow { workflow: <W as Job>::NAME, version: W::VERSION, timeout: W::timeout(), key, parent }
 }
