@@ -15,6 +15,8 @@
 //! cargo run --release -p forge-bench -- rpc --seconds 10 --connections 32
 //! cargo run --release -p forge-bench -- rpc-floor --seconds 10 --connections 32
 //! cargo run --release -p forge-bench -- dashboard --jobs 100000
+//! cargo run --release -p forge-bench -- workflows --runs 10000 --steps 3
+//! cargo run --release -p forge-bench -- workflows --runs 5000 --steps 3 --nodes 3 --kill-every-ms 2000
 //! ```
 
 mod chaos;
@@ -25,6 +27,7 @@ mod jobs;
 mod rpc;
 mod stats;
 mod worker;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -109,6 +112,8 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         requests: usize,
     },
+    /// Durable workflow runs with ledger-writing tx_steps, optionally with workers killed.
+    Workflows(workflows::WorkflowsArgs),
     /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
     /// Reports the takeover time and whether every tick fired exactly once.
     Failover {
@@ -138,6 +143,7 @@ async fn main() -> ExitCode {
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
         Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
+        Scenario::Workflows(args) => workflows::run(args).await,
     };
     match result {
         Ok(serde_json::Value::Null) => ExitCode::SUCCESS,
