@@ -64,6 +64,11 @@ fn routes() -> Vec<Route> {
         post("/_api/crons/no_such_cron/trigger", json!({}), 404),
         post("/_api/crons/no_such_cron/pause", json!({}), 404),
         post("/_api/crons/no_such_cron/resume", json!({}), 404),
+        get("/_api/workflows", 200),
+        get("/_api/workflows/999999", 404),
+        post("/_api/workflows/999999/cancel", json!({}), 404),
+        post("/_api/workflows/999999/events", json!({"name": "x"}), 404),
+        post("/_api/workflows/999999/resume", json!({}), 404),
     ]
 }
 

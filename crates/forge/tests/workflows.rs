@@ -341,6 +341,8 @@ async fn an_event_sent_while_the_run_waits_wakes_it_and_the_first_event_wins() {
     assert_eq!(again, EventSent::AlreadySent { run });
     wait_state(db.pool(), run, "completed").await;
     assert_eq!(output(db.pool(), run).await, json!("confirmed by ada"));
+    let info = workflows::find_run(db.pool(), run).await.expect("find").expect("run");
+    assert_eq!(info.waiting_for, None, "a run that got its event no longer waits for it");
     // A finished run takes no events.
     let late = workflows::send_event(db.pool(), run, "other", json!(1)).await;
     assert!(matches!(late, Err(WorkflowsError::Finished { .. })), "{late:?}");
@@ -687,4 +689,130 @@ async fn parallel_steps_are_recorded_in_order_and_children_wake_their_parent() {
         .expect("errors");
     assert!(errors.to_string().contains("-1 is negative") && errors.to_string().contains("square"), "{errors}");
     node.stop().await.expect("stop");
+}
+
+// ---- operating them: the CLI ----------------------------------------------------------------
+
+async fn cli(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_forge"))
+        .arg("--project")
+        .arg(forge::testing::project_root())
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .output()
+        .await
+        .expect("run forge")
+}
+
+fn cli_json(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test]
+async fn the_cli_lists_shows_signals_cancels_and_resumes_runs() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let waiting =
+        AwaitsConfirmation::start_with(&node, AwaitArgs { timeout_ms: 3_600_000 }, StartOptions::new().key("cli-run"))
+            .await
+            .expect("start");
+    let saga = Saga::start(&node, SagaArgs { fail_at_end: false, wait: true }).await.expect("start");
+    for run in [waiting, saga] {
+        eventually("the runs to wait", Duration::from_secs(10), async || {
+            let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+            (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+        })
+        .await;
+    }
+    let listed = cli_json(&cli(&db, &["--json", "workflows", "list", "--status", "waiting"]).await);
+    let ids: Vec<i64> = listed.as_array().expect("list").iter().map(|r| r["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids, [saga.0, waiting.0], "newest first");
+    let shown = cli_json(&cli(&db, &["--json", "workflows", "show", "cli-run"]).await);
+    assert_eq!(shown["run"]["status"], "waiting");
+    assert_eq!(shown["run"]["waiting_for"], "email_confirmed");
+    assert_eq!(shown["steps"][0]["kind"], "event");
+    let sent = cli_json(
+        &cli(&db, &["--json", "workflows", "send-event", "cli-run", "email_confirmed", "--payload", r#"{"by":"cli"}"#])
+            .await,
+    );
+    assert_eq!((sent["delivered"].clone(), sent["woke"].clone()), (json!(true), json!(true)));
+    wait_state(db.pool(), waiting, "completed").await;
+    assert_eq!(output(db.pool(), waiting).await, json!("confirmed by cli"));
+    let shown = cli_json(&cli(&db, &["--json", "workflows", "show", &waiting.0.to_string()]).await);
+    assert_eq!(shown["events"][0]["payload"], json!({ "by": "cli" }));
+
+    cli_json(&cli(&db, &["--json", "workflows", "cancel", &saga.0.to_string()]).await);
+    wait_state(db.pool(), saga, "cancelled").await;
+    let refused = cli(&db, &["workflows", "resume", &saga.0.to_string()]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is not blocked"), "{stderr}");
+    let bad = cli(&db, &["workflows", "send-event", "cli-run", "x", "--payload", "{oops"]).await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--payload is not valid JSON"));
+    let unknown = cli(&db, &["workflows", "show", "nope"]).await;
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no workflow run nope"));
+    node.stop().await.expect("stop");
+}
+
+// ---- operating them: the dashboard in a real browser ----------------------------------------
+
+#[tokio::test]
+async fn the_dashboard_sends_an_event_and_resumes_a_blocked_run_in_a_real_browser() {
+    let root = forge::testing::project_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        std::path::Path::new(&chromium).exists() && root.join("tests/browser/node_modules/playwright-core").exists(),
+        "the browser test needs {chromium} and tests/browser/node_modules: run ./dev.sh setup"
+    );
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Gateway, Role::Worker, Role::Scheduler]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.lease = "400ms".parse().expect("duration");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let node = Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start");
+    let base = format!("http://{}", node.local_addr().expect("gateway address"));
+
+    let waiting = AwaitsConfirmation::start(&node, AwaitArgs { timeout_ms: 3_600_000 }).await.expect("start");
+    let blocked = Changing::start(&node, ()).await.expect("start");
+    for run in [waiting, blocked] {
+        eventually("the runs to wait", Duration::from_secs(10), async || {
+            let info = workflows::find_run(db.pool(), run).await.expect("find")?;
+            (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
+        })
+        .await;
+    }
+    set_switch(db.pool(), "changed-code", true).await;
+    workflows::send_event(db.pool(), blocked, "go", ()).await.expect("send");
+    eventually("the run to block", Duration::from_secs(10), async || {
+        let info = workflows::find_run(db.pool(), blocked).await.expect("find")?;
+        (info.status() == RunStatus::Blocked).then_some(())
+    })
+    .await;
+
+    let shots = root.join("target/dashboard-screenshots");
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/workflows.mjs"))
+        .arg(&base)
+        .arg(&shots)
+        .arg(waiting.0.to_string())
+        .arg(blocked.0.to_string())
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), output).await.expect("the browser run timed out");
+    let output = output.expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output_of(db.pool(), waiting).await, json!("confirmed by browser"));
+    assert_eq!(output_of(db.pool(), blocked).await, json!("b"), "resumed from step 0 on the new code");
+    node.stop().await.expect("stop");
+}
+
+async fn output_of(pool: &sqlx::PgPool, run: JobId) -> serde_json::Value {
+    wait_state(pool, run, "completed").await;
+    output(pool, run).await
 }

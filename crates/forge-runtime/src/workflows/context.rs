@@ -275,13 +275,13 @@ impl WorkflowContext {
         timeout: Duration,
     ) -> Result<Option<T>, WorkflowError> {
         let (step, position) = self.position(name, StepKind::Event).await?;
-        let (seq, deadline) = match position {
+        let (seq, deadline, suspended_before) = match position {
             Recorded(r) if r.status == StepStatus::Completed => return decode_event(name, r.output),
-            Recorded(r) => (r.seq, r.wake_at.unwrap_or_else(Utc::now)),
+            Recorded(r) => (r.seq, r.wake_at.unwrap_or_else(Utc::now), true),
             New(seq) => {
                 let deadline = later(timeout);
                 self.record(Record::waiting(&step, seq, StepKind::Event, deadline)).await?;
-                (seq, deadline)
+                (seq, deadline, false)
             }
         };
         let payload: Option<serde_json::Value> = sqlx::query_scalar(sql::EVENT)
@@ -305,6 +305,15 @@ impl WorkflowContext {
             ..Record::waiting(&step, seq, StepKind::Event, deadline)
         })
         .await?;
+        if suspended_before {
+            // The run waited for this event: it no longer does.
+            sqlx::query(sql::NOT_WAITING)
+                .bind(self.run_id().0)
+                .bind(name)
+                .execute(self.db())
+                .await
+                .map_err(|e| self.internal(e))?;
+        }
         decode_event(name, Some(output))
     }
 

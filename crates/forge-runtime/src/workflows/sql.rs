@@ -65,6 +65,10 @@ pub(crate) const EVENT: &str = r#"select payload from forge_workflow_events wher
 /// Says what a suspended run waits for (an event's name, or none).
 pub(crate) const WAITING_FOR: &str = r#"update forge_workflow_runs set waiting_for = $2 where id = $1"#;
 
+/// The run no longer waits for this event.
+pub(crate) const NOT_WAITING: &str =
+    r#"update forge_workflow_runs set waiting_for = null where id = $1 and waiting_for = $2"#;
+
 /// Parks a run whose code diverged from its recorded steps.
 pub(crate) const BLOCK: &str = r#"
 update forge_workflow_runs set blocked_reason = $2, blocked_seq = $3 where id = $1

@@ -7,6 +7,7 @@
 //! | `forge jobs …` | `jobs.rs` (dispatch asks the running app through `app_api.rs`) |
 //! | `forge queues …` | `queues.rs` |
 //! | `forge crons …` | `crons.rs` |
+//! | `forge workflows …` | `workflows.rs` |
 //! | `forge status` | `status.rs` |
 //! | `forge config` | `config.rs` |
 //! | `forge migrate …` | `migrate.rs` |
@@ -28,6 +29,7 @@ mod output;
 mod queues;
 mod run;
 mod status;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +88,11 @@ pub(crate) enum Command {
     Crons {
         #[command(subcommand)]
         action: crons::CronsAction,
+    },
+    /// List workflow runs, show one's steps, cancel, send an event, resume a blocked run.
+    Workflows {
+        #[command(subcommand)]
+        action: workflows::WorkflowsAction,
     },
     /// Nodes and the leader, queue depths, and failures in the last hour.
     Status,
@@ -172,6 +179,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Crons { action } => {
             let access = if action.is_read_only() { Access::Read } else { Access::Write };
             with_database(&cli.project, &config, access, async |pool| crons::crons(&pool, action, cli.json).await).await
+        }
+        Command::Workflows { action } => {
+            let access = if action.is_read_only() { Access::Read } else { Access::Write };
+            with_database(&cli.project, &config, access, async |pool| {
+                workflows::workflows(&pool, action, cli.json).await
+            })
+            .await
         }
         Command::Keys { action } => {
             let access = if action.is_read_only() { Access::Read } else { Access::Write };

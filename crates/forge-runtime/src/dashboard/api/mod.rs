@@ -3,6 +3,7 @@
 //! - `jobs.rs`: listings, one job (its logs and trace), dispatch, the operator actions;
 //! - `queues.rs`, `crons.rs`: their listings and controls;
 //! - `telemetry.rs`: logs, traces and metrics;
+//! - `workflows.rs`: workflow runs, a run's timeline, cancel / send-event / resume;
 //! - `cluster.rs`: the overview, nodes and functions;
 //! - `extract.rs`: path and query parameters through serde, with 400s naming the parameter;
 //! - `error.rs`: [`ApiError`], every answer that is not a success, as RFC 7807 problems.
@@ -14,6 +15,7 @@ mod extract;
 mod jobs;
 mod queues;
 mod telemetry;
+mod workflows;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -50,6 +52,11 @@ pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
         .route("/_api/crons/{name}/trigger", post(crons::trigger))
         .route("/_api/crons/{name}/pause", post(crons::pause))
         .route("/_api/crons/{name}/resume", post(crons::resume))
+        .route("/_api/workflows", get(workflows::list))
+        .route("/_api/workflows/{id}", get(workflows::one))
+        .route("/_api/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/_api/workflows/{id}/events", post(workflows::send_event))
+        .route("/_api/workflows/{id}/resume", post(workflows::resume))
         .route("/_api/logs", get(telemetry::logs))
         .route("/_api/traces/{trace_id}", get(telemetry::trace))
         .route("/_api/metrics", get(telemetry::metric_names))

@@ -506,6 +506,93 @@ async function functionsPage() {
       h("td", {}, f.timeout_ms !== undefined ? f.timeout_ms + " ms" : JSON.stringify(f.timeout)))), "No functions are registered."));
 }
 
+// ---- Workflows -----------------------------------------------------------------------------
+
+const RUN_STATUSES = ["pending", "running", "waiting", "blocked", "completed", "failed", "cancelled"];
+
+function runBadge(status) {
+  const map = { pending: "available", waiting: "scheduled", blocked: "retryable", failed: "discarded" };
+  return h("span", { class: "state " + (map[status] || status), "data-run-status": status }, status);
+}
+
+async function workflowsPage(params) {
+  const filter = Object.fromEntries(["workflow", "status", "key"].map((k) => [k, params.get(k) || ""]));
+  const before = params.get("before") || "";
+  const statusSel = h("select", { name: "status" }, h("option", { value: "" }, "any"),
+    RUN_STATUSES.map((s) => h("option", { value: s, selected: s === filter.status }, s)));
+  const workflow = h("input", { name: "workflow", value: filter.workflow, size: 16 });
+  const key = h("input", { name: "key", value: filter.key, size: 16 });
+  const form = h("form", { class: "filters", onsubmit: (e) => {
+    e.preventDefault();
+    location.hash = "#/workflows" + query({ workflow: workflow.value, status: statusSel.value, key: key.value });
+  } }, h("label", {}, "Workflow", workflow), h("label", {}, "Status", statusSel), h("label", {}, "Key", key),
+    h("button", { class: "primary" }, "Filter"));
+  const slot = h("div", {});
+  show(h("h1", {}, "Workflow runs"), form, slot);
+  const load = async () => {
+    const page = await api("/workflows" + query({ ...filter, before, limit: 50 }));
+    const rows = page.runs.map((r) => h("tr", { "data-run": r.id },
+      h("td", {}, h("a", { href: "#/workflows/" + r.id }, "#" + r.id)), h("td", {}, r.workflow + " v" + r.version),
+      h("td", {}, runBadge(r.status)), h("td", { class: "mono" }, r.run_key || ""),
+      h("td", {}, r.blocked_reason || (r.waiting_for ? "event " + r.waiting_for : r.status === "waiting" ? "until " + when(r.run_at) : "")),
+      h("td", {}, ago(r.created_at)), h("td", {}, r.finalized_at ? ago(r.finalized_at) : "")));
+    const next = page.next ? h("a", { href: "#/workflows" + query({ ...filter, before: page.next }) }, "Older →") : null;
+    const first = before ? h("a", { href: "#/workflows" + query(filter) }, "← Newest") : null;
+    slot.replaceChildren(table(["Run", "Workflow", "Status", "Key", "Waiting for / blocked", "Started", "Finished"], rows, "No runs match."),
+      h("div", { class: "pager" }, first, next));
+  };
+  await load();
+  if (!before) every(2000, load);
+}
+
+async function workflowPage(id) {
+  const d = await api("/workflows/" + id);
+  const r = d.run;
+  const actions = h("div", { class: "actions" });
+  if (!["completed", "failed", "cancelled"].includes(r.status)) {
+    actions.append(h("button", { class: "danger", "data-action": "cancel-run", onclick: () => confirm("Cancel this run? Its compensations run.") &&
+      act(`/workflows/${id}/cancel`, {}, () => `Cancel requested: run #${id}`) }, "Cancel"));
+    const name = h("input", { name: "event", size: 16, placeholder: "event name", value: r.waiting_for || "" });
+    const payload = h("input", { name: "payload", size: 24, placeholder: '{"ok": true}' });
+    actions.append(h("form", { class: "inline", "data-action": "send-event", onsubmit: (e) => {
+      e.preventDefault();
+      let body;
+      try { body = payload.value.trim() ? JSON.parse(payload.value) : null; } catch (err) { return flash("The payload is not JSON: " + err.message, true); }
+      act(`/workflows/${id}/events`, { name: name.value, payload: body }, (o) => o.delivered ? `Event ${name.value} sent` : `Run #${id} already had an event ${name.value}`);
+    } }, name, payload, h("button", {}, "Send event")));
+  }
+  if (r.status === "blocked") {
+    actions.append(h("button", { class: "primary", "data-action": "resume", onclick: () =>
+      act(`/workflows/${id}/resume`, {}, () => `Resumed run #${id}`) }, "Resume (replay all)"));
+    actions.append(h("button", { "data-action": "resume-from", onclick: () => confirm(`Forget the steps from position ${r.blocked_seq} on and run them on the current code?`) &&
+      act(`/workflows/${id}/resume`, { from_step: r.blocked_seq }, () => `Resumed run #${id} from step ${r.blocked_seq}`) }, `Resume from step ${r.blocked_seq}`));
+  }
+  const steps = d.steps.map((s) => h("tr", { "data-step": s.name },
+    h("td", { class: "num" }, s.seq), h("td", { class: "mono" }, s.name), h("td", {}, s.kind), h("td", {}, s.status),
+    h("td", { class: "num" }, s.attempts), h("td", {}, ago(s.started_at)),
+    h("td", {}, s.finished_at ? span((new Date(s.finished_at) - new Date(s.started_at)) / 1000) : s.wake_at ? "until " + when(s.wake_at) : ""),
+    h("td", { class: "mono" }, s.error ? h("span", { class: "bad" }, s.error) : s.output !== null ? JSON.stringify(s.output).slice(0, 100) : ""),
+    h("td", {}, s.compensated_at ? "compensated " + ago(s.compensated_at) : s.compensation_error ? h("span", { class: "bad" }, s.compensation_error) : "")));
+  const events = d.events.map((e) => h("tr", {}, h("td", { class: "mono" }, e.name), h("td", {}, when(e.sent_at)), h("td", { class: "mono" }, JSON.stringify(e.payload).slice(0, 120))));
+  show(
+    h("h1", {}, `Run #${r.id} `, runBadge(r.status)),
+    actions,
+    r.blocked_reason ? h("div", { class: "error-box", "data-blocked": r.blocked_seq }, `Blocked at step ${r.blocked_seq}: ${r.blocked_reason}`) : null,
+    h("dl", { class: "kv" },
+      h("dt", {}, "Workflow"), h("dd", {}, `${r.workflow} (version ${r.version})`), h("dt", {}, "Key"), h("dd", { class: "mono" }, r.run_key || ""),
+      h("dt", {}, "Started"), h("dd", {}, when(r.created_at)), h("dt", {}, "Finished"), h("dd", {}, when(r.finalized_at)),
+      h("dt", {}, "Waiting for"), h("dd", {}, r.status !== "waiting" ? "" : r.waiting_for ? `event ${r.waiting_for} (until ${when(r.run_at)})` : "until " + when(r.run_at)),
+      h("dt", {}, "Parent"), h("dd", {}, r.parent_id ? h("a", { href: "#/workflows/" + r.parent_id }, "#" + r.parent_id) : ""),
+      h("dt", {}, "Open children"), h("dd", {}, String(r.open_children)),
+      h("dt", {}, "Job"), h("dd", {}, h("a", { href: "#/jobs/" + r.id }, `job #${r.id} (its attempts, logs and trace)`))),
+    h("h2", {}, "Arguments"), json(r.args),
+    r.output !== null ? [h("h2", {}, "Output"), json(r.output)] : null,
+    h("h2", {}, `Timeline (${d.steps.length} steps)`),
+    table(["#", "Step", "Kind", "Status", "Tries", "Started", "Took / until", "Output or error", "Compensation"], steps, "No steps recorded yet."),
+    h("h2", {}, `Events (${d.events.length})`), table(["Event", "Sent", "Payload"], events, "No events sent."));
+  if (!["completed", "failed", "cancelled"].includes(r.status)) every(2000, () => workflowPage(id));
+}
+
 // ---- Router --------------------------------------------------------------------------------
 
 function every(ms, fn) {
@@ -534,6 +621,8 @@ async function route() {
     if (page === "overview") await overview(params);
     else if (page === "jobs" && parts[1]) await jobPage(parts[1]);
     else if (page === "jobs") await jobsPage(params);
+    else if (page === "workflows" && parts[1]) await workflowPage(parts[1]);
+    else if (page === "workflows") await workflowsPage(params);
     else if (page === "dispatch") await dispatchPage();
     else if (page === "crons") await cronsPage();
     else if (page === "queues") await queuesPage();
