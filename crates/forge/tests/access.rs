@@ -69,6 +69,7 @@ fn routes() -> Vec<Route> {
         post("/_api/workflows/999999/cancel", json!({}), 404),
         post("/_api/workflows/999999/events", json!({"name": "x"}), 404),
         post("/_api/workflows/999999/resume", json!({}), 404),
+        post("/_api/workflows/999999/retry", json!({}), 404),
     ]
 }
 

@@ -816,3 +816,42 @@ async fn output_of(pool: &sqlx::PgPool, run: JobId) -> serde_json::Value {
     wait_state(pool, run, "completed").await;
     output(pool, run).await
 }
+
+/// Books, then pays; paying works once the switch `card-fixed` is on.
+#[forge::workflow]
+async fn trip(ctx: &WorkflowContext, _args: ()) -> Result<String, WorkflowError> {
+    let run = ctx.run_id();
+    let (db, undo_db) = (ctx.db().clone(), ctx.db().clone());
+    let booking: String = ctx
+        .step("book", || async {
+            ran(&db, run, "book").await?;
+            Ok("room-7".to_owned())
+        })
+        .compensate(move |b: String| async move { ran(&undo_db, run, &format!("cancel {b}")).await })
+        .await?;
+    ctx.step("pay", || async {
+        if switch(ctx.db(), "card-fixed").await { Ok(()) } else { Err(JobError::permanent("card declined")) }
+    })
+    .await?;
+    Ok(booking)
+}
+
+#[tokio::test]
+async fn a_failed_run_is_retried_from_its_first_compensated_or_failed_step() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Trip::start(&node, ()).await.expect("start");
+    wait_state(db.pool(), run, "discarded").await;
+    assert_eq!(effects(db.pool(), run).await, ["book", "cancel room-7"]);
+    let early = workflows::retry(db.pool(), Trip::start(&node, ()).await.expect("start")).await;
+    assert!(matches!(early, Err(WorkflowsError::NotFailed { .. })), "{early:?}");
+    set_switch(db.pool(), "card-fixed", true).await;
+    // The booking was compensated (undone): the retry starts there, not at the failed payment.
+    let from = cli_json(&cli(&db, &["--json", "workflows", "retry", &run.0.to_string()]).await);
+    assert_eq!(from["from_step"], 0);
+    wait_state(db.pool(), run, "completed").await;
+    assert_eq!(effects(db.pool(), run).await, ["book", "cancel room-7", "book"]);
+    assert_eq!(output(db.pool(), run).await, json!("room-7"));
+    node.stop().await.expect("stop");
+}

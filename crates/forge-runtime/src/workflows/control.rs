@@ -161,6 +161,26 @@ pub async fn resume(pool: &PgPool, run: impl Into<RunRef>, from_seq: Option<i32>
     Ok(())
 }
 
+/// Retries a failed (or cancelled) run from its first failed step: that step's record and every
+/// later one are forgotten, so they run again on the current code. When compensations already
+/// ran, the run resumes from the first compensated step instead (its effects were undone, so it
+/// runs again). Returns the position it resumes from (`None`: it replays its whole record, as
+/// when its own code, not a step, failed). Errors: no such run, or it has not failed.
+pub async fn retry(pool: &PgPool, run: impl Into<RunRef>) -> Result<Option<i32>, WorkflowsError> {
+    let id = resolve(pool, run.into()).await?;
+    let mut tx = pool.begin().await?;
+    let state: String = sqlx::query_scalar(sql::LOCK_FOR_RETRY).bind(id.0).fetch_one(&mut *tx).await?;
+    if !matches!(state.as_str(), "discarded" | "cancelled") {
+        return Err(WorkflowsError::NotFailed { run: id, state });
+    }
+    let from: Option<i32> = sqlx::query_scalar(sql::RETRY_FROM).bind(id.0).fetch_one(&mut *tx).await?;
+    sqlx::query(sql::FORGET_FROM).bind(id.0).bind(from).execute(&mut *tx).await?;
+    let queue: String = sqlx::query_scalar(sql::RETRY).bind(id.0).fetch_one(&mut *tx).await?;
+    sqlx::query(crate::jobs::sql::NOTIFY).bind("forge_jobs").bind(&queue).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(from)
+}
+
 async fn resolve(pool: &PgPool, run: RunRef) -> Result<JobId, WorkflowsError> {
     match &run {
         RunRef::Id(id) => {

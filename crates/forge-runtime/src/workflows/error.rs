@@ -31,6 +31,14 @@ pub enum WorkflowsError {
         /// Its job's final state.
         state: String,
     },
+    /// The run has not failed or been cancelled, so there is nothing to retry.
+    #[error("workflow run {run} is {state}: only a failed or cancelled run can be retried")]
+    NotFailed {
+        /// The run.
+        run: JobId,
+        /// Its job's state.
+        state: String,
+    },
     /// The run is not blocked, so there is nothing to resume.
     #[error("workflow run {0} is not blocked")]
     NotBlocked(JobId),

@@ -42,7 +42,7 @@ mod workflow;
 pub use child::Child;
 pub use context::{Step, StepFuture, TxStep, WorkflowContext};
 pub use control::{
-    EventInfo, EventSent, RunFilter, RunInfo, RunRef, StepInfo, cancel, find_run, list_runs, resume, run_events,
+    EventInfo, EventSent, RunFilter, RunInfo, RunRef, StepInfo, cancel, find_run, list_runs, resume, retry, run_events,
     run_steps, send_event, send_event_in,
 };
 pub use error::WorkflowsError;

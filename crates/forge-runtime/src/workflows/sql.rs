@@ -199,3 +199,28 @@ where ($1::text is null or r.workflow = $1)
 order by r.id desc
 limit $4
 "#;
+
+/// Locks a run's job row for an operator's retry; its state.
+pub(crate) const LOCK_FOR_RETRY: &str = r#"select state from forge_jobs where id = $1 for update"#;
+
+/// Where a retry resumes: the first step that failed or whose effects were compensated.
+pub(crate) const RETRY_FROM: &str = r#"
+select min(seq) from forge_workflow_steps
+where run_id = $1 and (status = 'failed' or compensated_at is not null or compensation_error is not null)
+"#;
+
+/// Makes a failed or cancelled run's job available again, with one more attempt if it needs it.
+pub(crate) const RETRY: &str = r#"
+with run as (
+    update forge_workflow_runs set cancel_requested_at = null, blocked_reason = null, blocked_seq = null,
+                                   waiting_for = null
+    where id = $1
+    returning id
+)
+update forge_jobs j
+set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
+    max_attempts = greatest(j.max_attempts, j.attempt + 1)
+from run
+where j.id = run.id and j.state in ('discarded', 'cancelled')
+returning j.queue
+"#;

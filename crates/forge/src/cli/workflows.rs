@@ -1,4 +1,4 @@
-//! `forge workflows list|show|cancel|send-event|resume`: workflow runs from the database, the
+//! `forge workflows list|show|cancel|send-event|resume|retry`: workflow runs from the database, the
 //! same functions the dashboard uses.
 
 use clap::Subcommand;
@@ -46,6 +46,11 @@ pub(crate) enum WorkflowsAction {
         /// Its payload, as JSON (default null).
         #[arg(long, default_value = "null")]
         payload: String,
+    },
+    /// Retry a failed or cancelled run from its first failed (or compensated) step.
+    Retry {
+        /// The run's id, or its key.
+        run: String,
     },
     /// Resume a blocked run on the current code.
     Resume {
@@ -169,6 +174,14 @@ pub(crate) async fn workflows(pool: &PgPool, action: WorkflowsAction, json: bool
                 _ => format!("run {run} already had an event {name}; the first one stands"),
             };
             done(json, json!({ "run": run, "event": name, "delivered": delivered, "woke": woke }), &message)
+        }
+        WorkflowsAction::Retry { run } => {
+            let from = workflows::retry(pool, run_ref(&run)).await.map_err(error)?;
+            let message = match from {
+                Some(seq) => format!("run {run} retried from step {seq}"),
+                None => format!("run {run} retried (its whole record replays)"),
+            };
+            done(json, json!({ "run": run, "retried": true, "from_step": from }), &message)
         }
         WorkflowsAction::Resume { run, from_step } => {
             workflows::resume(pool, run_ref(&run), from_step).await.map_err(error)?;

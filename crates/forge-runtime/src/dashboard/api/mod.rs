@@ -3,7 +3,7 @@
 //! - `jobs.rs`: listings, one job (its logs and trace), dispatch, the operator actions;
 //! - `queues.rs`, `crons.rs`: their listings and controls;
 //! - `telemetry.rs`: logs, traces and metrics;
-//! - `workflows.rs`: workflow runs, a run's timeline, cancel / send-event / resume;
+//! - `workflows.rs`: workflow runs, a run's timeline, cancel / send-event / resume / retry;
 //! - `cluster.rs`: the overview, nodes and functions;
 //! - `extract.rs`: path and query parameters through serde, with 400s naming the parameter;
 //! - `error.rs`: [`ApiError`], every answer that is not a success, as RFC 7807 problems.
@@ -57,6 +57,7 @@ pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
         .route("/_api/workflows/{id}/cancel", post(workflows::cancel))
         .route("/_api/workflows/{id}/events", post(workflows::send_event))
         .route("/_api/workflows/{id}/resume", post(workflows::resume))
+        .route("/_api/workflows/{id}/retry", post(workflows::retry))
         .route("/_api/logs", get(telemetry::logs))
         .route("/_api/traces/{trace_id}", get(telemetry::trace))
         .route("/_api/metrics", get(telemetry::metric_names))

@@ -153,3 +153,18 @@ pub(super) async fn resume(
     workflows::resume(state.pool(), JobId(p.id), from).await?;
     Ok(Json(Done { run: p.id, woke: Some(true), delivered: None }))
 }
+
+/// A retried run, and the position it resumes from.
+#[derive(Debug, Serialize)]
+pub(super) struct Retried {
+    run: i64,
+    from_step: Option<i32>,
+}
+
+pub(super) async fn retry(
+    State(state): State<DashboardState>,
+    ApiPath(p): ApiPath<RunPath>,
+) -> ApiResult<Json<Retried>> {
+    let from_step = workflows::retry(state.pool(), JobId(p.id)).await?;
+    Ok(Json(Retried { run: p.id, from_step }))
+}

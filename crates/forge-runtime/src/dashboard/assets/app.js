@@ -561,6 +561,10 @@ async function workflowPage(id) {
       act(`/workflows/${id}/events`, { name: name.value, payload: body }, (o) => o.delivered ? `Event ${name.value} sent` : `Run #${id} already had an event ${name.value}`);
     } }, name, payload, h("button", {}, "Send event")));
   }
+  if (["failed", "cancelled"].includes(r.status)) {
+    actions.append(h("button", { class: "primary", "data-action": "retry-run", onclick: () =>
+      act(`/workflows/${id}/retry`, {}, (o) => o.from_step === null ? `Retried run #${id}` : `Retried run #${id} from step ${o.from_step}`) }, "Retry from the failed step"));
+  }
   if (r.status === "blocked") {
     actions.append(h("button", { class: "primary", "data-action": "resume", onclick: () =>
       act(`/workflows/${id}/resume`, {}, () => `Resumed run #${id}`) }, "Resume (replay all)"));
