@@ -855,3 +855,92 @@ async fn a_failed_run_is_retried_from_its_first_compensated_or_failed_step() {
     assert_eq!(output(db.pool(), run).await, json!("room-7"));
     node.stop().await.expect("stop");
 }
+
+// ---- forge::testing: a run in-process, its clock, crashes, MockHttp --------------------------
+
+use forge::testing::{MockHttp, RunOutcome};
+
+/// Waits up to three days for a confirmation, then reminds.
+#[forge::workflow]
+async fn confirm_or_remind(ctx: &WorkflowContext, _args: ()) -> Result<String, WorkflowError> {
+    let confirmed: Option<Confirmation> =
+        ctx.wait_for_event("email_confirmed", Duration::from_secs(3 * 86_400)).await?;
+    match confirmed {
+        Some(c) => Ok(format!("welcome {}", c.by)),
+        None => {
+            ctx.step("remind", || async { Ok(()) }).await?;
+            Ok("reminded".to_owned())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_test_moves_a_runs_clock_and_injects_events() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut late = db.start_workflow::<ConfirmOrRemind>(()).await;
+    assert!(
+        matches!(late.run().await, RunOutcome::Waiting { event: Some(ref e), .. } if e == "email_confirmed"),
+        "it waits for the confirmation"
+    );
+    late.advance(Duration::from_secs(3 * 86_400)).await;
+    assert_eq!(late.run().await, RunOutcome::Completed("reminded".to_owned()));
+    assert_eq!(late.step_names().await, ["email_confirmed", "remind"]);
+
+    let mut prompt = db.start_workflow::<ConfirmOrRemind>(()).await;
+    prompt.run().await;
+    prompt.send_event("email_confirmed", Confirmation { by: "ada".into() }).await.expect("send");
+    assert_eq!(prompt.run().await, RunOutcome::Completed("welcome ada".to_owned()));
+}
+
+/// Three steps, each recording that its closure ran.
+#[forge::workflow(max_attempts = 5)]
+async fn counted(ctx: &WorkflowContext, _args: ()) -> Result<(), WorkflowError> {
+    for name in ["a", "b", "c"] {
+        ctx.step(name, || async { ran(ctx.db(), ctx.run_id(), name).await }).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_test_simulates_a_crash_after_a_step_and_each_closure_runs_once() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let mut run = db.start_workflow::<Counted>(()).await;
+    assert!(run.crash_after(2).await, "an execution ran");
+    assert_eq!(run.step_names().await, ["a", "b"], "it crashed after two steps");
+    assert_eq!(job_state(db.pool(), run.id()).await, "retryable", "the crash counts as a failed execution");
+    assert_eq!(run.run().await, RunOutcome::Completed(()));
+    assert_eq!(effects(db.pool(), run.id()).await, ["a", "b", "c"], "each closure ran once");
+}
+
+/// Charges over HTTP (retrying a 5xx), then records the charge id.
+#[forge::workflow]
+async fn charge_card(ctx: &WorkflowContext, amount: i64) -> Result<String, WorkflowError> {
+    ctx.step("charge", || async {
+        let reply =
+            ctx.http().post("http://payments.test/v1/charges").json(&json!({ "amount": amount })).send().await?;
+        if !reply.status().is_success() {
+            return Err(JobError::retry(format!("the payment service answered {}", reply.status())));
+        }
+        let body: serde_json::Value = reply.json().await?;
+        Ok(body["id"].as_str().unwrap_or_default().to_owned())
+    })
+    .retry(RetryPolicy::fixed(3, Duration::from_millis(10)))
+    .await
+}
+
+#[tokio::test]
+async fn mock_http_answers_a_steps_requests_and_records_them() {
+    let db = TestDatabase::new().await.expect("db");
+    let http = MockHttp::start().await;
+    http.on("POST", "/v1/charges").respond_once(503, json!({"error": "busy"})).respond(200, json!({"id": "ch_9"}));
+    let mut run = db.start_workflow::<ChargeCard>(42).await.with_http(http.client());
+    assert_eq!(run.run().await, RunOutcome::Completed("ch_9".to_owned()));
+    http.assert_called("POST", "/v1/charges");
+    http.assert_called_times("POST", "/v1/charges", 2);
+    http.assert_not_called("POST", "/v1/charges/{id}/refund");
+    let calls = http.calls();
+    assert_eq!(calls[0].host, "payments.test");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&calls[1].body).expect("json"), json!({ "amount": 42 }));
+    assert_eq!(run.steps().await[0].attempts, 2);
+}

@@ -17,6 +17,10 @@
 //! one attempt in-process through the worker's own executor and outcome policy; [`TestDatabase::drain_queue`] runs a queue to
 //! empty with the real worker.
 //!
+//! For workflows: [`TestDatabase::start_workflow`] gives a [`TestRun`] that executes a run in
+//! this process, with a clock moved forward by [`TestRun::advance`], events, simulated crashes
+//! ([`TestRun::crash_after`]) and the recorded steps; [`MockHttp`] stands in for HTTP services.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use forge_runtime::testing::TestDatabase;
@@ -30,7 +34,9 @@
 mod database;
 mod functions;
 mod jobs;
+mod workflows;
 
 pub use database::{TestDatabase, project_root};
 pub use functions::TestCaller;
 pub use jobs::{DrainOptions, Drained};
+pub use workflows::{MockCall, MockHttp, MockRule, RunOutcome, TestRun};

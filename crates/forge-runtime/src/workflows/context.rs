@@ -38,6 +38,36 @@ pub(crate) fn later(d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| Utc::now().checked_add_signed(d)).map_or(far, |t| t.min(far))
 }
 
+/// What a test changes about an execution (`forge::testing`): a simulated crash after some
+/// checkpoints, and the HTTP client steps get.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Overrides {
+    /// End the execution as a crash would, once this many new checkpoints are written.
+    pub(crate) crash_after: Option<usize>,
+    /// The client [`WorkflowContext::http`] returns.
+    pub(crate) http: Option<reqwest::Client>,
+}
+
+tokio::task_local! {
+    /// Set by `forge::testing` around the executions it runs.
+    pub(crate) static OVERRIDES: Overrides;
+}
+
+/// The HTTP client steps get by default: 5 s to connect, 30 s per request.
+fn default_http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .user_agent(concat!("forge/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
 /// The context of one execution of one workflow run. Cheap to clone; steps may run
 /// concurrently from clones.
 #[derive(Clone)]
@@ -59,6 +89,8 @@ struct Inner {
     job: JobContext,
     version: u32,
     deadline: Option<DateTime<Utc>>,
+    http: reqwest::Client,
+    crash_after: Option<usize>,
     state: Mutex<State>,
 }
 
@@ -113,6 +145,8 @@ struct State {
     blocked: Option<String>,
     stop: Option<Stop>,
     compensations: Vec<Compensation>,
+    /// New checkpoints this execution wrote (for a simulated crash).
+    written: usize,
 }
 
 /// A checkpoint to write.
@@ -144,17 +178,21 @@ impl WorkflowContext {
         recorded: Vec<RecordedStep>,
         stop: Option<Stop>,
     ) -> Self {
+        let overrides = OVERRIDES.try_with(Clone::clone).unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 job,
                 version,
                 deadline,
+                http: overrides.http.unwrap_or_else(default_http_client),
+                crash_after: overrides.crash_after,
                 state: Mutex::new(State {
                     replay: Replay::new(recorded),
                     interrupt: None,
                     blocked: None,
                     stop,
                     compensations: Vec::new(),
+                    written: 0,
                 }),
             }),
         }
@@ -178,6 +216,12 @@ impl WorkflowContext {
     /// The job context of this execution (its attempt, its cancellation token).
     pub fn job(&self) -> &JobContext {
         &self.inner.job
+    }
+
+    /// An HTTP client for steps that call services (5 s to connect, 30 s per request). In
+    /// tests, `forge::testing::MockHttp` stands in for it.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// The pool. Database work that must happen exactly once belongs in
@@ -468,6 +512,12 @@ impl WorkflowContext {
             if let Some(i) = &state.interrupt {
                 return Err(i.error(state.blocked.as_deref()));
             }
+            if self.inner.crash_after.is_some_and(|n| state.written >= n) {
+                let interrupt = Interrupt::Internal(format!("a simulated crash after {} new steps", state.written));
+                let error = interrupt.error(None);
+                state.interrupt = Some(interrupt);
+                return Err(error);
+            }
             if state.stop.is_none() && self.inner.deadline.is_some_and(|d| Utc::now() >= d) {
                 state.stop = Some(Stop::Timeout);
             }
@@ -567,6 +617,9 @@ impl WorkflowContext {
             state.stop.get_or_insert(Stop::Cancel);
         }
         if written {
+            if matches!(r.status, StepStatus::Completed | StepStatus::Failed) {
+                self.lock().written += 1;
+            }
             return Ok(Written::Ours);
         }
         let theirs: Option<(String, Option<serde_json::Value>, Option<String>)> = sqlx::query_as(sql::RECORDED)

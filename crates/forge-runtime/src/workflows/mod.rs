@@ -40,6 +40,8 @@ mod start;
 mod workflow;
 
 pub use child::Child;
+#[cfg(feature = "testing")]
+pub(crate) use context::{OVERRIDES, Overrides};
 pub use context::{Step, StepFuture, TxStep, WorkflowContext};
 pub use control::{
     EventInfo, EventSent, RunFilter, RunInfo, RunRef, StepInfo, cancel, find_run, list_runs, resume, retry, run_events,
