@@ -68,6 +68,11 @@ impl TestDatabase {
         self.start_workflow_with::<W>(args, StartOptions::new()).await
     }
 
+    /// A [`TestRun`] for a run started elsewhere (by a mutation under test, say).
+    pub fn workflow_run<W: Workflow>(&self, run: JobId) -> TestRun<'_, W> {
+        TestRun { db: self, id: run, http: None, workflow: PhantomData }
+    }
+
     /// [`TestDatabase::start_workflow`] with options (a run key...).
     pub async fn start_workflow_with<W: Workflow>(
         &self,
