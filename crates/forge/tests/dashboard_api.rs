@@ -443,3 +443,48 @@ async fn the_pages_are_served_from_the_binary_with_a_strict_policy() {
     assert_eq!(fetch("/_dashboard/assets/nope.js", None).await.status(), 404);
     assert_eq!(fetch("/_api/overview", None).await.status(), 401);
 }
+
+#[tokio::test]
+async fn workflow_routes_refuse_bad_input_precisely_and_change_nothing() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql(
+        "insert into forge_jobs (id, kind, args, state, run_at) overriding system value
+           values (7, 'some_flow', 'null', 'scheduled', now() + interval '1 hour');
+         insert into forge_workflow_runs (id, workflow, version, run_key, waiting_for) values (7, 'some_flow', 1, 'k7', 'go');",
+    )
+    .execute(db.pool())
+    .await
+    .expect("a run");
+    let router = db.router().expect("router");
+    let (status, body) = get(&router, "/_api/workflows?status=sleepy", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap_or_default().contains("`status`"), "{body}");
+    assert_eq!(get(&router, "/_api/workflows?limit=0", &[]).await.0, 400);
+    let (status, body) = get(&router, "/_api/workflows?status=waiting&key=k7", &[]).await;
+    assert_eq!((status, body["runs"][0]["id"].as_i64()), (200, Some(7)), "{body}");
+    assert_eq!(body["runs"][0]["status"], "waiting");
+    assert_eq!(get(&router, "/_api/workflows/x", &[]).await.0, 400);
+
+    for (body, want) in
+        [("{oops", 400), (r#"{"payload": 1}"#, 400), (r#"{"name": ""}"#, 422), (r#"{"name": "a\u0000b"}"#, 422)]
+    {
+        let (status, answer) = post_json(&router, "/_api/workflows/7/events", body).await;
+        assert_eq!(status, want, "{body}: {answer}");
+    }
+    let events: i64 =
+        sqlx::query_scalar("select count(*) from forge_workflow_events").fetch_one(db.pool()).await.expect("events");
+    assert_eq!(events, 0, "refused events change nothing");
+    let (status, answer) =
+        post_json(&router, "/_api/workflows/7/events", r#"{"name": "go", "payload": {"ok": true}}"#).await;
+    assert_eq!(
+        (status, answer["delivered"].as_bool(), answer["woke"].as_bool()),
+        (201, Some(true), Some(true)),
+        "{answer}"
+    );
+    let (status, answer) = post_json(&router, "/_api/workflows/7/events", r#"{"name": "go"}"#).await;
+    assert_eq!((status, answer["delivered"].as_bool()), (200, Some(false)), "the first event wins: {answer}");
+    let (status, answer) = post_json(&router, "/_api/workflows/7/resume", "{}").await;
+    assert_eq!(status, 409, "not blocked: {answer}");
+    let (status, answer) = post_json(&router, "/_api/workflows/7/retry", "{}").await;
+    assert_eq!(status, 409, "not failed: {answer}");
+}

@@ -944,3 +944,70 @@ async fn mock_http_answers_a_steps_requests_and_records_them() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&calls[1].body).expect("json"), json!({ "amount": 42 }));
     assert_eq!(run.steps().await[0].attempts, 2);
 }
+
+// ---- cancel while executing, whole-run timeout ----------------------------------------------
+
+/// Books (with an undo), then a step that holds until the switch `release-hold` is on, then
+/// another step that must never run once the run is cancelled.
+#[forge::workflow]
+async fn holds(ctx: &WorkflowContext, _args: ()) -> Result<(), WorkflowError> {
+    let run = ctx.run_id();
+    let undo_db = ctx.db().clone();
+    ctx.step("book", || async { ran(ctx.db(), run, "book").await })
+        .compensate(move |()| async move { ran(&undo_db, run, "unbook").await })
+        .await?;
+    ctx.step("hold", || async {
+        ran(ctx.db(), run, "holding").await?;
+        while !switch(ctx.db(), "release-hold").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+    .await?;
+    ctx.step("after", || async { ran(ctx.db(), run, "after").await }).await
+}
+
+#[tokio::test]
+async fn a_run_cancelled_while_it_executes_stops_at_its_next_step_and_compensates() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let node = node(&db, 4).await;
+    let run = Holds::start(&node, ()).await.expect("start");
+    eventually("the hold", Duration::from_secs(10), async || {
+        effects(db.pool(), run).await.contains(&"holding".to_owned()).then_some(())
+    })
+    .await;
+    workflows::cancel(db.pool(), run).await.expect("cancel");
+    set_switch(db.pool(), "release-hold", true).await;
+    wait_state(db.pool(), run, "cancelled").await;
+    assert_eq!(effects(db.pool(), run).await, ["book", "holding", "unbook"], "the step after the cancel never ran");
+    node.stop().await.expect("stop");
+}
+
+/// Sleeps an hour, but the whole run may take a second.
+#[forge::workflow(timeout = "1s")]
+async fn too_slow(ctx: &WorkflowContext, _args: ()) -> Result<(), WorkflowError> {
+    let run = ctx.run_id();
+    let undo_db = ctx.db().clone();
+    ctx.step("start", || async { ran(ctx.db(), run, "start").await })
+        .compensate(move |()| async move { ran(&undo_db, run, "undo start").await })
+        .await?;
+    ctx.sleep(Duration::from_secs(3600)).await?;
+    ctx.step("late", || async { ran(ctx.db(), run, "late").await }).await
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_fails_and_compensates() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let mut run = db.start_workflow::<TooSlow>(()).await;
+    let RunOutcome::Waiting { until, .. } = run.run().await else { panic!("it sleeps") };
+    assert!(
+        until < chrono::Utc::now() + chrono::Duration::seconds(2),
+        "it wakes at its deadline, not in an hour: {until}"
+    );
+    run.advance(Duration::from_secs(2)).await;
+    let RunOutcome::Failed(reason) = run.run().await else { panic!("it fails") };
+    assert!(reason.contains("timeout"), "{reason}");
+    assert_eq!(effects(db.pool(), run.id()).await, ["start", "undo start"]);
+}
