@@ -190,35 +190,8 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
     match key.as_str() {
         "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
         "type_name" => attrs.type_name = Some(type_name(meta.value()?.parse()?)?),
-        "queue" => {
-            let queue: LitStr = meta.value()?.parse()?;
-            let v = queue.value();
-            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(syn::Error::new_spanned(queue, "queue names are 1 to 64 letters, digits, '_' or '-'"));
-            }
-            attrs.queue = Some(queue);
-        }
-        "priority" => {
-            const ALLOWED: &str = "critical, high, normal, low or background";
-            let value = meta.value()?;
-            if value.peek(LitStr) {
-                let lit: LitStr = value.parse()?;
-                return Err(syn::Error::new_spanned(
-                    &lit,
-                    format!("write the priority without quotes: `priority = {}`; it is one of {ALLOWED}", lit.value()),
-                ));
-            }
-            let ident: syn::Ident = value
-                .parse()
-                .map_err(|e| syn::Error::new(e.span(), format!("expected a priority: one of {ALLOWED}")))?;
-            if !["critical", "high", "normal", "low", "background"].contains(&ident.to_string().as_str()) {
-                return Err(syn::Error::new_spanned(
-                    &ident,
-                    format!("unknown priority `{ident}`; it is one of {ALLOWED}"),
-                ));
-            }
-            attrs.priority = Some(ident);
-        }
+        "queue" => attrs.queue = Some(queue_name(&meta)?),
+        "priority" => attrs.priority = Some(priority(&meta)?),
         "max_attempts" => attrs.max_attempts = Some(at_least_one(&meta, "max_attempts")?),
         "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
         "worker_capability" => attrs.capability = Some(non_empty(meta.value()?.parse()?)?),
@@ -233,6 +206,35 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `queue = "emails"`: 1 to 64 letters, digits, `_` or `-`.
+pub(crate) fn queue_name(meta: &ParseNestedMeta<'_>) -> syn::Result<LitStr> {
+    let queue: LitStr = meta.value()?.parse()?;
+    let v = queue.value();
+    if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(syn::Error::new_spanned(queue, "queue names are 1 to 64 letters, digits, '_' or '-'"));
+    }
+    Ok(queue)
+}
+
+/// `priority = high`, without quotes.
+pub(crate) fn priority(meta: &ParseNestedMeta<'_>) -> syn::Result<syn::Ident> {
+    const ALLOWED: &str = "critical, high, normal, low or background";
+    let value = meta.value()?;
+    if value.peek(LitStr) {
+        let lit: LitStr = value.parse()?;
+        return Err(syn::Error::new_spanned(
+            &lit,
+            format!("write the priority without quotes: `priority = {}`; it is one of {ALLOWED}", lit.value()),
+        ));
+    }
+    let ident: syn::Ident =
+        value.parse().map_err(|e| syn::Error::new(e.span(), format!("expected a priority: one of {ALLOWED}")))?;
+    if !["critical", "high", "normal", "low", "background"].contains(&ident.to_string().as_str()) {
+        return Err(syn::Error::new_spanned(&ident, format!("unknown priority `{ident}`; it is one of {ALLOWED}")));
+    }
+    Ok(ident)
 }
 
 /// `key = N` with N a whole number of at least 1.

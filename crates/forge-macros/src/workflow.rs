@@ -5,7 +5,10 @@ use quote::{format_ident, quote};
 use syn::meta::ParseNestedMeta;
 use syn::{FnArg, ItemFn, LitInt, LitStr};
 
-use crate::job::{JobKind, at_least_one, duration_ms, job_kind, non_empty, pascal_case, result_ok_type, type_name};
+use crate::job::{
+    JobKind, at_least_one, duration_ms, job_kind, non_empty, pascal_case, priority, queue_name, result_ok_type,
+    type_name,
+};
 
 #[derive(Default)]
 struct Attrs {
@@ -123,24 +126,8 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         "name" => attrs.name = Some(non_empty(meta.value()?.parse()?)?),
         "type_name" => attrs.type_name = Some(type_name(meta.value()?.parse()?)?),
         "version" => attrs.version = Some(at_least_one(&meta, "version")?),
-        "queue" => {
-            let queue: LitStr = meta.value()?.parse()?;
-            let v = queue.value();
-            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(syn::Error::new_spanned(queue, "queue names are 1 to 64 letters, digits, '_' or '-'"));
-            }
-            attrs.queue = Some(queue);
-        }
-        "priority" => {
-            let ident: syn::Ident = meta.value()?.parse()?;
-            if !["critical", "high", "normal", "low", "background"].contains(&ident.to_string().as_str()) {
-                return Err(syn::Error::new_spanned(
-                    &ident,
-                    format!("unknown priority `{ident}`; it is one of critical, high, normal, low or background"),
-                ));
-            }
-            attrs.priority = Some(ident);
-        }
+        "queue" => attrs.queue = Some(queue_name(&meta)?),
+        "priority" => attrs.priority = Some(priority(&meta)?),
         "max_attempts" => attrs.max_attempts = Some(at_least_one(&meta, "max_attempts")?),
         "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
         "execution_timeout" => attrs.execution_timeout_ms = Some(duration_ms(&meta)?),

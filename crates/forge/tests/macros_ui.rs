@@ -1,4 +1,4 @@
-//! Macro compile checks (`#[forge::job]`, `#[forge::cron]` and the function macros): every attribute accepted where valid, and a wrong one is a
+//! Macro compile checks (`#[forge::job]`, `#[forge::cron]`, `#[forge::workflow]` and the function macros): every attribute accepted where valid, and a wrong one is a
 //! compile error pointing at it (snapshots in `tests/ui/fail/*.stderr`).
 
 #[test]

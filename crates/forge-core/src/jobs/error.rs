@@ -76,13 +76,18 @@ impl fmt::Display for JobError {
 
 impl<E: std::error::Error> From<E> for JobError {
     fn from(e: E) -> Self {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        JobError::Retry(message)
+        JobError::Retry(error_chain(&e))
     }
+}
+
+/// An error's message followed by its sources' (`a: b: c`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }

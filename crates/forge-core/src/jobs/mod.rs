@@ -25,7 +25,7 @@ mod record;
 mod state;
 
 pub use backoff::{Backoff, BackoffKind};
-pub use error::JobError;
+pub use error::{JobError, error_chain};
 pub use id::JobId;
 pub use options::{JobOptions, Priority, Unique, UniqueBy};
 pub use record::{AttemptError, FailureKind, JobProgress, JobRecord};

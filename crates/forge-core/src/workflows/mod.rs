@@ -84,14 +84,7 @@ impl fmt::Display for WorkflowError {
 
 impl<E: std::error::Error> From<E> for WorkflowError {
     fn from(e: E) -> Self {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        WorkflowError::Failed(message)
+        WorkflowError::Failed(crate::jobs::error_chain(&e))
     }
 }
 

@@ -812,6 +812,35 @@ fn decode_event<T: DeserializeOwned>(
     }
 }
 
+/// Where a step (or tx_step) starts.
+enum Begin<T> {
+    /// Recorded as completed: its output, decoded (its compensation registered).
+    Replayed(T),
+    /// To run: its name with occurrence, its position, the attempts counted so far.
+    Run { name: String, seq: i32, attempts: i32 },
+}
+
+/// Takes the step's position and replays it if it is recorded as finished.
+async fn begin<T: DeserializeOwned + Send + 'static>(
+    ctx: &WorkflowContext,
+    name: &str,
+    kind: StepKind,
+    undo: &mut Option<Undo<T>>,
+) -> Result<Begin<T>, WorkflowError> {
+    let (name, landed) = ctx.position(name, kind).await?;
+    match landed {
+        Recorded(r) => match r.status {
+            StepStatus::Completed => {
+                let replayed = Replayed { name: &name, seq: r.seq, output: r.output, compensated: r.compensated };
+                replay_output(ctx, undo.take(), replayed).map(Begin::Replayed)
+            }
+            StepStatus::Failed => Err(WorkflowError::Step { step: name, message: r.error.unwrap_or_default() }),
+            StepStatus::Retrying | StepStatus::Waiting => Ok(Begin::Run { name, seq: r.seq, attempts: r.attempts }),
+        },
+        New(seq) => Ok(Begin::Run { name, seq, attempts: 0 }),
+    }
+}
+
 /// A recorded step's output as its caller gets it again.
 struct Replayed<'a> {
     name: &'a str,
@@ -897,16 +926,9 @@ where
 
     async fn run(mut self) -> Result<T, WorkflowError> {
         let ctx = self.ctx;
-        let (name, landed) = ctx.position(&self.name, StepKind::Step).await?;
-        let (seq, mut attempts) = match landed {
-            Recorded(r) => match r.status {
-                StepStatus::Completed => return self.replayed(&name, r.seq, r.output, r.compensated),
-                StepStatus::Failed => {
-                    return Err(WorkflowError::Step { step: name, message: r.error.unwrap_or_default() });
-                }
-                StepStatus::Retrying | StepStatus::Waiting => (r.seq, r.attempts),
-            },
-            New(seq) => (seq, 0),
+        let (name, seq, mut attempts) = match begin(ctx, &self.name, StepKind::Step, &mut self.compensate).await? {
+            Begin::Replayed(value) => return Ok(value),
+            Begin::Run { name, seq, attempts } => (name, seq, attempts),
         };
         let started_at = Utc::now();
         loop {
@@ -1026,16 +1048,9 @@ where
 
     async fn run(mut self) -> Result<T, WorkflowError> {
         let ctx = self.ctx;
-        let (name, landed) = ctx.position(&self.name, StepKind::TxStep).await?;
-        let (seq, mut attempts) = match landed {
-            Recorded(r) => match r.status {
-                StepStatus::Completed => return self.replayed(&name, r.seq, r.output, r.compensated),
-                StepStatus::Failed => {
-                    return Err(WorkflowError::Step { step: name, message: r.error.unwrap_or_default() });
-                }
-                StepStatus::Retrying | StepStatus::Waiting => (r.seq, r.attempts),
-            },
-            New(seq) => (seq, 0),
+        let (name, seq, mut attempts) = match begin(ctx, &self.name, StepKind::TxStep, &mut self.compensate).await? {
+            Begin::Replayed(value) => return Ok(value),
+            Begin::Run { name, seq, attempts } => (name, seq, attempts),
         };
         let started_at = Utc::now();
         loop {
