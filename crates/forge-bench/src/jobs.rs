@@ -69,7 +69,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
     .await?;
 
     // Pickup: the node is idle; dispatch one job at a time and measure dispatch → start.
-    sqlx::query("truncate forge_jobs").execute(db.pool()).await?;
+    sqlx::query("truncate forge_jobs cascade").execute(db.pool()).await?;
     let mut ids = Vec::with_capacity(PICKUPS);
     for _ in 0..PICKUPS {
         ids.push(Noop::dispatch(&node, ()).await?.0);

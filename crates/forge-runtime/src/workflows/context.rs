@@ -106,8 +106,6 @@ pub(crate) enum Stop {
 /// What ended the execution early, whatever the code did with the error it was given.
 #[derive(Clone, Debug)]
 pub(crate) enum Interrupt {
-    /// Suspend until then (the worker writes it, as a snooze).
-    Suspend(DateTime<Utc>),
     /// Suspended or parked, already written in the execution's own transaction.
     Written,
     /// Wind the run down (compensations, then cancelled or failed).
@@ -119,7 +117,6 @@ pub(crate) enum Interrupt {
 impl Interrupt {
     fn error(&self, blocked: Option<&str>) -> WorkflowError {
         match self {
-            Interrupt::Suspend(_) => WorkflowError::Suspended,
             Interrupt::Written => match blocked {
                 Some(reason) => WorkflowError::Blocked(reason.to_owned()),
                 None => WorkflowError::Suspended,
@@ -306,7 +303,8 @@ impl WorkflowContext {
                 .await?;
             return Ok(());
         }
-        Err(self.interrupt(Interrupt::Suspend(wake)))
+        self.suspend(wake, None).await?;
+        Err(self.interrupt(Interrupt::Internal("a sleep suspended without an end".to_owned())))
     }
 
     /// Waits durably for the event `name` sent to this run ([`super::send_event`]), at most
@@ -337,7 +335,7 @@ impl WorkflowContext {
         let received = match payload {
             Some(payload) => Some(payload),
             None if Utc::now() >= deadline => None,
-            None => self.suspend_for_event(name, deadline).await?,
+            None => Some(self.suspend(deadline, Some(name)).await?),
         };
         let output = match &received {
             Some(payload) => serde_json::json!({ "payload": payload }),
@@ -361,37 +359,50 @@ impl WorkflowContext {
         decode_event(name, Some(output))
     }
 
-    /// Ends the execution waiting for `event`, unless it has arrived: under the run's job-row
-    /// lock (the lock [`super::send_event`] takes first), so an event sent at any moment either
-    /// is seen here or finds the run suspended and wakes it.
-    async fn suspend_for_event(
-        &self,
-        event: &str,
-        deadline: DateTime<Utc>,
-    ) -> Result<Option<serde_json::Value>, WorkflowError> {
+    /// Ends the execution until `until` (waiting for `event`, if given), unless the event has
+    /// arrived or the run was asked to cancel. Written in the execution's own transaction, under
+    /// the run's job-row lock, which [`super::send_event`] and [`super::cancel`] take first: an
+    /// event or a cancel request sent at any moment is either seen here or finds the run
+    /// suspended and wakes it. Returns the event's payload when it had arrived.
+    async fn suspend(&self, until: DateTime<Utc>, event: Option<&str>) -> Result<serde_json::Value, WorkflowError> {
+        enum Seen {
+            Suspended,
+            Event(serde_json::Value),
+            Cancel,
+            LeaseLost,
+        }
         let run = self.run_id();
-        let result: Result<Option<Option<serde_json::Value>>, sqlx::Error> = async {
+        let result: Result<Seen, sqlx::Error> = async {
             let mut tx = self.db().begin().await?;
-            let held = sqlx::query(sql::LOCK_ATTEMPT).bind(run.0).bind(self.attempt()).fetch_optional(&mut *tx).await?;
-            if held.is_none() {
-                return Ok(None);
+            let held: Option<bool> =
+                sqlx::query_scalar(sql::LOCK_ATTEMPT).bind(run.0).bind(self.attempt()).fetch_optional(&mut *tx).await?;
+            match held {
+                None => return Ok(Seen::LeaseLost),
+                Some(true) => return Ok(Seen::Cancel),
+                Some(false) => {}
             }
-            let payload: Option<serde_json::Value> =
-                sqlx::query_scalar(sql::EVENT).bind(run.0).bind(event).fetch_optional(&mut *tx).await?;
-            if payload.is_some() {
-                tx.commit().await?;
-                return Ok(Some(payload));
+            if let Some(event) = event {
+                let payload: Option<serde_json::Value> =
+                    sqlx::query_scalar(sql::EVENT).bind(run.0).bind(event).fetch_optional(&mut *tx).await?;
+                if let Some(payload) = payload {
+                    tx.commit().await?;
+                    return Ok(Seen::Event(payload));
+                }
             }
             sqlx::query(sql::WAITING_FOR).bind(run.0).bind(event).execute(&mut *tx).await?;
-            self.finish_suspended(&mut tx, self.wake_at(deadline)).await?;
+            self.finish_suspended(&mut tx, self.wake_at(until)).await?;
             tx.commit().await?;
-            Ok(Some(None))
+            Ok(Seen::Suspended)
         }
         .await;
         match result {
-            Ok(Some(Some(payload))) => Ok(Some(payload)),
-            Ok(Some(None)) => Err(self.interrupt(Interrupt::Written)),
-            Ok(None) => Err(self.interrupt(Interrupt::Internal("the run's lease was lost".to_owned()))),
+            Ok(Seen::Event(payload)) => Ok(payload),
+            Ok(Seen::Suspended) => Err(self.interrupt(Interrupt::Written)),
+            Ok(Seen::Cancel) => {
+                self.lock().stop.get_or_insert(Stop::Cancel);
+                Err(self.interrupt(Interrupt::Stop(Stop::Cancel)))
+            }
+            Ok(Seen::LeaseLost) => Err(self.interrupt(Interrupt::Internal("the run's lease was lost".to_owned()))),
             Err(e) => Err(self.internal(e)),
         }
     }
@@ -718,7 +729,8 @@ impl WorkflowContext {
             tokio::time::sleep(delay).await;
             return Ok(FailedNext::Again(attempts_after));
         }
-        Err(self.interrupt(Interrupt::Suspend(self.wake_at(wake))))
+        self.suspend(wake, None).await?;
+        Err(self.interrupt(Interrupt::Internal("a retry suspended without an end".to_owned())))
     }
 }
 

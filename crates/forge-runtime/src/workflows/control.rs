@@ -133,16 +133,19 @@ pub async fn send_event_in(
 /// A run executing now stops at its next step. Errors: no such run, or it has finished.
 pub async fn cancel(pool: &PgPool, run: impl Into<RunRef>) -> Result<(), WorkflowsError> {
     let id = resolve(pool, run.into()).await?;
-    let row: Option<(String, String)> = sqlx::query_as(sql::REQUEST_CANCEL).bind(id.0).fetch_optional(pool).await?;
-    match row {
-        Some((state, queue)) => {
-            if state == "available" {
-                sqlx::query(crate::jobs::sql::NOTIFY).bind("forge_jobs").bind(&queue).execute(pool).await?;
-            }
-            Ok(())
-        }
-        None => Err(finished(pool, id).await),
+    let mut tx = pool.begin().await?;
+    // The job row first, as a suspending execution locks it: the request is either seen by the
+    // suspension or finds the run suspended and wakes it.
+    let (state, queue): (String, String) = sqlx::query_as(sql::LOCK_RUN).bind(id.0).fetch_one(&mut *tx).await?;
+    if matches!(state.as_str(), "completed" | "discarded" | "cancelled") {
+        return Err(WorkflowsError::Finished { run: id, state });
     }
+    sqlx::query(sql::REQUEST_CANCEL).bind(id.0).execute(&mut *tx).await?;
+    if sqlx::query(sql::WAKE).bind(id.0).execute(&mut *tx).await?.rows_affected() > 0 {
+        sqlx::query(crate::jobs::sql::NOTIFY).bind("forge_jobs").bind(&queue).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Resumes a blocked run on the current code. With `from_seq`, the steps it recorded at that
@@ -151,6 +154,7 @@ pub async fn cancel(pool: &PgPool, run: impl Into<RunRef>) -> Result<(), Workflo
 pub async fn resume(pool: &PgPool, run: impl Into<RunRef>, from_seq: Option<i32>) -> Result<(), WorkflowsError> {
     let id = resolve(pool, run.into()).await?;
     let mut tx = pool.begin().await?;
+    sqlx::query(sql::LOCK_RUN).bind(id.0).execute(&mut *tx).await?;
     let queue: Option<String> = sqlx::query_scalar(sql::RESUME).bind(id.0).fetch_optional(&mut *tx).await?;
     let Some(queue) = queue else {
         return Err(WorkflowsError::NotBlocked(id));
@@ -194,18 +198,6 @@ async fn resolve(pool: &PgPool, run: RunRef) -> Result<JobId, WorkflowsError> {
             let found: Option<i64> = sqlx::query_scalar(sql::RUN_BY_KEY).bind(key).fetch_optional(pool).await?;
             found.map(JobId).ok_or_else(|| WorkflowsError::NotFound(run.to_string()))
         }
-    }
-}
-
-async fn finished(pool: &PgPool, id: JobId) -> WorkflowsError {
-    match sqlx::query_scalar::<_, String>("select state from forge_jobs where id = $1")
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await
-    {
-        Ok(Some(state)) => WorkflowsError::Finished { run: id, state },
-        Ok(None) => WorkflowsError::NotFound(id.to_string()),
-        Err(e) => WorkflowsError::Database(e),
     }
 }
 

@@ -4,8 +4,8 @@
 //! | the execution ended                          | the run's job                                |
 //! |----------------------------------------------|----------------------------------------------|
 //! | the code returned `Ok`                       | `completed`, the output stored               |
-//! | a sleep, a step's retry                      | `scheduled` at the wake time, not counted    |
-//! | an event wait (written under the row lock)   | `scheduled` at the timeout, not counted      |
+//! | a sleep, a step's retry, an event wait       | `scheduled` at the wake time (or the event's |
+//! | (written under the run's job-row lock)       | timeout), not counted                        |
 //! | the code diverged from the record            | parked: `scheduled` far ahead, run `blocked` |
 //! | a step failed for good, or the code failed   | compensations, then `discarded`              |
 //! | cancel requested, or the run's timeout       | compensations, then `cancelled` / `discarded`|
@@ -66,10 +66,6 @@ pub async fn execute<W: Workflow>(job: &JobContext, args: <W as Job>::Args) -> R
     let result = W::execute(&ctx, args).await;
     let interrupt = ctx.take_interrupt();
     let failure = match (interrupt, result) {
-        (Some(Interrupt::Suspend(until)), _) => {
-            let until = loaded.deadline.map_or(until, |d| until.min(d));
-            return Err(JobError::Snooze((until - Utc::now()).to_std().unwrap_or(Duration::ZERO)));
-        }
         // Written in the execution's own transaction: the worker's fenced write changes nothing.
         (Some(Interrupt::Written), _) => return Err(JobError::Snooze(Duration::ZERO)),
         (Some(Interrupt::Internal(message)), _) | (None, Err(WorkflowError::Internal(message))) => {

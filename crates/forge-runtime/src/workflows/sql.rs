@@ -53,10 +53,14 @@ pub(crate) const RECORDED: &str = r#"
 select status, output, error from forge_workflow_steps where run_id = $1 and seq = $2
 "#;
 
-/// Locks the run's job row if this attempt still holds it (the fence); the lock orders a
-/// suspension against an event being sent.
+/// Locks the run's job row if this attempt still holds it (the fence), and says whether the run
+/// was asked to cancel; the lock orders a suspension against an event or a cancel request.
 pub(crate) const LOCK_ATTEMPT: &str = r#"
-select 1 from forge_jobs where id = $1 and attempt = $2 and state = 'running' for update
+select r.cancel_requested_at is not null
+from forge_jobs j
+join forge_workflow_runs r on r.id = j.id
+where j.id = $1 and j.attempt = $2 and j.state = 'running'
+for update of j
 "#;
 
 /// The payload of an event sent to a run.
@@ -125,22 +129,20 @@ where j.id = $1 and r.id = j.id and j.state = 'scheduled' and r.waiting_for = $2
 returning j.queue
 "#;
 
-/// Asks a run to cancel: the next execution runs its compensations. A run waiting is woken
-/// for it.
+/// Locks a run's job row (the first lock every change to a run takes); its state and queue.
+pub(crate) const LOCK_RUN: &str = r#"
+select j.state, j.queue from forge_jobs j join forge_workflow_runs r on r.id = j.id where j.id = $1 for update of j
+"#;
+
+/// Asks a run to cancel (its job row locked first): the next execution runs its
+/// compensations. A run waiting is woken for it.
 pub(crate) const REQUEST_CANCEL: &str = r#"
-with run as (
-    update forge_workflow_runs r
-    set cancel_requested_at = coalesce(r.cancel_requested_at, now())
-    from forge_jobs j
-    where r.id = $1 and j.id = r.id and j.state not in ('completed', 'discarded', 'cancelled')
-    returning r.id
-)
-update forge_jobs j
-set state = case when j.state in ('scheduled', 'retryable') then 'available' else j.state end,
-    run_at = case when j.state in ('scheduled', 'retryable') then now() else j.run_at end
-from run
-where j.id = run.id
-returning j.state, j.queue
+update forge_workflow_runs set cancel_requested_at = coalesce(cancel_requested_at, now()) where id = $1
+"#;
+
+/// Wakes a waiting run now (to cancel it).
+pub(crate) const WAKE: &str = r#"
+update forge_jobs set state = 'available', run_at = now() where id = $1 and state in ('scheduled', 'retryable')
 "#;
 
 /// Resumes a blocked run, forgetting its recorded steps from position `$2` on (none: keep all).
