@@ -181,7 +181,7 @@ async fn sleeping(n: usize) -> Report {
     sqlx::query("delete from forge_jobs").execute(db.pool()).await?;
     let started = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        BenchSleeper::dispatch_many(db.pool(), vec![(); chunk.len()], DispatchOptions::new()).await?;
+        BenchSleeper::start_many(db.pool(), vec![(); chunk.len()], StartOptions::new()).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -227,7 +227,7 @@ pub(crate) async fn run(args: WorkflowsArgs) -> Report {
     // Runs are started ahead (one statement per 1,000), then the clock starts with the workers.
     let inputs: Vec<FlowArgs> = (0..runs).map(|_| FlowArgs { steps: args.steps }).collect();
     for chunk in inputs.chunks(1000) {
-        BenchFlow::dispatch_many(&pool, chunk.to_vec(), DispatchOptions::new()).await?;
+        BenchFlow::start_many(&pool, chunk.to_vec(), StartOptions::new()).await?;
     }
     let concurrency = args.concurrency.to_string();
     let spawn = || {

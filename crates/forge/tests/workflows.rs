@@ -1011,3 +1011,27 @@ async fn a_run_past_its_timeout_fails_and_compensates() {
     assert!(reason.contains("timeout"), "{reason}");
     assert_eq!(effects(db.pool(), run.id()).await, ["start", "undo start"]);
 }
+
+#[tokio::test]
+async fn start_many_starts_runs_in_order_and_refuses_a_key() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let ids = Naps::start_many(db.pool(), vec![1, 2, 3], StartOptions::new()).await.expect("start many");
+    assert_eq!(ids.len(), 3);
+    let args: Vec<i64> = sqlx::query_scalar(
+        "select j.args::text::bigint from forge_jobs j join forge_workflow_runs r on r.id = j.id
+         where j.id = any($1) order by array_position($1, j.id)",
+    )
+    .bind(ids.iter().map(|i| i.0).collect::<Vec<_>>())
+    .fetch_all(db.pool())
+    .await
+    .expect("runs");
+    assert_eq!(args, [1, 2, 3], "one run row per job, in order");
+    let keyed = Naps::start_many(db.pool(), vec![1], StartOptions::new().key("k")).await;
+    assert!(matches!(keyed, Err(WorkflowsError::InvalidName(_))), "{keyed:?}");
+    let node = node(&db, 4).await;
+    for id in ids {
+        wait_state(db.pool(), id, "completed").await;
+    }
+    node.stop().await.expect("stop");
+}

@@ -160,13 +160,16 @@ async fn load(
     if let Some(loaded) = sqlx::query_as::<_, Loaded>(sql::LOAD).bind(run).fetch_optional(job.db()).await? {
         return Ok(loaded);
     }
-    sqlx::query(sql::INSERT_RUN)
+    let inserted = sqlx::query_as::<_, Loaded>(sql::INSERT_RUN)
         .bind(run)
         .bind(workflow)
         .bind(i32::try_from(version).unwrap_or(i32::MAX))
-        .bind(None::<String>)
         .bind(timeout.map(|t| t.as_secs_f64()))
-        .execute(job.db())
+        .fetch_optional(job.db())
         .await?;
-    sqlx::query_as::<_, Loaded>(sql::LOAD).bind(run).fetch_one(job.db()).await
+    match inserted {
+        Some(loaded) => Ok(loaded),
+        // Another execution inserted it meanwhile.
+        None => sqlx::query_as::<_, Loaded>(sql::LOAD).bind(run).fetch_one(job.db()).await,
+    }
 }

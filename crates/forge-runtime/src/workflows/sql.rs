@@ -14,12 +14,13 @@ from forge_workflow_runs r
 where r.id = $1
 "#;
 
-/// The row of a run started without one (dispatched as a plain job).
+/// The row of a run started without one (dispatched as a plain job), returned as [`LOAD`]
+/// returns a run (no steps yet).
 pub(crate) const INSERT_RUN: &str = r#"
-insert into forge_workflow_runs (id, workflow, version, run_key, deadline)
-values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+insert into forge_workflow_runs (id, workflow, version, deadline)
+values ($1, $2, $3, now() + make_interval(secs => $4))
 on conflict do nothing
-returning id
+returning workflow, version, deadline, blocked_reason, false as cancelling, parent_id, '[]'::json as steps
 "#;
 
 /// The run holding a key.
@@ -97,6 +98,12 @@ with run as (
     from run where p.id = run.parent_id
 )
 select id from run
+"#;
+
+/// Many runs' rows next to their jobs (no keys).
+pub(crate) const START_MANY: &str = r#"
+insert into forge_workflow_runs (id, workflow, version, deadline, parent_id)
+select id, $2, $3, now() + make_interval(secs => $4), $5 from unnest($1::bigint[]) as t(id)
 "#;
 
 /// A child run has finished: one fewer open child.

@@ -63,3 +63,29 @@ pub(crate) async fn start_on(conn: &mut PgConnection, job: NewJob, row: RunRow<'
         (None, None) => Err(WorkflowsError::NotFound(format!("{id} (its row could not be inserted)"))),
     }
 }
+
+/// Inserts many runs (no keys) in two statements: their jobs, then their rows.
+pub(crate) async fn start_many_on(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    row: RunRow<'_>,
+) -> Result<Vec<JobId>, WorkflowsError> {
+    if row.key.is_some() {
+        return Err(WorkflowsError::InvalidName(
+            "a run key names one run: start runs with keys one at a time".to_owned(),
+        ));
+    }
+    let mut tx = conn.begin().await?;
+    let ids = insert_jobs(&mut tx, jobs, true).await?;
+    let raw: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    sqlx::query(sql::START_MANY)
+        .bind(&raw)
+        .bind(row.workflow)
+        .bind(i32::try_from(row.version).unwrap_or(i32::MAX))
+        .bind(row.timeout.map(|t| t.as_secs_f64()))
+        .bind(row.parent.map(|p| p.0))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(ids)
+}

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 
 use super::context::WorkflowContext;
 use super::error::WorkflowsError;
-use super::start::{RunRow, start_on};
+use super::start::{RunRow, start_many_on, start_on};
 use crate::jobs::{DispatchOptions, Dispatcher, Job, NewJob};
 
 /// A durable workflow. `#[forge::workflow]` implements it (and [`Job`]: a run is a job of the
@@ -49,6 +49,20 @@ pub trait Workflow: Job {
             let job = NewJob::of::<Self>(&args, &options.dispatch)?;
             let mut conn = to.dispatch_pool().acquire().await?;
             start_on(&mut conn, job, run_row::<Self>(options.key.as_deref(), None)).await
+        }
+    }
+
+    /// Starts many runs in two statements (their jobs, then their rows); ids come back in the
+    /// order of `args`. Runs started together take no key: start keyed runs one at a time.
+    fn start_many<'a, D: Dispatcher + ?Sized>(
+        to: &'a D,
+        args: Vec<Self::Args>,
+        options: StartOptions,
+    ) -> impl Future<Output = Result<Vec<JobId>, WorkflowsError>> + Send + 'a {
+        async move {
+            let jobs = args.iter().map(|a| NewJob::of::<Self>(a, &options.dispatch)).collect::<Result<Vec<_>, _>>()?;
+            let mut conn = to.dispatch_pool().acquire().await?;
+            start_many_on(&mut conn, &jobs, run_row::<Self>(options.key.as_deref(), None)).await
         }
     }
 
