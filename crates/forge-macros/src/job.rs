@@ -17,6 +17,7 @@ struct Attrs {
     capability: Option<LitStr>,
     unique: Option<TokenStream>,
     transactional: bool,
+    api: bool,
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -75,6 +76,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
     if let Some(unique) = &attrs.unique {
         options.push(quote! { options.unique = ::core::option::Option::Some(#unique); });
+    }
+    if attrs.api {
+        options.push(quote! { options.api = true; });
     }
     if attrs.transactional {
         options.push(quote! { options.transactional = true; });
@@ -196,12 +200,13 @@ fn parse_attr(attrs: &mut Attrs, meta: ParseNestedMeta<'_>) -> syn::Result<()> {
         "timeout" => attrs.timeout_ms = Some(duration_ms(&meta)?),
         "worker_capability" => attrs.capability = Some(non_empty(meta.value()?.parse()?)?),
         "transactional" => attrs.transactional = true,
+        "api" => attrs.api = true,
         "backoff" => attrs.backoff = Some(parse_backoff(&meta)?),
         "unique" => attrs.unique = Some(parse_unique(&meta)?),
         _ => {
             return Err(meta.error(
                 "unknown #[forge::job] attribute; expected one of name, type_name, queue, priority, \
-                 max_attempts, backoff, timeout, worker_capability, unique, transactional",
+                 max_attempts, backoff, timeout, worker_capability, unique, transactional, api",
             ));
         }
     }

@@ -27,6 +27,7 @@ use proc_macro::TokenStream;
 /// | `worker_capability = "gpu"` | only nodes offering it run this kind |
 /// | `unique`, `unique(key)`, `unique(args, period = "1h")` | at most one live (or per-period) job per args or key |
 /// | `transactional` | `ctx.tx()` commits together with the job's completion |
+/// | `api` | outside clients may submit it through the job API (`POST /v1/jobs`) |
 #[proc_macro_attribute]
 pub fn job(attr: TokenStream, item: TokenStream) -> TokenStream {
     job::expand(attr.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()

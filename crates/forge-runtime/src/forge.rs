@@ -36,6 +36,7 @@ pub struct ForgeBuilder {
     listener: Option<std::net::TcpListener>,
     jobs: Vec<&'static JobRegistration>,
     without_crons: bool,
+    extensions: axum::http::Extensions,
 }
 
 impl ForgeBuilder {
@@ -67,6 +68,13 @@ impl ForgeBuilder {
         self
     }
 
+    /// Hands `value` to every job this node runs: `ctx.extension::<T>()` (the application's
+    /// shared state: an HTTP client, a configuration, a cache).
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
     /// Whether this node schedules the binary's `#[forge::cron]`s when it leads (default: yes).
     /// A node that does not still runs cron jobs dispatched by a leader that does.
     pub fn crons(mut self, enabled: bool) -> Self {
@@ -93,13 +101,30 @@ impl ForgeBuilder {
         log_filter(&config.observability)?;
         let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?
             .with_lock_timeout(config.database.migration_lock_timeout.as_std());
-        let registry = JobRegistry::collect(&self.jobs);
+        let mut jobs = self.jobs;
+        let mut extensions = self.extensions;
+        if config.api.enabled {
+            // The job API's webhook deliveries are jobs of this node too.
+            static DELIVERIES: JobRegistration = JobRegistration::of::<crate::api::webhooks::DeliverWebhook>();
+            jobs.push(&DELIVERIES);
+            extensions.insert(crate::api::webhooks::WebhookSettings::new(&config.api.webhooks));
+        }
+        let registry = JobRegistry::collect(&jobs);
         let crons = if self.without_crons {
             Crons::default()
         } else {
             Crons::collect().map_err(|message| Error::Setting { key: "cron", message })?
         };
-        Ok(Forge { config, project_dir, migrator, registry, crons, listener: self.listener, shutdown: Shutdown::new() })
+        Ok(Forge {
+            config,
+            project_dir,
+            migrator,
+            registry,
+            crons,
+            listener: self.listener,
+            shutdown: Shutdown::new(),
+            extensions: Arc::new(extensions),
+        })
     }
 }
 
@@ -122,6 +147,7 @@ pub struct Forge {
     crons: Crons,
     listener: Option<std::net::TcpListener>,
     shutdown: Shutdown,
+    extensions: jobs::Extensions,
 }
 
 impl Forge {
@@ -185,6 +211,11 @@ impl Forge {
             }
         };
         let worker = roles.contains(Role::Worker).then(|| self.start_worker(&db, &notifier, &telemetry, &node_id));
+        // Webhook deliveries are made where jobs run.
+        let webhooks = (worker.is_some() && self.config.api.enabled).then(|| {
+            let settings = crate::api::webhooks::WebhookSettings::new(&self.config.api.webhooks);
+            tokio::spawn(crate::api::webhooks::dispatch::run(db.pool().clone(), settings, self.shutdown.token()))
+        });
         let leadership = roles.contains(Role::Scheduler).then(|| self.start_leadership(&db, &notifier, &node_id));
         if let Some(worker) = &worker {
             let _ = telemetry.probes().worker.set(worker.slots_probe());
@@ -212,6 +243,7 @@ impl Forge {
             db,
             gateway,
             worker,
+            webhooks,
             node: Some(node),
             leadership,
             notifier,
@@ -261,16 +293,29 @@ impl Forge {
         Ok(node)
     }
 
+    /// `[worker] queues`, and with the job API the webhook deliveries' queue.
+    fn worker_queues(&self) -> Vec<(String, usize)> {
+        let mut queues: Vec<(String, usize)> =
+            self.config.worker.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect();
+        let webhooks = crate::api::webhooks::QUEUE;
+        if self.config.api.enabled && !queues.iter().any(|(name, _)| name == webhooks) {
+            let concurrency = usize::try_from(self.config.api.webhooks.concurrency).unwrap_or(32).max(1);
+            queues.push((webhooks.to_owned(), concurrency));
+        }
+        queues
+    }
+
     fn start_worker(&self, db: &Database, notifier: &Notifier, telemetry: &Arc<Telemetry>, node_id: &str) -> Worker {
         let w = &self.config.worker;
         let settings = WorkerSettings {
             node_id: node_id.to_owned(),
-            queues: w.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
+            queues: self.worker_queues(),
             capabilities: self.config.node.capabilities.clone(),
             poll_interval: w.poll_interval.as_std(),
             lease: w.lease.as_std(),
             shutdown_timeout: w.shutdown_timeout.as_std(),
             listen: w.listen,
+            extensions: self.extensions.clone(),
         };
         Worker::spawn(
             db.pool().clone(),
@@ -298,6 +343,7 @@ impl Forge {
             sweep_every: heartbeat,
             crons: self.crons.clone(),
             retention: obs.enabled.then(|| obs.retention.clone()),
+            event_retention: self.config.api.event_retention.as_std(),
         };
         let settings = LeaderSettings {
             campaign_every: heartbeat,
@@ -361,15 +407,18 @@ impl Forge {
     }
 }
 
-/// The node's HTTP app: the gateway's routes and, when `[dashboard] enabled`, the dashboard's
-/// (running the kinds of `jobs`), under the gateway's layers.
+/// The node's HTTP app: the gateway's routes and, when enabled, the job API's (`[api]`) and the
+/// dashboard's (running the kinds of `jobs`), under the gateway's layers.
 pub(crate) fn http_app(gateway: GatewayState, config: &ForgeConfig, jobs: JobRegistry) -> axum::Router {
-    let dashboard = if config.dashboard.enabled {
-        crate::dashboard::router(DashboardState::new(gateway.pool().clone(), config, jobs))
-    } else {
-        axum::Router::new()
-    };
-    gateway::router_with(gateway, dashboard)
+    let mut extra = axum::Router::new();
+    if config.api.enabled {
+        extra =
+            extra.merge(crate::api::router(crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone())));
+    }
+    if config.dashboard.enabled {
+        extra = extra.merge(crate::dashboard::router(DashboardState::new(gateway.pool().clone(), config, jobs)));
+    }
+    gateway::router_with(gateway, extra)
 }
 
 /// A started node. Stop it with [`RunningForge::stop`].
@@ -378,6 +427,8 @@ pub struct RunningForge {
     db: Database,
     gateway: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     worker: Option<Worker>,
+    /// The job API's webhook dispatcher.
+    webhooks: Option<JoinHandle<()>>,
     node: Option<RegisteredNode>,
     leadership: Option<Leadership>,
     notifier: Notifier,
@@ -479,6 +530,9 @@ impl RunningForge {
             worker.stop(force).await;
         }
         self.shutdown.trigger();
+        if let Some(webhooks) = self.webhooks.take() {
+            let _ = webhooks.await;
+        }
         if let Some(leadership) = self.leadership.take() {
             leadership.stop().await;
         }

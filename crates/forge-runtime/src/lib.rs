@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cluster;
 pub mod cron;
 mod dashboard;

@@ -53,7 +53,7 @@ pub mod __private {
 }
 pub use forge_runtime::{ConfigError, ForgeConfig};
 pub use forge_runtime::{
-    Error, Forge, ForgeBuilder, Result, RunningForge, cluster, config, db, gateway, init_tracing, text,
+    Error, Forge, ForgeBuilder, Result, RunningForge, api, cluster, config, db, gateway, init_tracing, text,
 };
 
 /// Per-test databases (cargo feature `testing`); see [`testing::TestDatabase`].

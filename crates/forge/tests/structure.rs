@@ -16,7 +16,7 @@ use regex::Regex;
 
 /// forge-runtime's folders (and top-level files), lowest first: each may import only those
 /// before it. The other top-level files (`lib.rs`) may import anything.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "db",
     "observability",
     "jobs",
@@ -25,6 +25,7 @@ const LAYERS: [&str; 12] = [
     "functions",
     "cluster",
     "gateway",
+    "api",
     "dashboard",
     "error",
     "forge",

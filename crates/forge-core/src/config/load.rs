@@ -10,7 +10,8 @@ use super::ForgeConfig;
 use super::error::ConfigError;
 
 /// The sections of `forge.toml`; `FORGE_<SECTION>_<KEY>` overrides only these.
-const SECTIONS: [&str; 8] = ["project", "database", "node", "gateway", "worker", "observability", "auth", "dashboard"];
+const SECTIONS: [&str; 9] =
+    ["project", "database", "node", "gateway", "worker", "observability", "auth", "dashboard", "api"];
 
 impl ForgeConfig {
     /// Parses `forge.toml` text, without looking at the environment. Errors name the file as

@@ -25,6 +25,7 @@
 //! # Ok::<(), forge_core::config::ConfigError>(())
 //! ```
 
+mod api;
 mod error;
 mod load;
 mod units;
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
+pub use api::{ApiConfig, WebhookConfig};
 pub use error::ConfigError;
 pub use units::{ByteSize, Duration, IpRange, Port};
 
@@ -61,6 +63,8 @@ pub struct ForgeConfig {
     pub auth: AuthConfig,
     /// `[dashboard]`: the built-in dashboard and its `/_api`.
     pub dashboard: DashboardConfig,
+    /// `[api]`: the job API for outside clients (`/v1`).
+    pub api: ApiConfig,
 }
 
 /// `[dashboard]`.

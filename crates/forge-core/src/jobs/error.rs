@@ -31,12 +31,21 @@ pub enum JobError {
     Cancel(String),
     /// Not now: run again after this long, without counting the attempt.
     Snooze(Duration),
+    /// Failed; retry after exactly this delay (instead of the backoff) if attempts are left,
+    /// else discard. For a handler that knows when to try again (a `Retry-After`, a published
+    /// retry schedule).
+    RetryIn(String, Duration),
 }
 
 impl JobError {
     /// A failure worth retrying.
     pub fn retry(message: impl fmt::Display) -> Self {
         JobError::Retry(message.to_string())
+    }
+
+    /// A failure worth retrying after `delay` (not the kind's backoff).
+    pub fn retry_in(message: impl fmt::Display, delay: Duration) -> Self {
+        JobError::RetryIn(message.to_string(), delay)
     }
 
     /// A failure no retry will fix: the job is discarded.
@@ -57,7 +66,7 @@ impl JobError {
     /// The message recorded on the job.
     pub fn message(&self) -> String {
         match self {
-            JobError::Retry(m) | JobError::Fatal(m) | JobError::Cancel(m) => m.clone(),
+            JobError::Retry(m) | JobError::Fatal(m) | JobError::Cancel(m) | JobError::RetryIn(m, _) => m.clone(),
             JobError::Snooze(d) => format!("snoozed for {d:?}"),
         }
     }
@@ -66,7 +75,7 @@ impl JobError {
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JobError::Retry(m) => write!(f, "{m}"),
+            JobError::Retry(m) | JobError::RetryIn(m, _) => write!(f, "{m}"),
             JobError::Fatal(m) => write!(f, "permanent: {m}"),
             JobError::Cancel(m) => write!(f, "cancelled: {m}"),
             JobError::Snooze(d) => write!(f, "snoozed for {d:?}"),

@@ -115,6 +115,8 @@ pub struct JobOptions {
     pub unique: Option<Unique>,
     /// Whether the handler's database work commits together with the job's completion.
     pub transactional: bool,
+    /// Whether outside clients may submit it through the job API (`POST /v1/jobs`).
+    pub api: bool,
 }
 
 impl JobOptions {
@@ -129,6 +131,7 @@ impl JobOptions {
             capability: None,
             unique: None,
             transactional: false,
+            api: false,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | dead-node sweep | a heartbeat | declare silent nodes dead, rescue their running jobs at once |
 //! | crons | each tick | fire the binary's crons, exactly once per tick (`cron`) |
 //! | telemetry retention | a minute | delete logs, spans and metrics past `[observability.retention]` |
-//! | housekeeping | a minute | delete rate-limit buckets idle for a day, cron runs older than a week (not the latest tick, not those of unfinished jobs), nodes stopped or dead for a day |
+//! | housekeeping | a minute | delete rate-limit buckets idle for a day, cron runs older than a week (not the latest tick, not those of unfinished jobs), nodes stopped or dead for a day, expired idempotency keys, job events past `[api] event_retention` |
 //!
 //! Rescues (by lease or dead node) wait a grace of one lease plus one heartbeat after the term
 //! starts and after any failed database call, so a database outage does not turn every running
@@ -40,6 +40,8 @@ pub(crate) struct LeaderDuties {
     pub(crate) crons: Crons,
     /// Telemetry retention, when telemetry is stored.
     pub(crate) retention: Option<RetentionConfig>,
+    /// How long job events are kept (`[api] event_retention`).
+    pub(crate) event_retention: Duration,
 }
 
 impl LeaderDuties {
@@ -57,7 +59,7 @@ impl LeaderDuties {
                     duties.maintenance.grace,
                     term.clone(),
                 )),
-                tokio::spawn(super::housekeeping::run(pool.clone(), term.clone())),
+                tokio::spawn(super::housekeeping::run(pool.clone(), duties.event_retention, term.clone())),
                 tokio::spawn(maintenance::run(pool.clone(), duties.notifier, duties.maintenance, term.clone())),
             ];
             if let Some(retention) = duties.retention {

@@ -1,6 +1,8 @@
 //! The leader's housekeeping: every minute it deletes what would otherwise grow without end —
 //! rate-limit buckets idle for a day, cron runs older than a week (each cron's latest tick and
-//! the runs of unfinished jobs are kept), and the rows of nodes stopped or dead for a day.
+//! the runs of unfinished jobs are kept), the rows of nodes stopped or dead for a day, the job
+//! API's expired idempotency keys, job events and webhook delivery records past
+//! `[api] event_retention`, and the webhook endpoints of jobs that are gone.
 
 use std::time::Duration;
 
@@ -24,25 +26,41 @@ pub(crate) struct Pruned {
     pub(crate) buckets: u64,
     pub(crate) cron_runs: u64,
     pub(crate) nodes: u64,
+    pub(crate) idempotency_keys: u64,
+    pub(crate) events: u64,
+    pub(crate) deliveries: u64,
+    pub(crate) job_endpoints: u64,
 }
 
+/// Rows deleted per statement, so a large backlog never holds locks for long.
+const BATCH: i64 = 10_000;
+
 /// One round of housekeeping.
-pub(crate) async fn prune_once(pool: &PgPool) -> Result<Pruned, sqlx::Error> {
+pub(crate) async fn prune_once(pool: &PgPool, event_retention: Duration) -> Result<Pruned, sqlx::Error> {
     Ok(Pruned {
         buckets: crate::functions::rate_limit::prune(pool, BUCKETS_IDLE).await?,
         cron_runs: crate::cron::prune_runs(pool, CRON_RUNS_KEPT).await?,
         nodes: sqlx::query(sql::PRUNE_NODES).bind(NODES_GONE.as_secs_f64()).execute(pool).await?.rows_affected(),
+        idempotency_keys: sqlx::query(sql::PRUNE_IDEMPOTENCY_KEYS).bind(BATCH).execute(pool).await?.rows_affected(),
+        events: crate::jobs::prune_events(pool, event_retention, BATCH).await?,
+        deliveries: sqlx::query(sql::PRUNE_WEBHOOK_DELIVERIES)
+            .bind(event_retention.as_secs_f64())
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        job_endpoints: sqlx::query(sql::PRUNE_JOB_ENDPOINTS).bind(BATCH).execute(pool).await?.rows_affected(),
     })
 }
 
 /// The leader's duty: a round every minute until `stop`.
-pub(crate) async fn run(pool: PgPool, stop: CancellationToken) {
+pub(crate) async fn run(pool: PgPool, event_retention: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = stop.cancelled() => return,
         }
-        match prune_once(&pool).await {
+        match prune_once(&pool, event_retention).await {
             Ok(pruned) if pruned != Pruned::default() => tracing::debug!(?pruned, "housekeeping"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; retrying in a minute"),
@@ -79,8 +97,8 @@ mod tests {
         .execute(pool)
         .await
         .expect("seed");
-        let pruned = prune_once(pool).await.expect("prune");
-        assert_eq!(pruned, Pruned { buckets: 1, cron_runs: 2, nodes: 2 });
+        let pruned = prune_once(pool, Duration::from_secs(7 * 86_400)).await.expect("prune");
+        assert_eq!(pruned, Pruned { buckets: 1, cron_runs: 2, nodes: 2, ..Pruned::default() });
         let nodes: Vec<String> =
             sqlx::query_scalar("select id from forge_nodes order by id").fetch_all(pool).await.expect("nodes");
         assert_eq!(nodes, ["recent-stopped", "silent-running"]);

@@ -67,5 +67,28 @@ delete from forge_nodes
 where status in ('stopped', 'dead') and last_heartbeat < now() - make_interval(secs => $1)
 "#;
 
+/// Deletes at most `$1` expired idempotency keys of the job API.
+pub(crate) const PRUNE_IDEMPOTENCY_KEYS: &str = r#"
+delete from forge_idempotency_keys
+where (owner, key) in (select owner, key from forge_idempotency_keys where expires_at <= now() limit $1)
+"#;
+
+/// Deletes at most `$2` webhook delivery records older than `$1` seconds.
+pub(crate) const PRUNE_WEBHOOK_DELIVERIES: &str = r#"
+delete from forge_webhook_deliveries
+where id in (select id from forge_webhook_deliveries where at < now() - make_interval(secs => $1) limit $2)
+"#;
+
+/// Deletes at most `$1` webhook endpoints given with a job that is gone (retention).
+pub(crate) const PRUNE_JOB_ENDPOINTS: &str = r#"
+delete from forge_webhook_endpoints
+where id in (
+    select w.id from forge_webhook_endpoints w
+    where w.job_id is not null and w.created_at < now() - interval '1 hour'
+      and not exists (select 1 from forge_jobs j where j.id = w.job_id)
+    limit $1
+)
+"#;
+
 /// Sets a setting for the rest of the session.
 pub(crate) const SET_SESSION: &str = r#"select set_config($1, $2, false)"#;

@@ -41,6 +41,18 @@ pub struct Auth {
     roles: Vec<String>,
     tenant: Option<String>,
     claims: serde_json::Value,
+    /// The job API client an API key belongs to, with the key's scopes (empty: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<ClientAuth>,
+}
+
+/// A job API client's credentials: which client, and what its key may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientAuth {
+    /// The client.
+    pub id: uuid::Uuid,
+    /// The key's scopes; empty means every scope.
+    pub scopes: Vec<String>,
 }
 
 impl Default for Auth {
@@ -58,6 +70,7 @@ impl Auth {
             roles: Vec::new(),
             tenant: None,
             claims: serde_json::Value::Null,
+            client: None,
         }
     }
 
@@ -89,6 +102,17 @@ impl Auth {
     pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
         self
+    }
+
+    /// Makes the caller job API client `client`, with its key's `scopes` (empty: all).
+    pub fn with_client(mut self, client: uuid::Uuid, scopes: Vec<String>) -> Self {
+        self.client = Some(ClientAuth { id: client, scopes });
+        self
+    }
+
+    /// The job API client the caller's key belongs to, if any.
+    pub fn client(&self) -> Option<&ClientAuth> {
+        self.client.as_ref()
     }
 
     /// Sets every claim of the token, for functions that read their own.

@@ -27,7 +27,7 @@ mod registry;
 mod run;
 mod sql;
 
-pub use auth::{Auth, AuthMethod};
+pub use auth::{Auth, AuthMethod, ClientAuth};
 pub use context::{ActionContext, CallContext, CallParts, MutationContext, QueryContext};
 pub use error::{FieldError, ForgeError};
 pub use rate_limit::{RateLimit, RateLimitKey};

@@ -39,6 +39,10 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
     /// When it stops working by itself.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The job API client it belongs to, if any.
+    pub client_id: Option<Uuid>,
+    /// What a client's key may do (empty: everything a client may).
+    pub scopes: Vec<String>,
 }
 
 impl ApiKey {
@@ -58,6 +62,8 @@ struct StoredKey {
     roles: Vec<String>,
     tenant: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
+    client_id: Option<Uuid>,
+    scopes: Vec<String>,
 }
 
 /// A key just created: its record and, this once, the key itself.
@@ -81,6 +87,10 @@ pub struct NewApiKey {
     pub tenant: Option<String>,
     /// When the key stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The job API client it belongs to, if any.
+    pub client_id: Option<Uuid>,
+    /// What a client's key may do (empty: everything).
+    pub scopes: Vec<String>,
 }
 
 impl NewApiKey {
@@ -173,16 +183,8 @@ impl ApiKeys {
     /// Replaces a key with a new one granting the same roles, tenant and expiry; the old key
     /// keeps working for `grace` (zero: it is revoked at once), so clients can switch over.
     pub async fn rotate(&self, id: Uuid, grace: std::time::Duration) -> Result<CreatedApiKey, ApiKeyError> {
-        let old = self.get(id).await?;
-        if old.revoked_at.is_some_and(|at| at <= Utc::now()) {
-            return Err(ApiKeyError::Revoked(id));
-        }
-        let new = NewApiKey { name: old.name, roles: old.roles, tenant: old.tenant, expires_at: old.expires_at };
         let mut tx = self.pool.begin().await?;
-        let created = insert(&mut tx, new, Some(id)).await?;
-        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let revoke_at = Utc::now().checked_add_signed(grace).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        sqlx::query(sql::REVOKE_KEY).bind(id).bind(revoke_at).execute(&mut *tx).await?;
+        let created = rotate_in(&mut tx, id, grace).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -194,7 +196,9 @@ impl ApiKeys {
             return Ok(None);
         };
         let row: Option<StoredKey> = sqlx::query_as(sql::FIND_KEY).bind(prefix).fetch_optional(&self.pool).await?;
-        let Some(StoredKey { id, name, key_hash: stored, roles, tenant, last_used_at: last_used }) = row else {
+        let Some(StoredKey { id, name, key_hash: stored, roles, tenant, last_used_at: last_used, client_id, scopes }) =
+            row
+        else {
             return Ok(None);
         };
         let presented_hash = Sha256::digest(presented.as_bytes());
@@ -211,6 +215,9 @@ impl ApiKeys {
         if let Some(tenant) = tenant {
             auth = auth.with_tenant(tenant);
         }
+        if let Some(client) = client_id {
+            auth = auth.with_client(client, scopes);
+        }
         Ok(Some(auth))
     }
 
@@ -220,7 +227,43 @@ impl ApiKeys {
     }
 }
 
-async fn insert(
+/// [`ApiKeys::rotate`] inside the caller's transaction.
+pub(crate) async fn rotate_in(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    grace: std::time::Duration,
+) -> Result<CreatedApiKey, ApiKeyError> {
+    let old: ApiKey = sqlx::query_as(sql::GET_KEY_FOR_UPDATE)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(ApiKeyError::NotFound(id))?;
+    if old.revoked_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiKeyError::Revoked(id));
+    }
+    let new = NewApiKey {
+        name: old.name,
+        roles: old.roles,
+        tenant: old.tenant,
+        expires_at: old.expires_at,
+        client_id: old.client_id,
+        scopes: old.scopes,
+    };
+    let created = insert(&mut *conn, new, Some(id)).await?;
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let revoke_at = Utc::now().checked_add_signed(grace).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    sqlx::query(sql::REVOKE_KEY).bind(id).bind(revoke_at).execute(&mut *conn).await?;
+    Ok(created)
+}
+
+/// Revokes a key at once inside the caller's transaction; returns its record.
+pub(crate) async fn revoke_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<ApiKey, ApiKeyError> {
+    sqlx::query(sql::REVOKE_KEY).bind(id).bind(Utc::now()).execute(&mut *conn).await?;
+    sqlx::query_as(sql::GET_KEY).bind(id).fetch_optional(&mut *conn).await?.ok_or(ApiKeyError::NotFound(id))
+}
+
+/// Creates a key inside the caller's transaction (`rotated_from`: the key it replaces).
+pub(crate) async fn insert(
     conn: &mut sqlx::PgConnection,
     new: NewApiKey,
     rotated_from: Option<Uuid>,
@@ -242,6 +285,8 @@ async fn insert(
         .bind(&new.tenant)
         .bind(new.expires_at)
         .bind(rotated_from)
+        .bind(new.client_id)
+        .bind(&new.scopes)
         .fetch_one(conn)
         .await?;
     Ok(CreatedApiKey { record, key })

@@ -33,7 +33,12 @@ struct Inner {
     notifier: Option<Notifier>,
     cancel: CancellationToken,
     tx: Option<Arc<Mutex<TxSlot>>>,
+    extensions: Extensions,
 }
+
+/// Values a node hands to every job it runs, by type ([`JobContext::extension`]): the
+/// application's shared state, or Forge's own (the job API's webhook settings).
+pub type Extensions = Arc<axum::http::Extensions>;
 
 /// Why a transaction could not be handed out.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,7 @@ impl JobContext {
         notifier: Option<Notifier>,
         cancel: CancellationToken,
         tx: Option<Transaction<'static, Postgres>>,
+        extensions: Extensions,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -83,8 +89,14 @@ impl JobContext {
                 notifier,
                 cancel,
                 tx: tx.map(|tx| Arc::new(Mutex::new(Some(tx)))),
+                extensions,
             }),
         }
+    }
+
+    /// The value of type `T` the node hands its jobs, if it has one.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.extensions.get::<T>()
     }
 
     /// The job's id.

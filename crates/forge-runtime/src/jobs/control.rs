@@ -152,25 +152,36 @@ pub enum CancelOutcome {
 /// Cancels job `id`: at once if it has not started, through its worker if it is running.
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<CancelOutcome, JobsError> {
     let mut tx = pool.begin().await?;
-    let previous: Option<JobState> = sqlx::query_scalar(sql::CANCEL).bind(id).fetch_optional(&mut *tx).await?;
-    let outcome = match previous {
-        Some(JobState::Running) => {
-            sqlx::query(sql::NOTIFY).bind(sql::CANCEL_CHANNEL).bind(id.0.to_string()).execute(&mut *tx).await?;
-            CancelOutcome::Requested
-        }
-        Some(_) => CancelOutcome::Cancelled,
-        None if exists(&mut *tx, id).await? => CancelOutcome::AlreadyFinished,
-        None => return Err(JobsError::NotFound(id)),
-    };
+    let outcome = cancel_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(outcome)
 }
 
+/// [`cancel`] inside the caller's transaction (the worker hears of it when it commits).
+pub async fn cancel_in(conn: &mut sqlx::PgConnection, id: JobId) -> Result<CancelOutcome, JobsError> {
+    let previous: Option<JobState> = sqlx::query_scalar(sql::CANCEL).bind(id).fetch_optional(&mut *conn).await?;
+    Ok(match previous {
+        Some(JobState::Running) => {
+            sqlx::query(sql::NOTIFY).bind(sql::CANCEL_CHANNEL).bind(id.0.to_string()).execute(&mut *conn).await?;
+            CancelOutcome::Requested
+        }
+        Some(_) => CancelOutcome::Cancelled,
+        None if exists(&mut *conn, id).await? => CancelOutcome::AlreadyFinished,
+        None => return Err(JobsError::NotFound(id)),
+    })
+}
+
 /// Makes a discarded or cancelled job available again. Returns whether it was.
 pub async fn retry(pool: &PgPool, id: JobId) -> Result<bool, JobsError> {
-    let queue: Option<String> = sqlx::query_scalar(sql::RETRY).bind(id.0).fetch_optional(pool).await?;
+    let mut conn = pool.acquire().await?;
+    retry_in(&mut conn, id).await
+}
+
+/// [`retry`] inside the caller's transaction (the workers hear of it when it commits).
+pub async fn retry_in(conn: &mut sqlx::PgConnection, id: JobId) -> Result<bool, JobsError> {
+    let queue: Option<String> = sqlx::query_scalar(sql::RETRY).bind(id.0).fetch_optional(&mut *conn).await?;
     if let Some(queue) = &queue {
-        sqlx::query(sql::NOTIFY).bind(sql::JOBS_CHANNEL).bind(queue).execute(pool).await?;
+        sqlx::query(sql::NOTIFY).bind(sql::JOBS_CHANNEL).bind(queue).execute(&mut *conn).await?;
     }
     Ok(queue.is_some())
 }

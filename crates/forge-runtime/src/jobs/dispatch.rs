@@ -150,6 +150,7 @@ async fn insert_rows(
             .bind(batch.iter().map(|j| serde_json::json!(j.tags)).collect::<Vec<_>>())
             .bind(pending.iter().map(|i| metadata[*i].clone()).collect::<Vec<_>>())
             .bind(notify)
+            .bind(batch.iter().map(|j| j.client).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await?;
 

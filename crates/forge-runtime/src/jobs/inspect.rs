@@ -146,6 +146,7 @@ impl NewJob {
             capability: known.capability.clone(),
             tags: options.tags.clone(),
             metadata: serde_json::Map::new(),
+            client: None,
         })
     }
 }

@@ -109,6 +109,12 @@ pub(crate) async fn rescue(
     sqlx::query_as(sql::RESCUE).bind(older_than).bind(nodes).bind(limit).fetch_all(conn).await
 }
 
+/// Deletes at most `limit` job events (the API's feed) older than `older_than`; returns how many.
+pub(crate) async fn prune_events(pool: &PgPool, older_than: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(sql::PRUNE_EVENTS).bind(older_than.as_secs_f64()).bind(limit).execute(pool).await?;
+    Ok(result.rows_affected())
+}
+
 /// One maintenance pass; it rescues only when `rescue` says so (see [`Grace`]).
 pub(crate) async fn tick(
     pool: &PgPool,

@@ -62,10 +62,10 @@ pub(crate) mod sql;
 pub(crate) mod worker;
 
 pub use crate::db::Tx;
-pub use context::{JobContext, TxError};
+pub use context::{Extensions, JobContext, TxError};
 pub use control::{
-    CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, delete, pause_queue, resume_queue, retry, retry_all,
-    run_now,
+    CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, cancel_in, delete, pause_queue, resume_queue, retry,
+    retry_all, retry_in, run_now,
 };
 pub use dispatch::{Dispatcher, insert_jobs};
 pub use error::JobsError;
@@ -78,6 +78,7 @@ pub use inspect::{
     queue_summaries, record_kinds,
 };
 pub use job::{BoxFuture, ErasedHandler, Job, JobRegistration, JobRegistry};
+pub(crate) use maintenance::prune_events;
 pub use new_job::{DispatchOptions, NewJob};
 pub use notifier::Notifier;
 pub use worker::ForceStop;

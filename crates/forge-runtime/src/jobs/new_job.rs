@@ -93,6 +93,8 @@ pub struct NewJob {
     /// Context travelling with the job: `traceparent` (the dispatcher's span, filled in at
     /// insert) and `cron` (the cron that fired it).
     pub(crate) metadata: serde_json::Map<String, serde_json::Value>,
+    /// The API client submitting it (`/v1/jobs`): its state changes go to the event feed.
+    pub(crate) client: Option<uuid::Uuid>,
 }
 
 impl NewJob {
@@ -125,6 +127,7 @@ impl NewJob {
             capability: defaults.capability.map(str::to_owned),
             tags: options.tags.clone(),
             metadata: serde_json::Map::new(),
+            client: None,
         })
     }
 
@@ -152,6 +155,7 @@ impl NewJob {
             capability: options.capability.map(str::to_owned),
             tags: Vec::new(),
             metadata: serde_json::Map::new(),
+            client: None,
         }
     }
 
@@ -170,11 +174,18 @@ impl NewJob {
             capability: None,
             tags: Vec::new(),
             metadata: serde_json::Map::new(),
+            client: None,
         }
     }
 }
 
 impl NewJob {
+    /// Submitted by this API client: the job's state changes are appended to the event feed.
+    pub(crate) fn with_client(mut self, client: uuid::Uuid) -> Self {
+        self.client = Some(client);
+        self
+    }
+
     /// Runs this job no earlier than `at`.
     pub fn with_run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);

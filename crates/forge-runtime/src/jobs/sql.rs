@@ -52,28 +52,37 @@ pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
 };
 
 /// Inserts a batch (one element arrays for a single job) in one statement. Rows that hit a
-/// unique index are skipped; `$13` says whether to NOTIFY the queues that got available work
+/// unique index are skipped; `$12` says whether to NOTIFY the queues that got available work
 /// (used when inserting inside a caller's transaction, where the notice waits for its commit).
+/// `$13` is each job's API client (null for the application's own): a client's job gets its
+/// `job.created` event in the same statement.
 pub(crate) const INSERT: &str = r#"
 with input as (
     select *
     from unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[], $5::int[], $6::timestamptz[],
-                $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::jsonb[])
+                $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::jsonb[], $13::uuid[])
          with ordinality as t(kind, queue, args, priority, max_attempts, run_at,
-                              unique_key, unique_period, capability, tags, metadata, ord)
+                              unique_key, unique_period, capability, tags, metadata, client_id, ord)
 ),
 ins as (
     insert into forge_jobs (kind, queue, args, state, priority, max_attempts, run_at,
-                            unique_key, unique_period, capability, tags, metadata)
+                            unique_key, unique_period, capability, tags, metadata, client_id)
     select kind, queue, args,
            case when run_at > now() then 'scheduled' else 'available' end,
            priority, max_attempts, coalesce(run_at, now()),
            unique_key, unique_period, capability,
-           array(select jsonb_array_elements_text(tags)), metadata
+           array(select jsonb_array_elements_text(tags)), metadata, client_id
     from input
     order by ord
     on conflict do nothing
-    returning id, kind, unique_key, queue, state
+    returning id, kind, unique_key, queue, state, run_at, client_id
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, data)
+    select id, client_id, 'job.created', jsonb_build_object('state', state, 'run_at', run_at)
+    from ins
+    where client_id is not null
+    order by id
 ),
 notified as (
     select count(pg_notify('forge_jobs', q.queue)) as n
@@ -104,7 +113,7 @@ where (kind, unique_key) in (select * from unnest($1::text[], $2::text[]))
 /// the jobs `$5` (those with an attempt still running on this node, whose lease it lost);
 /// nothing while the queue is paused. Only the kinds `$7` the node can run are claimed (in a
 /// rolling deploy, old nodes leave new kinds to new nodes). The lease lasts `$6` seconds (the
-/// node's own setting).
+/// node's own setting). An API client's job gets its `job.started` event in the same statement.
 pub(crate) const CLAIM: &str = r#"
 with claimed as (
     select id
@@ -120,25 +129,38 @@ with claimed as (
     order by priority, run_at, id
     limit $2
     for update skip locked
+),
+updated as (
+    update forge_jobs j
+    set state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = now(),
+        heartbeat_at = now(),
+        lease_until = now() + make_interval(secs => $6::float8),
+        attempted_by = $4
+    from claimed
+    where j.id = claimed.id
+    returning j.id, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.run_at, j.metadata, j.client_id
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.started', attempt, jsonb_build_object('node', $4::text)
+    from updated
+    where client_id is not null
 )
-update forge_jobs j
-set state = 'running',
-    attempt = j.attempt + 1,
-    attempted_at = now(),
-    heartbeat_at = now(),
-    lease_until = now() + make_interval(secs => $6::float8),
-    attempted_by = $4
-from claimed
-where j.id = claimed.id
-returning j.id, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.run_at, j.metadata
+select id, kind, args, attempt, max_attempts, queue, run_at, metadata
+from updated
 "#;
 
 /// Writes a batch of attempt outcomes in one statement. Fenced: a row changes only while it is
 /// still `running` the same attempt, so a result arriving after a rescue is ignored. `uncount`
 /// is 1 for an attempt that does not count (released at shutdown, snoozed). Cancel wins: an
 /// outcome that would run the job again (retryable, snoozed, released) ends it `cancelled` when
-/// its cancellation was requested meanwhile; a success keeps its success.
+/// its cancellation was requested meanwhile; a success keeps its success. An API client's job
+/// gets its event (`job.succeeded`, `job.failed`, `job.cancelled`, `job.retried`) in the same
+/// statement.
 pub(crate) const FINISH: &str = r#"
+with updated as (
 update forge_jobs j
 set state = case when j.cancel_requested_at is not null and u.state in ('retryable', 'scheduled', 'available')
                  then 'cancelled' else u.state end,
@@ -153,7 +175,21 @@ set state = case when j.cancel_requested_at is not null and u.state in ('retryab
 from unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::int[])
      as u(id, attempt, state, output, error, run_at, uncount)
 where j.id = u.id and j.attempt = u.attempt and j.state = 'running'
-returning j.id, j.state, j.queue
+returning j.id, j.state, j.queue, j.client_id, j.attempt, j.run_at, u.error
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, case state when 'completed' then 'job.succeeded' when 'discarded' then 'job.failed'
+                                     when 'cancelled' then 'job.cancelled' else 'job.retried' end,
+           attempt,
+           case when state = 'retryable' then jsonb_build_object('error', error -> 'message', 'run_at', run_at)
+                when error is not null then jsonb_build_object('error', error -> 'message')
+                else '{}' end
+    from updated
+    where client_id is not null and state in ('completed', 'discarded', 'cancelled', 'retryable')
+    order by id
+)
+select id, state, queue from updated
 "#;
 
 /// Renews the leases of this node's running jobs for `$3` seconds. Returns those still held,
@@ -165,34 +201,60 @@ where id = any($1::bigint[]) and state = 'running' and attempted_by = $2
 returning id, attempt, cancel_requested_at is not null as cancel_requested
 "#;
 
-/// Records progress (and renews the lease, for `$4` seconds) of one attempt.
+/// Records progress (and renews the lease, for `$4` seconds) of one attempt, with a
+/// `job.progress` event for an API client's job.
 pub(crate) const PROGRESS: &str = r#"
-update forge_jobs
-set progress = $3, heartbeat_at = now(), lease_until = now() + make_interval(secs => $4::float8)
-where id = $1 and attempt = $2 and state = 'running'
+with updated as (
+    update forge_jobs
+    set progress = $3, heartbeat_at = now(), lease_until = now() + make_interval(secs => $4::float8)
+    where id = $1 and attempt = $2 and state = 'running'
+    returning id, client_id, attempt
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.progress', attempt, $3 from updated where client_id is not null
+)
+select count(*) from updated
 "#;
 
-/// Cancels a job that has not started, or flags a running one (its worker then stops it).
+/// Cancels a job that has not started, or flags a running one (its worker then stops it; its
+/// `job.cancelled` event comes with that outcome).
 pub(crate) const CANCEL: &str = r#"
 with target as (
     select id, state from forge_jobs where id = $1 for update
+),
+updated as (
+    update forge_jobs j
+    set state = case when t.state = 'running' then 'running' else 'cancelled' end,
+        cancel_requested_at = now(),
+        finalized_at = case when t.state = 'running' then null else now() end
+    from target t
+    where j.id = t.id and t.state in ('scheduled', 'available', 'retryable', 'running')
+    returning j.id, j.client_id, j.attempt, j.state, t.state as previous
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.cancelled', attempt, jsonb_build_object('previous', previous)
+    from updated
+    where client_id is not null and state = 'cancelled'
 )
-update forge_jobs j
-set state = case when t.state = 'running' then 'running' else 'cancelled' end,
-    cancel_requested_at = now(),
-    finalized_at = case when t.state = 'running' then null else now() end
-from target t
-where j.id = t.id and t.state in ('scheduled', 'available', 'retryable', 'running')
-returning t.state as previous
+select previous from updated
 "#;
 
 /// Makes a discarded or cancelled job available again, with one more attempt allowed.
 pub(crate) const RETRY: &str = r#"
-update forge_jobs
-set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
-    max_attempts = greatest(max_attempts, attempt + 1)
-where id = $1 and state in ('discarded', 'cancelled')
-returning queue
+with updated as (
+    update forge_jobs
+    set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
+        max_attempts = greatest(max_attempts, attempt + 1)
+    where id = $1 and state in ('discarded', 'cancelled')
+    returning id, queue, client_id, attempt
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.retried', attempt, '{"manual": true}' from updated where client_id is not null
+)
+select queue from updated
 "#;
 
 /// Makes a scheduled or retryable job available now (an operator's "run now").
@@ -206,26 +268,42 @@ returning queue
 /// Deletes a job unless it is running.
 pub(crate) const DELETE: &str = r#"delete from forge_jobs where id = $1 and state <> 'running' returning id"#;
 
-/// The tail of a bulk retry, after a `target (id)` CTE of discarded or cancelled jobs.
+/// The tail of a bulk retry, after a `with target (id)` CTE of discarded or cancelled jobs.
 pub(crate) const RETRY_TARGETS: &str = r#"
-update forge_jobs j
-set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
-    max_attempts = greatest(j.max_attempts, j.attempt + 1)
-from target
-where j.id = target.id
-returning j.queue
+, updated as (
+    update forge_jobs j
+    set state = 'available', run_at = now(), finalized_at = null, cancel_requested_at = null,
+        max_attempts = greatest(j.max_attempts, j.attempt + 1)
+    from target
+    where j.id = target.id
+    returning j.id, j.queue, j.client_id, j.attempt
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.retried', attempt, '{"manual": true}' from updated where client_id is not null
+)
+select queue from updated
 "#;
 
 /// The tail of a bulk cancel, after a `target (id, state)` CTE of unfinished jobs: waiting jobs
 /// are cancelled, running ones flagged. Returns each id and whether it was running.
 pub(crate) const CANCEL_TARGETS: &str = r#"
-update forge_jobs j
-set state = case when t.state = 'running' then 'running' else 'cancelled' end,
-    cancel_requested_at = now(),
-    finalized_at = case when t.state = 'running' then null else now() end
-from target t
-where j.id = t.id
-returning j.id, t.state = 'running'
+, updated as (
+    update forge_jobs j
+    set state = case when t.state = 'running' then 'running' else 'cancelled' end,
+        cancel_requested_at = now(),
+        finalized_at = case when t.state = 'running' then null else now() end
+    from target t
+    where j.id = t.id
+    returning j.id, j.client_id, j.attempt, j.state, t.state as previous
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.cancelled', attempt, jsonb_build_object('previous', previous)
+    from updated
+    where client_id is not null and state = 'cancelled'
+)
+select id, previous = 'running' from updated
 "#;
 
 /// Tells the workers running these jobs to stop them.
@@ -302,7 +380,8 @@ with lost as (
     order by lease_until
     limit $3
     for update skip locked
-)
+),
+updated as (
 update forge_jobs j
 set state = case when j.cancel_requested_at is not null then 'cancelled'
                  when lost.out_of_attempts then 'discarded'
@@ -325,7 +404,20 @@ set state = case when j.cancel_requested_at is not null then 'cancelled'
         'node', j.attempted_by))
 from lost
 where j.id = lost.id
-returning j.id, j.state
+returning j.id, j.state, j.client_id, j.attempt, j.run_at, j.errors -> -1 ->> 'message' as message
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, case state when 'discarded' then 'job.failed' when 'cancelled' then 'job.cancelled'
+                                     else 'job.retried' end,
+           attempt,
+           case when state = 'retryable' then jsonb_build_object('error', message, 'run_at', run_at)
+                else jsonb_build_object('error', message) end
+    from updated
+    where client_id is not null
+    order by id
+)
+select id, state from updated
 "#;
 
 /// Deletes finished jobs older than the retention, in bounded batches.
@@ -336,6 +428,12 @@ where id in (
     where finalized_at < now() - make_interval(secs => $1)
     limit $2
 )
+"#;
+
+/// Deletes at most `$2` job events older than `$1` seconds.
+pub(crate) const PRUNE_EVENTS: &str = r#"
+delete from forge_job_events
+where id in (select id from forge_job_events where at < now() - make_interval(secs => $1) order by at limit $2)
 "#;
 
 pub(crate) const NOTIFY: &str = r#"select pg_notify($1, $2)"#;

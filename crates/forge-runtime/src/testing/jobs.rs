@@ -153,6 +153,7 @@ impl TestDatabase {
             lease: Duration::from_secs(30),
             token: Default::default(),
             tx_slots: None,
+            extensions: Default::default(),
         };
         let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;
         let (ended, result) = ended.split();
@@ -202,6 +203,7 @@ impl TestDatabase {
                 lease: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
                 listen: true,
+                extensions: Default::default(),
             },
         );
         loop {

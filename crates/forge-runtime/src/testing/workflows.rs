@@ -187,6 +187,7 @@ impl<W: Workflow> TestRun<'_, W> {
             lease: Duration::from_secs(30),
             token: Default::default(),
             tx_slots: None,
+            extensions: Default::default(),
         };
         let args: <W as Job>::Args = serde_json::from_value(job.args.clone())
             .unwrap_or_else(|e| panic!("the run's arguments do not fit {}: {e}", <W as Job>::NAME));

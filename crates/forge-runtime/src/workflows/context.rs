@@ -715,7 +715,7 @@ impl WorkflowContext {
             };
         }
         let delay = match error {
-            JobError::Snooze(d) => d,
+            JobError::Snooze(d) | JobError::RetryIn(_, d) => d,
             _ => policy.backoff.delay(u32::try_from(attempts).unwrap_or(1), random_unit()),
         };
         let attempts_after = if matches!(error, JobError::Snooze(_)) { attempts - 1 } else { attempts };

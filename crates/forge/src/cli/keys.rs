@@ -96,8 +96,10 @@ pub(crate) async fn keys(keys: ApiKeys, action: KeysAction, json: bool) -> Resul
                 ),
                 None => None,
             };
-            let created =
-                keys.create(NewApiKey { name, roles, tenant, expires_at }).await.map_err(|e| e.to_string())?;
+            let created = keys
+                .create(NewApiKey { name, roles, tenant, expires_at, ..NewApiKey::default() })
+                .await
+                .map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&created).map_err(|e| e.to_string())?);
             } else {

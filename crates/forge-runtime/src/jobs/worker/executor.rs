@@ -37,6 +37,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) token: CancellationToken,
     /// Bounds the transactions transactional jobs hold at once; none bounds nothing.
     pub(crate) tx_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// What the node hands its jobs.
+    pub(crate) extensions: crate::jobs::Extensions,
 }
 
 impl Attempt<'_> {
@@ -85,6 +87,7 @@ impl Attempt<'_> {
             self.notifier,
             self.token.clone(),
             tx,
+            self.extensions,
         );
         let handler = std::panic::AssertUnwindSafe(handler(ctx.clone())).catch_unwind();
         let timeout = self.options.timeout;
@@ -167,6 +170,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
                 lease: shared.settings.lease,
                 token,
                 tx_slots: Some(shared.tx_slots.clone()),
+                extensions: shared.settings.extensions.clone(),
             };
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }

@@ -4,6 +4,7 @@
 //! |--------------------------------------|-----------------------------------|-----------------|
 //! | handler returned `Ok`                | `completed` (output kept)         | yes             |
 //! | `JobError::Retry`, panic, timeout    | `retryable` at now + backoff, or `discarded` on the last attempt | yes |
+//! | `JobError::RetryIn(m, d)`            | `retryable` at now + d, or `discarded` on the last attempt | yes |
 //! | `JobError::Fatal`                    | `discarded`                       | yes             |
 //! | `JobError::Cancel`, or cancelled     | `cancelled`                       | yes             |
 //! | `JobError::Snooze(d)`                | `scheduled` at now + d            | no              |
@@ -128,7 +129,10 @@ pub(crate) fn decide(
             Outcome { error: error(e.message(), kind), ..base(JobState::Discarded) }
         }
         Ended::Failed(e, kind) => {
-            let delay = backoff.delay(u32::try_from(job.attempt).unwrap_or(1), random_unit());
+            let delay = match &e {
+                JobError::RetryIn(_, delay) => *delay,
+                _ => backoff.delay(u32::try_from(job.attempt).unwrap_or(1), random_unit()),
+            };
             Outcome { error: error(e.message(), kind), run_at: Some(later(delay)), ..base(JobState::Retryable) }
         }
     };

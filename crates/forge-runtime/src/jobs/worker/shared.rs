@@ -27,6 +27,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) shutdown_timeout: Duration,
     /// Whether to LISTEN for wake-ups and cancellations (else poll only).
     pub(crate) listen: bool,
+    /// What the node hands its jobs ([`JobContext::extension`](crate::jobs::JobContext::extension)).
+    pub(crate) extensions: crate::jobs::Extensions,
 }
 
 /// Why a running attempt was stopped from outside.

@@ -14,7 +14,8 @@ pub struct Report {
     timeout = "90s",
     worker_capability = "gpu",
     unique(args, period = "1h"),
-    transactional
+    transactional,
+    api
 )]
 async fn build_report(_ctx: &JobContext, args: Report) -> Result<i64, JobError> {
     Ok(args.id)
@@ -34,6 +35,8 @@ fn main() {
     assert_eq!(options.timeout, std::time::Duration::from_secs(90));
     assert_eq!(options.capability, Some("gpu"));
     assert!(options.transactional);
+    assert!(options.api);
+    assert!(!Plain::options().api);
     assert_eq!(Plain::NAME, "plain");
     assert_eq!(Plain::options().timeout, std::time::Duration::from_secs(30));
 }

@@ -1,0 +1,179 @@
+//! `Idempotency-Key` on every `/v1` POST, as the IETF httpapi draft
+//! ("The Idempotency-Key HTTP Header Field") describes it.
+//!
+//! A POST with a key runs in one transaction that first takes a transaction-scoped advisory
+//! lock on (owner, key):
+//!
+//! - the lock is held by another request: **409** (the first is still in flight);
+//! - a stored response exists for the key: if the request's fingerprint (method, path and
+//!   the body's JSON, keys sorted) matches, the stored status and body are returned again with
+//!   `Idempotent-Replayed: true`; if not, **422** (the key was reused for another request);
+//! - otherwise the change is made and the response stored with the key, in the same
+//!   transaction: the change and its record commit together or not at all.
+//!
+//! Only successful responses are stored; a refused request changes nothing and may be sent
+//! again with the same key. Keys are scoped to their owner (the client) and expire after
+//! `[api] idempotency_ttl` (24 h by default). A key is 1 to 255 visible ASCII characters.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+use super::error::ApiError;
+use super::sql;
+use super::state::ApiState;
+
+/// The request header.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The response header marking a replayed response.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// What a change answers: a status and a JSON body.
+pub(crate) type Answer = (StatusCode, serde_json::Value);
+
+/// A change made inside the request's transaction.
+pub(crate) type Change<'c> = Pin<Box<dyn Future<Output = Result<Answer, ApiError>> + Send + 'c>>;
+
+/// One POST: who sends it, to where, with what.
+pub(crate) struct Post<'a> {
+    /// The idempotency keys' owner (a client, or an operator).
+    pub owner: &'a str,
+    /// The path, as sent.
+    pub path: &'a str,
+    /// The body's JSON.
+    pub body: &'a serde_json::Value,
+}
+
+/// Runs `change` for `post` once per idempotency key (when the request has one), in one
+/// transaction with the key's record.
+pub(crate) async fn run<F>(state: &ApiState, headers: &HeaderMap, post: Post<'_>, change: F) -> Response
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Change<'c>,
+{
+    match run_inner(state, headers, post, change).await {
+        Ok((status, body, replayed)) => {
+            let mut response = (status, axum::Json(body)).into_response();
+            if replayed {
+                response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run_inner<F>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    post: Post<'_>,
+    change: F,
+) -> Result<(StatusCode, serde_json::Value, bool), ApiError>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Change<'c>,
+{
+    let key = key(headers)?;
+    let mut tx = state.pool().begin().await?;
+    let fingerprint = key.map(|_| fingerprint(post.path, post.body));
+    if let (Some(key), Some(fingerprint)) = (key, &fingerprint) {
+        let locked: bool = sqlx::query_scalar(sql::LOCK_IDEMPOTENCY_KEY)
+            .bind(format!("{}\u{1f}{key}", post.owner))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still in flight; retry after it ends".to_owned(),
+            ));
+        }
+        let stored: Option<(String, String, Vec<u8>, i16, serde_json::Value)> =
+            sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY).bind(post.owner).bind(key).fetch_optional(&mut *tx).await?;
+        if let Some((method, path, stored_fingerprint, status, body)) = stored {
+            if method != "POST" || path != post.path || stored_fingerprint != *fingerprint {
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "this key was already used for a different request; use a new key",
+                ));
+            }
+            let status =
+                u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+            return Ok((status, body, true));
+        }
+    }
+    let (status, body) = change(&mut tx).await?;
+    if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
+        sqlx::query(sql::STORE_IDEMPOTENCY_KEY)
+            .bind(post.owner)
+            .bind(key)
+            .bind("POST")
+            .bind(post.path)
+            .bind(fingerprint)
+            .bind(i16::try_from(status.as_u16()).unwrap_or(200))
+            .bind(&body)
+            .bind(state.idempotency_ttl().as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((status, body, false))
+}
+
+/// The request's `Idempotency-Key`, checked.
+fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("send one Idempotency-Key header, not several".to_owned()));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .map(|k| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("the Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned())
+        })?;
+    Ok(Some(key))
+}
+
+/// SHA-256 over the path and the body's JSON with its keys sorted (so the same request with
+/// its fields in another order, or other white space, is the same request).
+fn fingerprint(path: &str, body: &serde_json::Value) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(b"POST ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(serde_json::to_vec(body).unwrap_or_default());
+    hasher.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_and_white_space() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"kind":"a","args":{"x":1,"y":2}}"#).expect("json");
+        let b: serde_json::Value = serde_json::from_str(r#"{ "args": {"y": 2, "x": 1}, "kind": "a" }"#).expect("json");
+        let c: serde_json::Value = serde_json::from_str(r#"{"kind":"a","args":{"x":1,"y":3}}"#).expect("json");
+        assert_eq!(fingerprint("/v1/jobs", &a), fingerprint("/v1/jobs", &b));
+        assert_ne!(fingerprint("/v1/jobs", &a), fingerprint("/v1/jobs", &c));
+        assert_ne!(fingerprint("/v1/jobs", &a), fingerprint("/v1/clients", &a));
+    }
+
+    #[test]
+    fn a_key_is_visible_ascii_of_at_most_255_bytes() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(key(&headers).ok(), Some(None));
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("\"abc-123\""));
+        assert_eq!(key(&headers).ok(), Some(Some("abc-123")));
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&"k".repeat(256)).expect("header"));
+        assert!(key(&headers).is_err());
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("a b"));
+        assert!(key(&headers).is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! `/v1/webhooks`: a client's endpoints, their secrets, deliveries, recovery and resends.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::dispatch::Wanted;
+use super::{EVENT_TYPES, signature, sql};
+use crate::api::body;
+use crate::api::error::ApiError;
+use crate::api::idempotency::{self, Change, Post};
+use crate::api::state::ApiState;
+use crate::api::types::{
+    DeliveryAttempt, NewWebhook, Page, Recover, Replayed, RotateSecret, WebhookEndpoint, WebhookWithSecret,
+};
+use crate::jobs::insert_jobs;
+
+/// Events a recovery replays at most.
+const MAX_RECOVER: i64 = 10_000;
+/// The longest a previous secret keeps signing after a rotation.
+const MAX_SECRET_GRACE: u64 = 7 * 86_400;
+/// Endpoints a client may have.
+const MAX_ENDPOINTS: i64 = 100;
+
+/// Checks an endpoint's URL: `http` or `https` with a host, at most 2,048 characters, no NUL.
+pub(crate) fn check_url(path: &str, url: &str, state: &ApiState) -> Result<(), ApiError> {
+    body::check_text(path, url, 2048)?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::field(path, format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::field(path, "must be an http or https URL"));
+    }
+    let Some(host) = parsed.host_str() else {
+        return Err(ApiError::field(path, "must name a host"));
+    };
+    // A literal address is checked now too (a name is checked at each delivery, resolved).
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
+        && !state.webhooks().policy.allows(ip)
+    {
+        return Err(ApiError::field(
+            path,
+            format!("{ip} is an address webhooks may not reach ([api.webhooks] allow_private, allowed_ranges)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates an endpoint (of client `client`, for job `job` alone when given) with a new secret.
+pub(crate) async fn create_endpoint(
+    conn: &mut PgConnection,
+    client: Uuid,
+    job: Option<i64>,
+    new: &NewWebhook,
+) -> Result<WebhookWithSecret, ApiError> {
+    let secret = signature::new_secret();
+    let endpoint: WebhookEndpoint = sqlx::query_as(sql::INSERT_ENDPOINT)
+        .bind(Uuid::new_v4())
+        .bind(client)
+        .bind(job)
+        .bind(&new.url)
+        .bind(&new.events)
+        .bind(new.description.as_deref())
+        .bind(&secret)
+        .fetch_one(conn)
+        .await?;
+    Ok(WebhookWithSecret { endpoint, secret })
+}
+
+/// `POST /v1/webhooks`: 201 with the endpoint and its secret (shown this once).
+pub(crate) async fn create(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let prepared = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let value = body::json_value(&headers, &body)?;
+        let new: NewWebhook = body::parse(value.clone())?;
+        check_url("url", &new.url, &state)?;
+        for (i, event) in new.events.iter().enumerate() {
+            if !EVENT_TYPES.contains(&event.as_str()) {
+                return Err(ApiError::field(
+                    format!("events[{i}]"),
+                    format!("must be one of {}", EVENT_TYPES.join(", ")),
+                ));
+            }
+        }
+        if let Some(description) = &new.description {
+            body::check_text("description", description, 500)?;
+        }
+        Ok::<_, ApiError>((client, value, new))
+    };
+    let (client, value, new) = match prepared.await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let owner = client.to_string();
+    let post = Post { owner: &owner, path: uri.path(), body: &value };
+    idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
+        Box::pin(async move {
+            let count: i64 = sqlx::query_scalar(
+                "select count(*) from forge_webhook_endpoints where client_id = $1 and job_id is null",
+            )
+            .bind(client)
+            .fetch_one(&mut *conn)
+            .await?;
+            if count >= MAX_ENDPOINTS {
+                return Err(ApiError::Conflict(format!("a client has at most {MAX_ENDPOINTS} endpoints")));
+            }
+            let created = create_endpoint(conn, client, None, &new).await?;
+            Ok((StatusCode::CREATED, crate::api::jobs::json(&created)?))
+        })
+    })
+    .await
+}
+
+/// `GET /v1/webhooks`.
+pub(crate) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let endpoints: Vec<WebhookEndpoint> =
+            sqlx::query_as(sql::LIST_ENDPOINTS).bind(client).fetch_all(state.pool()).await?;
+        Ok::<_, ApiError>(Json(Page { data: endpoints, next_cursor: None }))
+    };
+    result.await.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// `GET /v1/webhooks/{id}`.
+pub(crate) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let id = endpoint_id(&id)?;
+        let mut conn = state.pool().acquire().await?;
+        Ok::<_, ApiError>(Json(find(&mut conn, id, client).await?))
+    };
+    result.await.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// `DELETE /v1/webhooks/{id}`: 204.
+pub(crate) async fn delete(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let id = endpoint_id(&id)?;
+        let deleted: Option<Uuid> =
+            sqlx::query_scalar(sql::DELETE_ENDPOINT).bind(id).bind(client).fetch_optional(state.pool()).await?;
+        deleted.ok_or_else(|| not_found(id))?;
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT)
+    };
+    result.await.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// What the POST routes under an endpoint do.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Action {
+    RotateSecret,
+    Enable,
+    Disable,
+    Recover,
+    Resend,
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret`.
+pub(crate) async fn rotate_secret(
+    state: State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    act(state, uri, headers, id, body, Action::RotateSecret).await
+}
+
+/// `POST /v1/webhooks/{id}/enable`: deliveries resume (the failure streak forgotten).
+pub(crate) async fn enable(
+    state: State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    act(state, uri, headers, id, body, Action::Enable).await
+}
+
+/// `POST /v1/webhooks/{id}/disable`: no event is delivered until it is enabled.
+pub(crate) async fn disable(
+    state: State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    act(state, uri, headers, id, body, Action::Disable).await
+}
+
+/// `POST /v1/webhooks/{id}/recover`: enables the endpoint and replays the events since a time.
+pub(crate) async fn recover(
+    state: State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    act(state, uri, headers, id, body, Action::Recover).await
+}
+
+/// `POST /v1/webhooks/{id}/resend`: delivers one event (`{"event_id": …}`) again.
+pub(crate) async fn resend(
+    state: State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    act(state, uri, headers, id, body, Action::Resend).await
+}
+
+/// The body of a resend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resend {
+    event_id: i64,
+}
+
+/// The body of enable and disable: nothing, or an empty object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoOptions {}
+
+/// The checked body of an action.
+enum Parsed {
+    Rotate(u64),
+    Plain,
+    Recover(Recover),
+    Resend(i64),
+}
+
+async fn act(
+    State(state): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+    action: Action,
+) -> Response {
+    let prepared = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let id = endpoint_id(&id)?;
+        let value = body::json_value(&headers, &body)?;
+        let parsed = match action {
+            Action::RotateSecret => {
+                let rotate: RotateSecret = body::parse(value.clone())?;
+                let grace = rotate.grace_seconds.unwrap_or(86_400);
+                if grace > MAX_SECRET_GRACE {
+                    return Err(ApiError::field("grace_seconds", "must be at most 7 days (604800)"));
+                }
+                Parsed::Rotate(grace)
+            }
+            Action::Enable | Action::Disable => {
+                body::parse::<NoOptions>(value.clone())?;
+                Parsed::Plain
+            }
+            Action::Recover => Parsed::Recover(body::parse(value.clone())?),
+            Action::Resend => Parsed::Resend(body::parse::<Resend>(value.clone())?.event_id),
+        };
+        Ok::<_, ApiError>((client, id, value, parsed))
+    };
+    let (client, id, value, parsed) = match prepared.await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let owner = client.to_string();
+    let post = Post { owner: &owner, path: uri.path(), body: &value };
+    let settings = state.webhooks().clone();
+    idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
+        Box::pin(async move {
+            find(conn, id, client).await?;
+            let answer = match parsed {
+                Parsed::Rotate(grace) => {
+                    let secret = signature::new_secret();
+                    let endpoint: WebhookEndpoint = sqlx::query_as(sql::ROTATE_SECRET)
+                        .bind(id)
+                        .bind(&secret)
+                        .bind(grace as f64)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    crate::api::jobs::json(&WebhookWithSecret { endpoint, secret })?
+                }
+                Parsed::Plain => {
+                    let enable = matches!(action, Action::Enable);
+                    let endpoint: WebhookEndpoint = sqlx::query_as(sql::SET_ENABLED)
+                        .bind(id)
+                        .bind(enable)
+                        .bind("disabled by the client")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    crate::api::jobs::json(&endpoint)?
+                }
+                Parsed::Recover(recover) => {
+                    sqlx::query(sql::SET_ENABLED).bind(id).bind(true).bind("").execute(&mut *conn).await?;
+                    let wanted: Vec<Wanted> = sqlx::query_as(sql::EVENTS_SINCE)
+                        .bind(id)
+                        .bind(recover.since)
+                        .bind(MAX_RECOVER)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    let queued = queue(conn, &settings, &wanted).await?;
+                    crate::api::jobs::json(&Replayed { queued })?
+                }
+                Parsed::Resend(event) => {
+                    let wanted: Vec<Wanted> =
+                        sqlx::query_as(sql::EVENT_FOR_ENDPOINT).bind(id).bind(event).fetch_all(&mut *conn).await?;
+                    if wanted.is_empty() {
+                        return Err(ApiError::NotFound(format!("no event {event} for this endpoint")));
+                    }
+                    let queued = queue(conn, &settings, &wanted).await?;
+                    crate::api::jobs::json(&Replayed { queued })?
+                }
+            };
+            let status =
+                if matches!(action, Action::Recover | Action::Resend) { StatusCode::ACCEPTED } else { StatusCode::OK };
+            Ok((status, answer))
+        })
+    })
+    .await
+}
+
+/// Queues a delivery of each wanted event.
+async fn queue(conn: &mut PgConnection, settings: &super::WebhookSettings, wanted: &[Wanted]) -> Result<u64, ApiError> {
+    let jobs: Vec<_> = wanted.iter().filter_map(|w| w.delivery(settings)).collect();
+    if !jobs.is_empty() {
+        insert_jobs(conn, &jobs, true).await?;
+    }
+    Ok(jobs.len() as u64)
+}
+
+/// The query of `/deliveries`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: attempts, newest first, in keyset pages.
+pub(crate) async fn deliveries(
+    State(state): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let client = state.client(&headers, "webhooks").await?;
+        let id = endpoint_id(&id)?;
+        let query: DeliveriesQuery = body::query(uri.query())?;
+        let mut conn = state.pool().acquire().await?;
+        find(&mut conn, id, client).await?;
+        let page = delivery_page(&mut conn, id, query.cursor.as_deref(), query.limit.as_deref()).await?;
+        Ok::<_, ApiError>(Json(page))
+    };
+    result.await.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// A page of an endpoint's delivery attempts (also the dashboard's).
+pub(crate) async fn delivery_page(
+    conn: &mut PgConnection,
+    id: Uuid,
+    cursor: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Page<DeliveryAttempt>, ApiError> {
+    let before = match cursor {
+        None => i64::MAX,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest("query parameter `cursor` is not a cursor this API gave".to_owned()))?,
+    };
+    let limit = match limit {
+        None => 50,
+        Some(n) => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("query parameter `limit` must be 1 to 100".to_owned()))?,
+    };
+    let mut rows: Vec<DeliveryAttempt> =
+        sqlx::query_as(sql::DELIVERIES).bind(id).bind(before).bind(limit + 1).fetch_all(conn).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { data: rows, next_cursor })
+}
+
+async fn find(conn: &mut PgConnection, id: Uuid, client: Uuid) -> Result<WebhookEndpoint, ApiError> {
+    let endpoint: Option<WebhookEndpoint> =
+        sqlx::query_as(sql::GET_ENDPOINT).bind(id).bind(client).fetch_optional(conn).await?;
+    endpoint.ok_or_else(|| not_found(id))
+}
+
+fn endpoint_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::NotFound(format!("no webhook endpoint {}", text.chars().take(40).collect::<String>())))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no webhook endpoint {id}"))
+}
