@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 use super::body;
 use super::error::ApiError;
-use super::idempotency::{self, Change, Post};
-use super::jobs::json;
+use super::idempotency::{self, Change, Post, to_json};
 use super::sql;
 use super::state::ApiState;
 use super::types::{Client, ClientKey, CreatedClientKey, NewClient, NewClientKey, RotateKey, SCOPES};
@@ -43,7 +42,7 @@ pub(super) async fn create(State(state): State<ApiState>, uri: Uri, headers: Hea
                 .await?;
             let client =
                 client.ok_or_else(|| ApiError::Conflict(format!("a client named {:?} exists", new.name.trim())))?;
-            Ok((StatusCode::CREATED, json(&client)?))
+            Ok((StatusCode::CREATED, to_json(&client)?))
         })
     })
     .await
@@ -120,7 +119,7 @@ pub(super) async fn create_key(
             key.expires_at = new.expires_at;
             let created = api_keys::insert(conn, key, None).await.map_err(key_error)?;
             let answer = CreatedClientKey { record: created.record.into(), key: created.key };
-            Ok((StatusCode::CREATED, json(&answer)?))
+            Ok((StatusCode::CREATED, to_json(&answer)?))
         })
     })
     .await
@@ -156,7 +155,7 @@ pub(super) async fn rotate_key(
             let grace = std::time::Duration::from_secs(rotate.grace_seconds);
             let created = api_keys::rotate_in(conn, key_id, grace).await.map_err(key_error)?;
             let answer = CreatedClientKey { record: created.record.into(), key: created.key };
-            Ok((StatusCode::CREATED, json(&answer)?))
+            Ok((StatusCode::CREATED, to_json(&answer)?))
         })
     })
     .await
@@ -186,7 +185,7 @@ pub(super) async fn revoke_key(
         Box::pin(async move {
             check_key_of(conn, id, key_id).await?;
             let key = api_keys::revoke_in(conn, key_id).await.map_err(key_error)?;
-            Ok((StatusCode::OK, json(&ClientKey::from(key))?))
+            Ok((StatusCode::OK, to_json(&ClientKey::from(key))?))
         })
     })
     .await

@@ -120,6 +120,11 @@ where
     Ok((status, body, false))
 }
 
+/// `value` as the JSON of an answer.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(format!("cannot write the answer: {e}")))
+}
+
 /// The request's `Idempotency-Key`, checked.
 fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();

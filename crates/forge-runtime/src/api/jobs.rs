@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body;
 use super::error::ApiError;
-use super::idempotency::{self, Change, Post};
+use super::idempotency::{self, Change, Post, to_json};
 use super::sql;
 use super::state::ApiState;
 use super::types::{ApiJob, NewWebhook, Page, SubmitJob, SubmittedJob};
@@ -61,7 +61,7 @@ pub(super) async fn submit(State(state): State<ApiState>, uri: Uri, headers: Hea
                 }
                 None => None,
             };
-            Ok((StatusCode::CREATED, json(&SubmittedJob { job, webhook })?))
+            Ok((StatusCode::CREATED, to_json(&SubmittedJob { job, webhook })?))
         })
     })
     .await
@@ -265,7 +265,7 @@ async fn control(state: ApiState, uri: Uri, headers: HeaderMap, id: String, body
                 }
             }
             let job = find(conn, id, client).await?.ok_or_else(|| not_found(id))?;
-            Ok((StatusCode::OK, json(&job)?))
+            Ok((StatusCode::OK, to_json(&job)?))
         })
     })
     .await
@@ -293,8 +293,4 @@ pub(super) fn job_id(text: &str) -> Result<JobId, ApiError> {
 
 pub(super) fn not_found(id: JobId) -> ApiError {
     ApiError::NotFound(format!("no job {id}"))
-}
-
-pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(value).map_err(|e| ApiError::Internal(format!("cannot write the answer: {e}")))
 }

@@ -19,6 +19,10 @@ use super::signature;
 use super::sql;
 use crate::jobs::{Job, JobContext, JobError, JobOptions};
 
+/// The queue deliveries run on; a node with `[api] enabled` works it (with
+/// `[api.webhooks] concurrency` slots) besides `[worker] queues`.
+pub const QUEUE: &str = "forge_webhooks";
+
 /// The delivery job.
 #[derive(Debug)]
 pub struct DeliverWebhook;
@@ -63,7 +67,7 @@ impl Job for DeliverWebhook {
 
     fn options() -> JobOptions {
         let mut options = JobOptions::new();
-        options.queue = super::QUEUE;
+        options.queue = QUEUE;
         options.timeout = Duration::from_secs(120);
         options
     }

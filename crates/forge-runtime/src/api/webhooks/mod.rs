@@ -15,12 +15,8 @@ mod settings;
 pub mod signature;
 pub(crate) mod sql;
 
-pub use deliver::{DeliverWebhook, Delivered, Delivery};
+pub use deliver::{DeliverWebhook, Delivered, Delivery, QUEUE};
 pub use settings::WebhookSettings;
-
-/// The queue deliveries run on; a node with `[api] enabled` works it (with
-/// `[api.webhooks] concurrency` slots) besides `[worker] queues`.
-pub const QUEUE: &str = "forge_webhooks";
 
 /// The event types an endpoint may ask for.
 pub const EVENT_TYPES: [&str; 7] =

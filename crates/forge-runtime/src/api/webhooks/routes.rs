@@ -13,7 +13,7 @@ use super::dispatch::Wanted;
 use super::{EVENT_TYPES, signature, sql};
 use crate::api::body;
 use crate::api::error::ApiError;
-use crate::api::idempotency::{self, Change, Post};
+use crate::api::idempotency::{self, Change, Post, to_json};
 use crate::api::state::ApiState;
 use crate::api::types::{
     DeliveryAttempt, NewWebhook, Page, Recover, Replayed, RotateSecret, WebhookEndpoint, WebhookWithSecret,
@@ -108,7 +108,7 @@ pub(crate) async fn create(State(state): State<ApiState>, uri: Uri, headers: Hea
                 return Err(ApiError::Conflict(format!("a client has at most {MAX_ENDPOINTS} endpoints")));
             }
             let created = create_endpoint(conn, client, None, &new).await?;
-            Ok((StatusCode::CREATED, crate::api::jobs::json(&created)?))
+            Ok((StatusCode::CREATED, to_json(&created)?))
         })
     })
     .await
@@ -283,7 +283,7 @@ async fn act(
                         .bind(grace as f64)
                         .fetch_one(&mut *conn)
                         .await?;
-                    crate::api::jobs::json(&WebhookWithSecret { endpoint, secret })?
+                    to_json(&WebhookWithSecret { endpoint, secret })?
                 }
                 Parsed::Plain => {
                     let enable = matches!(action, Action::Enable);
@@ -293,7 +293,7 @@ async fn act(
                         .bind("disabled by the client")
                         .fetch_one(&mut *conn)
                         .await?;
-                    crate::api::jobs::json(&endpoint)?
+                    to_json(&endpoint)?
                 }
                 Parsed::Recover(recover) => {
                     sqlx::query(sql::SET_ENABLED).bind(id).bind(true).bind("").execute(&mut *conn).await?;
@@ -304,7 +304,7 @@ async fn act(
                         .fetch_all(&mut *conn)
                         .await?;
                     let queued = queue(conn, &settings, &wanted).await?;
-                    crate::api::jobs::json(&Replayed { queued })?
+                    to_json(&Replayed { queued })?
                 }
                 Parsed::Resend(event) => {
                     let wanted: Vec<Wanted> =
@@ -313,7 +313,7 @@ async fn act(
                         return Err(ApiError::NotFound(format!("no event {event} for this endpoint")));
                     }
                     let queued = queue(conn, &settings, &wanted).await?;
-                    crate::api::jobs::json(&Replayed { queued })?
+                    to_json(&Replayed { queued })?
                 }
             };
             let status =
