@@ -4,7 +4,8 @@
 #   ./dev.sh test   every test, against real PostgreSQL (DATABASE_URL if set, else the embedded one)
 # and the rest:
 #   ./dev.sh setup  install what the project needs: PostgreSQL server binaries, rustfmt, clippy,
-#                   and for the dashboard's browser test Chromium, Node.js and playwright-core
+#                   for the dashboard's browser test Chromium, Node.js and playwright-core, and for the
+#                   job API's fuzz test Schemathesis (PyPI, into tests/api/.venv)
 #   ./dev.sh bench  forge-bench scenarios (release build), JSON on stdout
 #   ./dev.sh db     psql into the dev database
 #   ./dev.sh clean  stop the embedded PostgreSQL, delete .forge/ and the build
@@ -41,6 +42,30 @@ setup() {
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
   fi
   setup_browser
+  setup_api_fuzz
+}
+
+api_fuzz_ready() {
+  [ -x tests/api/.venv/bin/schemathesis ]
+}
+
+# The job API's fuzz test (crates/forge/tests/job_api_openapi.rs) runs Schemathesis from PyPI,
+# installed into tests/api/.venv.
+setup_api_fuzz() {
+  api_fuzz_ready && return 0
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      echo "dev.sh: installing python3-venv for the job API's fuzz test"
+      as_root apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-venv >/dev/null
+    else
+      echo "dev.sh: the job API's fuzz test needs python3 with venv" >&2
+      return 1
+    fi
+  fi
+  rm -rf tests/api/.venv
+  python3 -m venv tests/api/.venv
+  tests/api/.venv/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
 }
 
 browser_ready() {
@@ -80,6 +105,7 @@ case "$cmd" in
   test)
     [ -n "${DATABASE_URL:-}" ] || have_server_binaries || setup
     browser_ready || setup_browser
+    api_fuzz_ready || setup_api_fuzz
     exec cargo test --workspace "$@"
     ;;
   bench)

@@ -19,8 +19,30 @@ pub struct ApiConfig {
     pub idempotency_ttl: Duration,
     /// How long a job's events are kept. Default `"7d"`.
     pub event_retention: Duration,
+    /// `[api.rate_limit]`: each client's token bucket.
+    pub rate_limit: ClientRateLimit,
     /// `[api.webhooks]`: how events are delivered to clients' endpoints.
     pub webhooks: WebhookConfig,
+}
+
+/// `[api.rate_limit]`: every client draws its `/v1` requests from a token bucket of its own,
+/// kept in Postgres (shared by every gateway node): `requests` in a burst, refilled at
+/// `requests` per `per`. A request with the bucket empty gets 429 with `Retry-After`; every
+/// answer to a client carries `RateLimit-Policy` and `RateLimit` headers.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientRateLimit {
+    /// The bucket's size; `0` turns the limit off. Default 100.
+    pub requests: u32,
+    /// The period over which `requests` are refilled. Default `"1s"`.
+    pub per: Duration,
+}
+
+impl Default for ClientRateLimit {
+    fn default() -> Self {
+        Self { requests: 100, per: Duration::from_secs(1) }
+    }
 }
 
 /// `[api.webhooks]`.
@@ -75,6 +97,7 @@ impl Default for ApiConfig {
             operator_role: "forge:admin".to_owned(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             event_retention: Duration::from_secs(7 * 86_400),
+            rate_limit: ClientRateLimit::default(),
             webhooks: WebhookConfig::default(),
         }
     }

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
-pub use api::{ApiConfig, WebhookConfig};
+pub use api::{ApiConfig, ClientRateLimit, WebhookConfig};
 pub use error::ConfigError;
 pub use units::{ByteSize, Duration, IpRange, Port};
 

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::idempotency::{self, Change, Post, to_json};
 use super::sql;
 use super::state::ApiState;
-use super::types::{Client, ClientKey, CreatedClientKey, NewClient, NewClientKey, RotateKey, SCOPES};
+use super::types::{Client, ClientKey, CreatedClientKey, NewClient, NewClientKey, NoOptions, Page, RotateKey, SCOPES};
 use crate::gateway::api_keys::{self, ApiKeyError};
 use crate::gateway::{ApiKey, NewApiKey};
 
@@ -20,6 +20,7 @@ use crate::gateway::{ApiKey, NewApiKey};
 const MAX_GRACE_SECS: u64 = 30 * 86_400;
 
 /// `POST /v1/clients`: 201 with the client; 409 when the name is taken.
+#[utoipa::path(post, operation_id = "create_client", path = "/v1/clients", tag = "clients", request_body = NewClient, responses((status = 201, description = "The client", body = Client, links(("get" = (operation_id = "get_client", parameters(("id" = "$response.body#/id")))), ("keys" = (operation_id = "list_client_keys", parameters(("id" = "$response.body#/id")))), ("create_key" = (operation_id = "create_client_key", parameters(("id" = "$response.body#/id"))))))))]
 pub(super) async fn create(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let prepared = async {
         let owner = state.operator(&headers).await?;
@@ -49,6 +50,7 @@ pub(super) async fn create(State(state): State<ApiState>, uri: Uri, headers: Hea
 }
 
 /// `GET /v1/clients`.
+#[utoipa::path(get, operation_id = "list_clients", path = "/v1/clients", tag = "clients", responses((status = 200, description = "Every client", body = Page<Client>)))]
 pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
         state.operator(&headers).await?;
@@ -59,6 +61,7 @@ pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> R
 }
 
 /// `GET /v1/clients/{id}`.
+#[utoipa::path(get, operation_id = "get_client", path = "/v1/clients/{id}", tag = "clients", params(("id" = uuid::Uuid, Path, description = "The client's id")), responses((status = 200, description = "The client", body = Client)))]
 pub(super) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         state.operator(&headers).await?;
@@ -69,6 +72,7 @@ pub(super) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(
 }
 
 /// `GET /v1/clients/{id}/keys`: prefixes only.
+#[utoipa::path(get, operation_id = "list_client_keys", path = "/v1/clients/{id}/keys", tag = "clients", params(("id" = uuid::Uuid, Path, description = "The client's id")), responses((status = 200, description = "The client's keys (prefixes, never secrets)", body = Page<ClientKey>)))]
 pub(super) async fn keys(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         state.operator(&headers).await?;
@@ -82,6 +86,7 @@ pub(super) async fn keys(State(state): State<ApiState>, headers: HeaderMap, Path
 }
 
 /// `POST /v1/clients/{id}/keys`: 201 with the key, shown this once.
+#[utoipa::path(post, operation_id = "create_client_key", path = "/v1/clients/{id}/keys", tag = "clients", params(("id" = uuid::Uuid, Path, description = "The client's id")), request_body(content = Option<NewClientKey>, description = "Options, or nothing"), responses((status = 201, description = "The key, shown this once", body = CreatedClientKey, links(("rotate" = (operation_id = "rotate_client_key", parameters(("id" = "$request.path.id"), ("key_id" = "$response.body#/id")))), ("revoke" = (operation_id = "revoke_client_key", parameters(("id" = "$request.path.id"), ("key_id" = "$response.body#/id"))))))))]
 pub(super) async fn create_key(
     State(state): State<ApiState>,
     uri: Uri,
@@ -127,6 +132,7 @@ pub(super) async fn create_key(
 
 /// `POST /v1/clients/{id}/keys/{key_id}/rotate`: 201 with the new key; the old one works for
 /// `grace_seconds` more.
+#[utoipa::path(post, operation_id = "rotate_client_key", path = "/v1/clients/{id}/keys/{key_id}/rotate", tag = "clients", params(("id" = uuid::Uuid, Path, description = "The client's id"), ("key_id" = uuid::Uuid, Path, description = "The key's id")), request_body(content = Option<RotateKey>, description = "The grace period, or nothing (the old key stops at once)"), responses((status = 201, description = "The new key, shown this once", body = CreatedClientKey, links(("rotate" = (operation_id = "rotate_client_key", parameters(("id" = "$request.path.id"), ("key_id" = "$response.body#/id")))), ("revoke" = (operation_id = "revoke_client_key", parameters(("id" = "$request.path.id"), ("key_id" = "$response.body#/id"))))))))]
 pub(super) async fn rotate_key(
     State(state): State<ApiState>,
     uri: Uri,
@@ -162,6 +168,7 @@ pub(super) async fn rotate_key(
 }
 
 /// `POST /v1/clients/{id}/keys/{key_id}/revoke`: 200 with the key, refused from now on.
+#[utoipa::path(post, operation_id = "revoke_client_key", path = "/v1/clients/{id}/keys/{key_id}/revoke", tag = "clients", params(("id" = uuid::Uuid, Path, description = "The client's id"), ("key_id" = uuid::Uuid, Path, description = "The key's id")), request_body(content = Option<NoOptions>, description = "Nothing, or `{}`"), responses((status = 200, description = "The key, revoked", body = ClientKey)))]
 pub(super) async fn revoke_key(
     State(state): State<ApiState>,
     uri: Uri,
@@ -190,11 +197,6 @@ pub(super) async fn revoke_key(
     })
     .await
 }
-
-/// The body revoke accepts: nothing, or an empty object.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 async fn find_client(state: &ApiState, id: Uuid) -> Result<Client, ApiError> {
     let client: Option<Client> = sqlx::query_as(sql::GET_CLIENT).bind(id).fetch_optional(state.pool()).await?;

@@ -35,6 +35,9 @@ pub enum ApiError {
         /// The fields at fault.
         errors: Vec<FieldError>,
     },
+    /// The client's token bucket is empty (429, with `Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The body is not `application/json` (415).
     #[error("the body must be application/json")]
     UnsupportedMediaType,
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable { .. } => "invalid-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::TooManyRequests(_) => "rate-limited",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -40,6 +40,7 @@ struct EventsQuery {
 }
 
 /// `GET /v1/jobs/{id}/events`.
+#[utoipa::path(get, operation_id = "list_job_events", path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "The job's id"), ("cursor" = Option<i64>, Query, minimum = 0, description = "Events after this id"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 100)"), ("Last-Event-ID" = Option<String>, Header, description = "Resume a stream after this event id (as `cursor`)")), responses((status = 200, description = "A page of events, oldest first; with `Accept: text/event-stream`, a Server-Sent Events stream (`id` the event's id, `event` its type, `data` the event) that ends when the job has finished", content((Page<JobEvent> = "application/json"), (String = "text/event-stream")))))]
 pub(super) async fn events(
     State(state): State<ApiState>,
     uri: Uri,

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::idempotency::{self, Change, Post, to_json};
 use super::sql;
 use super::state::ApiState;
-use super::types::{ApiJob, NewWebhook, Page, SubmitJob, SubmittedJob};
+use super::types::{ApiJob, NewWebhook, NoOptions, Page, SubmitJob, SubmittedJob};
 use crate::jobs::{CancelOutcome, DispatchOptions, NewJob, insert_jobs};
 
 /// The longest `delay` (and the farthest `run_at`) a submit may ask for: about ten years.
@@ -24,6 +24,7 @@ const MAX_DELAY_SECS: u64 = 10 * 366 * 86_400;
 pub(super) const MAX_PAGE: i64 = 100;
 
 /// `POST /v1/jobs`.
+#[utoipa::path(post, operation_id = "submit_job", path = "/v1/jobs", tag = "jobs", request_body = SubmitJob, responses((status = 201, description = "The job, accepted (and its webhook's secret, when it asked for one)", body = SubmittedJob, links(("get" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))), ("cancel" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))), ("retry" = (operation_id = "retry_job", parameters(("id" = "$response.body#/id")))), ("report" = (operation_id = "get_job_report", parameters(("id" = "$response.body#/id")))), ("events" = (operation_id = "list_job_events", parameters(("id" = "$response.body#/id"))))))))]
 pub(super) async fn submit(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let client = match state.client(&headers, "jobs:write").await {
         Ok(client) => client,
@@ -114,6 +115,7 @@ fn new_job(state: &ApiState, client: Uuid, submit: SubmitJob) -> Result<NewJob, 
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(get, operation_id = "get_job", path = "/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "The job's id")), responses((status = 200, description = "The job", body = ApiJob)))]
 pub(super) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         let client = state.client(&headers, "jobs:read").await?;
@@ -142,6 +144,7 @@ struct ListQuery {
 const STATES: [&str; 7] = ["scheduled", "available", "running", "retryable", "completed", "discarded", "cancelled"];
 
 /// `GET /v1/jobs`: the client's jobs, newest first; `next_cursor` pages on.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/v1/jobs", tag = "jobs", params(("state" = Option<String>, Query, pattern = "^(scheduled|available|running|retryable|completed|discarded|cancelled)$", description = "Only jobs in this state"), ("kind" = Option<String>, Query, description = "Only jobs of this kind"), ("tag" = Option<String>, Query, description = "Only jobs with this tag"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 50)")), responses((status = 200, description = "The client's jobs, newest first", body = Page<ApiJob>)))]
 pub(super) async fn list(State(state): State<ApiState>, uri: Uri, headers: HeaderMap) -> Response {
     let result = async {
         let client = state.client(&headers, "jobs:read").await?;
@@ -195,6 +198,7 @@ pub(super) async fn list(State(state): State<ApiState>, uri: Uri, headers: Heade
 
 /// `POST /v1/jobs/{id}/cancel`: 200 with the job (cancelled, or running with
 /// `cancel_requested`); 409 when it has finished.
+#[utoipa::path(post, operation_id = "cancel_job", path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "The job's id")), request_body(content = Option<NoOptions>, description = "Nothing, or `{}`"), responses((status = 200, description = "The job: cancelled, or running with `cancel_requested` (it ends `cancelled` soon)", body = ApiJob)))]
 pub(super) async fn cancel(
     State(state): State<ApiState>,
     uri: Uri,
@@ -207,6 +211,7 @@ pub(super) async fn cancel(
 
 /// `POST /v1/jobs/{id}/retry`: 200 with the job, available again; 409 unless it failed
 /// (`discarded`) or was cancelled.
+#[utoipa::path(post, operation_id = "retry_job", path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "The job's id")), request_body(content = Option<NoOptions>, description = "Nothing, or `{}`"), responses((status = 200, description = "The job, available again", body = ApiJob)))]
 pub(super) async fn retry(
     State(state): State<ApiState>,
     uri: Uri,
@@ -222,11 +227,6 @@ enum Control {
     Cancel,
     Retry,
 }
-
-/// The body these routes accept: nothing, or an empty object.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 async fn control(state: ApiState, uri: Uri, headers: HeaderMap, id: String, body: Bytes, what: Control) -> Response {
     let scope = "jobs:write";

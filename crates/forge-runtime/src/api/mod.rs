@@ -42,6 +42,8 @@ pub(crate) mod error;
 mod events;
 pub mod idempotency;
 pub(crate) mod jobs;
+mod limits;
+pub mod openapi;
 mod reports;
 mod routes;
 mod sql;

@@ -17,6 +17,7 @@ use super::types::{ApiJob, JobEvent, JobReport, ReportAttempt, ReportTimings};
 const REPORT_EVENTS: i64 = 1000;
 
 /// `GET /v1/jobs/{id}/report`.
+#[utoipa::path(get, operation_id = "get_job_report", path = "/v1/jobs/{id}/report", tag = "jobs", params(("id" = i64, Path, description = "The job's id")), responses((status = 200, description = "Everything about the job", body = super::types::JobReport)))]
 pub(super) async fn report(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         let client = state.client(&headers, "jobs:read").await?;

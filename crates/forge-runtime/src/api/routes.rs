@@ -1,11 +1,14 @@
 //! The `/v1` router.
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 
 use super::state::ApiState;
 use super::webhooks::routes as webhooks;
-use super::{clients, events, jobs, reports};
+use super::{clients, events, jobs, limits, reports};
 
 /// The job API's routes (see the module doc), to merge into the gateway's router.
 pub fn router(state: ApiState) -> Router {
@@ -29,5 +32,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/webhooks/{id}/recover", post(webhooks::recover))
         .route("/v1/webhooks/{id}/resend", post(webhooks::resend))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::per_client))
+        .route("/v1/openapi.json", get(openapi))
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`: the OpenAPI 3.1 document of `/v1` (no credentials needed).
+async fn openapi(State(state): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], state.openapi().to_owned())
 }

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::error::ApiError;
 use super::webhooks::WebhookSettings;
-use crate::functions::Auth;
+use crate::functions::{Auth, RateLimit, RateLimitKey};
 use crate::gateway::{AuthError, Authenticator};
 use crate::jobs::JobRegistry;
 
@@ -28,6 +28,10 @@ struct Inner {
     operator_role: String,
     idempotency_ttl: std::time::Duration,
     webhooks: WebhookSettings,
+    /// Each client's bucket; `None` when `[api.rate_limit] requests = 0`.
+    rate_limit: Option<RateLimit>,
+    /// The OpenAPI document, rendered once.
+    openapi: String,
 }
 
 impl ApiState {
@@ -39,7 +43,16 @@ impl ApiState {
             .into_iter()
             .filter(|kind| registry.options(kind).is_some_and(|o| o.api) || config.api.kinds.iter().any(|k| k == kind))
             .map(str::to_owned)
-            .collect();
+            .collect::<BTreeSet<String>>();
+        let openapi = super::openapi::document(exposed.iter().map(String::as_str))
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let limit = &config.api.rate_limit;
+        let rate_limit = (limit.requests > 0).then(|| RateLimit {
+            requests: limit.requests,
+            per: limit.per.as_std(),
+            key: RateLimitKey::ApiKey,
+        });
         Self {
             inner: Arc::new(Inner {
                 auth: Authenticator::new(&config.auth, pool.clone()),
@@ -49,6 +62,8 @@ impl ApiState {
                 operator_role: config.api.operator_role.clone(),
                 idempotency_ttl: config.api.idempotency_ttl.as_std(),
                 webhooks: WebhookSettings::new(&config.api.webhooks),
+                rate_limit,
+                openapi,
             }),
         }
     }
@@ -75,12 +90,31 @@ impl ApiState {
         &self.inner.webhooks
     }
 
+    /// Each client's token bucket, unless the limit is off.
+    pub(super) fn rate_limit(&self) -> Option<&RateLimit> {
+        self.inner.rate_limit.as_ref()
+    }
+
+    /// `/v1/openapi.json`.
+    pub(super) fn openapi(&self) -> &str {
+        &self.inner.openapi
+    }
+
     pub(super) fn idempotency_ttl(&self) -> std::time::Duration {
         self.inner.idempotency_ttl
     }
 
-    /// The caller, or 401 (503 when credentials cannot be checked).
+    /// The caller, or 401 (503 when credentials cannot be checked): the one the request's
+    /// middleware ([`limits`](super::limits)) authenticated, or, outside it, from `headers`.
     pub(super) async fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Auth, ApiError> {
+        if let Some(auth) = super::limits::current_caller() {
+            return Ok(auth);
+        }
+        self.authenticate(headers).await
+    }
+
+    /// Authenticates `headers`: 401 without credentials that hold.
+    pub(super) async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Auth, ApiError> {
         match self.inner.auth.authenticate(headers).await {
             Ok(auth) if auth.is_authenticated() => Ok(auth),
             Ok(_) => Err(ApiError::Unauthorized(

@@ -3,42 +3,50 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// `POST /v1/jobs`: a job to submit.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// The kind: one the application exposes to clients.
+    #[schema(min_length = 1, max_length = 255)]
     pub kind: String,
     /// Its arguments, checked against the kind's Rust type. Default `{}`.
     #[serde(default = "empty_object")]
     pub args: serde_json::Value,
     /// The queue; default the kind's.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub queue: Option<String>,
     /// `critical`, `high`, `normal`, `low` or `background`; default the kind's.
     #[serde(default)]
+    #[schema(pattern = "^(critical|high|normal|low|background)$")]
     pub priority: Option<String>,
     /// Run no earlier than this (RFC 3339).
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
     /// Run no earlier than this many seconds from now (ignored with `run_at`).
     #[serde(default)]
+    #[schema(maximum = 316_224_000)]
     pub delay: Option<u64>,
     /// Attempts before the job fails for good; default the kind's.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Tags, for filtering (at most 16, each 1 to 64 characters).
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub tags: Vec<String>,
     /// A URL to POST this job's events to, signed with a secret the answer carries once.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     pub webhook: Option<String>,
 }
 
 /// The answer to a submission: the job and, when one was given, its webhook's secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubmittedJob {
     /// The job.
     #[serde(flatten)]
@@ -53,7 +61,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// A job as a client sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct ApiJob {
     /// Its id.
     pub id: i64,
@@ -90,7 +98,7 @@ pub struct ApiJob {
 }
 
 /// A page of a listing: `data`, and the cursor of the next page (absent on the last).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub data: Vec<T>,
@@ -100,7 +108,7 @@ pub struct Page<T> {
 }
 
 /// One state change of a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct JobEvent {
     /// Its id: increasing, the cursor of `/events` and the SSE `id`.
     pub id: i64,
@@ -121,7 +129,7 @@ pub struct JobEvent {
 }
 
 /// One attempt in a report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReportAttempt {
     /// From 1.
     pub attempt: i32,
@@ -138,7 +146,7 @@ pub struct ReportAttempt {
 }
 
 /// How long a job took, in milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReportTimings {
     /// From submission to its first attempt.
     pub queued_ms: Option<i64>,
@@ -149,7 +157,7 @@ pub struct ReportTimings {
 }
 
 /// `GET /v1/jobs/{id}/report`: everything about a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobReport {
     /// The job.
     pub job: ApiJob,
@@ -164,15 +172,16 @@ pub struct JobReport {
 }
 
 /// `POST /v1/clients`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClient {
     /// A unique name, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
 /// A client of the job API.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Client {
     /// Its id.
     pub id: Uuid,
@@ -185,7 +194,7 @@ pub struct Client {
 }
 
 /// `POST /v1/clients/{id}/keys`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClientKey {
     /// A name for people; default `"<client name> key"`.
@@ -200,16 +209,17 @@ pub struct NewClientKey {
 }
 
 /// `POST /v1/clients/{id}/keys/{key_id}/rotate`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, in seconds (at most 30 days). Default 0: at once.
     #[serde(default)]
+    #[schema(maximum = 2_592_000)]
     pub grace_seconds: u64,
 }
 
 /// A client's key as listed: its prefix, never its secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientKey {
     /// Its id.
     pub id: Uuid,
@@ -230,7 +240,7 @@ pub struct ClientKey {
 }
 
 /// A key just created: the record and, this once, the key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedClientKey {
     /// The record.
     #[serde(flatten)]
@@ -258,10 +268,11 @@ impl From<crate::gateway::ApiKey> for ClientKey {
 pub const SCOPES: [&str; 3] = ["jobs:read", "jobs:write", "webhooks"];
 
 /// `POST /v1/webhooks`: an endpoint to create.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// Where events are POSTed: `http` or `https`, at most 2,048 characters.
+    #[schema(min_length = 1, max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     pub url: String,
     /// The event types it wants (see [`EVENT_TYPES`](super::webhooks::EVENT_TYPES)); empty:
     /// all.
@@ -269,11 +280,12 @@ pub struct NewWebhook {
     pub events: Vec<String>,
     /// A note for people, at most 500 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 500)]
     pub description: Option<String>,
 }
 
 /// A webhook endpoint (never its secret).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct WebhookEndpoint {
     /// Its id.
     pub id: Uuid,
@@ -300,7 +312,7 @@ pub struct WebhookEndpoint {
 }
 
 /// An endpoint with its signing secret: the answer of creating one or rotating its secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WebhookWithSecret {
     /// The endpoint.
     #[serde(flatten)]
@@ -310,17 +322,18 @@ pub struct WebhookWithSecret {
 }
 
 /// `POST /v1/webhooks/{id}/rotate-secret`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the previous secret keeps signing too, in seconds (at most 7 days). Default
     /// 86,400 (a day).
     #[serde(default)]
+    #[schema(maximum = 604_800)]
     pub grace_seconds: Option<u64>,
 }
 
 /// `POST /v1/webhooks/{id}/recover`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recover {
     /// Replay the events since this time (RFC 3339), at most 10,000.
@@ -328,14 +341,14 @@ pub struct Recover {
 }
 
 /// What a recovery or a resend queued.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Replayed {
     /// Deliveries queued.
     pub queued: u64,
 }
 
 /// One attempt to deliver an event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct DeliveryAttempt {
     /// Its id (the cursor of the listing).
     pub id: i64,
@@ -356,3 +369,17 @@ pub struct DeliveryAttempt {
     /// When.
     pub at: DateTime<Utc>,
 }
+
+/// `POST /v1/webhooks/{id}/resend`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResendEvent {
+    /// The event to deliver again (one this endpoint wants).
+    pub event_id: i64,
+}
+
+/// The body of the POSTs that take no options (cancel, retry, enable, disable): nothing, or
+/// an empty object.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}

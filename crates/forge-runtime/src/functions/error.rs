@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 /// One invalid field of the arguments.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path, such as `user.email` or `items[2].qty`.
     pub path: String,

@@ -69,17 +69,38 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Takes one token from bucket `key`, or fails with [`ForgeError::RateLimited`].
-pub(crate) async fn take(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<(), ForgeError> {
+/// What drawing a token from a bucket found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Draw {
+    /// Whether a token was taken.
+    pub allowed: bool,
+    /// Whole tokens left.
+    pub remaining: u32,
+    /// When the bucket is full again (refused: when the next token arrives).
+    pub reset: Duration,
+}
+
+/// Draws one token from bucket `key`: one atomic upsert.
+pub(crate) async fn draw(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<Draw, sqlx::Error> {
     let capacity = f64::from(limit.requests.max(1));
     let per_second = capacity / limit.per.as_secs_f64().max(0.001);
     let (allowed, tokens): (bool, f64) =
         sqlx::query_as(sql::TAKE_TOKEN).bind(key).bind(capacity).bind(per_second).fetch_one(pool).await?;
-    if allowed {
+    let reset = if allowed { (capacity - tokens).max(0.0) / per_second } else { (1.0 - tokens).max(0.0) / per_second };
+    Ok(Draw {
+        allowed,
+        remaining: tokens.max(0.0).floor() as u32,
+        reset: Duration::from_secs_f64(reset.ceil().max(if allowed { 0.0 } else { 1.0 })),
+    })
+}
+
+/// Takes one token from bucket `key`, or fails with [`ForgeError::RateLimited`].
+pub(crate) async fn take(pool: &PgPool, key: &str, limit: &RateLimit) -> Result<(), ForgeError> {
+    let draw = draw(pool, key, limit).await?;
+    if draw.allowed {
         return Ok(());
     }
-    let wait = ((1.0 - tokens).max(0.0) / per_second).max(0.001);
-    Err(ForgeError::RateLimited { retry_after: Duration::from_secs_f64(wait.ceil().max(1.0)) })
+    Err(ForgeError::RateLimited { retry_after: draw.reset })
 }
 
 /// Deletes buckets idle for `idle` (a full bucket is the same as none).

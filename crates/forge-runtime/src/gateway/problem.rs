@@ -17,7 +17,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// assert_eq!(p.status, 503);
 /// assert_eq!(p.title, "Service Unavailable");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` when the status says it all.

@@ -16,7 +16,8 @@ use crate::api::error::ApiError;
 use crate::api::idempotency::{self, Change, Post, to_json};
 use crate::api::state::ApiState;
 use crate::api::types::{
-    DeliveryAttempt, NewWebhook, Page, Recover, Replayed, RotateSecret, WebhookEndpoint, WebhookWithSecret,
+    DeliveryAttempt, NewWebhook, NoOptions, Page, Recover, Replayed, ResendEvent, RotateSecret, WebhookEndpoint,
+    WebhookWithSecret,
 };
 use crate::jobs::insert_jobs;
 
@@ -71,6 +72,7 @@ pub(crate) async fn create_endpoint(
 }
 
 /// `POST /v1/webhooks`: 201 with the endpoint and its secret (shown this once).
+#[utoipa::path(post, operation_id = "create_webhook", path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook, responses((status = 201, description = "The endpoint and its secret, shown this once", body = WebhookWithSecret, links(("get" = (operation_id = "get_webhook", parameters(("id" = "$response.body#/id")))), ("delete" = (operation_id = "delete_webhook", parameters(("id" = "$response.body#/id")))), ("rotate_secret" = (operation_id = "rotate_webhook_secret", parameters(("id" = "$response.body#/id")))), ("enable" = (operation_id = "enable_webhook", parameters(("id" = "$response.body#/id")))), ("disable" = (operation_id = "disable_webhook", parameters(("id" = "$response.body#/id")))), ("recover" = (operation_id = "recover_webhook", parameters(("id" = "$response.body#/id")))), ("resend" = (operation_id = "resend_webhook_event", parameters(("id" = "$response.body#/id")))), ("deliveries" = (operation_id = "list_webhook_deliveries", parameters(("id" = "$response.body#/id"))))))))]
 pub(crate) async fn create(State(state): State<ApiState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let prepared = async {
         let client = state.client(&headers, "webhooks").await?;
@@ -115,6 +117,7 @@ pub(crate) async fn create(State(state): State<ApiState>, uri: Uri, headers: Hea
 }
 
 /// `GET /v1/webhooks`.
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "The client's endpoints", body = Page<WebhookEndpoint>)))]
 pub(crate) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
         let client = state.client(&headers, "webhooks").await?;
@@ -126,6 +129,7 @@ pub(crate) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> R
 }
 
 /// `GET /v1/webhooks/{id}`.
+#[utoipa::path(get, operation_id = "get_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), responses((status = 200, description = "The endpoint", body = WebhookEndpoint)))]
 pub(crate) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         let client = state.client(&headers, "webhooks").await?;
@@ -137,6 +141,7 @@ pub(crate) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(
 }
 
 /// `DELETE /v1/webhooks/{id}`: 204.
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), responses((status = 204, description = "Deleted; nothing more is delivered to it")))]
 pub(crate) async fn delete(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         let client = state.client(&headers, "webhooks").await?;
@@ -160,6 +165,7 @@ pub(crate) enum Action {
 }
 
 /// `POST /v1/webhooks/{id}/rotate-secret`.
+#[utoipa::path(post, operation_id = "rotate_webhook_secret", path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), request_body(content = Option<RotateSecret>, description = "The grace period, or nothing (a day)"), responses((status = 200, description = "The endpoint and its new secret; deliveries carry both signatures during the grace period", body = WebhookWithSecret)))]
 pub(crate) async fn rotate_secret(
     state: State<ApiState>,
     uri: Uri,
@@ -171,6 +177,7 @@ pub(crate) async fn rotate_secret(
 }
 
 /// `POST /v1/webhooks/{id}/enable`: deliveries resume (the failure streak forgotten).
+#[utoipa::path(post, operation_id = "enable_webhook", path = "/v1/webhooks/{id}/enable", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), request_body(content = Option<NoOptions>, description = "Nothing, or `{}`"), responses((status = 200, description = "The endpoint, enabled", body = WebhookEndpoint)))]
 pub(crate) async fn enable(
     state: State<ApiState>,
     uri: Uri,
@@ -182,6 +189,7 @@ pub(crate) async fn enable(
 }
 
 /// `POST /v1/webhooks/{id}/disable`: no event is delivered until it is enabled.
+#[utoipa::path(post, operation_id = "disable_webhook", path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), request_body(content = Option<NoOptions>, description = "Nothing, or `{}`"), responses((status = 200, description = "The endpoint, disabled", body = WebhookEndpoint)))]
 pub(crate) async fn disable(
     state: State<ApiState>,
     uri: Uri,
@@ -193,6 +201,7 @@ pub(crate) async fn disable(
 }
 
 /// `POST /v1/webhooks/{id}/recover`: enables the endpoint and replays the events since a time.
+#[utoipa::path(post, operation_id = "recover_webhook", path = "/v1/webhooks/{id}/recover", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), request_body = Recover, responses((status = 202, description = "The endpoint is enabled and the events it wants since then are queued again", body = Replayed)))]
 pub(crate) async fn recover(
     state: State<ApiState>,
     uri: Uri,
@@ -204,6 +213,7 @@ pub(crate) async fn recover(
 }
 
 /// `POST /v1/webhooks/{id}/resend`: delivers one event (`{"event_id": …}`) again.
+#[utoipa::path(post, operation_id = "resend_webhook_event", path = "/v1/webhooks/{id}/resend", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id")), request_body = ResendEvent, responses((status = 202, description = "The event is queued again", body = Replayed)))]
 pub(crate) async fn resend(
     state: State<ApiState>,
     uri: Uri,
@@ -213,18 +223,6 @@ pub(crate) async fn resend(
 ) -> Response {
     act(state, uri, headers, id, body, Action::Resend).await
 }
-
-/// The body of a resend.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Resend {
-    event_id: i64,
-}
-
-/// The body of enable and disable: nothing, or an empty object.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoOptions {}
 
 /// The checked body of an action.
 enum Parsed {
@@ -260,7 +258,7 @@ async fn act(
                 Parsed::Plain
             }
             Action::Recover => Parsed::Recover(body::parse(value.clone())?),
-            Action::Resend => Parsed::Resend(body::parse::<Resend>(value.clone())?.event_id),
+            Action::Resend => Parsed::Resend(body::parse::<ResendEvent>(value.clone())?.event_id),
         };
         Ok::<_, ApiError>((client, id, value, parsed))
     };
@@ -342,6 +340,7 @@ struct DeliveriesQuery {
 }
 
 /// `GET /v1/webhooks/{id}/deliveries`: attempts, newest first, in keyset pages.
+#[utoipa::path(get, operation_id = "list_webhook_deliveries", path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = uuid::Uuid, Path, description = "The endpoint's id"), ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 50)")), responses((status = 200, description = "Delivery attempts, newest first", body = Page<DeliveryAttempt>)))]
 pub(crate) async fn deliveries(
     State(state): State<ApiState>,
     uri: Uri,
