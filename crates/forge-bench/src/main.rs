@@ -16,9 +16,11 @@
 //! cargo run --release -p forge-bench -- rpc-floor --seconds 10 --connections 32
 //! cargo run --release -p forge-bench -- dashboard --jobs 100000
 //! cargo run --release -p forge-bench -- workflows --runs 10000 --steps 3
+//! cargo run --release -p forge-bench -- api --seconds 10 --clients 8 --connections 32
 //! cargo run --release -p forge-bench -- workflows --runs 5000 --steps 3 --nodes 3 --kill-every-ms 2000
 //! ```
 
+mod api;
 mod chaos;
 mod dashboard;
 mod failover;
@@ -112,6 +114,9 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         requests: usize,
     },
+    /// The job API over HTTP: clients submitting with idempotency keys (a share repeated), SSE
+    /// watchers and a loopback webhook receiver; counts duplicates, losses and deliveries.
+    Api(api::ApiArgs),
     /// Durable workflow runs with ledger-writing tx_steps, optionally with workers killed.
     Workflows(workflows::WorkflowsArgs),
     /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
@@ -144,6 +149,7 @@ async fn main() -> ExitCode {
         Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
         Scenario::Workflows(args) => workflows::run(args).await,
+        Scenario::Api(args) => api::run(args).await,
     };
     match result {
         Ok(serde_json::Value::Null) => ExitCode::SUCCESS,
