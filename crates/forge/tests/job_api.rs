@@ -206,7 +206,7 @@ async fn bad_submissions_get_a_precise_error_and_change_nothing() {
     let (_, key) = api.client("acme", &[]).await;
     let cases = [
         (json!({"kind": "api_echo", "args": {"text": 5}}), 422, "args.text"),
-        (json!({"kind": "api_echo", "args": {}}), 422, "args"),
+        (json!({"kind": "api_echo", "args": {}}), 422, "args.text"),
         (json!({"kind": "api_internal", "args": null}), 422, "kind"),
         (json!({"kind": "nope"}), 422, "kind"),
         (json!({"kind": "api_echo", "args": {"text": "x"}, "priority": "urgent"}), 422, "priority"),

@@ -29,7 +29,7 @@ pub(crate) fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        let path = if path == "." { String::new() } else { path };
+        let path = super::error::with_missing_field(if path == "." { "" } else { &path }, &message);
         let detail = if path.is_empty() { message.clone() } else { format!("{path}: {message}") };
         ApiError::Unprocessable { detail, errors: vec![FieldError { path, message }] }
     })

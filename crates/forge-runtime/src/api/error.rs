@@ -126,15 +126,25 @@ impl From<crate::jobs::JobsError> for ApiError {
                 {
                     Some((path, message)) => {
                         let sep = if path.starts_with('[') { "" } else { "." };
-                        ApiError::field(format!("args{sep}{path}"), message)
+                        ApiError::field(with_missing_field(&format!("args{sep}{path}"), message), message)
                     }
-                    None => ApiError::field("args", message),
+                    None => ApiError::field(with_missing_field("args", &message), message),
                 }
             }
             JobsError::InvalidOption(message) => ApiError::Unprocessable { detail: message.clone(), errors: vec![] },
             JobsError::Database(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+/// The path of the field at fault: serde names a missing field in its message (`missing field
+/// \`url\``) with the path of the object that lacks it, so the field's name is appended.
+pub(crate) fn with_missing_field(path: &str, message: &str) -> String {
+    match message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')) {
+        Some((field, _)) if path.is_empty() => field.to_owned(),
+        Some((field, _)) => format!("{path}.{field}"),
+        None => path.to_owned(),
     }
 }
 

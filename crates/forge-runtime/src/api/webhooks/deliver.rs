@@ -168,21 +168,11 @@ async fn send(
     body: &[u8],
 ) -> Result<Answer, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("the endpoint's URL is not valid: {e}"))?;
-    // A literal address never reaches the resolver: check it here.
-    let literal = parsed
-        .host_str()
-        .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok());
-    if let Some(ip) = literal
-        && !settings.policy.allows(ip)
-    {
-        return Err(format!(
-            "refused: {ip} is an address webhooks may not reach; allow it with [api.webhooks] allow_private or allowed_ranges"
-        ));
-    }
     let timestamp = chrono::Utc::now().timestamp();
     let mut request = settings
-        .http
-        .post(parsed)
+        .client
+        .request(reqwest::Method::POST, parsed)
+        .map_err(|refused| format!("refused: {refused}; allow it with [api.webhooks] allow_private or allowed_ranges"))?
         .header("content-type", "application/json")
         .header("webhook-id", msg_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -203,12 +193,8 @@ async fn send(
 
 /// A request error in a sentence, with the refusal of the address policy when that is why.
 fn describe(e: &reqwest::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<super::guard::Refused>() {
-            return format!("refused: {refused}");
-        }
-        source = s.source();
+    if let Some(refused) = super::guard::GuardedClient::refusal(e) {
+        return format!("refused: {refused}; allow it with [api.webhooks] allow_private or allowed_ranges");
     }
     if e.is_timeout() {
         return "timed out".to_owned();

@@ -76,8 +76,8 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// The HTTP client's resolver: the system's, with every address the policy refuses removed; a
 /// name left with none fails to resolve, with a message saying why.
 #[derive(Clone, Debug)]
-pub(super) struct GuardedResolver {
-    pub(super) policy: Arc<AddressPolicy>,
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
@@ -89,8 +89,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| policy.allows(a.ip())).collect();
             if allowed.is_empty() {
                 let refused = Refused(format!(
-                    "{host} resolves only to addresses webhooks may not reach ({}); \
-                     allow them with [api.webhooks] allow_private or allowed_ranges",
+                    "{host} resolves only to addresses this client may not reach ({})",
                     resolved.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
                 ));
                 return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
@@ -100,10 +99,66 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// A delivery refused by the address policy.
+/// A request refused by the address policy.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(super) struct Refused(pub(super) String);
+pub struct Refused(pub(super) String);
+
+/// An HTTP client for URLs someone else chose (webhook endpoints; a job that fetches a URL a
+/// client gave): it connects only to addresses its [`AddressPolicy`] allows, checked on the
+/// address a name resolves to and on a literal address before the request, follows no
+/// redirect (one would leave the checked address), and gives up after its timeout.
+#[derive(Clone, Debug)]
+pub struct GuardedClient {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl GuardedClient {
+    /// A client under `policy`, with `timeout` for connecting and for the whole request.
+    pub fn new(policy: AddressPolicy, timeout: std::time::Duration, user_agent: &str) -> Self {
+        let policy = Arc::new(policy);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .user_agent(user_agent)
+            .build()
+            .unwrap_or_default();
+        Self { http, policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// A `method` request to `url`: refused when the URL names a literal address the policy
+    /// refuses (a name is checked when it is resolved, at send).
+    pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> Result<reqwest::RequestBuilder, Refused> {
+        let literal =
+            url.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+        if let Some(ip) = literal
+            && !self.policy.allows(ip)
+        {
+            return Err(Refused(format!("{ip} is an address this client may not reach")));
+        }
+        Ok(self.http.request(method, url))
+    }
+
+    /// Why a request failed, when the policy refused the address its name resolved to.
+    pub fn refusal(e: &reqwest::Error) -> Option<&Refused> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(s) = source {
+            if let Some(refused) = s.downcast_ref::<Refused>() {
+                return Some(refused);
+            }
+            source = s.source();
+        }
+        None
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -40,7 +40,7 @@ pub(crate) fn check_url(path: &str, url: &str, state: &ApiState) -> Result<(), A
     };
     // A literal address is checked now too (a name is checked at each delivery, resolved).
     if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
-        && !state.webhooks().policy.allows(ip)
+        && !state.webhooks().policy().allows(ip)
     {
         return Err(ApiError::field(
             path,

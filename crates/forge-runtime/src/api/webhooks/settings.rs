@@ -1,45 +1,38 @@
 //! [`WebhookSettings`]: `[api.webhooks]` as deliveries use it, with the HTTP client they share.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use forge_core::config::WebhookConfig;
 
-use super::guard::{AddressPolicy, GuardedResolver};
+use super::guard::{AddressPolicy, GuardedClient};
 
 /// How a node delivers webhooks: handed to the delivery job through the node's job extensions.
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub(super) schedule: Vec<Duration>,
     pub(super) disable_after: Duration,
-    pub(super) policy: Arc<AddressPolicy>,
     pub(super) poll_interval: Duration,
-    pub(super) http: reqwest::Client,
+    pub(super) client: GuardedClient,
 }
 
 impl WebhookSettings {
     /// The settings of `[api.webhooks]`.
     pub fn new(config: &WebhookConfig) -> Self {
-        let policy =
-            Arc::new(AddressPolicy { allow_private: config.allow_private, allowed: config.allowed_ranges.clone() });
-        let timeout = config.timeout.as_std();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect would leave the checked address for one that is not checked.
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
-            .user_agent(concat!("forge-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let policy = AddressPolicy { allow_private: config.allow_private, allowed: config.allowed_ranges.clone() };
+        let client =
+            GuardedClient::new(policy, config.timeout.as_std(), concat!("forge-webhooks/", env!("CARGO_PKG_VERSION")));
         let schedule: Vec<Duration> = config.schedule.iter().map(|d| d.as_std()).collect();
         Self {
             schedule,
             disable_after: config.disable_after.as_std(),
-            policy,
             poll_interval: config.poll_interval.as_std(),
-            http,
+            client,
         }
+    }
+
+    /// The address policy deliveries follow.
+    pub(crate) fn policy(&self) -> &AddressPolicy {
+        self.client.policy()
     }
 
     /// Attempts a delivery gets: the first, and one after each delay of the schedule.
