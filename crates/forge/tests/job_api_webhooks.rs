@@ -93,7 +93,7 @@ async fn receive(
     match behaviour.as_str() {
         "fail2" if earlier < 2 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         "gone" => StatusCode::GONE.into_response(),
-        "retry-after" if earlier == 0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response(),
+        "retry-after" if earlier == 0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")]).into_response(),
         "toggle" if !receiver.healthy.load(Ordering::SeqCst) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
@@ -111,7 +111,9 @@ async fn start_node(db: &TestDatabase, tweak: impl FnOnce(&mut forge::ForgeConfi
     let mut config = db.config();
     config.api.enabled = true;
     config.api.webhooks.allow_private = true;
-    config.api.webhooks.schedule = vec!["100ms".parse().expect("d"), "100ms".parse().expect("d")];
+    // Short first delays; the longest (5 s) caps a `Retry-After`.
+    config.api.webhooks.schedule =
+        vec!["100ms".parse().expect("d"), "100ms".parse().expect("d"), "5s".parse().expect("d")];
     config.api.webhooks.poll_interval = "20ms".parse().expect("d");
     tweak(&mut config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -296,7 +298,9 @@ async fn failed_deliveries_retry_with_the_same_id_and_honour_retry_after() {
     assert!(tries.iter().all(|r| r.headers["webhook-id"] == tries[0].headers["webhook-id"]), "a retry changed the id");
     let later = receiver.wait("retry-after", 2, for_job(job)).await;
     let gap = later[1].at - later[0].at;
-    assert!(gap >= Duration::from_millis(900), "Retry-After: 1 was not honoured (the schedule says 100ms): {gap:?}");
+    // The next attempt is due 2 s after the 429 was answered (the schedule says 100 ms; an
+    // idle queue's poll would find it within about 1 s).
+    assert!(gap >= Duration::from_millis(1990), "Retry-After: 2 was not honoured: {gap:?}");
     // Each attempt is recorded, and the endpoint's listing pages them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let history = loop {

@@ -1,5 +1,5 @@
 //! The middleware in front of every authenticated `/v1` route: it authenticates the caller
-//! once (the handlers read the result through [`current_caller`]) and draws a client's
+//! once (the handlers read it from [`CALLER`]) and draws a client's
 //! request from its token bucket (`[api.rate_limit]`, kept in Postgres so every gateway node
 //! shares it).
 //!
@@ -15,19 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::state::ApiState;
-use crate::functions::Auth;
+use super::state::{ApiState, CALLER};
 use crate::functions::rate_limit::{self, Draw};
-
-tokio::task_local! {
-    /// The caller of the request this task is serving.
-    static CALLER: Auth;
-}
-
-/// The caller the middleware authenticated for the request being served, if any.
-pub(super) fn current_caller() -> Option<Auth> {
-    CALLER.try_with(Clone::clone).ok()
-}
 
 /// Authenticates, draws a client's token, runs the route and adds the rate-limit headers.
 pub(super) async fn per_client(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -12,6 +12,12 @@ use crate::functions::{Auth, RateLimit, RateLimitKey};
 use crate::gateway::{AuthError, Authenticator};
 use crate::jobs::JobRegistry;
 
+tokio::task_local! {
+    /// The caller of the request this task serves, authenticated once by the middleware in
+    /// front of the routes ([`limits`](super::limits)).
+    pub(super) static CALLER: Auth;
+}
+
 /// What the `/v1` handlers share.
 #[derive(Clone, Debug)]
 pub struct ApiState {
@@ -30,8 +36,6 @@ struct Inner {
     webhooks: WebhookSettings,
     /// Each client's bucket; `None` when `[api.rate_limit] requests = 0`.
     rate_limit: Option<RateLimit>,
-    /// The OpenAPI document, rendered once.
-    openapi: String,
 }
 
 impl ApiState {
@@ -44,9 +48,6 @@ impl ApiState {
             .filter(|kind| registry.options(kind).is_some_and(|o| o.api) || config.api.kinds.iter().any(|k| k == kind))
             .map(str::to_owned)
             .collect::<BTreeSet<String>>();
-        let openapi = super::openapi::document(exposed.iter().map(String::as_str))
-            .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         let limit = &config.api.rate_limit;
         let rate_limit = (limit.requests > 0).then(|| RateLimit {
             requests: limit.requests,
@@ -63,7 +64,6 @@ impl ApiState {
                 idempotency_ttl: config.api.idempotency_ttl.as_std(),
                 webhooks: WebhookSettings::new(&config.api.webhooks),
                 rate_limit,
-                openapi,
             }),
         }
     }
@@ -95,11 +95,6 @@ impl ApiState {
         self.inner.rate_limit.as_ref()
     }
 
-    /// `/v1/openapi.json`.
-    pub(super) fn openapi(&self) -> &str {
-        &self.inner.openapi
-    }
-
     pub(super) fn idempotency_ttl(&self) -> std::time::Duration {
         self.inner.idempotency_ttl
     }
@@ -107,7 +102,7 @@ impl ApiState {
     /// The caller, or 401 (503 when credentials cannot be checked): the one the request's
     /// middleware ([`limits`](super::limits)) authenticated, or, outside it, from `headers`.
     pub(super) async fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Auth, ApiError> {
-        if let Some(auth) = super::limits::current_caller() {
+        if let Ok(auth) = CALLER.try_with(Clone::clone) {
             return Ok(auth);
         }
         self.authenticate(headers).await

@@ -19,6 +19,9 @@
 //! | `POST /_api/jobs/{id}/{retry,cancel,run,delete}` | one job (409 when its state does not allow it) |
 //! | `POST /_api/jobs/{retry,cancel}` | every job a filter selects, 10,000 at most per call |
 //! | `POST /_api/queues/{name}/{pause,resume}`, `POST /_api/crons/{name}/{trigger,pause,resume}` | operator controls |
+//! | `GET /_api/clients` | the job API's clients, their counts and keys (prefixes only) |
+//! | `GET /_api/webhooks`, `GET /_api/webhooks/{id}` | webhook endpoints with the last day's deliveries; one endpoint with its delivery attempts (`cursor`, `limit`) |
+//! | `POST /_api/webhooks/{id}/{enable,disable}`, `…/recover` `{since}`, `…/resend` `{event_id}` | operator controls |
 //!
 //! State-changing calls need the `X-Forge-Csrf` header (any value): 403 without it.
 //!

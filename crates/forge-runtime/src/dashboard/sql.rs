@@ -25,3 +25,49 @@ with recursive names(name) as (
 )
 select name from names where name is not null
 "#;
+
+/// The job API's clients with their counts, by name.
+pub(crate) const API_CLIENTS: &str = r"
+select c.id, c.name, c.created_at, c.disabled_at,
+       (select count(*) from forge_jobs j where j.client_id = c.id) as jobs,
+       (select count(*) from forge_webhook_endpoints w where w.client_id = c.id and w.job_id is null) as endpoints
+from forge_api_clients c
+order by c.name
+limit 1000
+";
+
+/// Every client key (never its hash), oldest first.
+pub(crate) const API_CLIENT_KEYS: &str = r"
+select id, name, prefix, roles, tenant, created_at, last_used_at, revoked_at, expires_at, client_id, scopes
+from forge_api_keys
+where client_id is not null
+order by created_at, id
+limit 10000
+";
+
+/// Every webhook endpoint (not those of single jobs) with its client and the last day's
+/// delivery attempts.
+pub(crate) const WEBHOOK_ENDPOINTS: &str = r"
+select w.id, w.client_id, c.name as client, w.url, w.events, w.description, w.created_at, w.disabled_at,
+       w.disabled_reason, w.failing_since, w.last_success_at,
+       (select count(*) from forge_webhook_deliveries d
+         where d.endpoint_id = w.id and d.at > now() - interval '1 day' and d.status between 200 and 299) as ok_24h,
+       (select count(*) from forge_webhook_deliveries d
+         where d.endpoint_id = w.id and d.at > now() - interval '1 day'
+           and (d.status is null or d.status not between 200 and 299)) as failed_24h
+from forge_webhook_endpoints w
+join forge_api_clients c on c.id = w.client_id
+where w.job_id is null
+order by w.disabled_at is null, c.name, w.created_at
+limit 1000
+";
+
+/// Endpoints disabled by Forge itself (a 410, failing too long), for the overview's banner.
+pub(crate) const WEBHOOKS_DISABLED: &str = r"
+select w.id, c.name as client, w.url, w.disabled_reason, w.disabled_at
+from forge_webhook_endpoints w
+join forge_api_clients c on c.id = w.client_id
+where w.disabled_at is not null and w.disabled_reason not like 'disabled by %'
+order by w.disabled_at desc
+limit 20
+";

@@ -7,6 +7,7 @@ use forge_core::ForgeConfig;
 use forge_core::config::Mode;
 use sqlx::PgPool;
 
+use crate::api::webhooks::WebhookSettings;
 use crate::cron::Crons;
 use crate::functions::{FunctionInfo, FunctionRegistry};
 use crate::gateway::{Authenticator, Connection};
@@ -37,6 +38,8 @@ struct Inner {
     queues: Vec<(String, usize)>,
     /// The application's name.
     project: String,
+    /// How webhook deliveries are made (resend and recover queue them).
+    webhooks: WebhookSettings,
 }
 
 impl DashboardState {
@@ -53,8 +56,13 @@ impl DashboardState {
                 functions: FunctionRegistry::collect().list(),
                 queues: config.worker.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
                 project: config.project.name.clone(),
+                webhooks: WebhookSettings::new(&config.api.webhooks),
             }),
         }
+    }
+
+    pub(crate) fn webhooks(&self) -> &WebhookSettings {
+        &self.inner.webhooks
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

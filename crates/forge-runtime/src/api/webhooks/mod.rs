@@ -10,6 +10,7 @@
 pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub mod guard;
+pub(crate) mod manage;
 pub(crate) mod routes;
 mod settings;
 pub mod signature;

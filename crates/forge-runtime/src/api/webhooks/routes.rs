@@ -9,8 +9,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::dispatch::Wanted;
-use super::{EVENT_TYPES, signature, sql};
+use super::{EVENT_TYPES, manage, signature, sql};
 use crate::api::body;
 use crate::api::error::ApiError;
 use crate::api::idempotency::{self, Change, Post, to_json};
@@ -19,10 +18,7 @@ use crate::api::types::{
     DeliveryAttempt, NewWebhook, NoOptions, Page, Recover, Replayed, ResendEvent, RotateSecret, WebhookEndpoint,
     WebhookWithSecret,
 };
-use crate::jobs::insert_jobs;
 
-/// Events a recovery replays at most.
-const MAX_RECOVER: i64 = 10_000;
 /// The longest a previous secret keeps signing after a rotation.
 const MAX_SECRET_GRACE: u64 = 7 * 86_400;
 /// Endpoints a client may have.
@@ -285,33 +281,13 @@ async fn act(
                 }
                 Parsed::Plain => {
                     let enable = matches!(action, Action::Enable);
-                    let endpoint: WebhookEndpoint = sqlx::query_as(sql::SET_ENABLED)
-                        .bind(id)
-                        .bind(enable)
-                        .bind("disabled by the client")
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    to_json(&endpoint)?
+                    to_json(&manage::set_enabled(conn, id, enable, "disabled by the client").await?)?
                 }
                 Parsed::Recover(recover) => {
-                    sqlx::query(sql::SET_ENABLED).bind(id).bind(true).bind("").execute(&mut *conn).await?;
-                    let wanted: Vec<Wanted> = sqlx::query_as(sql::EVENTS_SINCE)
-                        .bind(id)
-                        .bind(recover.since)
-                        .bind(MAX_RECOVER)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    let queued = queue(conn, &settings, &wanted).await?;
-                    to_json(&Replayed { queued })?
+                    to_json(&Replayed { queued: manage::recover(conn, &settings, id, recover.since).await? })?
                 }
                 Parsed::Resend(event) => {
-                    let wanted: Vec<Wanted> =
-                        sqlx::query_as(sql::EVENT_FOR_ENDPOINT).bind(id).bind(event).fetch_all(&mut *conn).await?;
-                    if wanted.is_empty() {
-                        return Err(ApiError::NotFound(format!("no event {event} for this endpoint")));
-                    }
-                    let queued = queue(conn, &settings, &wanted).await?;
-                    to_json(&Replayed { queued })?
+                    to_json(&Replayed { queued: manage::resend(conn, &settings, id, event).await? })?
                 }
             };
             let status =
@@ -320,15 +296,6 @@ async fn act(
         })
     })
     .await
-}
-
-/// Queues a delivery of each wanted event.
-async fn queue(conn: &mut PgConnection, settings: &super::WebhookSettings, wanted: &[Wanted]) -> Result<u64, ApiError> {
-    let jobs: Vec<_> = wanted.iter().filter_map(|w| w.delivery(settings)).collect();
-    if !jobs.is_empty() {
-        insert_jobs(conn, &jobs, true).await?;
-    }
-    Ok(jobs.len() as u64)
 }
 
 /// The query of `/deliveries`.

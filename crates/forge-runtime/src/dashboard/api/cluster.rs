@@ -35,6 +35,8 @@ pub(super) struct Overview {
     counts: BTreeMap<JobState, i64>,
     recent_failures: Vec<RecentFailure>,
     nodes: Vec<NodeRecord>,
+    /// Webhook endpoints Forge disabled by itself (the page's banner).
+    webhooks_disabled: Vec<super::clients::DisabledEndpoint>,
 }
 
 pub(super) async fn overview(State(state): State<DashboardState>) -> ApiResult<Json<Overview>> {
@@ -42,7 +44,8 @@ pub(super) async fn overview(State(state): State<DashboardState>) -> ApiResult<J
     let recent_failures = sqlx::query_as(sql::RECENT_FAILURES).fetch_all(state.pool()).await?;
     let nodes = cluster::nodes(state.pool()).await?;
     let project = state.project().to_owned();
-    Ok(Json(Overview { project, counts: counts.into_iter().collect(), recent_failures, nodes }))
+    let webhooks_disabled = super::clients::disabled(&state).await?;
+    Ok(Json(Overview { project, counts: counts.into_iter().collect(), recent_failures, nodes, webhooks_disabled }))
 }
 
 /// Every registered node.

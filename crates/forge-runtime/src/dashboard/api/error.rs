@@ -20,6 +20,8 @@ pub(super) enum ApiError {
     Invalid(String),
     /// The database failed: 503.
     Database(sqlx::Error),
+    /// Something else failed: 500, its detail logged, not shown.
+    Internal(String),
 }
 
 /// What a handler answers.
@@ -51,6 +53,20 @@ impl From<JobsError> for ApiError {
     }
 }
 
+impl From<crate::api::ApiError> for ApiError {
+    fn from(e: crate::api::ApiError) -> Self {
+        use crate::api::ApiError as Job;
+        match e {
+            Job::NotFound(detail) => ApiError::NotFound(detail),
+            Job::Conflict(detail) => ApiError::Conflict(detail),
+            e @ Job::Unprocessable { .. } => ApiError::Invalid(e.to_string()),
+            Job::BadRequest(detail) => ApiError::Bad(detail),
+            Job::Unavailable => ApiError::Database(sqlx::Error::PoolTimedOut),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -58,6 +74,10 @@ impl IntoResponse for ApiError {
             Self::NotFound(detail) => problem(StatusCode::NOT_FOUND, "not-found", detail, "/_api"),
             Self::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail, "/_api"),
             Self::Invalid(detail) => problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-args", detail, "/_api"),
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "dashboard call failed");
+                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", "/_api")
+            }
             Self::Database(e) => {
                 tracing::error!(error = %e, "dashboard query failed");
                 problem(

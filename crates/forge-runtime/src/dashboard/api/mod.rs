@@ -5,9 +5,11 @@
 //! - `telemetry.rs`: logs, traces and metrics;
 //! - `workflows.rs`: workflow runs, a run's timeline, cancel / send-event / resume / retry;
 //! - `cluster.rs`: the overview, nodes and functions;
+//! - `clients.rs`: the job API's clients and keys, webhook endpoints and their deliveries;
 //! - `extract.rs`: path and query parameters through serde, with 400s naming the parameter;
 //! - `error.rs`: [`ApiError`], every answer that is not a success, as RFC 7807 problems.
 
+mod clients;
 mod cluster;
 mod crons;
 mod error;
@@ -58,6 +60,13 @@ pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
         .route("/_api/workflows/{id}/events", post(workflows::send_event))
         .route("/_api/workflows/{id}/resume", post(workflows::resume))
         .route("/_api/workflows/{id}/retry", post(workflows::retry))
+        .route("/_api/clients", get(clients::list))
+        .route("/_api/webhooks", get(clients::endpoints))
+        .route("/_api/webhooks/{id}", get(clients::endpoint))
+        .route("/_api/webhooks/{id}/enable", post(clients::enable))
+        .route("/_api/webhooks/{id}/disable", post(clients::disable))
+        .route("/_api/webhooks/{id}/recover", post(clients::recover))
+        .route("/_api/webhooks/{id}/resend", post(clients::resend))
         .route("/_api/logs", get(telemetry::logs))
         .route("/_api/traces/{trace_id}", get(telemetry::trace))
         .route("/_api/metrics", get(telemetry::metric_names))

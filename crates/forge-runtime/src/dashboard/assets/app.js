@@ -221,7 +221,12 @@ async function overview(params) {
   const states = ["available", "scheduled", "running", "retryable", "completed", "discarded", "cancelled"];
   const leader = data.nodes.find((n) => n.leader);
   const charts = h("div", { class: "grid2" });
+  const disabled = data.webhooks_disabled || [];
   const view = h("div", {},
+    disabled.length ? h("div", { class: "error-box", "data-banner": "webhooks-disabled" },
+      h("strong", {}, disabled.length === 1 ? "A webhook endpoint was disabled" : disabled.length + " webhook endpoints were disabled"),
+      disabled.map((w) => h("div", {}, h("a", { href: "#/webhooks/" + w.id }, w.client + ": " + w.url), " — ", w.disabled_reason || "", " ", ago(w.disabled_at))),
+      h("div", {}, "Open an endpoint to recover the events it missed.")) : null,
     h("h1", {}, "Overview"),
     h("div", { class: "cards" }, states.map((s) =>
       h("a", { class: "card", href: "#/jobs?state=" + s, style: "text-decoration:none;color:inherit", "data-count": s },
@@ -506,6 +511,75 @@ async function functionsPage() {
       h("td", {}, f.timeout_ms !== undefined ? f.timeout_ms + " ms" : JSON.stringify(f.timeout)))), "No functions are registered."));
 }
 
+// ---- Job API: clients and webhooks ----------------------------------------------------------
+
+async function clientsPage() {
+  const data = await api("/clients");
+  const rows = data.clients.map((c) => h("tr", { "data-client": c.name },
+    h("td", {}, h("strong", {}, c.name), h("div", { class: "muted mono" }, c.id)),
+    h("td", {}, ago(c.created_at)),
+    h("td", {}, c.disabled_at ? h("span", { class: "state error" }, "disabled") : "active"),
+    h("td", { class: "num" }, c.jobs.toLocaleString()),
+    h("td", { class: "num" }, h("a", { href: "#/webhooks" }, c.endpoints)),
+    h("td", {}, c.keys.map((k) => h("div", { "data-key": k.prefix },
+      h("span", { class: "mono" }, k.prefix + "…"), " ", k.name, " ",
+      h("span", { class: "muted" }, (k.scopes.length ? k.scopes.join(", ") : "all scopes") + (k.last_used_at ? ", used " + ago(k.last_used_at) : ", never used")),
+      k.revoked_at ? h("span", { class: "state cancelled" }, new Date(k.revoked_at) > new Date() ? "revoked " + when(k.revoked_at) : "revoked") : null)))));
+  show(h("h1", {}, "Clients"), table(["Client", "Created", "Status", "Jobs#", "Webhooks#", "Keys (prefixes)"], rows,
+    "No clients yet: an operator creates them with POST /v1/clients."),
+    h("p", { class: "muted" }, "Clients of the job API (/v1). Keys are shown by prefix only; their secrets are never stored."));
+}
+
+async function webhooksPage() {
+  const data = await api("/webhooks");
+  const rows = data.endpoints.map((w) => h("tr", { "data-endpoint": w.id },
+    h("td", {}, h("a", { href: "#/webhooks/" + w.id }, w.url), h("div", { class: "muted" }, w.client)),
+    h("td", {}, w.events.length ? w.events.join(", ") : "all events"),
+    h("td", {}, w.disabled_at ? h("span", { class: "state error", "data-disabled": "true" }, "disabled") : w.failing_since ? h("span", { class: "state warn" }, "failing since " + ago(w.failing_since)) : h("span", { class: "state completed" }, "active"),
+      w.disabled_reason ? h("div", { class: "muted" }, w.disabled_reason) : null),
+    h("td", {}, w.last_success_at ? ago(w.last_success_at) : "never"),
+    h("td", { class: "num" }, w.ok_24h), h("td", { class: "num" }, w.failed_24h),
+    h("td", {}, endpointActions(w))));
+  show(h("h1", {}, "Webhooks"), table(["Endpoint", "Events", "Status", "Last success", "OK (24 h)#", "Failed (24 h)#", ""], rows, "No webhook endpoints yet."));
+  every(10000, webhooksPage);
+}
+
+function endpointActions(w) {
+  const id = encodeURIComponent(w.id);
+  return h("div", { class: "actions" },
+    w.disabled_at
+      ? h("button", { "data-action": "enable", onclick: () => act(`/webhooks/${id}/enable`, {}, () => "Enabled " + w.url) }, "Enable")
+      : h("button", { "data-action": "disable", onclick: () => act(`/webhooks/${id}/disable`, {}, () => "Disabled " + w.url) }, "Disable"));
+}
+
+async function webhookPage(id, params) {
+  const data = await api(`/webhooks/${encodeURIComponent(id)}` + query({ cursor: params.get("cursor") }));
+  const w = data.endpoint;
+  const since = h("input", { type: "datetime-local", name: "since", value: new Date(Date.now() - 86400e3 - new Date().getTimezoneOffset() * 60e3).toISOString().slice(0, 16) });
+  const recover = h("form", { class: "actions", onsubmit: (e) => {
+    e.preventDefault();
+    act(`/webhooks/${encodeURIComponent(w.id)}/recover`, { since: new Date(since.value).toISOString() }, (o) => `Re-queued ${o.queued} event${o.queued === 1 ? "" : "s"}`);
+  } }, "Recover the events since ", since, h("button", { type: "submit", "data-action": "recover" }, "Recover"));
+  const rows = data.deliveries.data.map((d) => h("tr", { "data-delivery": d.id },
+    h("td", {}, when(d.at)), h("td", { class: "num" }, d.event_id),
+    h("td", {}, d.job_id ? h("a", { href: "#/jobs/" + d.job_id }, "#" + d.job_id) : ""),
+    h("td", { class: "num" }, d.attempt),
+    h("td", {}, d.status === null ? "—" : h("span", { class: "state " + (d.status >= 200 && d.status < 300 ? "completed" : "error") }, d.status)),
+    h("td", { class: "num" }, d.latency_ms === null ? "—" : d.latency_ms + " ms"),
+    h("td", { class: "mono" }, d.error || ""),
+    h("td", {}, h("button", { "data-action": "resend", onclick: () => act(`/webhooks/${encodeURIComponent(w.id)}/resend`, { event_id: d.event_id }, () => `Event ${d.event_id} queued again`) }, "Resend"))));
+  const next = data.deliveries.next_cursor;
+  show(h("h1", {}, "Webhook endpoint"),
+    w.disabled_at ? h("div", { class: "error-box", "data-banner": "endpoint-disabled" }, "Disabled " + ago(w.disabled_at) + ": " + (w.disabled_reason || "")) : null,
+    h("dl", { class: "kv" }, h("dt", {}, "URL"), h("dd", { class: "mono" }, w.url), h("dt", {}, "Events"), h("dd", {}, w.events.length ? w.events.join(", ") : "all"),
+      h("dt", {}, "Last success"), h("dd", {}, w.last_success_at ? ago(w.last_success_at) : "never"),
+      h("dt", {}, "Failing since"), h("dd", {}, w.failing_since ? ago(w.failing_since) : "—")),
+    endpointActions(w), recover,
+    h("h2", {}, "Delivery attempts"),
+    table(["When", "Event#", "Job", "Attempt#", "Status", "Latency#", "Error", ""], rows, "Nothing delivered yet."),
+    next ? h("p", {}, h("a", { href: `#/webhooks/${encodeURIComponent(w.id)}?cursor=${next}` }, "Older attempts")) : null);
+}
+
 // ---- Workflows -----------------------------------------------------------------------------
 
 const RUN_STATUSES = ["pending", "running", "waiting", "blocked", "completed", "failed", "cancelled"];
@@ -635,6 +709,9 @@ async function route() {
     else if (page === "traces") await tracesPage(parts[1]);
     else if (page === "metrics") await metricsPage(params);
     else if (page === "functions") await functionsPage();
+    else if (page === "clients") await clientsPage();
+    else if (page === "webhooks" && parts[1]) await webhookPage(parts[1], params);
+    else if (page === "webhooks") await webhooksPage();
     else show(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
     document.title = "Forge · " + page;
   } catch (e) {
