@@ -126,7 +126,8 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
         let repeat_share = args.repeat_share;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let (mut errors, mut mismatched, mut repeats) = (0usize, 0usize, 0usize);
+            let mut errors: HashMap<String, usize> = HashMap::new();
+            let (mut mismatched, mut repeats) = (0usize, 0usize);
             let mut mine: Vec<(usize, u64, i64)> = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
@@ -150,10 +151,18 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
                     .await;
                 let id = match answer {
                     Ok(r) if r.status().is_success() => r.json::<Value>().await.ok().and_then(|v| v["id"].as_i64()),
-                    _ => None,
+                    Ok(r) => {
+                        *errors.entry(r.status().as_u16().to_string()).or_insert(0) += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        let what = if e.is_timeout() { "timeout" } else { "connection" };
+                        *errors.entry(what.to_owned()).or_insert(0) += 1;
+                        continue;
+                    }
                 };
                 let Some(id) = id else {
-                    errors += 1;
+                    *errors.entry("unreadable".to_owned()).or_insert(0) += 1;
                     continue;
                 };
                 latencies.push(sent.elapsed());
@@ -204,11 +213,14 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
     }
 
     let mut latencies = Vec::new();
-    let (mut errors, mut mismatched, mut repeats) = (0usize, 0usize, 0usize);
+    let mut errors: HashMap<String, usize> = HashMap::new();
+    let (mut mismatched, mut repeats) = (0usize, 0usize);
     for task in tasks {
         let (l, e, m, r) = task.await?;
         latencies.extend(l);
-        errors += e;
+        for (what, n) in e {
+            *errors.entry(what).or_insert(0) += n;
+        }
         mismatched += m;
         repeats += r;
     }
@@ -256,7 +268,8 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
         "connections": args.connections,
         "submitted": submitted,
         "repeats": repeats,
-        "errors": errors,
+        "errors": errors.values().sum::<usize>(),
+        "errors_by_status": errors,
         "duplicates_created": (in_table as usize).saturating_sub(distinct_ids) + (submitted - distinct_ids) + mismatched,
         "lost": submitted.saturating_sub(succeeded as usize),
         "webhooks_delivered": seen.len(),

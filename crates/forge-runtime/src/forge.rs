@@ -412,8 +412,8 @@ impl Forge {
 pub(crate) fn http_app(gateway: GatewayState, config: &ForgeConfig, jobs: JobRegistry) -> axum::Router {
     let mut extra = axum::Router::new();
     if config.api.enabled {
-        extra =
-            extra.merge(crate::api::router(crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone())));
+        let api = crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone(), gateway.notifier().cloned());
+        extra = extra.merge(crate::api::router(api));
     }
     if config.dashboard.enabled {
         extra = extra.merge(crate::dashboard::router(DashboardState::new(gateway.pool().clone(), config, jobs)));

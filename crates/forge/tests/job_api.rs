@@ -49,9 +49,14 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut ForgeConfig)) -> Self {
         let db = TestDatabase::new().await.expect("db");
         let mut config = db.config();
         config.api.enabled = true;
+        configure(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let node =
             Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start");
@@ -528,4 +533,18 @@ async fn without_api_enabled_there_is_no_v1() {
     .await
     .expect("response");
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn a_submission_wakes_an_idle_worker_after_its_commit() {
+    // Idle workers poll every minute here: only the wake-up sent after the submission's commit
+    // (not from inside its transaction) can get the job run within the wait below.
+    let api = Api::start_with(|c| c.worker.poll_interval = "60s".parse().expect("duration")).await;
+    let (_, key) = api.client("acme", &[]).await;
+    // A first job, found at start; once it is done the worker is idle.
+    let first = api.submit(&key, json!({"kind": "api_echo", "args": {"text": "first"}})).await;
+    api.wait_state(&key, first, "completed").await;
+    let id = api.submit(&key, json!({"kind": "api_echo", "args": {"text": "now"}})).await;
+    let done = api.wait_state(&key, id, "completed").await;
+    assert_eq!(done["output"], "NOW");
 }

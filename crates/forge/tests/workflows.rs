@@ -278,7 +278,7 @@ async fn a_sleep_suspends_the_run_as_a_scheduled_job_and_wakes_it() {
     let node = node(&db, 4).await;
     let run = Naps::start(&node, 700).await.expect("start");
     // While it sleeps, the run's job is scheduled (no worker holds it) and its attempt uncounted.
-    eventually("the run to sleep", Duration::from_secs(10), async || {
+    eventually("the run to sleep", Duration::from_secs(30), async || {
         (job_state(db.pool(), run).await == "scheduled").then_some(())
     })
     .await;
@@ -326,7 +326,7 @@ async fn an_event_sent_while_the_run_waits_wakes_it_and_the_first_event_wins() {
     setup(&db).await;
     let node = node(&db, 4).await;
     let run = AwaitsConfirmation::start(&node, AwaitArgs { timeout_ms: 3_600_000 }).await.expect("start");
-    eventually("the run to wait", Duration::from_secs(10), async || {
+    eventually("the run to wait", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), run).await.expect("find")?;
         (info.state == "scheduled" && info.waiting_for.as_deref() == Some("email_confirmed")).then_some(())
     })
@@ -441,14 +441,14 @@ async fn a_run_whose_code_changed_is_parked_as_blocked_and_can_be_resumed() {
     setup(&db).await;
     let node = node(&db, 4).await;
     let run = Changing::start(&node, ()).await.expect("start");
-    eventually("the run to wait", Duration::from_secs(10), async || {
+    eventually("the run to wait", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), run).await.expect("find")?;
         (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
     })
     .await;
     set_switch(db.pool(), "changed-code", true).await;
     workflows::send_event(db.pool(), run, "go", ()).await.expect("send");
-    let info = eventually("the run to block", Duration::from_secs(10), async || {
+    let info = eventually("the run to block", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), run).await.expect("find")?;
         (info.status() == RunStatus::Blocked).then_some(info)
     })
@@ -531,7 +531,7 @@ async fn a_cancelled_waiting_run_compensates_and_ends_cancelled() {
     setup(&db).await;
     let node = node(&db, 4).await;
     let run = Saga::start(&node, SagaArgs { fail_at_end: false, wait: true }).await.expect("start");
-    eventually("the run to wait", Duration::from_secs(10), async || {
+    eventually("the run to wait", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), run).await.expect("find")?;
         (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
     })
@@ -567,14 +567,14 @@ async fn patched_keeps_old_runs_on_the_old_path_and_sends_new_ones_down_the_new(
     setup(&db).await;
     let node = node(&db, 4).await;
     let old = NotifyUser::start(&node, ()).await.expect("start");
-    eventually("the old run to wait", Duration::from_secs(10), async || {
+    eventually("the old run to wait", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), old).await.expect("find")?;
         (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
     })
     .await;
     set_switch(db.pool(), "patch-v2", true).await;
     let new = NotifyUser::start(&node, ()).await.expect("start");
-    eventually("the new run to wait", Duration::from_secs(10), async || {
+    eventually("the new run to wait", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), new).await.expect("find")?;
         (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
     })
@@ -720,7 +720,7 @@ async fn the_cli_lists_shows_signals_cancels_and_resumes_runs() {
             .expect("start");
     let saga = Saga::start(&node, SagaArgs { fail_at_end: false, wait: true }).await.expect("start");
     for run in [waiting, saga] {
-        eventually("the runs to wait", Duration::from_secs(10), async || {
+        eventually("the runs to wait", Duration::from_secs(30), async || {
             let info = workflows::find_run(db.pool(), run).await.expect("find")?;
             (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
         })
@@ -779,7 +779,7 @@ async fn the_dashboard_sends_an_event_and_resumes_a_blocked_run_in_a_real_browse
     let waiting = AwaitsConfirmation::start(&node, AwaitArgs { timeout_ms: 3_600_000 }).await.expect("start");
     let blocked = Changing::start(&node, ()).await.expect("start");
     for run in [waiting, blocked] {
-        eventually("the runs to wait", Duration::from_secs(10), async || {
+        eventually("the runs to wait", Duration::from_secs(30), async || {
             let info = workflows::find_run(db.pool(), run).await.expect("find")?;
             (info.waiting_for.is_some() && info.state == "scheduled").then_some(())
         })
@@ -787,7 +787,7 @@ async fn the_dashboard_sends_an_event_and_resumes_a_blocked_run_in_a_real_browse
     }
     set_switch(db.pool(), "changed-code", true).await;
     workflows::send_event(db.pool(), blocked, "go", ()).await.expect("send");
-    eventually("the run to block", Duration::from_secs(10), async || {
+    eventually("the run to block", Duration::from_secs(30), async || {
         let info = workflows::find_run(db.pool(), blocked).await.expect("find")?;
         (info.status() == RunStatus::Blocked).then_some(())
     })
@@ -973,7 +973,7 @@ async fn a_run_cancelled_while_it_executes_stops_at_its_next_step_and_compensate
     setup(&db).await;
     let node = node(&db, 4).await;
     let run = Holds::start(&node, ()).await.expect("start");
-    eventually("the hold", Duration::from_secs(10), async || {
+    eventually("the hold", Duration::from_secs(30), async || {
         effects(db.pool(), run).await.contains(&"holding".to_owned()).then_some(())
     })
     .await;

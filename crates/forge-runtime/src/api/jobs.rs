@@ -46,9 +46,11 @@ pub(super) async fn submit(State(state): State<ApiState>, uri: Uri, headers: Hea
     };
     let owner = client.to_string();
     let post = Post { owner: &owner, path: uri.path(), body: &value };
-    idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
+    let (queue, available) = (job.queue.clone(), job.run_at.is_none_or(|at| at <= chrono::Utc::now()));
+    let notify = state.insert_notifies();
+    let response = idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
         Box::pin(async move {
-            let ids = insert_jobs(conn, std::slice::from_ref(&job), true).await?;
+            let ids = insert_jobs(conn, std::slice::from_ref(&job), notify).await?;
             let id = ids.first().copied().ok_or_else(|| ApiError::Internal("the insert returned no id".to_owned()))?;
             // A kind unique by its arguments may answer with a live duplicate: only the
             // client's own is theirs to see.
@@ -65,7 +67,13 @@ pub(super) async fn submit(State(state): State<ApiState>, uri: Uri, headers: Hea
             Ok((StatusCode::CREATED, to_json(&SubmittedJob { job, webhook })?))
         })
     })
-    .await
+    .await;
+    // After the commit: a notice sent inside the transaction would hold Postgres's global
+    // notify lock through the commit, queueing every concurrent submission behind it.
+    if response.status() == StatusCode::CREATED && available {
+        state.wake(&queue);
+    }
+    response
 }
 
 /// The row a submit inserts: an exposed kind, arguments that fit its type, options in range.

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::webhooks::WebhookSettings;
 use crate::functions::{Auth, RateLimit, RateLimitKey};
 use crate::gateway::{AuthError, Authenticator};
-use crate::jobs::JobRegistry;
+use crate::jobs::{JobRegistry, Notifier};
 
 tokio::task_local! {
     /// The caller of the request this task serves, authenticated once by the middleware in
@@ -34,14 +34,17 @@ struct Inner {
     operator_role: String,
     idempotency_ttl: std::time::Duration,
     webhooks: WebhookSettings,
+    /// Wakes idle workers after a submission commits (debounced; without it the insert itself
+    /// notifies, and every submission's commit would queue behind Postgres's notify lock).
+    notifier: Option<Notifier>,
     /// Each client's bucket; `None` when `[api.rate_limit] requests = 0`.
     rate_limit: Option<RateLimit>,
 }
 
 impl ApiState {
     /// State over `pool` for `config`, submitting the kinds of `registry` that are exposed
-    /// (`#[forge::job(api)]` or `[api] kinds`).
-    pub fn new(pool: PgPool, config: &ForgeConfig, registry: JobRegistry) -> Self {
+    /// (`#[forge::job(api)]` or `[api] kinds`), waking workers through the node's `notifier`.
+    pub fn new(pool: PgPool, config: &ForgeConfig, registry: JobRegistry, notifier: Option<Notifier>) -> Self {
         let exposed = registry
             .names()
             .into_iter()
@@ -64,6 +67,7 @@ impl ApiState {
                 idempotency_ttl: config.api.idempotency_ttl.as_std(),
                 webhooks: WebhookSettings::new(&config.api.webhooks),
                 rate_limit,
+                notifier,
             }),
         }
     }
@@ -88,6 +92,19 @@ impl ApiState {
 
     pub(crate) fn webhooks(&self) -> &WebhookSettings {
         &self.inner.webhooks
+    }
+
+    /// Whether a submission's insert must notify itself (there is no node notifier to ask
+    /// after the commit).
+    pub(super) fn insert_notifies(&self) -> bool {
+        self.inner.notifier.is_none()
+    }
+
+    /// Wakes the workers of `queue`, after a commit made work available there.
+    pub(super) fn wake(&self, queue: &str) {
+        if let Some(notifier) = &self.inner.notifier {
+            notifier.notify(queue);
+        }
     }
 
     /// Each client's token bucket, unless the limit is off.

@@ -307,7 +307,7 @@ pub struct WebhookEndpoint {
     pub disabled_reason: Option<String>,
     /// The first failure of the current streak, if it is failing.
     pub failing_since: Option<DateTime<Utc>>,
-    /// Its last successful delivery.
+    /// Its last successful delivery (to the second).
     pub last_success_at: Option<DateTime<Utc>>,
 }
 

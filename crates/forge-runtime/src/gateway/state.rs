@@ -93,6 +93,11 @@ impl GatewayState {
         }
     }
 
+    /// The node's debounced worker wake-up, when it has one.
+    pub(crate) fn notifier(&self) -> Option<&Notifier> {
+        self.inner.notifier.as_ref()
+    }
+
     pub(crate) fn pool(&self) -> &PgPool {
         &self.inner.pool
     }

@@ -99,7 +99,8 @@ impl Job for DeliverWebhook {
             Ok(answer) => (Some(answer.status), (!answer.is_success()).then(|| format!("answered {}", answer.status))),
             Err(e) => (None, Some(e.clone())),
         };
-        sqlx::query(sql::RECORD_DELIVERY)
+        let succeeded = matches!(&sent, Ok(answer) if answer.is_success());
+        let overdue: bool = sqlx::query_scalar(sql::RECORD_DELIVERY)
             .bind(delivery.endpoint)
             .bind(delivery.event)
             .bind(delivery.job)
@@ -110,13 +111,12 @@ impl Job for DeliverWebhook {
                 e
             }))
             .bind(i32::try_from(latency_ms).unwrap_or(i32::MAX))
-            .execute(pool)
+            .bind(succeeded)
+            .bind(settings.disable_after.as_secs_f64())
+            .fetch_one(pool)
             .await?;
         match sent {
-            Ok(answer) if answer.is_success() => {
-                sqlx::query(sql::ENDPOINT_SUCCEEDED).bind(delivery.endpoint).execute(pool).await?;
-                Ok(Delivered { status: answer.status, latency_ms })
-            }
+            Ok(answer) if answer.is_success() => Ok(Delivered { status: answer.status, latency_ms }),
             Ok(answer) if answer.status == 410 => {
                 disable(pool, delivery.endpoint, "the endpoint answered 410 Gone").await?;
                 Err(JobError::permanent("410 Gone: the endpoint is disabled"))
@@ -126,12 +126,6 @@ impl Job for DeliverWebhook {
                     Ok(answer) => (format!("answered {}", answer.status), answer.retry_after),
                     Err(e) => (e, None),
                 };
-                let disable_after = settings.disable_after.as_secs_f64();
-                let overdue: bool = sqlx::query_scalar(sql::ENDPOINT_FAILED)
-                    .bind(delivery.endpoint)
-                    .bind(disable_after)
-                    .fetch_one(pool)
-                    .await?;
                 if overdue {
                     let reason = format!(
                         "no successful delivery for {}; last: {message}",

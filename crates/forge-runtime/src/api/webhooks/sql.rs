@@ -15,22 +15,27 @@ from forge_webhook_endpoints
 where id = $1
 ";
 
-/// Records one attempt of a delivery.
+/// Records one attempt of a delivery and its endpoint's streak, in one statement (one commit:
+/// commits, each a WAL flush, are what deliveries cost). `$8`: the attempt succeeded, which
+/// ends the failure streak (`last_success_at` is kept to the second, so a busy endpoint's row
+/// is not rewritten by every delivery); otherwise the streak starts if it had not, and the
+/// answer says whether it is older than `$9` seconds.
 pub(super) const RECORD_DELIVERY: &str = r"
-insert into forge_webhook_deliveries (endpoint_id, event_id, job_id, attempt, status, error, latency_ms)
-values ($1, $2, $3, $4, $5, $6, $7)
-";
-
-/// A delivery succeeded: the failure streak ends.
-pub(super) const ENDPOINT_SUCCEEDED: &str = r"
-update forge_webhook_endpoints set failing_since = null, last_success_at = now() where id = $1
-";
-
-/// A delivery failed: the streak starts (if it had not); whether it is older than `$2` seconds.
-pub(super) const ENDPOINT_FAILED: &str = r"
-update forge_webhook_endpoints set failing_since = coalesce(failing_since, now())
-where id = $1
-returning failing_since < now() - make_interval(secs => $2)
+with recorded as (
+    insert into forge_webhook_deliveries (endpoint_id, event_id, job_id, attempt, status, error, latency_ms)
+    values ($1, $2, $3, $4, $5, $6, $7)
+),
+succeeded as (
+    update forge_webhook_endpoints set failing_since = null, last_success_at = now()
+    where id = $1 and $8
+      and (failing_since is not null or last_success_at is null or last_success_at < now() - interval '1 second')
+),
+failed as (
+    update forge_webhook_endpoints set failing_since = coalesce(failing_since, now())
+    where id = $1 and not $8
+    returning failing_since < now() - make_interval(secs => $9) as overdue
+)
+select coalesce((select overdue from failed), false)
 ";
 
 /// Disables an endpoint with a reason.
