@@ -7,52 +7,25 @@
 // The last two: a gateway that is not open (not development), where the page asks for
 // credentials: a wrong key is refused, the admin key opens the overview.
 // Each step prints one JSON line; any failed expectation, page error or console error exits 1.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { open } from "./harness.mjs";
 
 const [base, shots, failingId, closedBase, adminKey] = process.argv.slice(2);
 if (!base || !shots || !failingId) {
   console.error("usage: dashboard.mjs <base url> <screenshot folder> <failing job id>");
   process.exit(2);
 }
-mkdirSync(shots, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
-const problems = [];
-page.on("pageerror", (e) => problems.push("page error: " + e.message));
 // A refused call (the dispatch form's 422) is logged by Chromium as a failed resource; those
 // are expected of /_api. Anything else on the console is a problem.
-page.on("console", (m) => {
-  if (m.type() !== "error") return;
+const allowConsole = (m) => {
   const url = (m.location() && m.location().url) || "";
-  if (m.text().startsWith("Failed to load resource: the server responded with a status of 4") && url.includes("/_api/")) return;
-  problems.push("console error: " + m.text() + " " + url);
-});
-page.on("response", (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`); });
-page.on("requestfailed", (r) => problems.push("request failed: " + r.url()));
-const gateways = [base, closedBase].filter(Boolean);
-page.on("request", (r) => {
-  if (!gateways.some((g) => r.url().startsWith(g + "/"))) problems.push("request off the gateways: " + r.url());
-});
-page.setDefaultTimeout(20000);
-
-const step = (name, extra) => console.log(JSON.stringify({ step: name, ...extra }));
-const shot = async (name) => {
-  const path = join(shots, name + ".png");
-  await page.screenshot({ path, fullPage: true });
-  return path;
+  return m.text().startsWith("Failed to load resource: the server responded with a status of 4") && url.includes("/_api/");
 };
+const { page, shot, step, run } = await open({ shots, gateways: [base, closedBase].filter(Boolean), allowConsole });
 const go = async (hash) => {
   await page.goto(base + "/_dashboard" + hash);
 };
 
-try {
+await run("failure", async () => {
   // Overview: counts, charts, nodes.
   await go("#/");
   await page.locator("[data-count=completed]").waitFor();
@@ -123,13 +96,4 @@ try {
     await page.locator("[data-count=completed]").waitFor();
     step("signed in", { screenshot: await shot("signed-in") });
   }
-  if (problems.length) throw new Error(problems.join("\n"));
-  step("done", { screenshots: shots });
-} catch (e) {
-  await shot("failure").catch(() => {});
-  console.error(String(e && e.stack || e));
-  if (problems.length) console.error(problems.join("\n"));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+});

@@ -6,39 +6,18 @@
 //        <working endpoint id> <key prefix>
 //
 // Each step prints one JSON line; any failed expectation, page error or console error exits 1.
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { open } from "./harness.mjs";
 
 const [base, shots, disabledId, workingId, keyPrefix] = process.argv.slice(2);
 if (!base || !shots || !disabledId || !workingId || !keyPrefix) {
   console.error("usage: job-api.mjs <base url> <screenshot folder> <disabled id> <working id> <key prefix>");
   process.exit(2);
 }
-mkdirSync(shots, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
-const problems = [];
-page.on("pageerror", (e) => problems.push("page error: " + e.message));
-page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
-page.on("response", (r) => { if (r.status() >= 400) problems.push(`${r.status()} from ${r.url()}`); });
-page.on("requestfailed", (r) => problems.push("request failed: " + r.url()));
-page.setDefaultTimeout(20000);
-
-const step = (name, extra) => console.log(JSON.stringify({ step: name, ...extra }));
-const shot = async (name) => {
-  const path = join(shots, name + ".png");
-  await page.screenshot({ path, fullPage: true });
-  return path;
-};
+// Every call here must succeed: any 4xx or 5xx is a problem.
+const { page, shot, step, run } = await open({ shots, gateways: [base], failAt: 400 });
 const go = (hash) => page.goto(base + "/_dashboard" + hash);
 
-try {
+await run("api-failure", async () => {
   // The overview's banner names the endpoint Forge disabled, and why.
   await go("#/");
   const banner = await page.locator("[data-banner=webhooks-disabled]").textContent();
@@ -85,14 +64,4 @@ try {
   await page.click("[data-action=enable]");
   await page.locator("[data-action=disable]").waitFor();
   step("resend and toggle", { screenshot: await shot("api-endpoint") });
-
-  if (problems.length) throw new Error(problems.join("\n"));
-  step("done", { screenshots: shots });
-} catch (e) {
-  await shot("api-failure").catch(() => {});
-  console.error(String(e && e.stack || e));
-  if (problems.length) console.error(problems.join("\n"));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+});
