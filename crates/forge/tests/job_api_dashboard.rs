@@ -127,6 +127,13 @@ async fn the_dashboard_shows_clients_and_webhooks_and_controls_them() {
     let overview: Value = dashboard("/overview").send().await.expect("overview").json().await.expect("json");
     assert_eq!(overview["webhooks_disabled"][0]["id"], disabled.as_str());
     assert!(overview["webhooks_disabled"][0]["disabled_reason"].as_str().expect("reason").contains("410"));
+    let listed: Value = dashboard("/webhooks").send().await.expect("webhooks").json().await.expect("json");
+    let row = |id: &str| {
+        listed["endpoints"].as_array().expect("endpoints").iter().find(|e| e["id"] == id).expect("listed").clone()
+    };
+    assert_eq!((row(&working)["ok_24h"].clone(), row(&working)["failed_24h"].clone()), (json!(1), json!(0)));
+    assert_eq!((row(&disabled)["ok_24h"].clone(), row(&disabled)["failed_24h"].clone()), (json!(0), json!(1)));
+    assert_eq!(listed["endpoints"][0]["id"], disabled.as_str(), "disabled endpoints are listed first");
     let page: Value =
         dashboard(&format!("/webhooks/{disabled}")).send().await.expect("endpoint").json().await.expect("json");
     assert_eq!(page["deliveries"]["data"][0]["status"], 410);

@@ -58,6 +58,8 @@ select event_id, holes, hole_seen from forge_api_cursors where name = 'webhooks'
 
 /// Events after `$2` (at most `$3`) and those among the holes `$1`, each with the live
 /// endpoints that want it, or with none (a row with a null endpoint, so the cursor moves past).
+/// (A job's kind is looked up per event by its id: a join let the planner scan all of
+/// `forge_jobs` for a large batch.)
 pub(super) const PENDING: &str = r"
 with e as (
     (select id, job_id, client_id, type, attempt, data, at
@@ -66,9 +68,9 @@ with e as (
     (select id, job_id, client_id, type, attempt, data, at
      from forge_job_events where id = any($1::bigint[]))
 )
-select e.id, e.job_id, e.type, e.attempt, e.data, e.at, j.kind, w.id as endpoint
+select e.id, e.job_id, e.type, e.attempt, e.data, e.at,
+       (select j.kind from forge_jobs j where j.id = e.job_id) as kind, w.id as endpoint
 from e
-left join forge_jobs j on j.id = e.job_id
 left join forge_webhook_endpoints w
        on w.client_id = e.client_id and w.disabled_at is null and w.created_at <= e.at
       and (w.job_id is null or w.job_id = e.job_id)
@@ -134,13 +136,13 @@ limit $3
 
 /// The events an endpoint wants since `$2` (at most `$3`): what a recovery replays.
 pub(crate) const EVENTS_SINCE: &str = r"
-select e.id, e.job_id, e.type, e.attempt, e.data, e.at, j.kind, w.id as endpoint
+select e.id, e.job_id, e.type, e.attempt, e.data, e.at,
+       (select j.kind from forge_jobs j where j.id = e.job_id) as kind, w.id as endpoint
 from forge_webhook_endpoints w
 join forge_job_events e
   on e.client_id = w.client_id and e.at >= $2
  and (w.job_id is null or w.job_id = e.job_id)
  and (cardinality(w.events) = 0 or e.type = any(w.events))
-left join forge_jobs j on j.id = e.job_id
 where w.id = $1
 order by e.id
 limit $3
@@ -148,9 +150,9 @@ limit $3
 
 /// One event an endpoint wants (a resend).
 pub(crate) const EVENT_FOR_ENDPOINT: &str = r"
-select e.id, e.job_id, e.type, e.attempt, e.data, e.at, j.kind, w.id as endpoint
+select e.id, e.job_id, e.type, e.attempt, e.data, e.at,
+       (select j.kind from forge_jobs j where j.id = e.job_id) as kind, w.id as endpoint
 from forge_webhook_endpoints w
 join forge_job_events e on e.client_id = w.client_id and e.id = $2
-left join forge_jobs j on j.id = e.job_id
 where w.id = $1
 ";
