@@ -2,8 +2,8 @@
 //!
 //! A client registers endpoints (`/v1/webhooks`) naming the event types it wants, or gives one
 //! with a job (`"webhook"` in a submission) for that job's events alone. The dispatcher
-//! ([`dispatch`]) turns each new event into one delivery job per endpoint that wants it; a
-//! delivery ([`deliver`]) POSTs the event signed with the endpoint's secret ([`signature`]),
+//! (`dispatch.rs`) turns each new event into one delivery job per endpoint that wants it; a
+//! delivery (`deliver.rs`) POSTs the event signed with the endpoint's secret ([`signature`]),
 //! to an address the policy allows ([`guard`]), on the published retry schedule
 //! (`[api.webhooks] schedule`). See `website/src/concepts/job-api.md` for the contract.
 
