@@ -39,11 +39,19 @@ struct Attrs {
     access: Access,
     rate_limit: Option<TokenStream>,
     cache_ms: Option<u64>,
+    reads: Option<Vec<LitStr>>,
 }
 
 pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let macro_name = kind.macro_name();
-    let mut attrs = Attrs { name: None, timeout_ms: 30_000, access: Access::Default, rate_limit: None, cache_ms: None };
+    let mut attrs = Attrs {
+        name: None,
+        timeout_ms: 30_000,
+        access: Access::Default,
+        rate_limit: None,
+        cache_ms: None,
+        reads: None,
+    };
     syn::parse::Parser::parse2(syn::meta::parser(|meta| parse_attr(kind, &mut attrs, &meta)), attr)?;
     let func: ItemFn = syn::parse2(item)?;
     if func.sig.asyncness.is_none() {
@@ -82,6 +90,10 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
         Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
         None => quote!(::core::option::Option::None),
     };
+    let reads = match attrs.reads {
+        Some(tables) => quote!(::core::option::Option::Some(&[#(#tables),*])),
+        None => quote!(::core::option::Option::None),
+    };
     let timeout_ms = attrs.timeout_ms;
     Ok(quote! {
         #func
@@ -99,6 +111,7 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                             rate_limit: #rate_limit,
                             cache: #cache,
                             timeout: ::core::time::Duration::from_millis(#timeout_ms),
+                            reads: #reads,
                         }
                     }
                     info
@@ -150,11 +163,32 @@ fn parse_attr(kind: Kind, attrs: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn:
         "cache" => {
             return Err(meta.error("only queries can be cached: mutations and actions change something on every call"));
         }
+        "reads" if kind == Kind::Query => {
+            let list: syn::ExprArray = meta.value()?.parse()?;
+            let mut tables = Vec::new();
+            for table in list.elems {
+                match table {
+                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) if valid_table(&s.value()) => {
+                        tables.push(s)
+                    }
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "`reads` lists table names as strings: reads = [\"notes\", \"users\"]",
+                        ));
+                    }
+                }
+            }
+            attrs.reads = Some(tables);
+        }
+        "reads" => {
+            return Err(meta.error("only queries declare `reads`: it says which changes run a live query again"));
+        }
         _ => {
             return Err(meta.error(format!(
                 "unknown {} attribute; expected one of name, timeout, public, require_auth, require_role, rate_limit{}",
                 kind.macro_name(),
-                if kind == Kind::Query { ", cache" } else { "" }
+                if kind == Kind::Query { ", cache, reads" } else { "" }
             )));
         }
     }
@@ -203,4 +237,13 @@ fn parse_rate_limit(meta: &ParseNestedMeta<'_>) -> syn::Result<TokenStream> {
             key: ::forge::functions::RateLimitKey::#key,
         }
     })
+}
+
+/// A table name `reads` accepts: letters, digits and `_`, not starting with a digit, at most
+/// 63 bytes (Postgres's limit).
+fn valid_table(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -397,7 +397,7 @@ impl Forge {
             Some(notifier),
             telemetry,
         );
-        let app = http_app(state, &self.config, self.registry.clone());
+        let app = http_app(state, &self.config, self.registry.clone(), self.shutdown.token());
         let settings = gateway::ServeSettings {
             header_read_timeout: gw.header_read_timeout.as_std(),
             max_connections: gw.max_connections.get(),
@@ -407,10 +407,23 @@ impl Forge {
     }
 }
 
-/// The node's HTTP app: the gateway's routes and, when enabled, the job API's (`[api]`) and the
-/// dashboard's (running the kinds of `jobs`), under the gateway's layers.
-pub(crate) fn http_app(gateway: GatewayState, config: &ForgeConfig, jobs: JobRegistry) -> axum::Router {
+/// The node's HTTP app: the gateway's routes and, when enabled, the job API's (`[api]`), the
+/// live queries' (`[realtime]`, on nodes that run functions, until `stop`) and the dashboard's
+/// (running the kinds of `jobs`), under the gateway's layers.
+pub(crate) fn http_app(
+    gateway: GatewayState,
+    config: &ForgeConfig,
+    jobs: JobRegistry,
+    stop: CancellationToken,
+) -> axum::Router {
     let mut extra = axum::Router::new();
+    if config.realtime.enabled && config.node.roles.contains(forge_core::config::Role::Function) {
+        extra = extra.merge(crate::realtime::router(crate::realtime::Realtime::new(
+            gateway.clone(),
+            &config.realtime,
+            stop,
+        )));
+    }
     if config.api.enabled {
         let api = crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone(), gateway.notifier().cloned());
         extra = extra.merge(crate::api::router(api));

@@ -46,6 +46,7 @@ pub mod functions;
 pub mod gateway;
 pub mod jobs;
 pub mod observability;
+pub mod realtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod workflows;

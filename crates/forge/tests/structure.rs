@@ -16,7 +16,7 @@ use regex::Regex;
 
 /// forge-runtime's folders (and top-level files), lowest first: each may import only those
 /// before it. The other top-level files (`lib.rs`) may import anything.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "db",
     "observability",
     "jobs",
@@ -25,6 +25,7 @@ const LAYERS: [&str; 13] = [
     "functions",
     "cluster",
     "gateway",
+    "realtime",
     "api",
     "dashboard",
     "error",

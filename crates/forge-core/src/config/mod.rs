@@ -28,6 +28,7 @@
 mod api;
 mod error;
 mod load;
+mod realtime;
 mod units;
 mod validate;
 
@@ -40,6 +41,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 pub use api::{ApiConfig, ClientRateLimit, WebhookConfig};
 pub use error::ConfigError;
+pub use realtime::RealtimeConfig;
 pub use units::{ByteSize, Duration, IpRange, Port};
 
 /// The whole of `forge.toml`.
@@ -65,6 +67,8 @@ pub struct ForgeConfig {
     pub dashboard: DashboardConfig,
     /// `[api]`: the job API for outside clients (`/v1`).
     pub api: ApiConfig,
+    /// `[realtime]`: live queries over `/ws` and `/sse`.
+    pub realtime: RealtimeConfig,
 }
 
 /// `[dashboard]`.

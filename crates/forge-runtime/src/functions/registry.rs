@@ -70,6 +70,10 @@ pub struct FunctionInfo {
     /// Longest run before the call fails with a timeout.
     #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
+    /// The tables a query reads (`reads = ["notes"]`): a live subscription to it is run again
+    /// when one of them changes. `None`: undeclared, so any change to the application's tables
+    /// runs it again.
+    pub reads: Option<&'static [&'static str]>,
 }
 
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -151,6 +155,38 @@ impl FunctionRegistry {
         {
             return Ok(hit);
         }
+        let result = self.run(info, *handler, parts, args).await;
+        if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
+            self.cache.put(key, value.clone(), ttl);
+        }
+        result
+    }
+
+    /// Runs query `name` again for a live subscription: the caller's access is checked again,
+    /// but neither its rate limit (the caller asked once) nor the cache (the point is a fresh
+    /// answer) is used.
+    pub async fn rerun(
+        &self,
+        name: &str,
+        parts: CallParts,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let Some((info, handler)) = self.functions.get(name) else {
+            return Err(ForgeError::UnknownFunction(name.to_owned()));
+        };
+        authorize(info, &parts.auth)?;
+        self.run(info, *handler, parts, args).await
+    }
+
+    /// Runs `handler` in a `forge.function` span under its timeout, a panic answered as an
+    /// internal error.
+    async fn run(
+        &self,
+        info: &FunctionInfo,
+        handler: ErasedFunction,
+        parts: CallParts,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
         let span = tracing::info_span!(
             "forge.function",
             function = info.name,
@@ -173,9 +209,6 @@ impl FunctionRegistry {
         };
         if result.as_ref().is_err_and(|e| e.status().is_server_error()) {
             span.record("status", "error");
-        }
-        if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
-            self.cache.put(key, value.clone(), ttl);
         }
         result
     }

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::auth::Authenticator;
 use super::metrics;
 use crate::db::{Migrator, read_only_pool};
-use crate::functions::{CallParts, ForgeError, FunctionRegistry};
+use crate::functions::{CallParts, ForgeError, FunctionKind, FunctionRegistry};
 use crate::jobs::Notifier;
 use crate::observability::{Metrics, Telemetry};
 
@@ -31,6 +31,9 @@ struct Inner {
     http: HttpSettings,
     /// When `/metrics` last counted the queues.
     depth_sampled: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Woken after every mutation or action that succeeds (the live queries' change feed
+    /// reads at once instead of at its next poll).
+    writes: Arc<tokio::sync::Notify>,
 }
 
 /// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`,
@@ -89,6 +92,7 @@ impl GatewayState {
                     functions: config.node.roles.contains(forge_core::config::Role::Function),
                 },
                 depth_sampled: std::sync::Mutex::new(None),
+                writes: Arc::default(),
             }),
         }
     }
@@ -127,6 +131,16 @@ impl GatewayState {
         &self.inner.http.trusted_proxies
     }
 
+    /// Woken after every mutation or action that succeeds on this node.
+    pub(crate) fn writes(&self) -> &Arc<tokio::sync::Notify> {
+        &self.inner.writes
+    }
+
+    /// The functions this gateway serves.
+    pub(crate) fn functions(&self) -> &FunctionRegistry {
+        &self.inner.functions
+    }
+
     pub(crate) fn authenticator(&self) -> &Authenticator {
         &self.inner.auth
     }
@@ -155,6 +169,9 @@ impl GatewayState {
         let started = std::time::Instant::now();
         let result = self.inner.functions.call(function, parts, args).await;
         metrics::record_call(self.metrics(), &self.inner.functions, function, &result, started.elapsed());
+        if result.is_ok() && self.inner.functions.get(function).is_some_and(|f| f.kind != FunctionKind::Query) {
+            self.inner.writes.notify_one();
+        }
         result
     }
 }

@@ -133,7 +133,12 @@ impl TestDatabase {
         let dir = &config.database.migrations_dir;
         let migrator = Migrator::with_app_dir(if dir.is_absolute() { dir.clone() } else { project_root().join(dir) })?;
         let gateway = GatewayState::with_config(self.pool().clone(), migrator, config);
-        let app = crate::forge::http_app(gateway, config, JobRegistry::collect(&[]));
+        let app = crate::forge::http_app(
+            gateway,
+            config,
+            JobRegistry::collect(&[]),
+            tokio_util::sync::CancellationToken::new(),
+        );
         Ok(app.layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
             use axum::extract::ConnectInfo;
             if request.extensions().get::<ConnectInfo<Connection>>().is_none() {
