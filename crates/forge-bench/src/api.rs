@@ -45,6 +45,11 @@ pub(crate) struct ApiArgs {
     /// Clients following a job over Server-Sent Events at any time.
     #[arg(long, default_value_t = 16)]
     watchers: usize,
+    /// Measure submission alone: the node runs only the gateway (no worker, so no job runs and
+    /// no webhook is delivered), there are no SSE watchers (their jobs would never finish), and
+    /// `lost` counts acknowledged jobs missing from the table.
+    #[arg(long)]
+    submit_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +78,9 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
     config.api.enabled = true;
     config.api.rate_limit.requests = 0;
     config.api.webhooks.allow_private = true;
+    if args.submit_only {
+        config.node.roles = forge::config::Roles::new([forge::config::Role::Gateway]).ok_or("no roles")?;
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let node = Forge::builder().config(config).listener(listener).build()?.start().await?;
     let base = format!("http://{}", node.local_addr().ok_or("the node has no gateway")?);
@@ -184,7 +192,7 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
     }
     // SSE watchers: each follows the newest acknowledged job until its stream ends.
     let mut watchers = Vec::new();
-    for w in 0..args.watchers {
+    for w in 0..if args.submit_only { 0 } else { args.watchers } {
         let (http, base, keys, acked) = (http.clone(), base.clone(), keys.clone(), acked.clone());
         watchers.push(tokio::spawn(async move {
             let mut completed = 0usize;
@@ -242,7 +250,7 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
                 .fetch_one(&pool)
                 .await?;
         let delivered = seen.lock().expect("seen").len();
-        if (done as usize >= submitted && delivered >= submitted) || Instant::now() > wait {
+        if args.submit_only || (done as usize >= submitted && delivered >= submitted) || Instant::now() > wait {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -250,9 +258,11 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
     let in_table: i64 =
         sqlx::query_scalar("select count(*) from forge_jobs where kind = 'bench_api_work'").fetch_one(&pool).await?;
     let ids: Vec<i64> = acked.iter().map(|a| a.id).collect();
-    let succeeded: i64 = sqlx::query_scalar(
-        "select count(*) from forge_jobs where id = any($1) and kind = 'bench_api_work' and state = 'completed'",
-    )
+    let succeeded: i64 = sqlx::query_scalar(if args.submit_only {
+        "select count(*) from forge_jobs where id = any($1) and kind = 'bench_api_work'"
+    } else {
+        "select count(*) from forge_jobs where id = any($1) and kind = 'bench_api_work' and state = 'completed'"
+    })
     .bind(&ids)
     .fetch_one(&pool)
     .await?;
@@ -263,6 +273,7 @@ pub(crate) async fn run(args: ApiArgs) -> Report {
     receiver.abort();
     Ok(json!({
         "bench": "api",
+        "submit_only": args.submit_only,
         "seconds": args.seconds,
         "clients": args.clients,
         "connections": args.connections,

@@ -527,3 +527,42 @@ async fn sse_streams_a_live_query() {
     assert_eq!(private.status(), 200);
     node.stop().await.expect("stop");
 }
+
+/// A large result (about 1 MB) that changes with every row of `rt_other`.
+#[forge::query(public, reads = ["rt_other"])]
+async fn rt_large(ctx: &QueryContext, _args: ()) -> Result<String, ForgeError> {
+    Ok(sqlx::query_scalar("select count(*)::text || repeat('x', 1000000) from rt_other").fetch_one(ctx.db()).await?)
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_resynced_instead_of_queued_for() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| c.realtime.send_buffer = 2.try_into().expect("non-zero")).await;
+    let mut client = Client::connect(&addr, None).await;
+    client.subscribe("big", "rt_large", json!(null)).await;
+    assert!(client.next().await["data"].as_str().is_some_and(|d| d.starts_with('0')));
+    // 40 changes, each a new 1 MB result, while the client reads nothing: the socket's buffers
+    // fill, then the node's queue of two, then the node drops updates and marks it slow.
+    for _ in 0..40 {
+        sqlx::query("insert into rt_other default values").execute(db.pool()).await.expect("insert");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    let mut resynced = false;
+    let mut received = 0;
+    loop {
+        let message = client.next().await;
+        match message["type"].as_str() {
+            Some("resync") => resynced = true,
+            Some("data") => {
+                received += 1;
+                if message["data"].as_str().is_some_and(|d| d.starts_with("40x")) {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(resynced, "the slow client was told to resync");
+    assert!(received < 40, "updates were dropped, not queued: {received} of 40 arrived");
+    node.stop().await.expect("stop");
+}
