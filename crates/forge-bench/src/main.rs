@@ -17,6 +17,7 @@
 //! cargo run --release -p forge-bench -- dashboard --jobs 100000
 //! cargo run --release -p forge-bench -- workflows --runs 10000 --steps 3
 //! cargo run --release -p forge-bench -- api --seconds 10 --clients 8 --connections 32
+//! cargo run --release -p forge-bench -- realtime --clients 1000 --rate 20 --seconds 10
 //! cargo run --release -p forge-bench -- workflows --runs 5000 --steps 3 --nodes 3 --kill-every-ms 2000
 //! ```
 
@@ -26,6 +27,7 @@ mod dashboard;
 mod failover;
 mod floor;
 mod jobs;
+mod realtime;
 mod rpc;
 mod stats;
 mod worker;
@@ -117,6 +119,12 @@ enum Scenario {
     /// The job API over HTTP: clients submitting with idempotency keys (a share repeated), SSE
     /// watchers and a loopback webhook receiver; counts duplicates, losses and deliveries.
     Api(api::ApiArgs),
+    /// Live queries: WebSocket clients subscribed while a writer changes the table they read;
+    /// push latency from commit to arrival, clients that missed the final value, the node's RSS.
+    Realtime(realtime::RealtimeArgs),
+    /// A gateway node for `realtime`, in its own process (internal).
+    #[command(hide = true)]
+    RealtimeNode(realtime::NodeArgs),
     /// Durable workflow runs with ledger-writing tx_steps, optionally with workers killed.
     Workflows(workflows::WorkflowsArgs),
     /// Three nodes scheduling a cron every second; the leader is killed with SIGKILL mid-run.
@@ -150,6 +158,8 @@ async fn main() -> ExitCode {
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
         Scenario::Workflows(args) => workflows::run(args).await,
         Scenario::Api(args) => api::run(args).await,
+        Scenario::Realtime(args) => realtime::run(args).await,
+        Scenario::RealtimeNode(args) => realtime::node(args).await.map(|()| serde_json::Value::Null),
     };
     match result {
         Ok(serde_json::Value::Null) => ExitCode::SUCCESS,

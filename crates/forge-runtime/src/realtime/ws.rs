@@ -18,6 +18,8 @@ use crate::gateway::{AuthError, Problem};
 
 /// The largest message a client may send.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// Each connection's read and write buffer (they grow for a larger message).
+const BUFFER: usize = 8 * 1024;
 /// The longest subscription id.
 const MAX_ID: usize = 64;
 
@@ -43,7 +45,12 @@ pub(super) async fn upgrade(
         Ok(auth) => auth,
         Err(e) => return refused(&e, "/ws"),
     };
-    upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| Connection::new(realtime, auth, slot).run(socket))
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        // Small buffers (the defaults are 128 KiB each per connection): a node holds thousands.
+        .read_buffer_size(BUFFER)
+        .write_buffer_size(BUFFER)
+        .on_upgrade(move |socket| Connection::new(realtime, auth, slot).run(socket))
 }
 
 /// 503 at `[realtime] max_connections`.
