@@ -153,8 +153,19 @@ impl Outbox {
 }
 
 impl Realtime {
-    /// The live queries of `gateway`'s functions, as `config` says, until `stop`.
+    /// The live queries of `gateway`'s functions, as `config` says, until `stop`. Inside a
+    /// Tokio runtime the node starts following the change feed at once (so that its mutations
+    /// wake other nodes' subscribers even before anyone subscribes here); elsewhere at the first
+    /// subscription.
     pub fn new(gateway: GatewayState, config: &RealtimeConfig, stop: CancellationToken) -> Self {
+        let realtime = Self::assemble(gateway, config, stop);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            realtime.follow();
+        }
+        realtime
+    }
+
+    fn assemble(gateway: GatewayState, config: &RealtimeConfig, stop: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gateway,
@@ -469,6 +480,17 @@ async fn follow(inner: Arc<Inner>) {
             () = inner.stop.cancelled() => return,
             () = tokio::time::sleep(debounce) => {}
         }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = tokio::time::Instant::now();
+            if let Err(e) = changes::prune(&pool, config.change_retention.as_std()).await {
+                tracing::debug!(error = %e, "old changes could not be deleted");
+            }
+        }
+        // Nobody subscribed here and no write of this node to tell others about: no read (the
+        // next one covers everything since the last).
+        if !local && inner.lock_groups().is_empty() {
+            continue;
+        }
         match feed.read().await {
             Ok(tables) if !tables.is_empty() => {
                 inner.changed(&tables);
@@ -481,12 +503,6 @@ async fn follow(inner: Arc<Inner>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "the change feed could not be read"),
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = tokio::time::Instant::now();
-            if let Err(e) = changes::prune(&pool, config.change_retention.as_std()).await {
-                tracing::debug!(error = %e, "old changes could not be deleted");
-            }
         }
     }
 }
