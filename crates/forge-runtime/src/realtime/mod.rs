@@ -21,7 +21,7 @@
 //! **Where changes come from.** Only Postgres: a statement-level trigger on each table a
 //! subscribed query reads (its `reads = [..]`, or every application table for a query that
 //! declares none) appends one row per writing transaction to `forge_changes` (see
-//! [`changes`]). Each gateway node follows that feed: every `[realtime] poll`, at once after a
+//! `changes.rs`). Each gateway node follows that feed: every `[realtime] poll`, at once after a
 //! mutation of its own, and on another node's `NOTIFY forge_changes` hint (sent at most once per
 //! `debounce` per node, never from the trigger, so commits never queue on Postgres's notify
 //! lock); with `listen = false` it only polls (PgBouncer in transaction mode).
