@@ -418,11 +418,7 @@ pub(crate) fn http_app(
 ) -> axum::Router {
     let mut extra = axum::Router::new();
     if config.realtime.enabled && config.node.roles.contains(forge_core::config::Role::Function) {
-        extra = extra.merge(crate::realtime::router(crate::realtime::Realtime::new(
-            gateway.clone(),
-            &config.realtime,
-            stop,
-        )));
+        extra = extra.merge(crate::realtime::router(crate::realtime::Realtime::new(gateway.clone(), config, stop)));
     }
     if config.api.enabled {
         let api = crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone(), gateway.notifier().cloned());

@@ -563,3 +563,93 @@ async fn a_client_that_reads_too_slowly_is_resynced_instead_of_queued_for() {
     assert!(received < 40, "updates were dropped, not queued: {received} of 40 arrived");
     node.stop().await.expect("stop");
 }
+
+/// Reports half its progress, then waits for a row `go` in `rt_other`.
+#[forge::job]
+async fn rt_waiting_job(ctx: &JobContext, _args: ()) -> Result<String, JobError> {
+    ctx.progress(50, "halfway").await?;
+    loop {
+        let go: bool =
+            sqlx::query_scalar("select exists (select 1 from rt_other where body = 'go')").fetch_one(ctx.db()).await?;
+        if go {
+            return Ok("done".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn operator_token() -> String {
+    let mut config = ForgeConfig::default();
+    config.auth.jwt_secret = Some(SECRET.to_owned());
+    let mut request = TokenRequest::new("op", Duration::from_secs(600));
+    request.roles = vec!["forge:admin".to_owned()];
+    mint_token(&config.auth, &request).expect("token")
+}
+
+/// The next `job` message whose job satisfies `done`; the cursor of each message seen.
+async fn job_until(client: &mut Client, done: impl Fn(&Value) -> bool) -> (Value, Vec<String>) {
+    let mut cursors = Vec::new();
+    loop {
+        let message = client.next().await;
+        assert_eq!(message["type"], "job", "{message}");
+        let cursor = message["cursor"].as_str().expect("cursor").to_owned();
+        assert!(!cursors.contains(&cursor), "a version was pushed twice: {message}");
+        cursors.push(cursor);
+        if done(&message["job"]) {
+            return (message, cursors);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watched_job_pushes_its_state_and_progress_and_resumes_from_a_cursor() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| c.realtime.poll = "100ms".parse().expect("duration")).await;
+    let job = RtWaitingJob::dispatch(&node, ()).await.expect("dispatch").0;
+
+    // Anonymous callers and users without the operator role are refused; an unknown job is 404.
+    let mut anonymous = Client::connect(&addr, None).await;
+    anonymous.send(json!({"type": "watch", "id": "j", "job": job})).await;
+    assert_eq!(anonymous.next().await["error"]["status"], 401);
+    let mut user = Client::connect(&addr, Some(&token(Duration::from_secs(60)))).await;
+    user.send(json!({"type": "watch", "id": "j", "job": job})).await;
+    assert_eq!(user.next().await["error"]["status"], 403);
+    let mut operator = Client::connect(&addr, Some(&operator_token())).await;
+    operator.send(json!({"type": "watch", "id": "none", "job": 999_999_999})).await;
+    assert_eq!(operator.next().await["error"]["status"], 404);
+
+    // The operator sees the job run, report progress, and complete.
+    operator.send(json!({"type": "watch", "id": "j", "job": job})).await;
+    let (running, _) = job_until(&mut operator, |j| j["progress"]["percent"] == 50).await;
+    assert_eq!(running["id"], "j");
+    assert_eq!(running["job"]["state"], "running");
+    assert_eq!(running["job"]["progress"]["message"], "halfway");
+    let old_cursor = running["cursor"].as_str().expect("cursor").to_owned();
+    sqlx::query("insert into rt_other (body) values ('go')").execute(db.pool()).await.expect("go");
+    let (done, _) = job_until(&mut operator, |j| j["state"] == "completed").await;
+    assert_eq!(done["job"]["output"], "done");
+    assert_eq!(done["job"]["attempt"], 1);
+    let last_cursor = done["cursor"].as_str().expect("cursor").to_owned();
+
+    // Reconnecting with the last cursor: nothing until the job changes. With an older one: the
+    // job as it is now, once.
+    let mut resumed = Client::connect(&addr, Some(&operator_token())).await;
+    resumed.send(json!({"type": "watch", "id": "j", "job": job, "cursor": last_cursor})).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(resumed.drain().await, Vec::<Value>::new());
+    let mut behind = Client::connect(&addr, Some(&operator_token())).await;
+    behind.send(json!({"type": "watch", "id": "j", "job": job, "cursor": old_cursor})).await;
+    let caught_up = behind.next().await;
+    assert_eq!(
+        (caught_up["cursor"].as_str(), caught_up["job"]["state"].as_str()),
+        (Some(last_cursor.as_str()), Some("completed"))
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(behind.drain().await, Vec::<Value>::new(), "shown once");
+
+    // Retention deletes it: the watch ends with 404.
+    sqlx::query("delete from forge_jobs where id = $1").bind(job).execute(db.pool()).await.expect("delete");
+    let gone = resumed.next().await;
+    assert_eq!((gone["type"].as_str(), gone["error"]["status"].as_u64()), (Some("error"), Some(404)), "{gone}");
+    node.stop().await.expect("stop");
+}

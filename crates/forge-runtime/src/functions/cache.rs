@@ -45,7 +45,8 @@ pub(crate) struct QueryCache {
 }
 
 impl QueryCache {
-    /// The key for a call of `function` by `auth` with `args`.
+    /// The key for a call of `function` by `auth` with `args` (also what groups live
+    /// subscriptions that can share one run).
     pub(crate) fn key(function: &str, auth: &Auth, args: &serde_json::Value) -> CacheKey {
         let caller = serde_json::json!([auth.subject(), auth.roles(), auth.tenant()]);
         let mut hash = Sha256::new();

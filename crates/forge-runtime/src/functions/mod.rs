@@ -28,6 +28,7 @@ mod run;
 mod sql;
 
 pub use auth::{Auth, AuthMethod, ClientAuth};
+pub(crate) use cache::QueryCache;
 pub use context::{ActionContext, CallContext, CallParts, MutationContext, QueryContext};
 pub use error::{FieldError, ForgeError};
 pub use rate_limit::{RateLimit, RateLimitKey};

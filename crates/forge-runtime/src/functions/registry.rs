@@ -142,10 +142,7 @@ impl FunctionRegistry {
         parts: CallParts,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
-        let Some((info, handler)) = self.functions.get(name) else {
-            return Err(ForgeError::UnknownFunction(name.to_owned()));
-        };
-        authorize(info, &parts.auth)?;
+        let (info, handler) = self.authorized(name, &parts.auth)?;
         if let Some(limit) = &info.rate_limit {
             super::rate_limit::take(&parts.pool, &limit.bucket(info.name, &parts), limit).await?;
         }
@@ -155,7 +152,7 @@ impl FunctionRegistry {
         {
             return Ok(hit);
         }
-        let result = self.run(info, *handler, parts, args).await;
+        let result = self.run(info, handler, parts, args).await;
         if let (Some(key), Some(ttl), Ok(value)) = (cache_key, info.cache, &result) {
             self.cache.put(key, value.clone(), ttl);
         }
@@ -171,11 +168,17 @@ impl FunctionRegistry {
         parts: CallParts,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
+        let (info, handler) = self.authorized(name, &parts.auth)?;
+        self.run(info, handler, parts, args).await
+    }
+
+    /// Function `name` and its handler, if `auth` may call it.
+    fn authorized(&self, name: &str, auth: &Auth) -> Result<(&FunctionInfo, ErasedFunction), ForgeError> {
         let Some((info, handler)) = self.functions.get(name) else {
             return Err(ForgeError::UnknownFunction(name.to_owned()));
         };
-        authorize(info, &parts.auth)?;
-        self.run(info, *handler, parts, args).await
+        authorize(info, auth)?;
+        Ok((info, *handler))
     }
 
     /// Runs `handler` in a `forge.function` span under its timeout, a panic answered as an

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use forge_core::ForgeConfig;
 use forge_core::config::RealtimeConfig;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{self, ChangeFeed};
+use super::jobs::{self, JobWatches};
 use super::protocol::ServerMessage;
-use crate::functions::{Auth, ForgeError, FunctionKind};
+use crate::functions::{Auth, ForgeError, FunctionKind, QueryCache};
 use crate::gateway::{AuthError, GatewayState};
 
 /// Re-runs in flight at once on a node (each holds a connection while it runs).
@@ -42,6 +44,10 @@ struct Inner {
     following: AtomicBool,
     next_member: AtomicU64,
     stop: CancellationToken,
+    /// Job watches.
+    jobs: JobWatches,
+    /// The role that may watch any job (`[dashboard] role`).
+    operator_role: String,
 }
 
 /// Tables with the change trigger.
@@ -55,7 +61,7 @@ struct Watched {
 /// A subscription's handle in the hub.
 pub(super) type MemberId = u64;
 
-/// SHA-256 of (query, caller, arguments).
+/// SHA-256 of (query, caller, arguments): [`QueryCache::key`].
 type GroupKey = [u8; 32];
 
 /// The subscriptions to one query with the same caller and arguments: they share each run.
@@ -87,17 +93,19 @@ struct Last {
 #[derive(Clone, Debug)]
 enum Outcome {
     Data(serde_json::Value),
-    Error(ServerMessage),
+    Error(Box<ServerMessage>),
 }
 
 impl Outcome {
     fn message(&self, sub: &str) -> ServerMessage {
         match self {
             Outcome::Data(data) => ServerMessage::Data { id: sub.to_owned(), data: data.clone() },
-            Outcome::Error(ServerMessage::Error { error, .. }) => {
-                ServerMessage::Error { id: Some(sub.to_owned()), error: error.clone() }
-            }
-            Outcome::Error(other) => other.clone(),
+            Outcome::Error(message) => match message.as_ref() {
+                ServerMessage::Error { error, .. } => {
+                    ServerMessage::Error { id: Some(sub.to_owned()), error: error.clone() }
+                }
+                other => other.clone(),
+            },
         }
     }
 }
@@ -131,7 +139,7 @@ impl Outbox {
         self.send(Outgoing { message, ended: None });
     }
 
-    fn send(&self, outgoing: Outgoing) {
+    pub(super) fn send(&self, outgoing: Outgoing) {
         if self.slow.load(Ordering::Acquire) {
             return;
         }
@@ -157,15 +165,20 @@ impl Realtime {
     /// Tokio runtime the node starts following the change feed at once (so that its mutations
     /// wake other nodes' subscribers even before anyone subscribes here); elsewhere at the first
     /// subscription.
-    pub fn new(gateway: GatewayState, config: &RealtimeConfig, stop: CancellationToken) -> Self {
-        let realtime = Self::assemble(gateway, config, stop);
+    pub fn new(gateway: GatewayState, config: &ForgeConfig, stop: CancellationToken) -> Self {
+        let realtime = Self::assemble(gateway, &config.realtime, config.dashboard.role.clone(), stop);
         if tokio::runtime::Handle::try_current().is_ok() {
             realtime.follow();
         }
         realtime
     }
 
-    fn assemble(gateway: GatewayState, config: &RealtimeConfig, stop: CancellationToken) -> Self {
+    fn assemble(
+        gateway: GatewayState,
+        config: &RealtimeConfig,
+        operator_role: String,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gateway,
@@ -178,6 +191,8 @@ impl Realtime {
                 following: AtomicBool::new(false),
                 next_member: AtomicU64::new(1),
                 stop,
+                jobs: JobWatches::default(),
+                operator_role,
             }),
         }
     }
@@ -238,7 +253,7 @@ impl Realtime {
         })?;
         self.follow();
         let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        let key = group_key(query, auth, &args);
+        let key = QueryCache::key(query, auth, &args);
         let run = {
             let mut groups = self.inner.lock_groups();
             let group = groups.entry(key).or_insert_with(|| Group {
@@ -270,6 +285,9 @@ impl Realtime {
 
     /// Ends a subscription.
     pub(super) fn unsubscribe(&self, member: MemberId) {
+        if self.inner.jobs.remove(member) {
+            return;
+        }
         let Some(key) = lock(&self.inner.members).remove(&member) else {
             return;
         };
@@ -284,11 +302,49 @@ impl Realtime {
 
     /// A subscription's latest result, as a message for it (for a resync).
     pub(super) fn current(&self, member: MemberId) -> Option<ServerMessage> {
+        if let Some(job) = self.inner.jobs.current(member) {
+            return Some(job);
+        }
         let key = *lock(&self.inner.members).get(&member)?;
         let groups = self.inner.lock_groups();
         let group = groups.get(&key)?;
         let sub = &group.members.get(&member)?.sub;
         group.last.as_ref().map(|last| last.outcome.message(sub))
+    }
+
+    /// Watches job `job` for `outbox`'s connection under the client's name `sub`: operators
+    /// (`[dashboard] role`) any job, a job API client its own (another's is "not found", as in
+    /// `/v1`); anyone else is refused.
+    pub(super) async fn watch_job(
+        &self,
+        outbox: &Outbox,
+        sub: &str,
+        job: i64,
+        cursor: Option<String>,
+        auth: &Auth,
+    ) -> Result<MemberId, ServerMessage> {
+        let refuse = |e: ForgeError| ServerMessage::error(Some(sub.to_owned()), &e);
+        if !auth.is_authenticated() {
+            return Err(refuse(ForgeError::Unauthorized));
+        }
+        let client = auth.client().map(|c| c.id);
+        if client.is_none() && !auth.has_role(&self.inner.operator_role) {
+            return Err(refuse(ForgeError::Forbidden(format!(
+                "watching jobs needs the `{}` role or a job API client's key",
+                self.inner.operator_role
+            ))));
+        }
+        let row = jobs::fetch(self.inner.gateway.pool(), &[job])
+            .await
+            .map_err(|e| refuse(ForgeError::Internal(e.to_string())))?
+            .into_iter()
+            .next()
+            .filter(|row| client.is_none() || row.client_id == client)
+            .ok_or_else(|| refuse(ForgeError::NotFound(format!("no job {job}"))))?;
+        self.follow();
+        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        self.inner.jobs.add(member, row, outbox, sub, cursor);
+        Ok(member)
     }
 
     /// Subscription groups on this node (for tests and metrics).
@@ -361,17 +417,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn group_key(function: &str, auth: &Auth, args: &serde_json::Value) -> GroupKey {
-    let caller = serde_json::json!([auth.subject(), auth.roles(), auth.tenant()]);
-    let mut hash = Sha256::new();
-    hash.update(function.as_bytes());
-    hash.update([0]);
-    hash.update(caller.to_string().as_bytes());
-    hash.update([0]);
-    hash.update(args.to_string().as_bytes());
-    hash.finalize().into()
-}
-
 /// Runs a group's query until no change arrived during its run, pushing each result that
 /// differs from the last.
 async fn run_group(inner: Arc<Inner>, key: GroupKey) {
@@ -393,13 +438,13 @@ async fn run_group(inner: Arc<Inner>, key: GroupKey) {
                 if e.status().is_server_error() {
                     tracing::warn!(query = %function, error = %e, "a live query failed");
                 }
-                Outcome::Error(ServerMessage::error(None, &e))
+                Outcome::Error(Box::new(ServerMessage::error(None, &e)))
             }
         };
         let hash: [u8; 32] = match &outcome {
             Outcome::Data(data) => Sha256::digest(data.to_string().as_bytes()).into(),
             Outcome::Error(message) => {
-                Sha256::digest(serde_json::to_vec(message).unwrap_or_default().as_slice()).into()
+                Sha256::digest(serde_json::to_vec(message.as_ref()).unwrap_or_default().as_slice()).into()
             }
         };
         let mut groups = inner.lock_groups();
@@ -485,6 +530,11 @@ async fn follow(inner: Arc<Inner>) {
             if let Err(e) = changes::prune(&pool, config.change_retention.as_std()).await {
                 tracing::debug!(error = %e, "old changes could not be deleted");
             }
+        }
+        if !inner.jobs.is_empty()
+            && let Err(e) = inner.jobs.poll(&pool).await
+        {
+            tracing::warn!(error = %e, "watched jobs could not be read");
         }
         // Nobody subscribed here and no write of this node to tell others about: no read (the
         // next one covers everything since the last).

@@ -8,6 +8,8 @@
 //! ← {"type":"data","id":"notes","data":[…]}
 //! ← {"type":"data","id":"notes","data":[…]}            (after a change)
 //! → {"type":"unsubscribe","id":"notes"}
+//! → {"type":"watch","id":"j","job":42}
+//! ← {"type":"job","id":"j","cursor":"…","job":{"state":"running","progress":{…},…}}
 //! → {"type":"ping"}  ← {"type":"pong"}
 //! → {"type":"auth","token":"<JWT or API key>"}
 //! ← {"type":"error","id":"notes","error":{<RFC 7807 problem>}}
@@ -38,6 +40,7 @@
 
 mod changes;
 mod hub;
+mod jobs;
 mod protocol;
 mod sql;
 mod sse;
@@ -47,7 +50,7 @@ use axum::Router;
 use axum::routing::get;
 
 pub use hub::Realtime;
-pub use protocol::{ClientMessage, ServerMessage};
+pub use protocol::{ClientMessage, JobState, ServerMessage};
 
 /// `GET /ws` and `GET /sse`.
 pub fn router(realtime: Realtime) -> Router {

@@ -28,7 +28,19 @@ pub enum ClientMessage {
         #[serde(default)]
         args: serde_json::Value,
     },
-    /// Ends subscription `id`.
+    /// Watches job `job`: its state as it is now (unless `cursor` is the version the client
+    /// already has) and again each time it changes. For operators (`[dashboard] role`) any job;
+    /// for a job API client, its own jobs.
+    Watch {
+        /// The client's name for this watch (as for `subscribe`).
+        id: String,
+        /// The job's id.
+        job: i64,
+        /// The `cursor` of the last `job` message the client got, to resume after a reconnect.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
+    /// Ends subscription or watch `id`.
     Unsubscribe {
         /// The subscription.
         id: String,
@@ -49,6 +61,15 @@ pub enum ServerMessage {
         /// The query's result.
         data: serde_json::Value,
     },
+    /// Watch `id`'s job, as it is now.
+    Job {
+        /// The watch.
+        id: String,
+        /// The version shown: send it back as `cursor` when watching again after a reconnect.
+        cursor: String,
+        /// The job.
+        job: JobState,
+    },
     /// Something went wrong: with `id`, for that subscription (which ended unless the
     /// query failed on a re-run: it is run again at the next change); without, for the message
     /// the client sent.
@@ -64,6 +85,38 @@ pub enum ServerMessage {
     Resync,
     /// The answer to a `ping`.
     Pong,
+}
+
+/// A watched job, as `job` messages show it.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[non_exhaustive]
+pub struct JobState {
+    /// The job's id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// `scheduled`, `available`, `running`, `retryable`, `completed`, `discarded` or `cancelled`.
+    pub state: String,
+    /// The current (or last) attempt; 0 before the first.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The last progress reported: `{"percent": …, "message": …}`.
+    pub progress: Option<serde_json::Value>,
+    /// The output of a completed job.
+    pub output: Option<serde_json::Value>,
+    /// The last failed attempt's error message.
+    pub last_error: Option<String>,
+    /// When it runs (or ran).
+    pub run_at: chrono::DateTime<chrono::Utc>,
+    /// When its last attempt started.
+    pub attempted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it finished.
+    pub finalized_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether cancelling it was asked.
+    pub cancel_requested: bool,
 }
 
 impl ServerMessage {

@@ -39,3 +39,13 @@ pub(super) const CHANNEL: &str = "forge_changes";
 
 /// Deletes changes older than `$1` seconds.
 pub(super) const PRUNE: &str = r"delete from forge_changes where at < now() - make_interval(secs => $1)";
+
+/// Watched jobs: what a watch shows, the submitting client (for access) and the row version.
+pub(super) const WATCHED_JOBS: &str = r"
+select id, kind, queue, state, attempt, max_attempts, progress, output,
+       errors -> -1 ->> 'message' as last_error, run_at, attempted_at, finalized_at,
+       cancel_requested_at is not null as cancel_requested,
+       client_id, xmin::text as version
+from forge_jobs
+where id = any($1)
+";

@@ -123,6 +123,9 @@ fn event(message: &ServerMessage) -> Event {
     let (name, data) = match message {
         ServerMessage::Data { data, .. } => ("data", data.to_string()),
         ServerMessage::Error { error, .. } => ("error", serde_json::to_string(error).unwrap_or_default()),
+        ServerMessage::Job { cursor, job, .. } => {
+            ("job", serde_json::json!({ "cursor": cursor, "job": job }).to_string())
+        }
         ServerMessage::Resync => ("resync", "{}".to_owned()),
         ServerMessage::Pong => ("pong", "{}".to_owned()),
     };

@@ -85,11 +85,16 @@ pub(super) fn expiry(auth: &Auth) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
-/// One subscription of a connection.
+/// One subscription (or watch) of a connection.
 struct Subscription {
     member: MemberId,
-    query: String,
-    args: serde_json::Value,
+    what: What,
+}
+
+/// What a subscription follows.
+enum What {
+    Query { query: String, args: serde_json::Value },
+    Job { job: i64 },
 }
 
 /// One WebSocket.
@@ -182,7 +187,8 @@ impl Connection {
         };
         match message {
             ClientMessage::Ping => self.outbox.push(ServerMessage::Pong),
-            ClientMessage::Subscribe { id, query, args } => self.subscribe(id, query, args).await,
+            ClientMessage::Subscribe { id, query, args } => self.subscribe(id, What::Query { query, args }, None).await,
+            ClientMessage::Watch { id, job, cursor } => self.subscribe(id, What::Job { job }, cursor).await,
             ClientMessage::Unsubscribe { id } => match self.subs.remove(&id) {
                 Some(sub) => self.realtime.unsubscribe(sub.member),
                 None => self.outbox.push(ServerMessage::problem(
@@ -208,7 +214,7 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&mut self, id: String, query: String, args: serde_json::Value) {
+    async fn subscribe(&mut self, id: String, what: What, cursor: Option<String>) {
         if id.is_empty() || id.chars().count() > MAX_ID || id.chars().any(char::is_control) {
             return self.outbox.push(ServerMessage::problem(
                 None,
@@ -234,9 +240,15 @@ impl Connection {
                 format!("a connection holds at most {max} subscriptions ([realtime] max_subscriptions)"),
             ));
         }
-        match self.realtime.subscribe(&self.outbox, &id, &query, args.clone(), &self.auth).await {
+        let subscribed = match &what {
+            What::Query { query, args } => {
+                self.realtime.subscribe(&self.outbox, &id, query, args.clone(), &self.auth).await
+            }
+            What::Job { job } => self.realtime.watch_job(&self.outbox, &id, *job, cursor, &self.auth).await,
+        };
+        match subscribed {
             Ok(member) => {
-                self.subs.insert(id, Subscription { member, query, args });
+                self.subs.insert(id, Subscription { member, what });
             }
             Err(message) => self.outbox.push(message),
         }
@@ -247,7 +259,7 @@ impl Connection {
         let subs = std::mem::take(&mut self.subs);
         for (id, sub) in subs {
             self.realtime.unsubscribe(sub.member);
-            self.subscribe(id, sub.query, sub.args).await;
+            self.subscribe(id, sub.what, None).await;
         }
     }
 
