@@ -653,3 +653,46 @@ async fn a_watched_job_pushes_its_state_and_progress_and_resumes_from_a_cursor()
     assert_eq!((gone["type"].as_str(), gone["error"]["status"].as_u64()), (Some("error"), Some(404)), "{gone}");
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_after_the_idle_timeout() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| c.realtime.idle_timeout = "900ms".parse().expect("duration")).await;
+    let mut client = Client::connect(&addr, None).await;
+    client.subscribe("n", "rt_notes", json!({"min": 0})).await;
+    // Not reading the socket: the library answers no ping, so the node hears nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The node closed it: a close frame (1001, "idle…"), or, when the library first tries to
+    // answer a queued ping on the closed socket, an I/O error.
+    let mut closed = false;
+    while let Ok(Some(frame)) = tokio::time::timeout(WAIT, client.socket.next()).await {
+        match frame {
+            Ok(Message::Close(frame)) => {
+                let frame = frame.expect("a close frame with a code");
+                assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+                assert!(frame.reason.contains("idle"), "{frame:?}");
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the node closed the silent connection");
+
+    // A client that keeps reading answers the pings and stays.
+    let mut reader = Client::connect(&addr, None).await;
+    reader.subscribe("n", "rt_notes", json!({"min": 0})).await;
+    assert_eq!(reader.next().await["type"], "data");
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(100), reader.socket.next()).await {
+            assert!(!matches!(frame, Ok(Message::Close(_))), "closed although it answered: {frame:?}");
+        }
+    }
+    assert!(reader.drain().await.is_empty());
+    node.stop().await.expect("stop");
+}

@@ -11,11 +11,12 @@ use axum::http::HeaderMap;
 use forge_core::ForgeConfig;
 use forge_core::config::RealtimeConfig;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{self, ChangeFeed};
 use super::jobs::{self, JobWatches};
+use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::ServerMessage;
 use crate::functions::{Auth, ForgeError, FunctionKind, QueryCache};
 use crate::gateway::{AuthError, GatewayState};
@@ -57,9 +58,6 @@ struct Watched {
     /// Whether every application table got it (for queries without `reads`).
     all: bool,
 }
-
-/// A subscription's handle in the hub.
-pub(super) type MemberId = u64;
 
 /// SHA-256 of (query, caller, arguments): [`QueryCache::key`].
 type GroupKey = [u8; 32];
@@ -107,56 +105,6 @@ impl Outcome {
                 other => other.clone(),
             },
         }
-    }
-}
-
-/// A message for a connection; `ended` is a subscription the hub ended (its first run was
-/// refused), which the connection forgets.
-#[derive(Debug)]
-pub(super) struct Outgoing {
-    pub(super) message: ServerMessage,
-    pub(super) ended: Option<MemberId>,
-}
-
-/// A connection's queue of messages, bounded: a connection that reads too slowly is marked
-/// slow instead of queueing more, and resyncs (see [`Realtime::current`]).
-#[derive(Clone, Debug)]
-pub(super) struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-    slow: Arc<AtomicBool>,
-    woken: Arc<Notify>,
-}
-
-impl Outbox {
-    /// An outbox holding at most `capacity` messages, and its receiving end.
-    pub(super) fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx, slow: Arc::default(), woken: Arc::default() }, rx)
-    }
-
-    /// Queues `message`, or marks the connection slow when its queue is full.
-    pub(super) fn push(&self, message: ServerMessage) {
-        self.send(Outgoing { message, ended: None });
-    }
-
-    pub(super) fn send(&self, outgoing: Outgoing) {
-        if self.slow.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(outgoing) {
-            self.slow.store(true, Ordering::Release);
-            self.woken.notify_one();
-        }
-    }
-
-    /// Waits until the connection is marked slow.
-    pub(super) async fn slowed(&self) {
-        self.woken.notified().await;
-    }
-
-    /// Whether the connection was slow (and clears it).
-    pub(super) fn take_slow(&self) -> bool {
-        self.slow.swap(false, Ordering::AcqRel)
     }
 }
 

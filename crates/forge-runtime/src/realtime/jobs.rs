@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use sqlx::PgPool;
 
-use super::hub::{MemberId, Outbox, Outgoing};
+use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::{JobState, ServerMessage};
 use super::sql;
 

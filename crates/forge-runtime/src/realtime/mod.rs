@@ -41,6 +41,7 @@
 mod changes;
 mod hub;
 mod jobs;
+mod outbox;
 mod protocol;
 mod sql;
 mod sse;

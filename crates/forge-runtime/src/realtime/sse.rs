@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::hub::{MemberId, Outbox, Outgoing, Realtime};
+use super::hub::Realtime;
+use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::ServerMessage;
 use super::ws::{expiry, refused, too_many_connections};
 use crate::gateway::Problem;

@@ -11,7 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::hub::{MemberId, Outbox, Outgoing, Realtime};
+use super::hub::Realtime;
+use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::{ClientMessage, ServerMessage};
 use crate::functions::Auth;
 use crate::gateway::{AuthError, Problem};
