@@ -95,6 +95,7 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
         None => quote!(::core::option::Option::None),
     };
     let timeout_ms = attrs.timeout_ms;
+    let doc = doc_comment(&func.attrs);
     Ok(quote! {
         #func
 
@@ -128,6 +129,18 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                         })
                     }
                     handler
+                },
+                types: {
+                    fn types() -> ::forge::functions::FunctionTypes {
+                        #[allow(unused_imports)]
+                        use ::forge::functions::{HasSchema as _, NoSchema as _};
+                        ::forge::functions::FunctionTypes {
+                            args: (&::forge::functions::SchemaProbe::<#args_ty>::new()).schema(),
+                            output: (&::forge::functions::SchemaProbe::<#output_ty>::new()).schema(),
+                            doc: #doc,
+                        }
+                    }
+                    types
                 },
             }
         }
@@ -246,4 +259,22 @@ fn valid_table(name: &str) -> bool {
         && name.len() <= 63
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The function's doc comment: its `///` lines joined, each without the one leading space
+/// rustdoc strips, the whole trimmed.
+fn doc_comment(attrs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }),
+                ..
+            }) => Some(s.value()),
+            _ => None,
+        })
+        .map(|line| line.strip_prefix(' ').map(str::to_owned).unwrap_or(line))
+        .collect();
+    lines.join("\n").trim().to_owned()
 }

@@ -1,5 +1,6 @@
-//! The command line every Forge application understands: `--help`, `--version` and
-//! `--config PATH`. An application's `main` reads it first, so `./shop --help` prints usage
+//! The command line every Forge application understands: `--help`, `--version`,
+//! `--config PATH` and `--describe` (its functions with their types, as JSON, for
+//! `forge generate ts`). An application's `main` reads it first, so `./shop --help` prints usage
 //! instead of starting a node.
 
 use std::ffi::OsString;
@@ -20,6 +21,10 @@ pub struct AppArgs {
     /// The configuration file (`forge.toml` unless `--config` names another). A missing file
     /// means every default.
     pub config: PathBuf,
+    /// `--describe`: print the application's functions with the JSON Schemas of their types
+    /// ([`functions::describe`](crate::functions::describe)) instead of starting a node.
+    /// [`AppArgs::parse`] prints it and exits.
+    pub describe: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -38,12 +43,27 @@ Signals: SIGTERM or Ctrl-C stops the node gracefully (it finishes running jobs, 
 
 impl AppArgs {
     /// Parses `std::env::args()`. Prints usage and exits on `--help`, the version on
-    /// `--version`, and a precise error (exit code 2) on an argument it does not know.
+    /// `--version`, the description of the application's functions on `--describe`, and a
+    /// precise error (exit code 2) on an argument it does not know.
     pub fn parse(name: &'static str, version: &'static str) -> Self {
-        match Self::try_parse_from(name, version, std::env::args_os()) {
+        let args = match Self::try_parse_from(name, version, std::env::args_os()) {
             Ok(args) => args,
             Err(e) => e.exit(),
+        };
+        if args.describe {
+            let description = crate::functions::describe();
+            match serde_json::to_string_pretty(&description) {
+                Ok(json) => {
+                    println!("{json}");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("error: cannot describe the functions: {e}");
+                    std::process::exit(1)
+                }
+            }
         }
+        args
     }
 
     /// Parses `args` (the first is the program's name). `--help` and `--version` come back as
@@ -64,9 +84,15 @@ impl AppArgs {
                     .default_value("forge.toml")
                     .help("The configuration file; a missing file means every default"),
             )
+            .arg(
+                clap::Arg::new("describe")
+                    .long("describe")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Print the functions with the JSON Schemas of their types (for forge generate ts) and exit"),
+            )
             .after_help(AFTER_HELP);
         let matches = command.try_get_matches_from(args)?;
         let config = matches.get_one::<PathBuf>("config").cloned().unwrap_or_else(|| PathBuf::from("forge.toml"));
-        Ok(AppArgs { config })
+        Ok(AppArgs { config, describe: matches.get_flag("describe") })
     }
 }

@@ -34,6 +34,10 @@ pub use forge_runtime::{functions, jobs, observability, workflows};
 /// The `metrics` facade, re-exported: `metrics::counter!` and friends land in the node's
 /// metrics, `/metrics` and `forge_metrics`.
 pub use metrics;
+/// `schemars`, re-exported at the version Forge uses: a function's argument and result types that
+/// `#[derive(JsonSchema)]` get precise types in the client `forge generate ts` writes (the derive
+/// needs `schemars = "1"` among the application's own dependencies).
+pub use schemars;
 /// `sqlx`, re-exported at the version Forge uses: `forge::sqlx::query(...)` on a context's
 /// `db()` or `tx()`.
 pub use sqlx;
@@ -71,6 +75,7 @@ pub mod prelude {
     pub use crate::jobs::{DispatchOptions, Dispatcher, Job, JobContext, JobError, JobId, JobState, Priority};
     pub use crate::workflows::{RetryPolicy, StartOptions, Workflow, WorkflowContext, WorkflowError};
     pub use crate::{Forge, ForgeBuilder, RunningForge};
+    pub use schemars::JsonSchema;
 }
 
 /// README.md's example, compiled as a doctest so it stays true.

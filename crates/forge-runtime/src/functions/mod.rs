@@ -21,6 +21,7 @@
 mod auth;
 mod cache;
 mod context;
+mod describe;
 mod error;
 pub(crate) mod rate_limit;
 mod registry;
@@ -30,6 +31,9 @@ mod sql;
 pub use auth::{Auth, AuthMethod, ClientAuth};
 pub(crate) use cache::QueryCache;
 pub use context::{ActionContext, CallContext, CallParts, MutationContext, QueryContext};
+pub use describe::{AppDescription, FunctionDescription, FunctionTypes, describe};
+#[doc(hidden)]
+pub use describe::{HasSchema, NoSchema, SchemaProbe};
 pub use error::{FieldError, ForgeError};
 pub use rate_limit::{RateLimit, RateLimitKey};
 #[doc(hidden)]

@@ -9,13 +9,14 @@ use futures_util::FutureExt;
 use serde::{Serialize, Serializer};
 use tracing::Instrument;
 
+use super::describe::FunctionTypes;
 use super::cache::QueryCache;
 use super::rate_limit::RateLimit;
 use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;
 
 /// What kind of function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FunctionKind {
     /// Reads, on a read-only connection.
@@ -97,6 +98,9 @@ pub struct FunctionRegistration {
     pub info: fn() -> FunctionInfo,
     /// Its handler.
     pub handler: ErasedFunction,
+    /// JSON Schemas of its argument and result types, and its doc comment (for `--describe`
+    /// and `forge generate ts`).
+    pub types: fn() -> FunctionTypes,
 }
 
 inventory::collect!(FunctionRegistration);

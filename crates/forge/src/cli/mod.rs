@@ -13,6 +13,7 @@
 //! | `forge migrate …` | `migrate.rs` |
 //! | `forge db shell\|create` | `db.rs` |
 //! | `forge keys …` | `keys.rs` |
+//! | `forge generate ts` | `generate.rs` (the types: `typescript.rs`) |
 //!
 //! This file parses the command line, reads the configuration and connects where a command
 //! needs it; it also holds the output helpers the commands share.
@@ -21,6 +22,7 @@ mod app_api;
 mod config;
 mod crons;
 mod db;
+mod generate;
 mod jobs;
 mod keys;
 mod migrate;
@@ -29,6 +31,7 @@ mod output;
 mod queues;
 mod run;
 mod status;
+mod typescript;
 mod workflows;
 
 use std::path::PathBuf;
@@ -113,6 +116,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: keys::KeysAction,
     },
+    /// Write code from the application's functions: `forge generate ts` writes a typed
+    /// TypeScript client.
+    Generate {
+        #[command(subcommand)]
+        action: generate::GenerateAction,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -129,6 +138,15 @@ pub(crate) fn main() -> ExitCode {
                         println!("created {}", dir.display());
                         println!("next:  cd {name} && forge run    (tests: cargo test)");
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(message) => fail(&message),
+            };
+        }
+        Command::Generate { action } => {
+            return match generate::run(&cli.project, action) {
+                Ok(said) => {
+                    println!("{said}");
                     ExitCode::SUCCESS
                 }
                 Err(message) => fail(&message),
@@ -202,7 +220,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Status => {
             with_database(&cli.project, &config, Access::Read, async |pool| status::status(&pool, cli.json).await).await
         }
-        Command::New { .. } | Command::Run { .. } => unreachable!("handled before the configuration is read"),
+        Command::New { .. } | Command::Run { .. } | Command::Generate { .. } => unreachable!("handled before the configuration is read"),
         Command::Db { action } => db::run(&cli.project, &config, action, cli.json).await,
     }
 }
