@@ -89,7 +89,8 @@ setup_browser() {
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/standardwebhooks ]; then
+  if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/standardwebhooks ] \
+    || [ ! -x tests/browser/node_modules/.bin/tsc ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }

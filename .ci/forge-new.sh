@@ -3,8 +3,9 @@
 # temporary folder, the generated app's own tests (calls, a job's retries drained at once, a
 # chosen last attempt, a cron tick), `--help`, then the app itself with `forge run` on the
 # embedded PostgreSQL: its query over /rpc, its mutation dispatching its job, the job seen completed
-# with `forge jobs show`, a job dispatched with `forge jobs dispatch`, `forge status`, a clean
-# exit on SIGTERM, and its output (to a file) free of terminal escape codes. Run by .ci/run after the test suite; runnable by hand.
+# with `forge jobs show`, a job dispatched with `forge jobs dispatch`, the typed client
+# (`forge generate ts` gives what web/forge/ holds; tsc --noEmit; driven from Node; the page at /
+# updating live in Chromium), `forge status`, a clean exit on SIGTERM, and its output (to a file) free of terminal escape codes. Run by .ci/run after the test suite; runnable by hand.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -41,7 +42,7 @@ cd "$work/demo"
 
 step "the generated tests (cargo test)"
 cargo test -q 2>&1 | tee "$work/tests.log" | tail -n 5
-grep -q "test result: ok. 6 passed" "$work/tests.log" || fail "the generated tests did not all run: $(cat "$work/tests.log")"
+grep -q "test result: ok. 7 passed" "$work/tests.log" || fail "the generated tests did not all run: $(cat "$work/tests.log")"
 
 step "the binary's --help prints usage and starts nothing"
 cargo build -q
@@ -51,6 +52,8 @@ grep -q "DATABASE_URL" "$work/help" || fail "--help does not name DATABASE_URL"
 
 step "forge run: build and start it on the embedded PostgreSQL"
 port=$(( 20000 + RANDOM % 20000 ))
+# A signing secret, so the Node client below can watch a job with an operator's token.
+export FORGE_AUTH_JWT_SECRET="forge-new-end-to-end-secret-$RANDOM-$RANDOM-$RANDOM"
 env -u DATABASE_URL FORGE_PORT="$port" "$forge" run >"$work/app.log" 2>&1 &
 app_pid=$!
 base="http://127.0.0.1:$port"
@@ -97,6 +100,32 @@ if cli jobs dispatch send_welcome --args '{"email": 7}' 2>"$work/err"; then fail
 grep -q 'email' "$work/err" || fail "unexpected error: $(cat "$work/err")"
 if cli jobs dispatch no_such_job 2>"$work/err"; then fail "an unknown kind was dispatched"; fi
 grep -q 'no_such_job' "$work/err" || fail "unexpected error: $(cat "$work/err")"
+
+step "forge generate ts: the client in web/forge/ is the one the app's functions give"
+"$forge" generate ts --out "$work/generated" | tee "$work/generate.log"
+grep -q "client of 3 function" "$work/generate.log" || fail "forge generate ts said: $(cat "$work/generate.log")"
+if grep -q "warning" "$work/generate.log"; then fail "untyped functions: $(cat "$work/generate.log")"; fi
+diff -r web/forge "$work/generated" || fail "web/forge/ is not what forge generate ts writes"
+
+browser="$root/tests/browser"
+if [ -x "$browser/node_modules/.bin/tsc" ] && command -v node >/dev/null 2>&1; then
+  step "the generated client type-checks (tsc --noEmit --strict), wrong calls refused"
+  cp "$browser/client-check.ts" web/client-check.ts
+  "$browser/node_modules/.bin/tsc" --noEmit --strict --target es2022 --module esnext --moduleResolution bundler \
+    --lib es2022,dom web/client-check.ts || fail "tsc refused the generated client"
+  rm web/client-check.ts
+
+  step "the generated client from Node: live query, mutation, typed error, job watch"
+  token=$(cli keys token --sub forge-new --role forge:admin)
+  node --experimental-websocket "$browser/client.mjs" "$base" "$work/demo/web/forge/api.js" "$token" \
+    || fail "the Node client failed"
+
+  step "the page at / in Chromium: another client's sign-up appears without a reload"
+  node "$browser/live-page.mjs" "$base" "$work/shots" || fail "the live page failed"
+else
+  [ -n "${CI:-}" ] && fail "tsc, node or Chromium missing: run ./dev.sh setup"
+  echo "forge-new: tsc or node missing (./dev.sh setup installs them): the client checks are skipped"
+fi
 
 step "forge status"
 env -u DATABASE_URL "$forge" status | tee "$work/status"

@@ -92,11 +92,21 @@ impl ForgeBuilder {
                 message: format!("cannot read the current folder: {e}"),
             })?,
         };
-        let config = match self.config {
+        let mut config = match self.config {
             Some(config) => config,
             None => ForgeConfig::load_or_default(project_dir.join("forge.toml"))?,
         };
         config.validate()?;
+        if let Some(dir) = config.gateway.static_dir.take() {
+            let dir = resolve(&project_dir, &dir);
+            if !dir.is_dir() {
+                return Err(Error::Setting {
+                    key: "gateway.static_dir",
+                    message: format!("{} is not a folder", dir.display()),
+                });
+            }
+            config.gateway.static_dir = Some(dir);
+        }
         // RUST_LOG, when set, replaces `log_level`: check it too.
         log_filter(&config.observability)?;
         let migrator = Migrator::with_app_dir(resolve(&project_dir, &config.database.migrations_dir))?

@@ -1,12 +1,13 @@
 //! A sample feature: people sign up (a mutation), get a welcome message (a job the mutation
 //! dispatches in its transaction), are counted (a query), and a digest of the day's sign-ups is
-//! sent every morning (a cron that dispatches a job). Replace it with your own.
+//! sent every morning (a cron that dispatches a job), and listed live (a query web/index.html
+//! subscribes to over `/ws`). Replace it with your own.
 
 use forge::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// What `sign_up` takes, and what `send_welcome` gets.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SignUp {
     /// Who signs up.
     pub email: String,
@@ -31,6 +32,29 @@ pub async fn sign_up(ctx: &MutationContext, args: SignUp) -> Result<JobId, Forge
 #[forge::query(public)]
 pub async fn signup_count(ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
     Ok(forge::sqlx::query_scalar("select count(*) from signups").fetch_one(ctx.db()).await?)
+}
+
+/// One sign-up, as `recent_signups` lists it.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RecentSignup {
+    /// Who signed up.
+    pub email: String,
+    /// Whether the welcome message went out.
+    pub welcomed: bool,
+    /// Whether every attempt to welcome them failed.
+    pub welcome_failed: bool,
+}
+
+/// The latest sign-ups, newest first (at most 50). Live: a page subscribed to it over `/ws`
+/// gets the new list whenever a transaction changes `signups` (see web/index.html).
+#[forge::query(public, reads = ["signups"])]
+pub async fn recent_signups(ctx: &QueryContext, _args: ()) -> Result<Vec<RecentSignup>, ForgeError> {
+    let rows: Vec<(String, bool, bool)> = forge::sqlx::query_as(
+        "select email, welcomed_at is not null, welcome_failed from signups order by id desc limit 50",
+    )
+    .fetch_all(ctx.db())
+    .await?;
+    Ok(rows.into_iter().map(|(email, welcomed, welcome_failed)| RecentSignup { email, welcomed, welcome_failed }).collect())
 }
 
 /// Welcomes someone. A delivery that fails is retried with backoff, up to 5 attempts; when the

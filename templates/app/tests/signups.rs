@@ -40,6 +40,24 @@ async fn the_welcome_job_marks_the_signup() {
     assert!(welcomed);
 }
 
+#[tokio::test]
+async fn recent_signups_lists_the_newest_first_with_their_welcome() {
+    let db = TestDatabase::new().await.expect("a test database");
+    let caller = TestCaller::anonymous();
+    for email in ["ada@example.com", "grace@example.com"] {
+        let _: JobId = db.call("sign_up", json!({ "email": email }), &caller).await.expect("sign up");
+    }
+    db.perform_job::<SendWelcome>(SignUp { email: "ada@example.com".into() }).await.expect("job");
+    let list: serde_json::Value = db.call("recent_signups", json!(null), &caller).await.expect("list");
+    assert_eq!(
+        list,
+        json!([
+            { "email": "grace@example.com", "welcomed": false, "welcome_failed": false },
+            { "email": "ada@example.com", "welcomed": true, "welcome_failed": false },
+        ])
+    );
+}
+
 /// The real worker runs the queue; `with_retries` runs each retry at once instead of after its
 /// backoff, so all five attempts happen in one call.
 #[tokio::test]

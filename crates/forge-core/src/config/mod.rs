@@ -310,6 +310,10 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpRange>,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>`. Default: unset (open).
     pub metrics_token: Option<String>,
+    /// A folder of static files (a front end: HTML, JavaScript, CSS) served for `GET` requests
+    /// no other route answers, `index.html` for a folder; relative to the project folder.
+    /// Default: unset (unknown paths answer 404).
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -325,6 +329,7 @@ impl Default for GatewayConfig {
             max_concurrent_requests: NonZeroUsize::new(512).expect("512 is not zero"),
             trusted_proxies: Vec::new(),
             metrics_token: None,
+            static_dir: None,
         }
     }
 }

@@ -9,8 +9,8 @@ use futures_util::FutureExt;
 use serde::{Serialize, Serializer};
 use tracing::Instrument;
 
-use super::describe::FunctionTypes;
 use super::cache::QueryCache;
+use super::describe::FunctionTypes;
 use super::rate_limit::RateLimit;
 use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;

@@ -22,7 +22,8 @@ use crate::observability::sample_queue_depth;
 /// How long `/ready` waits for the database before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The gateway's router: `/health`, `/ready`, `/rpc`, `/rpc/{function}` and `/metrics`, with
+/// The gateway's router: `/health`, `/ready`, `/rpc`, `/rpc/{function}`, `/metrics` and the
+/// files of `[gateway] static_dir`, with
 /// request ids, trace context, access logs, the body limit (413), the request timeout (408)
 /// and CORS as configured.
 pub fn router(state: GatewayState) -> Router {
@@ -42,9 +43,18 @@ pub fn router_with(state: GatewayState, extra: Router) -> Router {
         gateway.route("/rpc", post(no_functions)).route("/rpc/{function}", post(no_functions))
     }
     .with_state(state.clone());
-    let mut router = gateway
-        .merge(extra)
-        .fallback(not_found)
+    let routed = gateway.merge(extra);
+    // Anything unrouted: a file of `[gateway] static_dir` for a GET, else a 404 problem.
+    let routed = match &settings.static_dir {
+        Some(dir) => routed.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .append_index_html_on_directories(true)
+                .call_fallback_on_method_not_allowed(true)
+                .fallback(axum::handler::HandlerWithoutStateExt::into_service(not_found)),
+        ),
+        None => routed.fallback(not_found),
+    };
+    let mut router = routed
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout));
     if let Some(cors) = cors_layer(&settings.cors_origins) {

@@ -37,7 +37,7 @@ struct Inner {
 }
 
 /// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`,
-/// `max_concurrent_requests`, `trusted_proxies`, `metrics_token`.
+/// `max_concurrent_requests`, `trusted_proxies`, `metrics_token`, `static_dir`.
 #[derive(Clone, Debug)]
 pub(super) struct HttpSettings {
     pub(super) body_limit: usize,
@@ -48,6 +48,8 @@ pub(super) struct HttpSettings {
     pub(super) metrics_token: Option<String>,
     /// Whether this node runs functions (`function` role): without it `/rpc` answers 404.
     pub(super) functions: bool,
+    /// `[gateway] static_dir`, served for unrouted `GET`s.
+    pub(super) static_dir: Option<std::path::PathBuf>,
 }
 
 impl GatewayState {
@@ -90,6 +92,7 @@ impl GatewayState {
                     trusted_proxies: gw.trusted_proxies.clone(),
                     metrics_token: gw.metrics_token.clone().filter(|t| !t.is_empty()),
                     functions: config.node.roles.contains(forge_core::config::Role::Function),
+                    static_dir: gw.static_dir.clone(),
                 },
                 depth_sampled: std::sync::Mutex::new(None),
                 writes: Arc::default(),

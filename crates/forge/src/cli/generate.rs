@@ -71,7 +71,8 @@ pub(crate) fn run(project: &Path, action: &GenerateAction) -> Result<String, Str
 }
 
 fn parse(text: &str, source: &str) -> Result<AppDescription, String> {
-    serde_json::from_str(text).map_err(|e| format!("{source} is not an app description (what `app --describe` prints): {e}"))
+    serde_json::from_str(text)
+        .map_err(|e| format!("{source} is not an app description (what `app --describe` prints): {e}"))
 }
 
 /// Builds and runs the project's binary with `--describe` (`cargo run --quiet -- --describe`).

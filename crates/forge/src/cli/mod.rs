@@ -220,7 +220,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Status => {
             with_database(&cli.project, &config, Access::Read, async |pool| status::status(&pool, cli.json).await).await
         }
-        Command::New { .. } | Command::Run { .. } | Command::Generate { .. } => unreachable!("handled before the configuration is read"),
+        Command::New { .. } | Command::Run { .. } | Command::Generate { .. } => {
+            unreachable!("handled before the configuration is read")
+        }
         Command::Db { action } => db::run(&cli.project, &config, action, cli.json).await,
     }
 }

@@ -54,9 +54,7 @@ pub(crate) fn api_module(app: &AppDescription) -> Result<ApiModule, String> {
     }
 
     let mut dts = String::from(HEADER);
-    dts.push_str(
-        "import type { ForgeClient, FunctionRef, JobState, ForgeError, Unsubscribe } from './client.js';\n\n",
-    );
+    dts.push_str("import type { ForgeClient, FunctionRef, JobState, ForgeError, Unsubscribe } from './client.js';\n\n");
     dts.push_str(&types.out);
     dts.push_str("/** The application's functions, by kind, each callable and subscribable. */\n");
     dts.push_str("export interface Api {\n");
@@ -140,6 +138,9 @@ fn function_doc(function: &FunctionDescription) -> String {
 fn doc_block(text: &str, indent: &str) -> String {
     if text.trim().is_empty() {
         return String::new();
+    }
+    if !text.contains('\n') {
+        return format!("{indent}/** {} */\n", text.trim().replace("*/", "*\\/"));
     }
     let mut out = format!("{indent}/**\n");
     for line in text.lines() {
@@ -343,8 +344,11 @@ fn array(object: &serde_json::Map<String, Value>, names: &BTreeMap<String, Strin
 }
 
 fn object_type(object: &serde_json::Map<String, Value>, names: &BTreeMap<String, String>, indent: &str) -> String {
-    let required: Vec<&str> =
-        object.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let required: Vec<&str> = object
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let inner = format!("{indent}  ");
     let mut members = String::new();
     if let Some(properties) = object.get("properties").and_then(Value::as_object) {
@@ -422,8 +426,14 @@ mod tests {
         assert_eq!(ts(json!(true)).0, "unknown");
         assert_eq!(ts(json!({"type": ["string", "null"]})).0, "string | null");
         assert_eq!(ts(json!({"type": "array", "items": {"type": ["string", "null"]}})).0, "(string | null)[]");
-        assert_eq!(ts(json!({"type": "object", "additionalProperties": {"type": "integer"}})).0, "Record<string, number>");
-        assert_eq!(ts(json!({"type": "array", "prefixItems": [{"type": "string"}, {"type": "boolean"}]})).0, "[string, boolean]");
+        assert_eq!(
+            ts(json!({"type": "object", "additionalProperties": {"type": "integer"}})).0,
+            "Record<string, number>"
+        );
+        assert_eq!(
+            ts(json!({"type": "array", "prefixItems": [{"type": "string"}, {"type": "boolean"}]})).0,
+            "[string, boolean]"
+        );
         assert_eq!(ts(json!({"type": "string", "enum": ["a", "b"]})).0, "\"a\" | \"b\"");
     }
 
@@ -439,7 +449,13 @@ mod tests {
         assert_eq!(d.root(&notes), "Note[]");
         assert_eq!(d.root(&notes), "Note[]");
         assert_eq!(d.out.matches("export type Note =").count(), 1, "{}", d.out);
-        assert!(d.out.contains("/**\n * A note.\n */\nexport type Note = {\n  id: number;\n  tag?: string | null;\n  title: string;\n};"), "{}", d.out);
+        assert!(
+            d.out.contains(
+                "/** A note. */\nexport type Note = {\n  id: number;\n  tag?: string | null;\n  title: string;\n};"
+            ),
+            "{}",
+            d.out
+        );
         // The same name with another shape is declared apart.
         let other = json!({"title": "Note", "type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"]});
         assert_eq!(d.root(&other), "Note2");
