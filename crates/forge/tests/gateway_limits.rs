@@ -149,3 +149,55 @@ async fn a_gateway_without_the_function_role_serves_the_dashboard_but_no_functio
     assert_eq!(nodes.status().as_u16(), 200, "the dashboard's API is served");
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_static_dir_serves_its_files_for_unrouted_gets_and_nothing_else() {
+    let db = TestDatabase::new().await.expect("db");
+    let site = tempfile::tempdir().expect("dir");
+    std::fs::write(site.path().join("index.html"), "<h1>home</h1>").expect("write");
+    std::fs::create_dir(site.path().join("js")).expect("mkdir");
+    std::fs::write(site.path().join("js/app.js"), "export const x = 1;").expect("write");
+    // A file beside the folder, which no path may reach.
+    let outside = site.path().parent().expect("parent").join(format!("secret-{}.txt", std::process::id()));
+    std::fs::write(&outside, "TOP-SECRET-CONTENT").expect("write");
+    let dir = site.path().to_owned();
+    let node = gateway(&db, move |c| c.gateway.static_dir = Some(dir)).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+
+    let home = client.get(format!("{base}/")).send().await.expect("response");
+    assert_eq!(home.status().as_u16(), 200);
+    assert!(home.headers()["content-type"].to_str().expect("type").starts_with("text/html"));
+    assert_eq!(home.text().await.expect("body"), "<h1>home</h1>");
+    let script = client.get(format!("{base}/js/app.js")).send().await.expect("response");
+    assert_eq!(script.status().as_u16(), 200);
+    assert!(script.headers()["content-type"].to_str().expect("type").contains("javascript"));
+
+    // Routes still win; an unknown path or another method is the gateway's 404 problem.
+    assert_eq!(client.get(format!("{base}/health")).send().await.expect("response").status().as_u16(), 200);
+    for response in [
+        client.get(format!("{base}/missing.html")).send().await.expect("response"),
+        client.post(format!("{base}/index.html")).send().await.expect("response"),
+        client
+            .get(format!("{base}/..%2f{}", outside.file_name().expect("name").to_string_lossy()))
+            .send()
+            .await
+            .expect("response"),
+    ] {
+        assert_eq!(response.status().as_u16(), 404, "{}", response.url());
+        let body = response.text().await.expect("body");
+        assert!(body.contains("no route for") && !body.contains("TOP-SECRET"), "{body}");
+    }
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_file(outside);
+}
+
+#[tokio::test]
+async fn a_static_dir_that_is_not_a_folder_is_refused_at_build() {
+    let db = TestDatabase::new().await.expect("db");
+    let mut config = db.config();
+    config.gateway.static_dir = Some("no/such/folder".into());
+    let error = Forge::builder().config(config).build().expect_err("a missing folder is refused");
+    let message = error.to_string();
+    assert!(message.contains("gateway.static_dir") && message.contains("no/such/folder"), "{message}");
+}

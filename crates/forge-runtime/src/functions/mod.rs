@@ -26,14 +26,13 @@ mod error;
 pub(crate) mod rate_limit;
 mod registry;
 mod run;
+mod schema;
 mod sql;
 
 pub use auth::{Auth, AuthMethod, ClientAuth};
 pub(crate) use cache::QueryCache;
 pub use context::{ActionContext, CallContext, CallParts, MutationContext, QueryContext};
-pub use describe::{AppDescription, FunctionDescription, FunctionTypes, describe};
-#[doc(hidden)]
-pub use describe::{HasSchema, NoSchema, SchemaProbe};
+pub use describe::{AppDescription, FunctionDescription, describe};
 pub use error::{FieldError, ForgeError};
 pub use rate_limit::{RateLimit, RateLimitKey};
 #[doc(hidden)]
@@ -41,3 +40,6 @@ pub use registry::parse_args;
 pub use registry::{Access, ErasedFunction, FunctionInfo, FunctionKind, FunctionRegistration, FunctionRegistry};
 #[doc(hidden)]
 pub use run::run_function;
+pub use schema::FunctionTypes;
+#[doc(hidden)]
+pub use schema::{HasSchema, NoSchema, SchemaProbe};

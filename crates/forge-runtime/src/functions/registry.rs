@@ -10,8 +10,8 @@ use serde::{Serialize, Serializer};
 use tracing::Instrument;
 
 use super::cache::QueryCache;
-use super::describe::FunctionTypes;
 use super::rate_limit::RateLimit;
+use super::schema::FunctionTypes;
 use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;
 
