@@ -157,6 +157,7 @@ fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str, docs: &Do
             .replace("{{docs:testing}}", &docs.link("testing.md"))
             .replace("{{docs:configuration}}", &docs.link("reference/configuration.md"))
             .replace("{{docs:cli}}", &docs.link("reference/cli.md"))
+            .replace("{{docs:typescript-client}}", &docs.link("concepts/typescript-client.md"))
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{name}}", name);
         let path = dir.join(file.as_ref());
@@ -198,6 +199,23 @@ mod tests {
     }
 
     #[test]
+    fn the_template_ships_the_client_runtime_generate_writes() {
+        for (name, runtime) in [
+            ("client.js", include_str!("../../../../templates/client/client.js")),
+            ("client.d.ts", include_str!("../../../../templates/client/client.d.ts")),
+            ("svelte.js", include_str!("../../../../templates/client/svelte.js")),
+            ("svelte.d.ts", include_str!("../../../../templates/client/svelte.d.ts")),
+        ] {
+            let shipped = AppTemplate::get(&format!("web/forge/{name}")).expect("in the template");
+            assert_eq!(
+                std::str::from_utf8(&shipped.data).expect("utf-8"),
+                runtime,
+                "templates/app/web/forge/{name} differs from templates/client/{name}: run forge generate ts in a new app and copy web/forge/"
+            );
+        }
+    }
+
+    #[test]
     fn the_template_has_every_file_a_project_needs() {
         let files: Vec<String> = AppTemplate::iter().map(|f| f.to_string()).collect();
         for want in [
@@ -210,6 +228,10 @@ mod tests {
             "src/signups.rs",
             "migrations/0001_init.sql",
             "tests/signups.rs",
+            "web/index.html",
+            "web/forge/api.js",
+            "web/forge/api.d.ts",
+            "web/forge/client.js",
         ] {
             assert!(files.iter().any(|f| f == want), "the template lacks {want}: {files:?}");
         }
