@@ -427,15 +427,21 @@ pub(crate) fn http_app(
     stop: CancellationToken,
 ) -> axum::Router {
     let mut extra = axum::Router::new();
+    let dashboard = config.dashboard.enabled.then(|| DashboardState::new(gateway.pool().clone(), config, jobs.clone()));
     if config.realtime.enabled && config.node.roles.contains(forge_core::config::Role::Function) {
-        extra = extra.merge(crate::realtime::router(crate::realtime::Realtime::new(gateway.clone(), config, stop)));
+        let mut realtime = crate::realtime::Realtime::new(gateway.clone(), config, stop);
+        // The dashboard's pages follow their data over /ws.
+        if let Some(dashboard) = &dashboard {
+            realtime = realtime.with_sources(crate::dashboard::live_sources(dashboard));
+        }
+        extra = extra.merge(crate::realtime::router(realtime));
     }
     if config.api.enabled {
-        let api = crate::api::ApiState::new(gateway.pool().clone(), config, jobs.clone(), gateway.notifier().cloned());
+        let api = crate::api::ApiState::new(gateway.pool().clone(), config, jobs, gateway.notifier().cloned());
         extra = extra.merge(crate::api::router(api));
     }
-    if config.dashboard.enabled {
-        extra = extra.merge(crate::dashboard::router(DashboardState::new(gateway.pool().clone(), config, jobs)));
+    if let Some(dashboard) = dashboard {
+        extra = extra.merge(crate::dashboard::router(dashboard));
     }
     gateway::router_with(gateway, extra)
 }

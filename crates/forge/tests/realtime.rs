@@ -696,3 +696,82 @@ async fn a_client_that_answers_no_ping_is_closed_after_the_idle_timeout() {
     assert!(reader.drain().await.is_empty());
     node.stop().await.expect("stop");
 }
+
+/// A client of several subscriptions, remembering the latest data of each.
+struct Following {
+    client: Client,
+    latest: std::collections::HashMap<String, Value>,
+}
+
+impl Following {
+    /// Subscription `id`'s data once it satisfies `done` (the latest already received, or the
+    /// next pushed that does).
+    async fn until(&mut self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        if let Some(data) = self.latest.get(id).filter(|d| done(d)) {
+            return data.clone();
+        }
+        loop {
+            let message = self.client.next().await;
+            let Some(sub) = message["id"].as_str() else { continue };
+            assert_eq!(message["type"], "data", "{message}");
+            self.latest.insert(sub.to_owned(), message["data"].clone());
+            if sub == id && done(&message["data"]) {
+                return message["data"].clone();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_dashboards_live_sources_push_counts_the_jobs_list_and_a_job_as_they_change() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| {
+        c.realtime.source_poll = "100ms".parse().expect("duration");
+        c.dashboard.open_on_loopback = false;
+    })
+    .await;
+
+    // The dashboard's access rule: credentials with its role.
+    let mut anonymous = Client::connect(&addr, None).await;
+    anonymous.subscribe("o", "forge:overview", Value::Null).await;
+    assert_eq!(anonymous.next().await["error"]["status"], 401);
+    let mut user = Client::connect(&addr, Some(&token(Duration::from_secs(60)))).await;
+    user.subscribe("o", "forge:overview", Value::Null).await;
+    assert_eq!(user.next().await["error"]["status"], 403);
+    let mut operator = Client::connect(&addr, Some(&operator_token())).await;
+    operator.subscribe("bad", "forge:job", json!({"id": "seven"})).await;
+    assert_eq!(operator.next().await["error"]["status"], 400);
+    operator.subscribe("bad2", "forge:jobs", json!({"state": "sleeping"})).await;
+    assert_eq!(operator.next().await["error"]["status"], 400);
+    let mut operator = Following { client: operator, latest: Default::default() };
+
+    operator.client.subscribe("o", "forge:overview", Value::Null).await;
+    operator.client.subscribe("l", "forge:jobs", json!({"state": "running", "kind": "", "limit": 10})).await;
+    operator.until("o", |o| o["counts"].is_object()).await;
+    operator.until("l", |l| l["jobs"] == json!([])).await;
+
+    // A job runs: the counts, the running list and the job's page follow it.
+    let job = RtWaitingJob::dispatch(&node, ()).await.expect("dispatch").0;
+    operator.until("o", |o| o["counts"]["running"] == 1).await;
+    let list = operator.until("l", |l| l["jobs"].as_array().is_some_and(|j| j.len() == 1)).await;
+    assert_eq!(list["jobs"][0]["id"], job);
+    operator.client.subscribe("j", "forge:job", json!({"id": job})).await;
+    let page = operator.until("j", |p| p["job"]["progress"]["percent"] == 50).await;
+    assert_eq!(page["job"]["state"], "running");
+    assert!(page["logs"]["entries"].is_array(), "{page}");
+
+    sqlx::query("insert into rt_other (body) values ('go')").execute(db.pool()).await.expect("go");
+    let page = operator.until("j", |p| p["job"]["state"] == "completed").await;
+    assert_eq!(page["job"]["output"], "done");
+    operator.until("l", |l| l["jobs"] == json!([])).await;
+    operator.until("o", |o| o["counts"]["completed"] == 1 && o["counts"].get("running").is_none_or(|n| n == 0)).await;
+    node.stop().await.expect("stop");
+
+    // In development mode a connection from this machine needs no credentials, as for /_api.
+    let (node, addr) = start(&db, |c| c.realtime.source_poll = "100ms".parse().expect("duration")).await;
+    let mut local = Client::connect(&addr, None).await;
+    local.subscribe("o", "forge:overview", Value::Null).await;
+    let overview = local.next().await["data"].clone();
+    assert_eq!(overview["counts"]["completed"], 1);
+    node.stop().await.expect("stop");
+}

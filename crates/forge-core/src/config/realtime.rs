@@ -43,6 +43,10 @@ pub struct RealtimeConfig {
     pub idle_timeout: Duration,
     /// How long rows of `forge_changes` are kept. Default `"1h"`.
     pub change_retention: Duration,
+    /// How often a built-in source (the dashboard's live pages: `forge:overview`, `forge:jobs`,
+    /// `forge:job`) is read again while someone follows it; Forge's own tables carry no change
+    /// trigger. Its value is pushed only when it changed. Default `"1s"`.
+    pub source_poll: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -57,6 +61,7 @@ impl Default for RealtimeConfig {
             send_buffer: NonZeroUsize::new(64).expect("64 is not zero"),
             idle_timeout: Duration::from_secs(60),
             change_retention: Duration::from_secs(3600),
+            source_poll: Duration::from_secs(1),
         }
     }
 }

@@ -39,6 +39,7 @@ mod state;
 
 use axum::Router;
 
+pub(crate) use api::live_sources;
 pub(crate) use state::DashboardState;
 
 /// The dashboard's pages and its `/_api`, with their state.

@@ -10,12 +10,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use rust_embed::RustEmbed;
+use sha2::Digest;
 
 use super::DashboardState;
 
 #[derive(RustEmbed)]
 #[folder = "src/dashboard/assets"]
 struct Assets;
+
+/// The client runtime `forge generate ts` writes, served as `assets/client.js`: the dashboard's
+/// live pages subscribe through it.
+const CLIENT_JS: &str = include_str!("../../../../templates/client/client.js");
 
 /// `/_dashboard` (the shell) and `/_dashboard/assets/{file}`.
 pub(crate) fn router() -> Router<DashboardState> {
@@ -32,14 +37,17 @@ const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'u
      connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn serve(file: &str, headers: &HeaderMap) -> Response {
-    let Some(asset) = Assets::get(file) else {
-        return (StatusCode::NOT_FOUND, "no such dashboard asset").into_response();
+    let (data, hash): (Vec<u8>, [u8; 32]) = if file == "client.js" {
+        (CLIENT_JS.as_bytes().to_vec(), sha2::Sha256::digest(CLIENT_JS.as_bytes()).into())
+    } else {
+        let Some(asset) = Assets::get(file) else {
+            return (StatusCode::NOT_FOUND, "no such dashboard asset").into_response();
+        };
+        (asset.data.into_owned(), asset.metadata.sha256_hash())
     };
-    let hash = asset.metadata.sha256_hash();
     let etag = format!("\"{}\"", hash.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
     let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v == etag);
-    let mut response =
-        if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.data.into_owned().into_response() };
+    let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { data.into_response() };
     let h = response.headers_mut();
     let content_type = match file.rsplit('.').next() {
         Some("html") => "text/html; charset=utf-8",

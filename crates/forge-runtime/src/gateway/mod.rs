@@ -17,6 +17,7 @@
 
 pub mod api_keys;
 pub mod auth;
+mod local;
 mod metrics;
 mod problem;
 mod request;
@@ -28,6 +29,7 @@ mod state;
 
 pub use api_keys::{ApiKey, ApiKeyError, ApiKeys, CreatedApiKey, NewApiKey};
 pub use auth::{AuthError, Authenticator, TokenRequest, mint_token};
+pub(crate) use local::{is_local, is_local_request};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use routes::{router, router_with};
 pub use serve::Connection;

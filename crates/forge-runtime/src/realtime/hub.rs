@@ -18,6 +18,7 @@ use super::changes::{self, ChangeFeed};
 use super::jobs::{self, JobWatches};
 use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::ServerMessage;
+use super::sources::{Caller, LiveSource, LiveSources};
 use crate::functions::{Auth, ForgeError, FunctionKind, QueryCache};
 use crate::gateway::{AuthError, GatewayState};
 
@@ -49,6 +50,8 @@ struct Inner {
     jobs: JobWatches,
     /// The role that may watch any job (`[dashboard] role`).
     operator_role: String,
+    /// Built-in sources (the dashboard's), set once before the first subscription.
+    sources: std::sync::OnceLock<LiveSources>,
 }
 
 /// Tables with the change trigger.
@@ -69,6 +72,10 @@ struct Group {
     args: serde_json::Value,
     auth: Auth,
     reads: Option<&'static [&'static str]>,
+    /// A built-in source instead of a query: run again every `source_poll`.
+    source: Option<Arc<dyn LiveSource>>,
+    /// When its last run ended.
+    ran_at: Option<tokio::time::Instant>,
     members: HashMap<MemberId, Member>,
     last: Option<Last>,
     running: bool,
@@ -141,8 +148,15 @@ impl Realtime {
                 stop,
                 jobs: JobWatches::default(),
                 operator_role,
+                sources: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Serves `sources` beside the registered queries (set once: later calls are ignored).
+    pub fn with_sources(self, sources: LiveSources) -> Self {
+        let _ = self.inner.sources.set(sources);
+        self
     }
 
     pub(super) fn config(&self) -> &RealtimeConfig {
@@ -171,17 +185,26 @@ impl Realtime {
         self.authenticate(&headers).await
     }
 
-    /// Subscribes `outbox`'s connection to `query` with `args` as `auth`, under the client's
-    /// name `sub`. The result arrives in the outbox (an error ends the subscription if the first
-    /// run is refused: unknown query, access, arguments).
+    /// Subscribes `outbox`'s connection to `query` (a registered query or a built-in source)
+    /// with `args` as `caller`, under the client's name `sub`. The result arrives in the outbox
+    /// (an error ends the subscription if the first run is refused: unknown query, access,
+    /// arguments).
     pub(super) async fn subscribe(
         &self,
         outbox: &Outbox,
         sub: &str,
         query: &str,
         args: serde_json::Value,
-        auth: &Auth,
+        caller: Caller<'_>,
     ) -> Result<MemberId, ServerMessage> {
+        if let Some(source) = self.inner.sources.get().and_then(|s| s.get(query)) {
+            source.authorize(caller).map_err(|e| ServerMessage::error(Some(sub.to_owned()), &e))?;
+            self.follow();
+            // Every authorised caller sees the same value: one group per arguments.
+            let key = QueryCache::key(query, &Auth::anonymous(), &args);
+            return Ok(self.join(outbox, sub, key, query, args, Auth::anonymous(), None, Some(source)));
+        }
+        let auth = caller.auth;
         let functions = self.inner.gateway.functions();
         let info = functions.get(query).ok_or_else(|| {
             ServerMessage::error(Some(sub.to_owned()), &ForgeError::UnknownFunction(query.to_owned()))
@@ -200,15 +223,34 @@ impl Realtime {
             ServerMessage::error(Some(sub.to_owned()), &ForgeError::Internal(e.to_string()))
         })?;
         self.follow();
-        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
         let key = QueryCache::key(query, auth, &args);
+        Ok(self.join(outbox, sub, key, query, args, auth.clone(), reads, None))
+    }
+
+    /// Adds a member to group `key` (made if missing), pushing the group's last result to it or
+    /// starting its first run.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &self,
+        outbox: &Outbox,
+        sub: &str,
+        key: GroupKey,
+        query: &str,
+        args: serde_json::Value,
+        auth: Auth,
+        reads: Option<&'static [&'static str]>,
+        source: Option<Arc<dyn LiveSource>>,
+    ) -> MemberId {
+        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
         let run = {
             let mut groups = self.inner.lock_groups();
             let group = groups.entry(key).or_insert_with(|| Group {
                 function: query.to_owned(),
                 args,
-                auth: auth.clone(),
+                auth,
                 reads,
+                source,
+                ran_at: None,
                 members: HashMap::new(),
                 last: None,
                 running: false,
@@ -228,7 +270,7 @@ impl Realtime {
         if run {
             tokio::spawn(run_group(self.inner.clone(), key));
         }
-        Ok(member)
+        member
     }
 
     /// Ends a subscription.
@@ -342,6 +384,9 @@ impl Inner {
             let mut groups = self.lock_groups();
             let mut due = Vec::new();
             for (key, group) in groups.iter_mut() {
+                if group.source.is_some() {
+                    continue;
+                }
                 let reads_one = group.reads.is_none_or(|reads| reads.iter().any(|t| tables.contains(*t)));
                 if !reads_one {
                     continue;
@@ -349,6 +394,28 @@ impl Inner {
                 if group.running {
                     group.again = true;
                 } else {
+                    group.running = true;
+                    due.push(*key);
+                }
+            }
+            due
+        };
+        for key in due {
+            tokio::spawn(run_group(self.clone(), key));
+        }
+    }
+}
+
+impl Inner {
+    /// Runs every source group whose last run ended `source_poll` ago or more.
+    fn poll_sources(self: &Arc<Self>) {
+        let every = self.config.source_poll.as_std();
+        let due: Vec<GroupKey> = {
+            let mut groups = self.lock_groups();
+            let mut due = Vec::new();
+            for (key, group) in groups.iter_mut() {
+                let stale = group.ran_at.is_some_and(|at| at.elapsed() >= every);
+                if group.source.is_some() && stale && !group.running {
                     group.running = true;
                     due.push(*key);
                 }
@@ -369,15 +436,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// differs from the last.
 async fn run_group(inner: Arc<Inner>, key: GroupKey) {
     loop {
-        let Some((function, args, auth)) =
-            inner.lock_groups().get(&key).map(|g| (g.function.clone(), g.args.clone(), g.auth.clone()))
+        let Some((function, args, auth, source)) = inner
+            .lock_groups()
+            .get(&key)
+            .map(|g| (g.function.clone(), g.args.clone(), g.auth.clone(), g.source.clone()))
         else {
             return;
         };
         let result = {
             let _slot = inner.runs.acquire().await;
-            let parts = inner.gateway.call_parts().with_auth(auth);
-            inner.gateway.functions().rerun(&function, parts, args).await
+            match source {
+                Some(source) => source.run(args).await,
+                None => {
+                    let parts = inner.gateway.call_parts().with_auth(auth);
+                    inner.gateway.functions().rerun(&function, parts, args).await
+                }
+            }
         };
         let refused = result.as_ref().is_err_and(|e| e.status().is_client_error());
         let outcome = match result {
@@ -399,6 +473,7 @@ async fn run_group(inner: Arc<Inner>, key: GroupKey) {
         let Some(group) = groups.get_mut(&key) else {
             return;
         };
+        group.ran_at = Some(tokio::time::Instant::now());
         if refused && group.last.is_none() {
             // The first run was refused: the subscriptions end with the reason.
             let group = groups.remove(&key).expect("the group is there");
@@ -484,6 +559,7 @@ async fn follow(inner: Arc<Inner>) {
         {
             tracing::warn!(error = %e, "watched jobs could not be read");
         }
+        inner.poll_sources();
         // Nobody subscribed here and no write of this node to tell others about: no read (the
         // next one covers everything since the last).
         if !local && inner.lock_groups().is_empty() {

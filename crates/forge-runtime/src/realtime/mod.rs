@@ -43,6 +43,7 @@ mod hub;
 mod jobs;
 mod outbox;
 mod protocol;
+mod sources;
 mod sql;
 mod sse;
 mod ws;
@@ -52,6 +53,7 @@ use axum::routing::get;
 
 pub use hub::Realtime;
 pub use protocol::{ClientMessage, JobState, ServerMessage};
+pub use sources::{Caller, LiveSource, LiveSources};
 
 /// `GET /ws` and `GET /sse`.
 pub fn router(realtime: Realtime) -> Router {

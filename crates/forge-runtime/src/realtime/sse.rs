@@ -21,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::hub::Realtime;
 use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::ServerMessage;
+use super::sources::Caller;
 use super::ws::{expiry, refused, too_many_connections};
 use crate::gateway::Problem;
 
@@ -36,7 +37,13 @@ struct SseQuery {
 }
 
 /// `GET /sse`.
-pub(super) async fn stream(State(realtime): State<Realtime>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub(super) async fn stream(
+    State(realtime): State<Realtime>,
+    extensions: axum::http::Extensions,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params: SseQuery = match serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()) {
         Ok(params) => params,
         Err(e) => {
@@ -60,7 +67,8 @@ pub(super) async fn stream(State(realtime): State<Realtime>, headers: HeaderMap,
         Err(e) => return refused(&e, "/sse"),
     };
     let (outbox, mut rx) = Outbox::new(realtime.config().send_buffer.get());
-    let member = match realtime.subscribe(&outbox, SUB, &params.query, args, &auth).await {
+    let caller = Caller { auth: &auth, local: crate::gateway::is_local(&extensions, &headers, &uri) };
+    let member = match realtime.subscribe(&outbox, SUB, &params.query, args, caller).await {
         Ok(member) => member,
         Err(ServerMessage::Error { error, .. }) => return problem_response(error),
         Err(_) => return bad_request("the subscription was refused".to_owned()),

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::hub::Realtime;
 use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::{ClientMessage, ServerMessage};
+use super::sources::Caller;
 use crate::functions::Auth;
 use crate::gateway::{AuthError, Problem};
 
@@ -27,6 +28,8 @@ const MAX_ID: usize = 64;
 /// `GET /ws`: checks the connection limit and any credentials in the request, then upgrades.
 pub(super) async fn upgrade(
     State(realtime): State<Realtime>,
+    extensions: axum::http::Extensions,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -51,7 +54,11 @@ pub(super) async fn upgrade(
         // Small buffers (the defaults are 128 KiB each per connection): a node holds thousands.
         .read_buffer_size(BUFFER)
         .write_buffer_size(BUFFER)
-        .on_upgrade(move |socket| Connection::new(realtime, auth, slot).run(socket))
+        .on_upgrade(move |socket| {
+            let mut connection = Connection::new(realtime, auth, slot);
+            connection.local = crate::gateway::is_local(&extensions, &headers, &uri);
+            connection.run(socket)
+        })
 }
 
 /// 503 at `[realtime] max_connections`.
@@ -102,6 +109,8 @@ enum What {
 struct Connection {
     realtime: Realtime,
     auth: Auth,
+    /// Whether the connection comes from this machine (for the dashboard's sources).
+    local: bool,
     expires: Option<Instant>,
     subs: HashMap<String, Subscription>,
     outbox: Outbox,
@@ -113,7 +122,7 @@ impl Connection {
     fn new(realtime: Realtime, auth: Auth, slot: OwnedSemaphorePermit) -> Self {
         let (outbox, rx) = Outbox::new(realtime.config().send_buffer.get());
         let expires = expiry(&auth);
-        Self { realtime, auth, expires, subs: HashMap::new(), outbox, rx, _slot: slot }
+        Self { realtime, auth, local: false, expires, subs: HashMap::new(), outbox, rx, _slot: slot }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -243,7 +252,8 @@ impl Connection {
         }
         let subscribed = match &what {
             What::Query { query, args } => {
-                self.realtime.subscribe(&self.outbox, &id, query, args.clone(), &self.auth).await
+                let caller = Caller { auth: &self.auth, local: self.local };
+                self.realtime.subscribe(&self.outbox, &id, query, args.clone(), caller).await
             }
             What::Job { job } => self.realtime.watch_job(&self.outbox, &id, *job, cursor, &self.auth).await,
         };

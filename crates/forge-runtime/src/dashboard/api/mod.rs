@@ -6,6 +6,7 @@
 //! - `workflows.rs`: workflow runs, a run's timeline, cancel / send-event / resume / retry;
 //! - `cluster.rs`: the overview, nodes and functions;
 //! - `clients.rs`: the job API's clients and keys, webhook endpoints and their deliveries;
+//! - `live.rs`: the overview, the jobs list and a job as live sources of `/ws`;
 //! - `extract.rs`: path and query parameters through serde, with 400s naming the parameter;
 //! - `error.rs`: [`ApiError`], every answer that is not a success, as RFC 7807 problems.
 
@@ -15,6 +16,7 @@ mod crons;
 mod error;
 mod extract;
 mod jobs;
+mod live;
 mod queues;
 mod telemetry;
 mod workflows;
@@ -28,7 +30,9 @@ use axum::routing::{get, post};
 
 use self::error::problem;
 use super::DashboardState;
-use super::state::is_local_request;
+use crate::gateway::is_local_request;
+
+pub(crate) use self::live::sources as live_sources;
 
 /// The `/_api` routes, behind the access check.
 pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {

@@ -1,10 +1,17 @@
 // Forge's dashboard: a small client over /_api. No framework, no network beyond this gateway.
-// Pages are hash routes (#/jobs, #/jobs/42, ...); each renders into <main> and may register a
-// refresh that runs every few seconds while it is shown.
+// Pages are hash routes (#/jobs, #/jobs/42, ...); each renders into <main>. The overview, the
+// jobs list and a job's page follow their data over /ws (pushed when it changes, through the
+// same client runtime `forge generate ts` writes); the other pages, and these where the node
+// serves no live data, refresh every few seconds while shown.
 "use strict";
 
 const main = document.getElementById("main");
 let refreshTimer = null;
+let liveClient = null;
+let liveStops = [];
+// Set when a live subscription failed: this node serves no live data, so pages use timers.
+let liveUnavailable = false;
+let overviewCharts = null;
 
 // ---- DOM helpers ---------------------------------------------------------------------------
 
@@ -213,14 +220,15 @@ const RANGES = { hour: { ms: 3600e3, step: "1m" }, day: { ms: 86400e3, step: "15
 
 // ---- Pages ---------------------------------------------------------------------------------
 
-async function overview(params) {
+async function overview(params, pushed) {
   const range = RANGES[params.get("range")] || RANGES.hour;
-  const data = await api("/overview");
+  const data = pushed || await api("/overview");
   document.getElementById("project").textContent = data.project;
   const counts = data.counts || {};
   const states = ["available", "scheduled", "running", "retryable", "completed", "discarded", "cancelled"];
   const leader = data.nodes.find((n) => n.leader);
-  const charts = h("div", { class: "grid2" });
+  // A live push re-renders the counts, nodes and failures, and keeps the charts.
+  const charts = pushed && overviewCharts ? overviewCharts : h("div", { class: "grid2" });
   const disabled = data.webhooks_disabled || [];
   const view = h("div", {},
     disabled.length ? h("div", { class: "error-box", "data-banner": "webhooks-disabled" },
@@ -245,6 +253,10 @@ async function overview(params) {
         h("td", {}, stateBadge(j.state)), h("td", {}, j.attempt + "/" + j.max_attempts), h("td", { class: "mono" }, j.error || ""),
         h("td", {}, ago(j.at)))), "No failures."));
   show(view);
+  if (pushed) return;
+  overviewCharts = charts;
+  const loadCharts = () => {
+  charts.replaceChildren();
   const specs = [
     ["Jobs completed and failed per step", async () => [
       ...(await metricLines("forge_jobs_completed_total", range, { name: "completed" })),
@@ -260,7 +272,9 @@ async function overview(params) {
     charts.append(slot);
     load().then((lines) => slot.replaceChildren(lineChart(title, lines, unit))).catch((e) => slot.replaceChildren(h("div", { class: "error-box" }, e.message)));
   }
-  every(10000, () => overview(params));
+  };
+  loadCharts();
+  live("forge:overview", null, (d) => overview(params, d), 10000, () => overview(params), [30000, loadCharts]);
 }
 
 async function jobsPage(params) {
@@ -295,8 +309,7 @@ async function jobsPage(params) {
   const slot = h("div", {});
   show(h("h1", {}, "Jobs"), form, bulk, slot);
   const before = params.get("before") || "";
-  const load = async () => {
-    const page = await api("/jobs" + query({ ...filter, before, limit: 50 }));
+  const render = (page) => {
     const rows = page.jobs.map((j) => h("tr", { "data-job": j.id, "data-kind": j.kind },
       h("td", {}, h("a", { href: "#/jobs/" + j.id }, "#" + j.id)), h("td", {}, j.kind), h("td", {}, j.queue),
       h("td", {}, stateBadge(j.state)), h("td", { class: "num" }, j.attempt + "/" + j.max_attempts),
@@ -307,12 +320,14 @@ async function jobsPage(params) {
     slot.replaceChildren(table(["Job", "Kind", "Queue", "State", "Attempts#", "Arguments", "Created", "Finished"], rows, "No jobs match."),
       h("div", { class: "pager" }, first, next));
   };
+  const load = async () => render(await api("/jobs" + query({ ...filter, before, limit: 50 })));
   await load();
-  if (!before) every(2000, load);
+  // The newest page follows the jobs it lists; an older page stays as it was read.
+  if (!before) live("forge:jobs", { ...filter, limit: 50 }, render, 2000, load);
 }
 
-async function jobPage(id) {
-  const j = await api("/jobs/" + id);
+async function jobPage(id, pushed) {
+  const j = pushed ? pushed.job : await api("/jobs/" + id);
   const actions = h("div", { class: "actions" });
   const button = (label, path, cls, confirmText) => h("button", { class: cls || "", "data-action": label.toLowerCase().replace(/ /g, "-"),
     onclick: () => (!confirmText || confirm(confirmText)) && act(`/jobs/${id}/${path}`, {}, () => `${label}: job #${id}`) }, label);
@@ -347,9 +362,13 @@ async function jobPage(id) {
       : h("p", { class: "muted" }, "No failed attempts."),
     h("h2", {}, "Logs"), logs,
     h("h2", {}, "Trace"), trace);
-  api(`/jobs/${id}/logs?limit=200`).then((page) => logs.replaceChildren(logTable(page.entries))).catch((e) => logs.replaceChildren(h("div", { class: "error-box" }, e.message)));
+  if (pushed) logs.replaceChildren(logTable(pushed.logs.entries));
+  else api(`/jobs/${id}/logs?limit=200`).then((page) => logs.replaceChildren(logTable(page.entries))).catch((e) => logs.replaceChildren(h("div", { class: "error-box" }, e.message)));
   api(`/jobs/${id}/trace`).then((t) => trace.replaceChildren(waterfall(t))).catch((e) => trace.replaceChildren(h("p", { class: "muted" }, e.status === 404 ? "No spans for this job's trace yet: it has not run." : e.message)));
-  if (["available", "running", "scheduled", "retryable"].includes(j.state)) every(2000, () => jobPage(id));
+  // State, progress, new errors and log lines are pushed while the job is not finished.
+  if (!pushed && ["available", "running", "scheduled", "retryable"].includes(j.state)) {
+    live("forge:job", { id: Number(id) }, (d) => jobPage(id, d), 2000, () => jobPage(id));
+  }
 }
 
 function logTable(entries) {
@@ -673,8 +692,44 @@ async function workflowPage(id) {
 
 // ---- Router --------------------------------------------------------------------------------
 
+/**
+ * Follows live source `source` (forge:overview, forge:jobs, forge:job) with `args` over /ws
+ * while the page is shown, calling `onData` with each new value. Where the node serves no live
+ * data (no /ws, or it refused), refreshes with `fallback` every `ms` instead. `also`: an
+ * [ms, fn] refresh kept on a timer while the page is live (the overview's charts).
+ */
+async function live(source, args, onData, ms, fallback, also) {
+  const page = location.hash;
+  const ok = !liveUnavailable && await new Promise(async (resolve) => {
+    try {
+      if (!liveClient) {
+        const { ForgeClient } = await import("/_dashboard/assets/client.js");
+        liveClient = new ForgeClient({ token: () => sessionStorage.getItem("forge-token") });
+      }
+    } catch (_) {
+      return resolve(false);
+    }
+    if (location.hash !== page) return resolve(false);
+    let first = true;
+    const stop = liveClient.subscribe({ kind: "query", functionName: source }, args,
+      (data) => {
+        if (first) { first = false; resolve(true); }
+        if (location.hash === page) onData(data);
+      },
+      (e) => { if (first) { first = false; stop(); resolve(false); } else flash(e.message, true); });
+    liveStops.push(stop);
+    // No first value soon (no /ws on this node): refresh on a timer instead.
+    setTimeout(() => { if (first) { first = false; stop(); resolve(false); } }, 5000);
+  });
+  if (location.hash !== page) return;
+  if (!ok) liveUnavailable = true;
+  document.body.dataset.live = ok ? "on" : "off";
+  if (!ok) every(ms, fallback);
+  else if (also) every(also[0], also[1]);
+}
+
 function every(ms, fn) {
-  stopRefresh();
+  stopTimer();
   const token = location.hash;
   refreshTimer = setInterval(() => {
     if (location.hash !== token) return stopRefresh();
@@ -682,9 +737,15 @@ function every(ms, fn) {
   }, ms);
 }
 
-function stopRefresh() {
+function stopTimer() {
   if (refreshTimer) clearInterval(refreshTimer);
   refreshTimer = null;
+}
+
+/** Stops the page's timer and its live subscriptions (when the route changes). */
+function stopRefresh() {
+  stopTimer();
+  for (const stop of liveStops.splice(0)) stop();
 }
 
 async function route() {
