@@ -50,6 +50,32 @@ await run("failure", async () => {
   await page.locator(`tr[data-job="${id}"] [data-state=completed]`).waitFor();
   step("jobs", { job: Number(id), state: "completed", screenshot: await shot("jobs") });
 
+  // Live: the overview and a job's page follow their data over /ws (forge:overview, forge:job),
+  // not on their timers: no request for their data after the first.
+  const dispatch = (body) => page.evaluate(async (body) => {
+    const r = await fetch("/_api/jobs", { method: "POST", headers: { "content-type": "application/json", "x-forge-csrf": "1" }, body: JSON.stringify(body) });
+    return r.json();
+  }, body);
+  await go("#/");
+  await page.waitForFunction(() => document.body.dataset.live === "on");
+  let overviewFetches = 0;
+  page.on("request", (r) => { if (new URL(r.url()).pathname === "/_api/overview") overviewFetches++; });
+  const countOf = () => page.locator("[data-count=completed] .n").textContent().then((t) => Number(t.replace(/\D/g, "")));
+  const completedBefore = await countOf();
+  await dispatch({ kind: "greet_browser", args: { name: "Live" } });
+  await page.waitForFunction((n) => Number(document.querySelector("[data-count=completed] .n").textContent.replace(/\D/g, "")) > n, completedBefore);
+  if (overviewFetches !== 0) throw new Error(`the overview fetched its data ${overviewFetches} time(s) instead of following it`);
+  step("live overview", { completed: [completedBefore, await countOf()], screenshot: await shot("live-overview") });
+  const later = await dispatch({ kind: "greet_browser", args: { name: "Later" }, run_at: new Date(Date.now() + 3000).toISOString() });
+  let jobFetches = 0;
+  page.on("request", (r) => { if (new URL(r.url()).pathname === `/_api/jobs/${later.id}`) jobFetches++; });
+  await go("#/jobs/" + later.id);
+  await page.locator("h1 [data-state=scheduled]").waitFor();
+  await page.locator("h1 [data-state=completed]").waitFor();
+  await page.locator("tr[data-log]", { hasText: "greeting" }).first().waitFor();
+  if (jobFetches !== 1) throw new Error(`the job page fetched the job ${jobFetches} times instead of following it`);
+  step("live job", { job: later.id, screenshot: await shot("live-job") });
+
   // A failing job: its error and its logs, then retry it and see the second attempt fail.
   await go("#/jobs/" + failingId);
   const error = await page.locator("[data-error-attempt='1']").textContent();

@@ -428,7 +428,7 @@ pub(crate) fn http_app(
 ) -> axum::Router {
     let mut extra = axum::Router::new();
     let dashboard = config.dashboard.enabled.then(|| DashboardState::new(gateway.pool().clone(), config, jobs.clone()));
-    if config.realtime.enabled && config.node.roles.contains(forge_core::config::Role::Function) {
+    if crate::realtime::served(config) {
         let mut realtime = crate::realtime::Realtime::new(gateway.clone(), config, stop);
         // The dashboard's pages follow their data over /ws.
         if let Some(dashboard) = &dashboard {

@@ -61,7 +61,8 @@ async fn the_dashboard_works_in_a_real_browser() {
 
     let db = TestDatabase::new().await.expect("db");
     let mut config = db.config();
-    config.node.roles = Roles::new([Role::Gateway, Role::Worker, Role::Scheduler]).expect("roles");
+    // `function`: the node serves /ws, so the dashboard's pages follow their data live.
+    config.node.roles = Roles::new([Role::Gateway, Role::Function, Role::Worker, Role::Scheduler]).expect("roles");
     config.worker.poll_interval = "100ms".parse().expect("duration");
     config.observability.flush_interval = "100ms".parse().expect("duration");
     config.observability.metrics_interval = "1s".parse().expect("duration");
@@ -116,7 +117,7 @@ async fn the_dashboard_works_in_a_real_browser() {
         .fetch_all(db.pool())
         .await
         .expect("jobs");
-    assert_eq!(dispatched, ["completed"], "one job dispatched from the form, completed");
+    assert_eq!(dispatched, ["completed"; 3], "one job dispatched from the form and two for the live pages, completed");
     let attempts: i32 = sqlx::query_scalar("select jsonb_array_length(errors) from forge_jobs where id = $1")
         .bind(failing.0)
         .fetch_one(db.pool())
@@ -134,6 +135,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         "jobs",
         "job-failed",
         "job-retried",
+        "live-overview",
+        "live-job",
         "queues",
         "crons",
         "logs",

@@ -40,6 +40,8 @@ struct Inner {
     project: String,
     /// How webhook deliveries are made (resend and recover queue them).
     webhooks: WebhookSettings,
+    /// Whether this node serves `/ws`, through which the live pages follow their data.
+    live: bool,
 }
 
 impl DashboardState {
@@ -57,6 +59,7 @@ impl DashboardState {
                 queues: config.worker.queues.iter().map(|(name, q)| (name.clone(), q.concurrency.get())).collect(),
                 project: config.project.name.clone(),
                 webhooks: WebhookSettings::new(&config.api.webhooks),
+                live: crate::realtime::served(config),
             }),
         }
     }
@@ -98,6 +101,11 @@ impl DashboardState {
     /// This node's queues and their concurrency.
     pub(crate) fn queue_config(&self) -> &[(String, usize)] {
         &self.inner.queues
+    }
+
+    /// Whether this node serves `/ws` (the live pages' subscriptions).
+    pub(crate) fn live(&self) -> bool {
+        self.inner.live
     }
 
     pub(crate) fn project(&self) -> &str {

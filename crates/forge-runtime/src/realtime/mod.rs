@@ -55,6 +55,12 @@ pub use hub::Realtime;
 pub use protocol::{ClientMessage, JobState, ServerMessage};
 pub use sources::{Caller, LiveSource, LiveSources};
 
+/// Whether a node configured by `config` serves `/ws` and `/sse`: `[realtime] enabled`, on a
+/// node with the `function` role.
+pub(crate) fn served(config: &forge_core::ForgeConfig) -> bool {
+    config.realtime.enabled && config.node.roles.contains(forge_core::config::Role::Function)
+}
+
 /// `GET /ws` and `GET /sse`.
 pub fn router(realtime: Realtime) -> Router {
     Router::new().route("/ws", get(ws::upgrade)).route("/sse", get(sse::stream)).with_state(realtime)

@@ -48,6 +48,16 @@ pub(super) async fn overview(State(state): State<DashboardState>) -> ApiResult<J
     Ok(Json(Overview { project, counts: counts.into_iter().collect(), recent_failures, nodes, webhooks_disabled }))
 }
 
+/// Whether the live pages can follow their data over `/ws` on this node.
+#[derive(Debug, Serialize)]
+pub(super) struct Live {
+    live: bool,
+}
+
+pub(super) async fn live(State(state): State<DashboardState>) -> Json<Live> {
+    Json(Live { live: state.live() })
+}
+
 /// Every registered node.
 #[derive(Debug, Serialize)]
 pub(super) struct Nodes {

@@ -39,6 +39,7 @@ pub(crate) fn router(state: DashboardState) -> Router<DashboardState> {
     Router::new()
         .route("/_api/overview", get(cluster::overview))
         .route("/_api/nodes", get(cluster::nodes))
+        .route("/_api/live", get(cluster::live))
         .route("/_api/functions", get(cluster::functions))
         .route("/_api/jobs", get(jobs::list).post(jobs::dispatch))
         .route("/_api/jobs/retry", post(jobs::retry_all))

@@ -703,6 +703,8 @@ async function live(source, args, onData, ms, fallback, also) {
   const ok = !liveUnavailable && await new Promise(async (resolve) => {
     try {
       if (!liveClient) {
+        // A node without /ws (no `function` role, or [realtime] off): timers, and no socket.
+        if (!(await api("/live")).live) return resolve(false);
         const { ForgeClient } = await import("/_dashboard/assets/client.js");
         liveClient = new ForgeClient({ token: () => sessionStorage.getItem("forge-token") });
       }
