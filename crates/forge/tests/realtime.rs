@@ -775,3 +775,25 @@ async fn the_dashboards_live_sources_push_counts_the_jobs_list_and_a_job_as_they
     assert_eq!(overview["counts"]["completed"], 1);
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_revoked_api_key_stops_serving_its_open_subscriptions() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| c.realtime.idle_timeout = "900ms".parse().expect("duration")).await;
+    let keys = forge::gateway::ApiKeys::new(db.pool().clone());
+    let key = keys.create(forge::gateway::NewApiKey::named("watcher")).await.expect("key");
+    let mut client = Client::connect(&addr, Some(&key.key)).await;
+    client.subscribe("c", "rt_private_count", Value::Null).await;
+    let first = client.next().await;
+    assert_eq!((first["type"].as_str(), first["data"].as_i64()), (Some("data"), Some(0)), "{first}");
+
+    // Revoked: at the next server ping (a third of idle_timeout) the connection turns anonymous
+    // and the subscription, which needs credentials, ends with 401.
+    keys.revoke(key.record.id).await.expect("revoke");
+    let ended = client.next().await;
+    assert_eq!((ended["type"].as_str(), ended["error"]["status"].as_u64()), (Some("error"), Some(401)), "{ended}");
+    add_note(&addr, "after").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.drain().await, Vec::<Value>::new(), "nothing more is pushed");
+    node.stop().await.expect("stop");
+}

@@ -15,7 +15,7 @@ use super::hub::Realtime;
 use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::{ClientMessage, ServerMessage};
 use super::sources::Caller;
-use crate::functions::Auth;
+use crate::functions::{Auth, AuthMethod};
 use crate::gateway::{AuthError, Problem};
 
 /// The largest message a client may send.
@@ -57,6 +57,7 @@ pub(super) async fn upgrade(
         .on_upgrade(move |socket| {
             let mut connection = Connection::new(realtime, auth, slot);
             connection.local = crate::gateway::is_local(&extensions, &headers, &uri);
+            connection.credential = credential_headers(&headers);
             connection.run(socket)
         })
 }
@@ -86,6 +87,26 @@ pub(super) fn refused(e: &AuthError, instance: &str) -> Response {
     Problem::new(status, detail).with_type("urn:forge:problem:unauthorized").with_instance(instance).into_response()
 }
 
+/// The headers of `headers` that carry credentials (kept to check an API key again).
+fn credential_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [axum::http::header::AUTHORIZATION, axum::http::HeaderName::from_static("x-api-key")] {
+        if let Some(value) = headers.get(&name) {
+            kept.insert(name, value.clone());
+        }
+    }
+    kept
+}
+
+/// `Authorization: Bearer <token>`, as an `auth` message's token is checked.
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = format!("Bearer {}", token.trim()).parse() {
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 /// When `auth`'s credential expires (a JWT's `exp`).
 pub(super) fn expiry(auth: &Auth) -> Option<Instant> {
     let exp = auth.claims().get("exp")?.as_i64()?;
@@ -111,6 +132,10 @@ struct Connection {
     auth: Auth,
     /// Whether the connection comes from this machine (for the dashboard's sources).
     local: bool,
+    /// The headers that proved `auth`: an API key is checked again with each server ping, so
+    /// a revoked (or expired) key stops serving its subscriptions within a third of
+    /// `idle_timeout`.
+    credential: HeaderMap,
     expires: Option<Instant>,
     subs: HashMap<String, Subscription>,
     outbox: Outbox,
@@ -122,7 +147,17 @@ impl Connection {
     fn new(realtime: Realtime, auth: Auth, slot: OwnedSemaphorePermit) -> Self {
         let (outbox, rx) = Outbox::new(realtime.config().send_buffer.get());
         let expires = expiry(&auth);
-        Self { realtime, auth, local: false, expires, subs: HashMap::new(), outbox, rx, _slot: slot }
+        Self {
+            realtime,
+            auth,
+            local: false,
+            credential: HeaderMap::new(),
+            expires,
+            subs: HashMap::new(),
+            outbox,
+            rx,
+            _slot: slot,
+        }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -170,6 +205,7 @@ impl Connection {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break None;
                     }
+                    self.recheck_key().await;
                 }
                 () = sleep_until(expires) => self.expire().await,
                 () = stop.cancelled() => break Some((close_code::AWAY, "the node is shutting down")),
@@ -210,6 +246,7 @@ impl Connection {
             },
             ClientMessage::Auth { token } => match self.realtime.authenticate_token(&token).await {
                 Ok(auth) => {
+                    self.credential = bearer(&token);
                     self.expires = expiry(&auth);
                     self.auth = auth;
                     self.resubscribe().await;
@@ -271,6 +308,19 @@ impl Connection {
         for (id, sub) in subs {
             self.realtime.unsubscribe(sub.member);
             self.subscribe(id, sub.what, None).await;
+        }
+    }
+
+    /// Checks an API key again (revoked, or past its expiry: the connection expires). A database
+    /// that cannot answer leaves the connection as it is until the next check.
+    async fn recheck_key(&mut self) {
+        if !matches!(self.auth.method(), AuthMethod::ApiKey { .. }) {
+            return;
+        }
+        match self.realtime.authenticate(&self.credential).await {
+            Ok(auth) if auth.is_authenticated() => {}
+            Err(AuthError::Unavailable(_)) => {}
+            Ok(_) | Err(_) => self.expire().await,
         }
     }
 
