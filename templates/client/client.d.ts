@@ -73,6 +73,42 @@ export interface JobState {
   cancel_requested: boolean;
 }
 
+/** A workflow run's step, as `watchWorkflow` pushes it. */
+export interface WorkflowStep {
+  name: string;
+  seq: number;
+  kind: string;
+  status: string;
+  output: unknown;
+  error: string | null;
+  attempts: number;
+  wake_at: string | null;
+  started_at: string;
+  finished_at: string | null;
+  compensated_at: string | null;
+  compensation_error: string | null;
+}
+
+/** A workflow run with its steps and events, as `watchWorkflow` pushes it. */
+export interface WorkflowState {
+  /** The run: `id`, `workflow`, `version`, `status`, `run_key`, `args`, `output`, times, what it waits for. */
+  run: { id: number; workflow: string; status: string; [field: string]: unknown };
+  steps: WorkflowStep[];
+  events: { name: string; payload: unknown; sent_at: string }[];
+}
+
+/** Every queue's depth, as `watchQueues` pushes it. */
+export interface QueuesState {
+  queues: {
+    name: string;
+    /** Unfinished jobs by state (`available`, `scheduled`, `running`, `retryable`). */
+    depth: Record<string, number>;
+    /** Its concurrency on the node that answered, if that node works it. */
+    concurrency: number | null;
+    paused_at: string | null;
+  }[];
+}
+
 /** How a client reaches the application. */
 export interface ClientOptions {
   /** The application's base URL; by default the page's origin (or http://127.0.0.1:8080 outside a browser). */
@@ -103,6 +139,10 @@ export declare class ForgeClient {
   ): Unsubscribe;
   /** Follows a job's state and progress; resumes from the last version seen after a reconnect. */
   watchJob(id: number, onJob: (job: JobState) => void, onError?: (error: ForgeError) => void): Unsubscribe;
+  /** Follows a workflow run's steps and events (operators: the `[dashboard] role`). */
+  watchWorkflow(id: number, onRun: (run: WorkflowState) => void, onError?: (error: ForgeError) => void): Unsubscribe;
+  /** Follows every queue's depth and pause (operators: the `[dashboard] role`). */
+  watchQueues(onQueues: (queues: QueuesState) => void, onError?: (error: ForgeError) => void): Unsubscribe;
   /** Called with `true` when the WebSocket opens and `false` when it drops. */
   onConnectionChange(listener: (open: boolean) => void): Unsubscribe;
   /** Closes the WebSocket and forgets every subscription. */

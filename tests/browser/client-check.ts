@@ -20,6 +20,8 @@ export async function typed(): Promise<void> {
   liveQuery(api.query.recentSignups, null).subscribe((value) => value.data?.[0]?.welcome_failed);
   liveJob(client, job).subscribe((value) => value.job?.state === 'completed');
   client.configure({ url: 'http://127.0.0.1:8080', token: () => 'a token' });
+  client.watchWorkflow(job, (run) => run.steps.map((step) => step.status).concat(run.run.status))();
+  client.watchQueues((q) => q.queues.map((queue) => (queue.depth.available ?? 0) + queue.name.length))();
   try {
     await api.mutation.signUp({ email: 'x' });
   } catch (e) {
@@ -42,5 +44,7 @@ export async function typed(): Promise<void> {
   api.query.listEverything(null);
   // @ts-expect-error: the callback gets the query's result type
   subscribe(api.query.signupCount, null, (list: RecentSignup[]) => list);
+  // @ts-expect-error: a queue's depth is a map of numbers
+  client.watchQueues((q) => q.queues[0].depth.available.toUpperCase());
   console.log(wrong);
 }

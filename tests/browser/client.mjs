@@ -2,7 +2,8 @@
 // (run by .ci/forge-new.sh with Node's --experimental-websocket on Node 20):
 //   node --experimental-websocket client.mjs BASE_URL PATH/TO/web/forge/api.js TOKEN
 // A live query's first result; a mutation through the client pushes the new list; a bad call
-// rejects with the server's problem; a job watch follows the welcome job to `completed`.
+// rejects with the server's problem; a job watch follows the welcome job to `completed`; the
+// queues' depths are watched.
 import { pathToFileURL } from 'node:url';
 
 const [base, apiPath, token] = process.argv.slice(2);
@@ -60,6 +61,12 @@ await within(30000, `job ${job} completed`, new Promise((resolve, reject) => {
 step('job watched to completion', { job, states });
 await next((list) => list.some((row) => row.email === email && row.welcomed), 'the list showing the welcome');
 step('welcome pushed', { email });
+
+const queues = await within(15000, 'the queues', new Promise((resolve, reject) => {
+  const unwatch = client.watchQueues((q) => { unwatch(); resolve(q); }, (e) => reject(new Error(JSON.stringify(e.problem))));
+}));
+if (!queues.queues.some((q) => q.name === 'default')) throw new Error(`no default queue: ${JSON.stringify(queues)}`);
+step('queues watched', { queues: queues.queues.map((q) => q.name) });
 
 stop();
 client.close();

@@ -722,6 +722,61 @@ impl Following {
     }
 }
 
+/// One step, then a wait for the event `go`, then a last step.
+#[forge::workflow]
+async fn rt_flow(ctx: &WorkflowContext, _args: ()) -> Result<i64, WorkflowError> {
+    let first: i64 = ctx.step("first", || async { Ok(1) }).await?;
+    let _: Option<Value> = ctx.wait_for_event("go", Duration::from_secs(3600)).await?;
+    let last: i64 = ctx.step("last", || async { Ok(2) }).await?;
+    Ok(first + last)
+}
+
+#[tokio::test]
+async fn a_workflow_runs_steps_and_the_queues_depth_are_pushed_as_they_change() {
+    let db = database().await;
+    let (node, addr) = start(&db, |c| {
+        c.realtime.source_poll = "100ms".parse().expect("duration");
+        c.dashboard.open_on_loopback = false;
+    })
+    .await;
+    let mut user = Client::connect(&addr, Some(&token(Duration::from_secs(60)))).await;
+    user.subscribe("w", "forge:workflow", json!({"id": 1})).await;
+    assert_eq!(user.next().await["error"]["status"], 403, "operators only");
+    let mut operator =
+        Following { client: Client::connect(&addr, Some(&operator_token())).await, latest: Default::default() };
+    operator.client.subscribe("q", "forge:queues", Value::Null).await;
+    operator.until("q", |q| q["queues"].is_array()).await;
+
+    // The job waits: the default queue's depth shows it running.
+    let job = RtWaitingJob::dispatch(&node, ()).await.expect("dispatch").0;
+    operator
+        .until("q", |q| {
+            q["queues"]
+                .as_array()
+                .is_some_and(|qs| qs.iter().any(|q| q["name"] == "default" && q["depth"]["running"] == 1))
+        })
+        .await;
+
+    let run = RtFlow::start(&node, ()).await.expect("start").0;
+    operator.client.subscribe("w", "forge:workflow", json!({"id": run})).await;
+    let waiting = operator.until("w", |w| w["run"]["waiting_for"] == "go").await;
+    assert_eq!(waiting["steps"][0]["name"], "first");
+    assert_eq!(waiting["steps"][0]["status"], "completed");
+    forge::workflows::send_event(db.pool(), JobId(run), "go", json!(true)).await.expect("send");
+    let done = operator.until("w", |w| w["run"]["status"] == "completed").await;
+    let steps: Vec<&str> =
+        done["steps"].as_array().expect("steps").iter().map(|s| s["name"].as_str().unwrap_or("")).collect();
+    assert_eq!(steps, ["first", "go", "last"], "{done}");
+    assert_eq!(done["events"][0]["name"], "go");
+
+    sqlx::query("insert into rt_other (body) values ('go')").execute(db.pool()).await.expect("go");
+    operator
+        .until("q", |q| !q["queues"].as_array().is_some_and(|qs| qs.iter().any(|q| q["depth"]["running"] == 1)))
+        .await;
+    let _ = job;
+    node.stop().await.expect("stop");
+}
+
 #[tokio::test]
 async fn the_dashboards_live_sources_push_counts_the_jobs_list_and_a_job_as_they_change() {
     let db = database().await;

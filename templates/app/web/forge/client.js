@@ -118,6 +118,16 @@ export class ForgeClient {
     return () => this.stop(id);
   }
 
+  /** Follows workflow run `id`: the run, its steps in order and the events sent to it (operators only). */
+  watchWorkflow(id, onRun, onError) {
+    return this.subscribe({ kind: 'query', functionName: 'forge:workflow' }, { id: Number(id) }, onRun, onError);
+  }
+
+  /** Follows every queue's depth by state and its pause (operators only). */
+  watchQueues(onQueues, onError) {
+    return this.subscribe({ kind: 'query', functionName: 'forge:queues' }, null, onQueues, onError);
+  }
+
   /** Called with `true` when the WebSocket opens and `false` when it drops; returns a function that removes it. */
   onConnectionChange(listener) {
     this.listeners.add(listener);

@@ -1,9 +1,16 @@
 //! The dashboard's live pages as built-in sources of `/ws` (see the realtime layer's
-//! `sources.rs`): `forge:overview` (what `GET /_api/overview` answers), `forge:jobs` (the first
-//! page of `GET /_api/jobs` for a filter: `state`, `kind`, `queue`, `tag`, `args`, `since`,
-//! `until`, `limit`) and `forge:job` (`{"id": N}`: the job as `GET /_api/jobs/{id}` answers it,
-//! with its latest 200 log lines). The same access rule as `/_api`: the dashboard's role, or a
-//! connection from this machine in development mode.
+//! `sources.rs`), each the JSON of an `/_api` route:
+//!
+//! | source | arguments | value |
+//! |--------|-----------|-------|
+//! | `forge:overview` | none | `GET /_api/overview` |
+//! | `forge:jobs` | a filter (`state`, `kind`, `queue`, `tag`, `args`, `since`, `until`) and `limit` | the first page of `GET /_api/jobs` |
+//! | `forge:job` | `{"id": N}` | `{"job": GET /_api/jobs/{id}, "logs": its latest 200 log lines}` |
+//! | `forge:queues` | none | `GET /_api/queues`: every queue's depth by state, and its pause |
+//! | `forge:workflow` | `{"id": N}` | `GET /_api/workflows/{id}`: the run, its steps, its events |
+//!
+//! The same access rule as `/_api`: the dashboard's role, or a connection from this machine in
+//! development mode.
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -11,7 +18,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use super::{cluster, jobs, telemetry};
+use super::{cluster, jobs, queues, telemetry, workflows};
 use crate::dashboard::DashboardState;
 use crate::functions::ForgeError;
 use crate::jobs::BoxFuture;
@@ -23,6 +30,8 @@ pub(crate) fn sources(state: &DashboardState) -> LiveSources {
         .with("forge:overview", Source { state: state.clone(), page: Page::Overview })
         .with("forge:jobs", Source { state: state.clone(), page: Page::Jobs })
         .with("forge:job", Source { state: state.clone(), page: Page::Job })
+        .with("forge:queues", Source { state: state.clone(), page: Page::Queues })
+        .with("forge:workflow", Source { state: state.clone(), page: Page::Workflow })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +39,8 @@ enum Page {
     Overview,
     Jobs,
     Job,
+    Queues,
+    Workflow,
 }
 
 #[derive(Debug)]
@@ -38,7 +49,7 @@ struct Source {
     page: Page,
 }
 
-/// `forge:job`'s arguments.
+/// `forge:job`'s and `forge:workflow`'s arguments.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobArgs {
@@ -83,6 +94,13 @@ impl LiveSource for Source {
                     .await?
                     .0;
                     Ok(serde_json::json!({ "job": json(job)?, "logs": json(logs)? }))
+                }
+                Page::Queues => json(queues::list(State(state)).await?.0),
+                Page::Workflow => {
+                    let JobArgs { id } = serde_json::from_value(args).map_err(|e| invalid(&e.to_string()))?;
+                    let path: workflows::RunPath =
+                        serde_json::from_value(serde_json::json!({ "id": id })).map_err(|e| invalid(&e.to_string()))?;
+                    json(workflows::one(State(state), ApiPath(path)).await?.0)
                 }
             };
             value

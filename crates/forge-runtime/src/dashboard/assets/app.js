@@ -1,6 +1,6 @@
 // Forge's dashboard: a small client over /_api. No framework, no network beyond this gateway.
 // Pages are hash routes (#/jobs, #/jobs/42, ...); each renders into <main>. The overview, the
-// jobs list and a job's page follow their data over /ws (pushed when it changes, through the
+// jobs list, a job's page, the queues and a workflow run's page follow their data over /ws (pushed when it changes, through the
 // same client runtime `forge generate ts` writes); the other pages, and these where the node
 // serves no live data, refresh every few seconds while shown.
 "use strict";
@@ -449,8 +449,8 @@ async function cronsPage() {
   show(h("h1", {}, "Crons"), table(["Cron", "Schedule", "Status", "Next runs", "Latest runs", ""], rows, "No crons are registered."));
 }
 
-async function queuesPage() {
-  const data = await api("/queues");
+async function queuesPage(pushed) {
+  const data = pushed || await api("/queues");
   const states = ["available", "scheduled", "running", "retryable"];
   const rows = data.queues.map((q) => h("tr", { "data-queue": q.name },
     h("td", {}, h("a", { href: "#/jobs?queue=" + encodeURIComponent(q.name) }, q.name)),
@@ -462,7 +462,7 @@ async function queuesPage() {
       : h("button", { "data-action": "pause", onclick: () => act(`/queues/${encodeURIComponent(q.name)}/pause`, {}, () => `Paused ${q.name}`) }, "Pause"))));
   show(h("h1", {}, "Queues"), table(["Queue", ...states.map((s) => s + "#"), "Concurrency (this node)#", "Status", ""], rows, "No queues yet."),
     h("p", { class: "muted" }, "A paused queue keeps its jobs: no node claims them until it is resumed. Running jobs finish."));
-  every(5000, queuesPage);
+  if (!pushed) live("forge:queues", null, (d) => queuesPage(d), 5000, () => queuesPage());
 }
 
 async function nodesPage() {
@@ -638,8 +638,8 @@ async function workflowsPage(params) {
   if (!before) every(2000, load);
 }
 
-async function workflowPage(id) {
-  const d = await api("/workflows/" + id);
+async function workflowPage(id, pushed) {
+  const d = pushed || await api("/workflows/" + id);
   const r = d.run;
   const actions = h("div", { class: "actions" });
   if (!["completed", "failed", "cancelled"].includes(r.status)) {
@@ -687,7 +687,10 @@ async function workflowPage(id) {
     h("h2", {}, `Timeline (${d.steps.length} steps)`),
     table(["#", "Step", "Kind", "Status", "Tries", "Started", "Took / until", "Output or error", "Compensation"], steps, "No steps recorded yet."),
     h("h2", {}, `Events (${d.events.length})`), table(["Event", "Sent", "Payload"], events, "No events sent."));
-  if (!["completed", "failed", "cancelled"].includes(r.status)) every(2000, () => workflowPage(id));
+  // Its steps are pushed as they run while the run is not finished.
+  if (!pushed && !["completed", "failed", "cancelled"].includes(r.status)) {
+    live("forge:workflow", { id: Number(id) }, (d) => workflowPage(id, d), 2000, () => workflowPage(id));
+  }
 }
 
 // ---- Router --------------------------------------------------------------------------------
