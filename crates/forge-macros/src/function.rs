@@ -131,6 +131,8 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                     handler
                 },
                 types: {
+                    // The borrow picks `HasSchema` or `NoSchema` (see `SchemaProbe`).
+                    #[allow(clippy::needless_borrow)]
                     fn types() -> ::forge::functions::FunctionTypes {
                         #[allow(unused_imports)]
                         use ::forge::functions::{HasSchema as _, NoSchema as _};

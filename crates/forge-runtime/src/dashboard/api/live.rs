@@ -75,7 +75,7 @@ impl LiveSource for Source {
         let state = self.state.clone();
         let page = self.page;
         Box::pin(async move {
-            let value = match page {
+            match page {
                 Page::Overview => json(cluster::overview(State(state)).await?.0),
                 Page::Jobs => {
                     let args = if args.is_null() { Value::Object(Default::default()) } else { args };
@@ -102,8 +102,7 @@ impl LiveSource for Source {
                         serde_json::from_value(serde_json::json!({ "id": id })).map_err(|e| invalid(&e.to_string()))?;
                     json(workflows::one(State(state), ApiPath(path)).await?.0)
                 }
-            };
-            value
+            }
         })
     }
 }
