@@ -28,8 +28,9 @@ pub(crate) enum GenerateAction {
     },
 }
 
-/// The client's fixed files, beside the generated `api.js` and `api.d.ts`.
-const RUNTIME: [(&str, &str); 4] = [
+/// The client's fixed files, beside the generated `api.js` and `api.d.ts` (`forge new` writes
+/// them too, beside the template's generated api).
+pub(crate) const RUNTIME: [(&str, &str); 4] = [
     ("client.js", include_str!("../../../../templates/client/client.js")),
     ("client.d.ts", include_str!("../../../../templates/client/client.d.ts")),
     ("svelte.js", include_str!("../../../../templates/client/svelte.js")),

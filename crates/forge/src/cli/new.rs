@@ -166,6 +166,14 @@ fn write_files(dir: &Path, name: &str, dependency: &str, inline: &str, docs: &Do
         }
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    // The client runtime beside the template's generated api (web/forge/api.js): the same files
+    // `forge generate ts` writes.
+    let client = dir.join("web/forge");
+    std::fs::create_dir_all(&client).map_err(|e| format!("cannot create {}: {e}", client.display()))?;
+    for (name, text) in super::generate::RUNTIME {
+        let path = client.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -199,20 +207,14 @@ mod tests {
     }
 
     #[test]
-    fn the_template_ships_the_client_runtime_generate_writes() {
-        for (name, runtime) in [
-            ("client.js", include_str!("../../../../templates/client/client.js")),
-            ("client.d.ts", include_str!("../../../../templates/client/client.d.ts")),
-            ("svelte.js", include_str!("../../../../templates/client/svelte.js")),
-            ("svelte.d.ts", include_str!("../../../../templates/client/svelte.d.ts")),
-        ] {
-            let shipped = AppTemplate::get(&format!("web/forge/{name}")).expect("in the template");
-            assert_eq!(
-                std::str::from_utf8(&shipped.data).expect("utf-8"),
-                runtime,
-                "templates/app/web/forge/{name} differs from templates/client/{name}: run forge generate ts in a new app and copy web/forge/"
-            );
+    fn a_new_project_gets_the_client_runtime_generate_writes() {
+        let parent = tempfile::tempdir().expect("dir");
+        let dir = create(parent.path(), "shop", None).expect("created");
+        for (name, runtime) in crate::cli::generate::RUNTIME {
+            let written = std::fs::read_to_string(dir.join("web/forge").join(name)).expect("written");
+            assert_eq!(written, runtime, "web/forge/{name}");
         }
+        assert!(dir.join("web/forge/api.js").is_file() && dir.join("web/forge/api.d.ts").is_file());
     }
 
     #[test]
@@ -231,7 +233,6 @@ mod tests {
             "web/index.html",
             "web/forge/api.js",
             "web/forge/api.d.ts",
-            "web/forge/client.js",
         ] {
             assert!(files.iter().any(|f| f == want), "the template lacks {want}: {files:?}");
         }
