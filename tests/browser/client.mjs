@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 const [base, apiPath, token] = process.argv.slice(2);
 const { api, client, subscribe, watchJob } = await import(pathToFileURL(apiPath).href);
 const { ForgeError } = await import(pathToFileURL(apiPath.replace(/api\.js$/, 'client.js')).href);
+const { liveQuery } = await import(pathToFileURL(apiPath.replace(/api\.js$/, 'svelte.js')).href);
 client.configure({ url: base, token });
 
 const step = (name, extra) => console.log(JSON.stringify({ step: name, ...extra }));
@@ -67,6 +68,21 @@ const queues = await within(15000, 'the queues', new Promise((resolve, reject) =
 }));
 if (!queues.queues.some((q) => q.name === 'default')) throw new Error(`no default queue: ${JSON.stringify(queues)}`);
 step('queues watched', { queues: queues.queues.map((q) => q.name) });
+
+// The Svelte store, as a component's `$signups` would use it: loading, then the live list.
+const seen = [];
+const store = liveQuery(api.query.recentSignups, null);
+const storeEmail = `store-${Date.now()}@example.com`;
+await within(15000, 'the store to follow a sign-up', new Promise((resolve) => {
+  let added = false;
+  const unsubscribe = store.subscribe((value) => {
+    seen.push(value.loading ? 'loading' : 'data');
+    if (!value.loading && !added) { added = true; api.mutation.signUp({ email: storeEmail }); }
+    if (value.data?.some((row) => row.email === storeEmail)) { unsubscribe(); resolve(); }
+  });
+}));
+if (seen[0] !== 'loading') throw new Error(`the store did not start loading: ${seen}`);
+step('svelte store', { values: seen.length });
 
 stop();
 client.close();
