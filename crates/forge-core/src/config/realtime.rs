@@ -45,7 +45,8 @@ pub struct RealtimeConfig {
     pub change_retention: Duration,
     /// How often a built-in source (the dashboard's live pages: `forge:overview`, `forge:jobs`,
     /// `forge:job`) is read again while someone follows it; Forge's own tables carry no change
-    /// trigger. Its value is pushed only when it changed. Default `"1s"`.
+    /// trigger. Its value is pushed only when it changed; a source is read no sooner than ten
+    /// times its last read took. Default `"1s"`.
     pub source_poll: Duration,
 }
 

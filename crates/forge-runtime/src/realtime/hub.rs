@@ -24,6 +24,8 @@ use crate::gateway::{AuthError, GatewayState};
 
 /// Re-runs in flight at once on a node (each holds a connection while it runs).
 const CONCURRENT_RUNS: usize = 4;
+/// A source is read again no sooner than this many times its last read took.
+const SOURCE_COST_FACTOR: u32 = 10;
 /// How often a node deletes old rows of the change feed.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -76,6 +78,8 @@ struct Group {
     source: Option<Arc<dyn LiveSource>>,
     /// When its last run ended.
     ran_at: Option<tokio::time::Instant>,
+    /// How long its last run took.
+    took: Duration,
     members: HashMap<MemberId, Member>,
     last: Option<Last>,
     running: bool,
@@ -251,6 +255,7 @@ impl Realtime {
                 reads,
                 source,
                 ran_at: None,
+                took: Duration::ZERO,
                 members: HashMap::new(),
                 last: None,
                 running: false,
@@ -407,14 +412,17 @@ impl Inner {
 }
 
 impl Inner {
-    /// Runs every source group whose last run ended `source_poll` ago or more.
+    /// Runs every source group whose last run ended `source_poll` ago or more, and at least
+    /// ten times as long as that run took: a source that is slow to read (a count over a large
+    /// `forge_jobs`) keeps at most a tenth of one connection busy.
     fn poll_sources(self: &Arc<Self>) {
         let every = self.config.source_poll.as_std();
         let due: Vec<GroupKey> = {
             let mut groups = self.lock_groups();
             let mut due = Vec::new();
             for (key, group) in groups.iter_mut() {
-                let stale = group.ran_at.is_some_and(|at| at.elapsed() >= every);
+                let wait = every.max(group.took * SOURCE_COST_FACTOR);
+                let stale = group.ran_at.is_some_and(|at| at.elapsed() >= wait);
                 if group.source.is_some() && stale && !group.running {
                     group.running = true;
                     due.push(*key);
@@ -443,15 +451,17 @@ async fn run_group(inner: Arc<Inner>, key: GroupKey) {
         else {
             return;
         };
-        let result = {
+        let (result, took) = {
             let _slot = inner.runs.acquire().await;
-            match source {
+            let started = tokio::time::Instant::now();
+            let result = match source {
                 Some(source) => source.run(args).await,
                 None => {
                     let parts = inner.gateway.call_parts().with_auth(auth);
                     inner.gateway.functions().rerun(&function, parts, args).await
                 }
-            }
+            };
+            (result, started.elapsed())
         };
         let refused = result.as_ref().is_err_and(|e| e.status().is_client_error());
         let outcome = match result {
@@ -474,6 +484,7 @@ async fn run_group(inner: Arc<Inner>, key: GroupKey) {
             return;
         };
         group.ran_at = Some(tokio::time::Instant::now());
+        group.took = took;
         if refused && group.last.is_none() {
             // The first run was refused: the subscriptions end with the reason.
             let group = groups.remove(&key).expect("the group is there");
