@@ -183,10 +183,7 @@ impl Realtime {
 
     /// The caller `token` (a JWT or an API key) proves.
     pub(super) async fn authenticate_token(&self, token: &str) -> Result<Auth, AuthError> {
-        let mut headers = HeaderMap::new();
-        let value = format!("Bearer {}", token.trim());
-        headers.insert(axum::http::header::AUTHORIZATION, value.parse().map_err(|_| AuthError::MalformedHeader)?);
-        self.authenticate(&headers).await
+        self.authenticate(&bearer(token)?).await
     }
 
     /// Subscribes `outbox`'s connection to `query` (a registered query or a built-in source)
@@ -434,6 +431,14 @@ impl Inner {
             tokio::spawn(run_group(self.clone(), key));
         }
     }
+}
+
+/// `Authorization: Bearer <token>`: how a token sent in a message or a query string is checked.
+pub(super) fn bearer(token: &str) -> Result<HeaderMap, AuthError> {
+    let value = format!("Bearer {}", token.trim()).parse().map_err(|_| AuthError::MalformedHeader)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(axum::http::header::AUTHORIZATION, value);
+    Ok(headers)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::hub::Realtime;
+use super::hub::bearer;
 use super::outbox::{MemberId, Outbox, Outgoing};
 use super::protocol::{ClientMessage, ServerMessage};
 use super::sources::Caller;
@@ -96,15 +97,6 @@ fn credential_headers(headers: &HeaderMap) -> HeaderMap {
         }
     }
     kept
-}
-
-/// `Authorization: Bearer <token>`, as an `auth` message's token is checked.
-fn bearer(token: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = format!("Bearer {}", token.trim()).parse() {
-        headers.insert(axum::http::header::AUTHORIZATION, value);
-    }
-    headers
 }
 
 /// When `auth`'s credential expires (a JWT's `exp`).
@@ -246,7 +238,8 @@ impl Connection {
             },
             ClientMessage::Auth { token } => match self.realtime.authenticate_token(&token).await {
                 Ok(auth) => {
-                    self.credential = bearer(&token);
+                    // It parsed, or the token would have been refused.
+                    self.credential = bearer(&token).unwrap_or_default();
                     self.expires = expiry(&auth);
                     self.auth = auth;
                     self.resubscribe().await;

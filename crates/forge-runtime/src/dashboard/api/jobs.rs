@@ -74,6 +74,13 @@ pub(super) struct JobPath {
     id: JobId,
 }
 
+impl JobPath {
+    /// The path of job `id` (for the live job page).
+    pub(super) fn of(id: i64) -> Self {
+        Self { id: JobId(id) }
+    }
+}
+
 /// A page of jobs, newest first.
 #[derive(Debug, Serialize)]
 pub(super) struct JobsPage {

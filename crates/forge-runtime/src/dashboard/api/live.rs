@@ -84,9 +84,7 @@ impl LiveSource for Source {
                 }
                 Page::Job => {
                     let JobArgs { id } = serde_json::from_value(args).map_err(|e| invalid(&e.to_string()))?;
-                    let path: jobs::JobPath =
-                        serde_json::from_value(serde_json::json!({ "id": id })).map_err(|e| invalid(&e.to_string()))?;
-                    let job = jobs::one(State(state.clone()), ApiPath(path)).await?.0;
+                    let job = jobs::one(State(state.clone()), ApiPath(jobs::JobPath::of(id))).await?.0;
                     let logs = telemetry::fetch_logs(
                         &state,
                         telemetry::LogParams { job: Some(id), limit: Some(200), ..Default::default() },
@@ -98,9 +96,7 @@ impl LiveSource for Source {
                 Page::Queues => json(queues::list(State(state)).await?.0),
                 Page::Workflow => {
                     let JobArgs { id } = serde_json::from_value(args).map_err(|e| invalid(&e.to_string()))?;
-                    let path: workflows::RunPath =
-                        serde_json::from_value(serde_json::json!({ "id": id })).map_err(|e| invalid(&e.to_string()))?;
-                    json(workflows::one(State(state), ApiPath(path)).await?.0)
+                    json(workflows::one(State(state), ApiPath(workflows::RunPath::of(id))).await?.0)
                 }
             }
         })

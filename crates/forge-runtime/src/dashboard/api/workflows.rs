@@ -78,6 +78,13 @@ pub(super) struct RunPath {
     id: i64,
 }
 
+impl RunPath {
+    /// The path of run `id` (for the live workflow page).
+    pub(super) fn of(id: i64) -> Self {
+        Self { id }
+    }
+}
+
 /// A run's timeline: the run, its steps in order, the events sent to it. Its logs and trace are
 /// its job's (`/_api/jobs/{id}/logs`, `/_api/jobs/{id}/trace`).
 #[derive(Debug, Serialize)]
