@@ -348,6 +348,31 @@ async fn an_idempotency_key_makes_a_post_happen_once() {
     api.node.stop().await.expect("stop");
 }
 
+/// The answer to a submission is built from what was sent and what the insert returned (not
+/// read back): it must be the job exactly as `GET` reads it.
+#[tokio::test]
+async fn a_submission_answers_with_the_job_as_it_is_stored() {
+    let api = Api::start().await;
+    let (_, key) = api.client("stored", &[]).await;
+    let sent = json!({
+        "kind": "api_echo", "args": { "text": "héllo", "progress": true, "fail_times": 0 },
+        "queue": "reports", "priority": "high", "delay": 3600, "max_attempts": 7, "tags": ["b", "a"],
+    });
+    let (status, submitted) = api.post(&key, "/v1/jobs", sent).await;
+    assert_eq!(status, 201, "{submitted}");
+    let (status, stored) = api.get(&key, &format!("/v1/jobs/{}", submitted["id"])).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(submitted, stored);
+    assert_eq!(stored["state"], "scheduled");
+    let (status, now) = api.post(&key, "/v1/jobs", json!({ "kind": "api_echo", "args": { "text": "x" } })).await;
+    assert_eq!(status, 201, "{now}");
+    assert_eq!(
+        (now["state"].as_str(), now["priority"].as_str(), now["attempt"].as_i64()),
+        (Some("available"), Some("normal"), Some(0))
+    );
+    assert_eq!(now["max_attempts"], 5);
+}
+
 #[tokio::test]
 async fn a_client_never_reaches_another_clients_jobs() {
     let api = Api::start().await;

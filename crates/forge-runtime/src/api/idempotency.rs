@@ -2,7 +2,7 @@
 //! ("The Idempotency-Key HTTP Header Field") describes it.
 //!
 //! A POST with a key runs in one transaction that first takes a transaction-scoped advisory
-//! lock on (owner, key):
+//! lock on (owner, key) and reads the key's record, in one statement:
 //!
 //! - the lock is held by another request: **409** (the first is still in flight);
 //! - a stored response exists for the key: if the request's fingerprint (method, path and
@@ -54,7 +54,12 @@ pub(crate) async fn run<F>(state: &ApiState, headers: &HeaderMap, post: Post<'_>
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> Change<'c>,
 {
-    match run_inner(state, headers, post, change).await {
+    respond(run_inner(state, headers, post, change).await)
+}
+
+/// An answer (and whether it is replayed) as the response.
+pub(super) fn respond(answer: Result<(StatusCode, serde_json::Value, bool), ApiError>) -> Response {
+    match answer {
         Ok((status, body, replayed)) => {
             let mut response = (status, axum::Json(body)).into_response();
             if replayed {
@@ -77,47 +82,106 @@ where
 {
     let key = key(headers)?;
     let mut tx = state.pool().begin().await?;
-    let fingerprint = key.map(|_| fingerprint(post.path, post.body));
-    if let (Some(key), Some(fingerprint)) = (key, &fingerprint) {
-        let locked: bool = sqlx::query_scalar(sql::LOCK_IDEMPOTENCY_KEY)
-            .bind(format!("{}\u{1f}{key}", post.owner))
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is still in flight; retry after it ends".to_owned(),
-            ));
-        }
-        let stored: Option<(String, String, Vec<u8>, i16, serde_json::Value)> =
-            sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY).bind(post.owner).bind(key).fetch_optional(&mut *tx).await?;
-        if let Some((method, path, stored_fingerprint, status, body)) = stored {
-            if method != "POST" || path != post.path || stored_fingerprint != *fingerprint {
-                return Err(ApiError::field(
-                    "Idempotency-Key",
-                    "this key was already used for a different request; use a new key",
-                ));
-            }
-            let status =
-                u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
-            return Ok((status, body, true));
-        }
+    let Some(key) = key else {
+        let (status, body) = change(&mut tx).await?;
+        tx.commit().await?;
+        return Ok((status, body, false));
+    };
+    let fingerprint = fingerprint(post.path, post.body);
+    let found: Lookup = sqlx::query_as(sql::LOCK_AND_FIND_IDEMPOTENCY_KEY)
+        .bind(format!("{}\u{1f}{key}", post.owner))
+        .bind(post.owner)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(answer) = found.answer(&post, &fingerprint) {
+        return answer;
     }
     let (status, body) = change(&mut tx).await?;
-    if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
-        sqlx::query(sql::STORE_IDEMPOTENCY_KEY)
-            .bind(post.owner)
-            .bind(key)
-            .bind("POST")
-            .bind(post.path)
-            .bind(fingerprint)
-            .bind(i16::try_from(status.as_u16()).unwrap_or(200))
-            .bind(&body)
-            .bind(state.idempotency_ttl().as_secs_f64())
-            .execute(&mut *tx)
-            .await?;
+    let stored = sqlx::query(sql::STORE_IDEMPOTENCY_KEY)
+        .bind(post.owner)
+        .bind(key)
+        .bind("POST")
+        .bind(post.path)
+        .bind(&fingerprint)
+        .bind(i16::try_from(status.as_u16()).unwrap_or(200))
+        .bind(&body)
+        .bind(state.idempotency_ttl().as_secs_f64())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if stored == 0 {
+        // A request with this key committed between this one's snapshot and its lock (see
+        // `LOCK_AND_FIND_IDEMPOTENCY_KEY`): this one's change is undone, the first one's answer given.
+        tx.rollback().await?;
+        let first: Option<Stored> =
+            sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY).bind(post.owner).bind(key).fetch_optional(state.pool()).await?;
+        let first = first.ok_or_else(|| {
+            ApiError::Conflict("a request with this Idempotency-Key ended just now; retry".to_owned())
+        })?;
+        return replay(&post, &fingerprint, first);
     }
     tx.commit().await?;
     Ok((status, body, false))
+}
+
+/// What taking a key's lock and reading its record found.
+#[derive(sqlx::FromRow)]
+pub(super) struct Lookup {
+    locked: bool,
+    method: Option<String>,
+    path: Option<String>,
+    fingerprint: Option<Vec<u8>>,
+    status: Option<i16>,
+    stored: Option<serde_json::Value>,
+}
+
+impl Lookup {
+    /// The answer when the key decides it: 409 while another request holds the key, the
+    /// stored answer (or 422) once one is stored; `None` when the request is to be made.
+    pub(super) fn answer(
+        self,
+        post: &Post<'_>,
+        fingerprint: &[u8],
+    ) -> Option<Result<(StatusCode, serde_json::Value, bool), ApiError>> {
+        if !self.locked {
+            return Some(Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still in flight; retry after it ends".to_owned(),
+            )));
+        }
+        let (Some(method), Some(path), Some(stored_fingerprint), Some(status), Some(body)) =
+            (self.method, self.path, self.fingerprint, self.status, self.stored)
+        else {
+            return None;
+        };
+        Some(replay(post, fingerprint, Stored { method, path, fingerprint: stored_fingerprint, status, body }))
+    }
+}
+
+/// A stored response to a key.
+#[derive(sqlx::FromRow)]
+pub(super) struct Stored {
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) fingerprint: Vec<u8>,
+    pub(super) status: i16,
+    pub(super) body: serde_json::Value,
+}
+
+/// The stored answer, for a request that is the stored one; 422 for another request.
+pub(super) fn replay(
+    post: &Post<'_>,
+    fingerprint: &[u8],
+    stored: Stored,
+) -> Result<(StatusCode, serde_json::Value, bool), ApiError> {
+    if stored.method != "POST" || stored.path != post.path || stored.fingerprint != fingerprint {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "this key was already used for a different request; use a new key",
+        ));
+    }
+    let status = u16::try_from(stored.status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+    Ok((status, stored.body, true))
 }
 
 /// `value` as the JSON of an answer.
@@ -126,7 +190,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Valu
 }
 
 /// The request's `Idempotency-Key`, checked.
-fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -147,7 +211,7 @@ fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 /// SHA-256 over the path and the body's JSON with its keys sorted (so the same request with
 /// its fields in another order, or other white space, is the same request).
-fn fingerprint(path: &str, body: &serde_json::Value) -> Vec<u8> {
+pub(super) fn fingerprint(path: &str, body: &serde_json::Value) -> Vec<u8> {
     let mut hasher = Sha256::new();
     hasher.update(b"POST ");
     hasher.update(path.as_bytes());
@@ -168,6 +232,47 @@ mod tests {
         assert_eq!(fingerprint("/v1/jobs", &a), fingerprint("/v1/jobs", &b));
         assert_ne!(fingerprint("/v1/jobs", &a), fingerprint("/v1/jobs", &c));
         assert_ne!(fingerprint("/v1/jobs", &a), fingerprint("/v1/clients", &a));
+    }
+
+    /// The race the one-statement lock and read leaves open: a request with the same key
+    /// commits after this one's snapshot but before its lock. Simulated by committing that
+    /// request's record from another connection while this one's change runs: this one's
+    /// change is rolled back and the first one's answer is given.
+    #[tokio::test]
+    async fn a_record_committed_under_the_snapshot_wins_and_the_change_is_undone() {
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        let state = ApiState::new(db.pool().clone(), &db.config(), crate::jobs::JobRegistry::default(), None);
+        sqlx::query("create table changes (n int)").execute(db.pool()).await.expect("table");
+        let body = serde_json::json!({ "n": 1 });
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("race-1"));
+        let post = Post { owner: "client-a", path: "/v1/things", body: &body };
+        let pool = db.pool().clone();
+        let stored_fingerprint = fingerprint("/v1/things", &body);
+        let response = run(&state, &headers, post, move |conn| -> Change<'_> {
+            Box::pin(async move {
+                sqlx::query("insert into changes values (2)").execute(&mut *conn).await?;
+                sqlx::query(
+                    "insert into forge_idempotency_keys (owner, key, method, path, fingerprint, status, body, expires_at)
+                     values ('client-a', 'race-1', 'POST', '/v1/things', $1, 201, '{\"first\": true}', now() + interval '1 hour')",
+                )
+                .bind(stored_fingerprint)
+                .execute(&pool)
+                .await?;
+                Ok((StatusCode::CREATED, serde_json::json!({ "first": false })))
+            })
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers().get(REPLAYED).map(|v| v.as_bytes()), Some(&b"true"[..]));
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).expect("json"),
+            serde_json::json!({ "first": true })
+        );
+        let changes: i64 =
+            sqlx::query_scalar("select count(*) from changes").fetch_one(db.pool()).await.expect("count");
+        assert_eq!(changes, 0, "the second change was rolled back");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::idempotency::{self, Change, Post, to_json};
 use super::sql;
 use super::state::ApiState;
+use super::submit;
 use super::types::{ApiJob, NewWebhook, NoOptions, Page, SubmitJob, SubmittedJob};
 use crate::jobs::{CancelOutcome, DispatchOptions, NewJob, insert_jobs};
 
@@ -48,6 +49,18 @@ pub(super) async fn submit(State(state): State<ApiState>, uri: Uri, headers: Hea
     let post = Post { owner: &owner, path: uri.path(), body: &value };
     let (queue, available) = (job.queue.clone(), job.run_at.is_none_or(|at| at <= chrono::Utc::now()));
     let notify = state.insert_notifies();
+    // One statement when it can do the whole submission (see `submit`).
+    if webhook.is_none()
+        && !notify
+        && submit::fits(&job)
+        && let submit::Outcome::Answered(answer) = submit::submit(&state, &headers, &post, &job).await
+    {
+        let created = matches!(answer, Ok((StatusCode::CREATED, _, false)));
+        if created && available {
+            state.wake(&queue);
+        }
+        return idempotency::respond(answer);
+    }
     let response = idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
         Box::pin(async move {
             let ids = insert_jobs(conn, std::slice::from_ref(&job), notify).await?;

@@ -48,6 +48,7 @@ mod reports;
 mod routes;
 mod sql;
 pub(crate) mod state;
+mod submit;
 pub mod types;
 pub mod webhooks;
 

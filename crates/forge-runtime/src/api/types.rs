@@ -56,6 +56,19 @@ pub struct SubmittedJob {
     pub webhook: Option<WebhookWithSecret>,
 }
 
+/// A job's times as `/v1` writes them: UTC with microseconds and `Z`, always the same width
+/// (as Postgres stores them, and as the one-statement submission writes them).
+fn micros<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}
+
+fn micros_or_null<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => micros(at, s),
+        None => s.serialize_none(),
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
@@ -82,12 +95,16 @@ pub struct ApiJob {
     /// Its tags.
     pub tags: Vec<String>,
     /// When it was submitted.
+    #[serde(serialize_with = "micros")]
     pub created_at: DateTime<Utc>,
     /// When it runs (or ran) next.
+    #[serde(serialize_with = "micros")]
     pub run_at: DateTime<Utc>,
     /// When its last attempt started.
+    #[serde(serialize_with = "micros_or_null")]
     pub attempted_at: Option<DateTime<Utc>>,
     /// When it finished.
+    #[serde(serialize_with = "micros_or_null")]
     pub finalized_at: Option<DateTime<Utc>>,
     /// What it last said about its progress: `{percent, message}`.
     pub progress: Option<serde_json::Value>,

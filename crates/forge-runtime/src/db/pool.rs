@@ -10,6 +10,28 @@ use sqlx::{Connection, PgConnection, PgPool};
 use super::embedded::{EmbeddedError, EmbeddedPostgres};
 use super::sql;
 
+/// A connection idle in a pool for less than this is handed out without a ping.
+///
+/// sqlx pings every connection it takes from the idle queue by default: a round trip (and a
+/// wake-up of the server's backend) before every query of a short request, which on a busy
+/// node costs more than the query. A connection that was in use a moment ago is alive as far as
+/// a ping could tell; one idle for longer (as every connection is after a server restart, which
+/// takes longer than this) is pinged, and replaced if the ping fails.
+pub(crate) const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The options every Forge pool starts from: sqlx's, pinging only connections idle for
+/// [`PING_AFTER_IDLE`] or more.
+pub(crate) fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().test_before_acquire(false).before_acquire(|conn, meta| {
+        Box::pin(async move {
+            if meta.idle_for >= PING_AFTER_IDLE {
+                conn.ping().await?;
+            }
+            Ok(true)
+        })
+    })
+}
+
 /// The database Forge creates and uses inside the embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "forge";
 
@@ -89,7 +111,7 @@ impl Database {
             }
         };
         let timeout = config.database.connect_timeout;
-        let connect = PgPoolOptions::new()
+        let connect = pool_options()
             .max_connections(config.database.pool_size.get())
             .acquire_timeout(config.database.acquire_timeout.as_std())
             .idle_timeout(Some(config.database.idle_timeout.as_std()))
@@ -180,7 +202,7 @@ fn describe_options(options: &PgConnectOptions) -> String {
 pub fn read_only_pool(pool: &PgPool) -> PgPool {
     let options = (*pool.connect_options()).clone().options([("default_transaction_read_only", "on")]);
     let settings = pool.options();
-    PgPoolOptions::new()
+    pool_options()
         .max_connections(settings.get_max_connections())
         .acquire_timeout(settings.get_acquire_timeout())
         .idle_timeout(settings.get_idle_timeout())
@@ -192,7 +214,7 @@ pub fn read_only_pool(pool: &PgPool) -> PgPool {
 pub(crate) fn control_pool(pool: &PgPool, size: u32) -> PgPool {
     let options = (*pool.connect_options()).clone().application_name("forge-control");
     let settings = pool.options();
-    PgPoolOptions::new()
+    pool_options()
         .max_connections(size)
         .acquire_timeout(settings.get_acquire_timeout())
         .idle_timeout(settings.get_idle_timeout())

@@ -78,6 +78,50 @@ pub async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], notify: bool)
     inserted
 }
 
+/// A job about to be inserted by a statement of another module (the job API's one-statement
+/// submission), prepared as [`insert_jobs`] prepares its own: checked, its metadata carrying
+/// the dispatcher's `traceparent`, its `forge.dispatch` span open.
+pub(crate) struct Prepared {
+    /// The metadata to store.
+    pub(crate) metadata: serde_json::Value,
+    span: Option<DispatchSpan>,
+}
+
+impl Prepared {
+    /// Checks `job` (a NUL anywhere is refused) and opens its span.
+    pub(crate) fn new(job: &NewJob) -> Result<Self, JobsError> {
+        if let Some(refused) = refuse_nul(job) {
+            return Err(refused);
+        }
+        let (span, traceparent) = DispatchSpan::start();
+        let mut metadata = job.metadata.clone();
+        if let Some(tp) = traceparent
+            && !metadata.contains_key("traceparent")
+        {
+            metadata.insert("traceparent".to_owned(), tp.to_string().into());
+        }
+        Ok(Self { metadata: serde_json::Value::Object(metadata), span })
+    }
+
+    /// Records the insert: the job counted in `forge_jobs_enqueued_total` when it got `id`,
+    /// and the span finished.
+    pub(crate) fn finish(self, job: &NewJob, id: Option<i64>) {
+        if id.is_some()
+            && let Some(m) = crate::observability::current_metrics()
+        {
+            m.count(
+                "forge_jobs_enqueued_total",
+                "Jobs inserted, by kind and queue.",
+                &[("kind", job.kind.as_str()), ("queue", job.queue.as_str())],
+                1,
+            );
+        }
+        if let Some(span) = self.span {
+            span.finish(std::iter::once(job.kind.as_str()), id.as_slice(), id.is_none());
+        }
+    }
+}
+
 /// Postgres cannot store NUL (`\u0000`) in text or JSON, and a job's data is never changed
 /// behind its dispatcher's back: a NUL anywhere in it is refused before anything is written.
 fn refuse_nul(job: &NewJob) -> Option<JobsError> {

@@ -67,6 +67,7 @@ pub use control::{
     CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, cancel_in, delete, pause_queue, resume_queue, retry,
     retry_all, retry_in, run_now,
 };
+pub(crate) use dispatch::Prepared;
 pub use dispatch::{Dispatcher, insert_jobs};
 pub use error::JobsError;
 pub use forge_core::jobs::{
