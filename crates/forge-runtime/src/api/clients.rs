@@ -155,7 +155,7 @@ pub(super) async fn rotate_key(
         Err(e) => return e.into_response(),
     };
     let post = Post { owner: &owner, path: uri.path(), body: &value };
-    idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
+    let response = idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
         Box::pin(async move {
             check_key_of(conn, id, key_id).await?;
             let grace = std::time::Duration::from_secs(rotate.grace_seconds);
@@ -164,7 +164,9 @@ pub(super) async fn rotate_key(
             Ok((StatusCode::CREATED, to_json(&answer)?))
         })
     })
-    .await
+    .await;
+    api_keys::key_changed(state.pool());
+    response
 }
 
 /// `POST /v1/clients/{id}/keys/{key_id}/revoke`: 200 with the key, refused from now on.
@@ -188,14 +190,17 @@ pub(super) async fn revoke_key(
         Err(e) => return e.into_response(),
     };
     let post = Post { owner: &owner, path: uri.path(), body: &value };
-    idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
+    let response = idempotency::run(&state, &headers, post, move |conn| -> Change<'_> {
         Box::pin(async move {
             check_key_of(conn, id, key_id).await?;
             let key = api_keys::revoke_in(conn, key_id).await.map_err(key_error)?;
             Ok((StatusCode::OK, to_json(&ClientKey::from(key))?))
         })
     })
-    .await
+    .await;
+    // After the commit: this node's cached keys are dropped before the answer is sent.
+    api_keys::key_changed(state.pool());
+    response
 }
 
 async fn find_client(state: &ApiState, id: Uuid) -> Result<Client, ApiError> {

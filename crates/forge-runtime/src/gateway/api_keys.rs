@@ -12,6 +12,8 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+pub(crate) use super::key_cache::key_changed;
+use super::key_cache::{KeyCache, Verified};
 use super::sql;
 use crate::functions::Auth;
 
@@ -64,6 +66,8 @@ struct StoredKey {
     last_used_at: Option<DateTime<Utc>>,
     client_id: Option<Uuid>,
     scopes: Vec<String>,
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// A key just created: its record and, this once, the key itself.
@@ -177,6 +181,7 @@ impl ApiKeys {
     /// Revokes a key at once. Revoking a revoked key changes nothing.
     pub async fn revoke(&self, id: Uuid) -> Result<ApiKey, ApiKeyError> {
         sqlx::query(sql::REVOKE_KEY).bind(id).bind(Utc::now()).execute(&self.pool).await?;
+        key_changed(&self.pool);
         self.get(id).await
     }
 
@@ -186,30 +191,55 @@ impl ApiKeys {
         let mut tx = self.pool.begin().await?;
         let created = rotate_in(&mut tx, id, grace).await?;
         tx.commit().await?;
+        key_changed(&self.pool);
         Ok(created)
     }
 
     /// The caller a presented key stands for, or `None` if it is unknown, revoked, expired or
     /// malformed. Records the use (at most once a minute) without making the caller wait.
     pub async fn verify(&self, presented: &str) -> Result<Option<Auth>, sqlx::Error> {
+        self.verify_with(presented, None).await
+    }
+
+    /// [`ApiKeys::verify`], answered from `cache` when it remembers the key (see
+    /// [`KeyCache`]) and remembered there otherwise.
+    pub(crate) async fn verify_with(
+        &self,
+        presented: &str,
+        cache: Option<&KeyCache>,
+    ) -> Result<Option<Auth>, sqlx::Error> {
         let Some(prefix) = split_prefix(presented) else {
             return Ok(None);
         };
+        let presented_hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if let Some((auth, touch)) = cache.and_then(|cache| cache.get(&presented_hash)) {
+            if let Some(id) = touch {
+                self.touch(id);
+            }
+            return Ok(Some(auth));
+        }
+        let epoch = cache.map(KeyCache::epoch);
         let row: Option<StoredKey> = sqlx::query_as(sql::FIND_KEY).bind(prefix).fetch_optional(&self.pool).await?;
-        let Some(StoredKey { id, name, key_hash: stored, roles, tenant, last_used_at: last_used, client_id, scopes }) =
-            row
+        let Some(StoredKey {
+            id,
+            name,
+            key_hash: stored,
+            roles,
+            tenant,
+            last_used_at: last_used,
+            client_id,
+            scopes,
+            revoked_at,
+            expires_at,
+        }) = row
         else {
             return Ok(None);
         };
-        let presented_hash = Sha256::digest(presented.as_bytes());
         if !bool::from(presented_hash.as_slice().ct_eq(stored.as_slice())) {
             return Ok(None);
         }
         if last_used.is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(1)) {
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                let _ = sqlx::query(sql::TOUCH_KEY).bind(id).execute(&pool).await;
-            });
+            self.touch(id);
         }
         let mut auth = Auth::api_key(id, name).with_roles(roles);
         if let Some(tenant) = tenant {
@@ -218,7 +248,23 @@ impl ApiKeys {
         if let Some(client) = client_id {
             auth = auth.with_client(client, scopes);
         }
+        if let (Some(cache), Some(epoch)) = (cache, epoch) {
+            let until = match (revoked_at, expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let verified = Verified { auth: auth.clone(), id, until, last_used: Some(Utc::now()) };
+            cache.put(presented_hash, verified, epoch);
+        }
         Ok(Some(auth))
+    }
+
+    /// Records a key's use, in the background.
+    fn touch(&self, id: Uuid) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let _ = sqlx::query(sql::TOUCH_KEY).bind(id).execute(&pool).await;
+        });
     }
 
     async fn insert(&self, new: NewApiKey, rotated_from: Option<Uuid>) -> Result<CreatedApiKey, ApiKeyError> {
@@ -227,7 +273,7 @@ impl ApiKeys {
     }
 }
 
-/// [`ApiKeys::rotate`] inside the caller's transaction.
+/// [`ApiKeys::rotate`] inside the caller's transaction; call [`key_changed`] once it commits.
 pub(crate) async fn rotate_in(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
@@ -256,7 +302,8 @@ pub(crate) async fn rotate_in(
     Ok(created)
 }
 
-/// Revokes a key at once inside the caller's transaction; returns its record.
+/// Revokes a key at once inside the caller's transaction; returns its record. Call
+/// [`key_changed`] once it commits.
 pub(crate) async fn revoke_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<ApiKey, ApiKeyError> {
     sqlx::query(sql::REVOKE_KEY).bind(id).bind(Utc::now()).execute(&mut *conn).await?;
     sqlx::query_as(sql::GET_KEY).bind(id).fetch_optional(&mut *conn).await?.ok_or(ApiKeyError::NotFound(id))

@@ -18,6 +18,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::api_keys::{API_KEY_PREFIX, ApiKeys};
+use super::key_cache::KeyCache;
 use crate::functions::Auth;
 
 /// Why credentials were refused: each is a 401 with this message as the problem's detail.
@@ -61,6 +62,8 @@ pub enum AuthError {
 pub struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
     keys: ApiKeys,
+    /// Verified keys, shared by the node's authenticators (see [`KeyCache`]).
+    pub(super) cache: Option<std::sync::Arc<KeyCache>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -91,7 +94,7 @@ impl Authenticator {
             }
             (DecodingKey::from_secret(secret.as_bytes()), validation)
         });
-        Self { jwt, keys: ApiKeys::new(pool) }
+        Self { jwt, cache: KeyCache::shared(&pool), keys: ApiKeys::new(pool) }
     }
 
     /// The caller the request's headers stand for.
@@ -111,7 +114,7 @@ impl Authenticator {
             },
         };
         if credential.starts_with(API_KEY_PREFIX) {
-            return match self.keys.verify(&credential).await {
+            return match self.keys.verify_with(&credential, self.cache.as_deref()).await {
                 Ok(Some(auth)) => Ok(auth),
                 Ok(None) => Err(AuthError::InvalidApiKey),
                 Err(e) => Err(AuthError::Unavailable(e.to_string())),

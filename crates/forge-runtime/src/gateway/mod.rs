@@ -17,6 +17,7 @@
 
 pub mod api_keys;
 pub mod auth;
+mod key_cache;
 mod local;
 mod metrics;
 mod problem;

@@ -31,7 +31,7 @@ for update
 
 /// The key behind a prefix, with its hash, if it is live.
 pub(crate) const FIND_KEY: &str = r"
-select k.id, k.name, k.key_hash, k.roles, k.tenant, k.last_used_at, k.client_id, k.scopes
+select k.id, k.name, k.key_hash, k.roles, k.tenant, k.last_used_at, k.client_id, k.scopes, k.revoked_at, k.expires_at
 from forge_api_keys k
 left join forge_api_clients c on c.id = k.client_id
 where k.prefix = $1 and c.disabled_at is null and (k.revoked_at is null or k.revoked_at > now()) and (k.expires_at is null or k.expires_at > now())
