@@ -19,8 +19,8 @@ use super::sql;
 const WINDOW: Duration = Duration::from_millis(3);
 
 /// Wakes idle workers of a queue through `NOTIFY forge_jobs`, debounced per queue: the first
-/// request is sent at once, the requests that follow within [`WINDOW`] go out together at its
-/// end, so a burst of dispatches costs a handful of NOTIFYs, not one per job.
+/// request is sent at once, the requests that follow within a short window (3 ms) go out
+/// together at its end, so a burst of dispatches costs a handful of NOTIFYs, not one per job.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     tx: mpsc::UnboundedSender<String>,
