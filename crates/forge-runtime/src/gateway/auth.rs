@@ -62,8 +62,10 @@ pub enum AuthError {
 pub struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
     keys: ApiKeys,
-    /// Verified keys, shared by the node's authenticators (see [`KeyCache`]).
-    pub(super) cache: Option<std::sync::Arc<KeyCache>>,
+    /// Verified keys, shared by the node's authenticators (see [`KeyCache`]); found (and its
+    /// listener started) with the first key presented, so a node that sees none opens nothing.
+    cache: std::sync::Arc<std::sync::OnceLock<Option<std::sync::Arc<KeyCache>>>>,
+    pool: PgPool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -94,7 +96,7 @@ impl Authenticator {
             }
             (DecodingKey::from_secret(secret.as_bytes()), validation)
         });
-        Self { jwt, cache: KeyCache::shared(&pool), keys: ApiKeys::new(pool) }
+        Self { jwt, cache: std::sync::Arc::default(), keys: ApiKeys::new(pool.clone()), pool }
     }
 
     /// The caller the request's headers stand for.
@@ -114,13 +116,18 @@ impl Authenticator {
             },
         };
         if credential.starts_with(API_KEY_PREFIX) {
-            return match self.keys.verify_with(&credential, self.cache.as_deref()).await {
+            return match self.keys.verify_with(&credential, self.cache().map(|c| &**c)).await {
                 Ok(Some(auth)) => Ok(auth),
                 Ok(None) => Err(AuthError::InvalidApiKey),
                 Err(e) => Err(AuthError::Unavailable(e.to_string())),
             };
         }
         self.verify_jwt(&credential)
+    }
+
+    /// The cache of verified keys, once a key has been presented.
+    pub(super) fn cache(&self) -> Option<&std::sync::Arc<KeyCache>> {
+        self.cache.get_or_init(|| KeyCache::shared(&self.pool)).as_ref()
     }
 
     /// The caller a JWT stands for.

@@ -243,7 +243,7 @@ mod tests {
     async fn a_verified_key_is_remembered_until_a_change_is_announced() {
         let db = TestDatabase::new().await.expect("db");
         let auth = Authenticator::new(&db.config().auth, db.pool().clone());
-        let cache = auth.cache.clone().expect("a cache inside a runtime");
+        let cache = auth.cache().cloned().expect("a cache inside a runtime");
         listening(&cache, Duration::from_secs(10)).await;
         let key = ApiKeys::new(db.pool().clone()).create(NewApiKey::named("first")).await.expect("key");
         let first = auth.authenticate(&bearer(&key.key)).await.expect("accepted");
@@ -265,7 +265,7 @@ mod tests {
     async fn a_change_in_this_process_is_seen_at_once_and_a_disabled_client_ends_its_keys() {
         let db = TestDatabase::new().await.expect("db");
         let auth = Authenticator::new(&db.config().auth, db.pool().clone());
-        let cache = auth.cache.clone().expect("a cache inside a runtime");
+        let cache = auth.cache().cloned().expect("a cache inside a runtime");
         listening(&cache, Duration::from_secs(10)).await;
         let keys = ApiKeys::new(db.pool().clone());
         let key = keys.create(NewApiKey::named("k")).await.expect("key");
