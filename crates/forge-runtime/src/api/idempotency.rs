@@ -160,16 +160,16 @@ impl Lookup {
 
 /// A stored response to a key.
 #[derive(sqlx::FromRow)]
-pub(super) struct Stored {
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) fingerprint: Vec<u8>,
-    pub(super) status: i16,
-    pub(super) body: serde_json::Value,
+struct Stored {
+    method: String,
+    path: String,
+    fingerprint: Vec<u8>,
+    status: i16,
+    body: serde_json::Value,
 }
 
 /// The stored answer, for a request that is the stored one; 422 for another request.
-pub(super) fn replay(
+fn replay(
     post: &Post<'_>,
     fingerprint: &[u8],
     stored: Stored,

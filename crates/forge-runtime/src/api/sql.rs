@@ -3,14 +3,24 @@
 //! exception: [`SUBMIT`], a client's submission with its idempotency record in one statement
 //! (one round trip instead of a transaction's five).
 
+/// A job's priority by name, as `/v1` writes it.
+macro_rules! priority_name {
+    () => {
+        "case priority when 0 then 'critical' when 1 then 'high' when 2 then 'normal' when 3 then 'low' \
+         else 'background' end"
+    };
+}
+
 /// A job's columns as [`ApiJob`](super::types::ApiJob) reads them.
 macro_rules! job_columns {
     () => {
-        r"id, kind, queue, state,
-       case priority when 0 then 'critical' when 1 then 'high' when 2 then 'normal' when 3 then 'low'
-                     else 'background' end as priority,
+        concat!(
+            "id, kind, queue, state, ",
+            priority_name!(),
+            r" as priority,
        attempt, max_attempts, args, tags, created_at, run_at, attempted_at, finalized_at, progress, output,
        cancel_requested_at is not null as cancel_requested"
+        )
     };
 }
 
@@ -141,8 +151,9 @@ events as (
 answer as (
     select jsonb_build_object(
         'id', id, 'kind', kind, 'queue', queue, 'state', state,
-        'priority', case priority when 0 then 'critical' when 1 then 'high' when 2 then 'normal'
-                                  when 3 then 'low' else 'background' end,
+        'priority', ",
+    priority_name!(),
+    r",
         'attempt', 0, 'max_attempts', max_attempts, 'args', args, 'tags', to_jsonb(tags),
         'created_at', ",
     api_time!("created_at"),
