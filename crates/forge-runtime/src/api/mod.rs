@@ -32,10 +32,12 @@
 //! ## Files
 //!
 //! `routes.rs` (the router and who may call what), `jobs.rs`, `reports.rs` and `events.rs` (the
-//! job routes), `clients.rs` (clients and keys), `idempotency.rs`, `body.rs` (reading
+//! job routes), `clients.rs` (clients and keys), `idempotency.rs`, `submit.rs` and
+//! `batch.rs` (a submission in one statement, concurrent ones batched), `body.rs` (reading
 //! requests), `error.rs` ([`ApiError`], RFC 7807), `types.rs` (what the routes read and
 //! write), `sql.rs`.
 
+mod batch;
 pub(crate) mod body;
 mod clients;
 pub(crate) mod error;

@@ -1,13 +1,20 @@
 //! The job API's statements. The engine's own writes (and the events they append) stay in
 //! `jobs/`; these read a client's jobs and keep clients, keys and idempotency keys. One
-//! exception: [`SUBMIT`], a client's submission with its idempotency record in one statement
+//! exception: [`SUBMIT`], clients' submissions with their idempotency records in one statement
 //! (one round trip instead of a transaction's five).
 
 /// A job's priority by name, as `/v1` writes it.
 macro_rules! priority_name {
     () => {
-        "case priority when 0 then 'critical' when 1 then 'high' when 2 then 'normal' when 3 then 'low' \
-         else 'background' end"
+        priority_name!("priority")
+    };
+    ($column:literal) => {
+        concat!(
+            "case ",
+            $column,
+            " when 0 then 'critical' when 1 then 'high' when 2 then 'normal' when 3 then 'low' \
+             else 'background' end"
+        )
     };
 }
 
@@ -111,77 +118,106 @@ macro_rules! api_time {
     };
 }
 
-/// A submission in one statement, committed on its own: the idempotency key's lock (`$1`,
-/// none without a key) and stored answer (owner `$2`, key `$3`), then, unless the key is held
-/// or answered, the job (`$4`…`$13`), its `job.created` event, its answer (built here, so the
-/// stored answer and the one sent are the same) and the key's record (path `$14`, fingerprint
-/// `$15`, kept `$16` seconds).
+/// Submissions in one statement, committed on its own: for each input row `n` (of the arrays
+/// `$1`…`$15`), the idempotency key's lock (`$1`, none without a key `$3`) and stored answer
+/// (owner `$2`, key `$3`), then, unless the key is held or answered, the job (`$4`…`$13`,
+/// its id drawn here so that rows and jobs pair up), its `job.created` event, its answer
+/// (built here, so the stored answer and the one sent are the same) and the key's record
+/// (path `$14`, fingerprint `$15`, kept `$16` seconds). One row per input row, in their
+/// order. No two input rows may carry the same owner and key: the lock is re-entrant within
+/// the statement and would let both through.
 ///
-/// The stored answer is read in the statement's snapshot, taken before the lock: a request
+/// A stored answer is read in the statement's snapshot, taken before the lock: a request
 /// with the same key that committed in between is not seen, and the record cannot be stored.
-/// Then `recorded` divides by zero (SQLSTATE 22012) and the whole statement, job included,
-/// is undone; the caller goes the transactional way, which finds the first request's answer.
+/// Then `recorded` divides by zero (SQLSTATE 22012) and the whole statement, jobs included,
+/// is undone; the callers go the transactional way, which finds the first request's answer.
 /// A kind with unique keys and a submission with a webhook also go that way.
 pub(crate) const SUBMIT: &str = concat!(
     r"
-with lock as (
-    select case when $3::text is null then true
-                else pg_try_advisory_xact_lock(hashtextextended($1, 7211)) end as locked
-    offset 0
+with input as materialized (
+    select *
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::smallint[],
+                $8::int[], $9::timestamptz[], $10::text[], $11::jsonb[], $12::jsonb[], $13::uuid[],
+                $14::text[], $15::bytea[])
+         with ordinality as t(lock_key, owner, key, kind, queue, args, priority, max_attempts, run_at,
+                              capability, tags, metadata, client_id, path, fingerprint, n)
+),
+lock as materialized (
+    select n, case when key is null then true
+                   else pg_try_advisory_xact_lock(hashtextextended(lock_key, 7211)) end as locked
+    from input
 ),
 found as (
-    select k.method, k.path, k.fingerprint, k.status, k.body
-    from lock, forge_idempotency_keys k
-    where lock.locked and k.owner = $2 and k.key = $3 and k.expires_at > now()
+    select i.n, k.method, k.path, k.fingerprint, k.status, k.body
+    from input i
+    join lock l on l.n = i.n and l.locked
+    cross join lateral (
+        -- `limit` keeps this a lookup by key per row: joined (hashed) it scans every record.
+        select method, path, fingerprint, status, body
+        from forge_idempotency_keys k
+        where k.owner = i.owner and k.key = i.key and k.expires_at > now()
+        limit 1
+    ) k
+),
+todo as materialized (
+    select i.*, nextval((select pg_get_serial_sequence('forge_jobs', 'id'))::regclass) as id
+    from input i
+    join lock l on l.n = i.n and l.locked
+    where not exists (select 1 from found f where f.n = i.n)
 ),
 ins as (
-    insert into forge_jobs (kind, queue, args, state, priority, max_attempts, run_at, capability, tags,
+    insert into forge_jobs (id, kind, queue, args, state, priority, max_attempts, run_at, capability, tags,
                             metadata, client_id)
-    select $4, $5, $6, case when $9::timestamptz > now() then 'scheduled' else 'available' end,
-           $7, $8, coalesce($9::timestamptz, now()), $10, $11, $12, $13
-    from lock
-    where lock.locked and not exists (select 1 from found)
+    overriding system value
+    select id, kind, queue, args, case when run_at > now() then 'scheduled' else 'available' end,
+           priority, max_attempts, coalesce(run_at, now()), capability,
+           array(select jsonb_array_elements_text(tags)), metadata, client_id
+    from todo
+    order by id
     returning id, kind, queue, state, priority, max_attempts, args, tags, created_at, run_at, client_id
 ),
 events as (
     insert into forge_job_events (job_id, client_id, type, data)
     select id, client_id, 'job.created', jsonb_build_object('state', state, 'run_at', run_at)
     from ins
+    order by id
 ),
 answer as (
-    select jsonb_build_object(
-        'id', id, 'kind', kind, 'queue', queue, 'state', state,
+    select t.n, t.owner, t.key, t.path, t.fingerprint, jsonb_build_object(
+        'id', j.id, 'kind', j.kind, 'queue', j.queue, 'state', j.state,
         'priority', ",
-    priority_name!(),
+    priority_name!("j.priority"),
     r",
-        'attempt', 0, 'max_attempts', max_attempts, 'args', args, 'tags', to_jsonb(tags),
+        'attempt', 0, 'max_attempts', j.max_attempts, 'args', j.args, 'tags', to_jsonb(j.tags),
         'created_at', ",
-    api_time!("created_at"),
+    api_time!("j.created_at"),
     r", 'run_at', ",
-    api_time!("run_at"),
+    api_time!("j.run_at"),
     r",
         'attempted_at', null, 'finalized_at', null, 'progress', null, 'output', null,
         'cancel_requested', false
     ) as body
-    from ins
+    from ins j
+    join todo t on t.id = j.id
 ),
 stored as (
     insert into forge_idempotency_keys (owner, key, method, path, fingerprint, status, body, expires_at)
-    select $2, $3, 'POST', $14, $15, 201, body, now() + make_interval(secs => $16)
+    select owner, key, 'POST', path, fingerprint, 201, body, now() + make_interval(secs => $16)
     from answer
-    where $3::text is not null
+    where key is not null
     on conflict (owner, key) do update
     set method = excluded.method, path = excluded.path, fingerprint = excluded.fingerprint,
         status = excluded.status, body = excluded.body, created_at = now(), expires_at = excluded.expires_at
     where forge_idempotency_keys.expires_at <= now()
-    returning 1
+    returning owner, key
 )
-select (select locked from lock) as locked,
-       f.method, f.path, f.fingerprint, f.status, f.body as stored,
-       (select body from answer) as body,
-       case when $3::text is not null and exists (select 1 from answer)
-            then 1 / (select count(*)::int from stored) else 1 end as recorded
-from (select 1) one
-left join found f on true
+select l.locked, f.method, f.path, f.fingerprint, f.status, f.body as stored, a.body,
+       case when a.key is not null
+            then 1 / (select count(*)::int from stored s where s.owner = a.owner and s.key = a.key)
+            else 1 end as recorded
+from lock l
+left join found f on f.n = l.n
+left join answer a on a.n = l.n
+order by l.n
 "
 );

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use forge_core::ForgeConfig;
 use sqlx::PgPool;
 
+use super::batch::Submitter;
 use super::error::ApiError;
 use super::webhooks::WebhookSettings;
 use crate::functions::{Auth, RateLimit, RateLimitKey};
@@ -39,6 +40,8 @@ struct Inner {
     notifier: Option<Notifier>,
     /// Each client's bucket; `None` when `[api.rate_limit] requests = 0`.
     rate_limit: Option<RateLimit>,
+    /// Submits concurrent submissions in batches; started with the first.
+    submitter: std::sync::OnceLock<Submitter>,
 }
 
 impl ApiState {
@@ -68,6 +71,7 @@ impl ApiState {
                 webhooks: WebhookSettings::new(&config.api.webhooks),
                 rate_limit,
                 notifier,
+                submitter: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -110,6 +114,13 @@ impl ApiState {
     /// Each client's token bucket, unless the limit is off.
     pub(super) fn rate_limit(&self) -> Option<&RateLimit> {
         self.inner.rate_limit.as_ref()
+    }
+
+    /// The batching submitter, started on first use (inside the runtime).
+    pub(super) fn submitter(&self) -> &Submitter {
+        self.inner
+            .submitter
+            .get_or_init(|| Submitter::start(self.inner.pool.clone(), self.idempotency_ttl().as_secs_f64()))
     }
 
     pub(super) fn idempotency_ttl(&self) -> std::time::Duration {

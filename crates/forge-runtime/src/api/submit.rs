@@ -1,15 +1,19 @@
-//! A submission in one round trip: [`sql::SUBMIT`] takes the idempotency key's lock, reads its
+//! Submissions in one round trip: [`sql::SUBMIT`](super::sql::SUBMIT) takes each idempotency key's lock, reads its
 //! stored answer, inserts the job and its `job.created` event and stores the answer, in one
 //! statement that commits on its own. The transactional way ([`idempotency::run`]) needs five
 //! round trips for the same; it remains for what this statement does not do (a kind with
 //! unique keys, a submission with a webhook) and for the rare race described at
-//! [`sql::SUBMIT`].
+//! [`sql::SUBMIT`](super::sql::SUBMIT).
+//!
+//! Concurrent submissions share the statement: each handler hands its submission to the
+//! [`Submitter`](super::batch::Submitter), which submits what waits in batches.
 
 use axum::http::{HeaderMap, StatusCode};
+use sqlx::FromRow;
 
+use super::batch::Pending;
 use super::error::ApiError;
 use super::idempotency::{self, Lookup, Post};
-use super::sql;
 use super::state::ApiState;
 use crate::jobs::{NewJob, Prepared};
 
@@ -21,7 +25,7 @@ pub(super) enum Outcome {
     Undone,
 }
 
-/// The row [`sql::SUBMIT`] returns.
+/// The row [`sql::SUBMIT`](super::sql::SUBMIT) returns for each submission.
 #[derive(sqlx::FromRow)]
 struct Row {
     #[sqlx(flatten)]
@@ -35,7 +39,7 @@ pub(super) fn fits(job: &NewJob) -> bool {
     job.unique_key.is_none()
 }
 
-/// Submits `job` for `post` in one statement.
+/// Submits `job` for `post`, in a batch with whatever else is being submitted.
 pub(super) async fn submit(state: &ApiState, headers: &HeaderMap, post: &Post<'_>, job: &NewJob) -> Outcome {
     let key = match idempotency::key(headers) {
         Ok(key) => key,
@@ -46,35 +50,19 @@ pub(super) async fn submit(state: &ApiState, headers: &HeaderMap, post: &Post<'_
         Err(e) => return Outcome::Answered(Err(e.into())),
     };
     let fingerprint = idempotency::fingerprint(post.path, post.body);
-    let row: Result<Row, sqlx::Error> = sqlx::query_as(sql::SUBMIT)
-        .bind(key.map(|key| format!("{}\u{1f}{key}", post.owner)))
-        .bind(post.owner)
-        .bind(key)
-        .bind(&job.kind)
-        .bind(&job.queue)
-        .bind(&job.args)
-        .bind(job.priority)
-        .bind(job.max_attempts)
-        .bind(job.run_at)
-        .bind(job.capability.as_deref())
-        .bind(&job.tags)
-        .bind(&prepared.metadata)
-        .bind(job.client)
-        .bind(post.path)
-        .bind(&fingerprint)
-        .bind(state.idempotency_ttl().as_secs_f64())
-        .fetch_one(state.pool())
-        .await;
-    let row = match row {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22012") => {
-            prepared.finish(job, None);
-            return Outcome::Undone;
-        }
-        Err(e) => {
-            prepared.finish(job, None);
-            return Outcome::Answered(Err(e.into()));
-        }
+    let pending = Pending {
+        lock_key: key.map(|key| format!("{}\u{1f}{key}", post.owner)),
+        owner: post.owner.to_owned(),
+        key: key.map(str::to_owned),
+        job: job.clone(),
+        metadata: prepared.metadata.clone(),
+        path: post.path.to_owned(),
+        fingerprint: fingerprint.clone(),
+    };
+    let row = state.submitter().submit(pending).await.map(|row| Row::from_row(&row));
+    let Some(Ok(row)) = row else {
+        prepared.finish(job, None);
+        return Outcome::Undone;
     };
     let id = row.body.as_ref().and_then(|b| b["id"].as_i64());
     prepared.finish(job, id);
@@ -94,8 +82,16 @@ fn answer(post: &Post<'_>, fingerprint: &[u8], row: Row) -> Result<(StatusCode, 
 mod tests {
     use axum::http::HeaderValue;
 
+    use sqlx::postgres::PgRow;
+    use tokio::sync::oneshot;
+
+    use super::super::batch::{Reply, submit_batch};
     use super::*;
     use crate::testing::TestDatabase;
+
+    fn parse(row: Option<PgRow>) -> Option<Row> {
+        row.map(|row| Row::from_row(&row).expect("a row of sql::SUBMIT"))
+    }
 
     async fn jobs(db: &TestDatabase) -> i64 {
         sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count")
@@ -131,6 +127,79 @@ mod tests {
             .await
             .expect("events");
         assert_eq!((jobs(&db).await, events), (1, 1));
+    }
+
+    /// A submission as a handler hands it over, and where its row arrives.
+    fn pending(owner: &str, key: Option<&str>, n: u64) -> ((Pending, Reply), oneshot::Receiver<Option<PgRow>>) {
+        let body = serde_json::json!({ "kind": "thing", "args": { "n": n } });
+        let job = NewJob::raw("thing", "default", body["args"].clone()).with_client(uuid::Uuid::new_v4());
+        let (reply, row) = oneshot::channel();
+        let pending = Pending {
+            lock_key: key.map(|key| format!("{owner}\u{1f}{key}")),
+            owner: owner.to_owned(),
+            key: key.map(str::to_owned),
+            metadata: serde_json::json!({}),
+            job,
+            path: "/v1/jobs".to_owned(),
+            fingerprint: idempotency::fingerprint("/v1/jobs", &body),
+        };
+        ((pending, reply), row)
+    }
+
+    /// One statement for many submissions: each new key gets its own job, answer and record
+    /// (rows and jobs paired up, whatever order the database inserts in); a key stored
+    /// before is replayed, not inserted again; a key twice in one batch is sent back for the
+    /// transactional way (inside the statement its lock would let both through).
+    #[tokio::test]
+    async fn a_batch_submits_each_key_once_and_sends_back_a_repeat_within_it() {
+        let db = TestDatabase::new().await.expect("db");
+        let ttl = 3600.0;
+        let (first, row) = pending("a", Some("old"), 0);
+        submit_batch(db.pool(), ttl, vec![first]).await;
+        let old = parse(row.await.expect("reply")).expect("row").body.expect("inserted");
+
+        let mut batch = Vec::new();
+        let mut rows = Vec::new();
+        for (owner, key, n) in [("a", Some("k1"), 1), ("b", Some("k1"), 2), ("a", None, 3), ("a", Some("old"), 0)]
+            .into_iter()
+            .chain((4..40).map(|n| ("c", None, n)))
+            .chain([("a", Some("k1"), 1)])
+        {
+            let (p, row) = pending(owner, key, n);
+            batch.push(p);
+            rows.push(row);
+        }
+        submit_batch(db.pool(), ttl, batch).await;
+        let mut answered = Vec::new();
+        for row in rows {
+            answered.push(parse(row.await.expect("reply")));
+        }
+        let repeat = answered.pop().expect("the repeat");
+        assert!(repeat.is_none(), "a key twice in one batch goes the transactional way");
+        for (i, row) in answered.into_iter().enumerate() {
+            let row = row.expect("a row for each");
+            if i == 3 {
+                assert!(row.body.is_none(), "the stored key inserts nothing");
+                let body = serde_json::json!({ "kind": "thing", "args": { "n": 0 } });
+                let post = Post { owner: "a", path: "/v1/jobs", body: &body };
+                let fingerprint = idempotency::fingerprint("/v1/jobs", &body);
+                let replayed = answer(&post, &fingerprint, row).expect("the stored answer");
+                assert_eq!(replayed, (StatusCode::CREATED, old.clone(), true), "its stored answer comes back");
+                continue;
+            }
+            let n = [1, 2, 3].get(i).copied().unwrap_or(i as u64);
+            let body = row.body.expect("a new job's answer");
+            assert_eq!(body["args"]["n"].as_u64(), Some(n), "row {i} is paired with its own job");
+            let args: serde_json::Value = sqlx::query_scalar("select args from forge_jobs where id = $1")
+                .bind(body["id"].as_i64())
+                .fetch_one(db.pool())
+                .await
+                .expect("the job");
+            assert_eq!(args["n"].as_u64(), Some(n));
+        }
+        let records: i64 =
+            sqlx::query_scalar("select count(*) from forge_idempotency_keys").fetch_one(db.pool()).await.expect("keys");
+        assert_eq!((jobs(&db).await, records), (1 + 39, 3), "old, then 39 new jobs; keys old, a/k1, b/k1");
     }
 
     /// The race of `sql::SUBMIT`: another request's record of the key commits after the
