@@ -139,6 +139,11 @@ enum Scenario {
     },
 }
 
+/// The allocator `forge new`'s template also uses: glibc's malloc cost the job API's
+/// submissions 2–18% (`api --submit-only`, alternating; see `website/src/performance.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
