@@ -15,7 +15,7 @@ use super::sql;
 use crate::jobs::NewJob;
 
 /// The most submissions one statement carries.
-pub(super) const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 /// Statements in flight at once (each holding one connection while it runs). Fewer make
 /// bigger batches: 2 beat 4 by 11–40% (`api --submit-only`, alternating), and 1 beat 2 by
 /// another 7–14%, but one slow statement would then hold every submission behind it.

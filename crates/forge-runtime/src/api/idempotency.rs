@@ -89,7 +89,7 @@ where
     };
     let fingerprint = fingerprint(post.path, post.body);
     let found: Lookup = sqlx::query_as(sql::LOCK_AND_FIND_IDEMPOTENCY_KEY)
-        .bind(format!("{}\u{1f}{key}", post.owner))
+        .bind(lock_key(post.owner, key))
         .bind(post.owner)
         .bind(key)
         .fetch_one(&mut *tx)
@@ -207,6 +207,12 @@ pub(super) fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
             ApiError::BadRequest("the Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned())
         })?;
     Ok(Some(key))
+}
+
+/// The name an idempotency key's advisory lock is taken on: its owner and the key. Both ways of
+/// submitting lock the same name, so a key is held by one request at a time across them.
+pub(super) fn lock_key(owner: &str, key: &str) -> String {
+    format!("{owner}\u{1f}{key}")
 }
 
 /// SHA-256 over the path and the body's JSON with its keys sorted (so the same request with

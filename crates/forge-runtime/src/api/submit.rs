@@ -51,7 +51,7 @@ pub(super) async fn submit(state: &ApiState, headers: &HeaderMap, post: &Post<'_
     };
     let fingerprint = idempotency::fingerprint(post.path, post.body);
     let pending = Pending {
-        lock_key: key.map(|key| format!("{}\u{1f}{key}", post.owner)),
+        lock_key: key.map(|key| idempotency::lock_key(post.owner, key)),
         owner: post.owner.to_owned(),
         key: key.map(str::to_owned),
         job: job.clone(),
@@ -135,7 +135,7 @@ mod tests {
         let job = NewJob::raw("thing", "default", body["args"].clone()).with_client(uuid::Uuid::new_v4());
         let (reply, row) = oneshot::channel();
         let pending = Pending {
-            lock_key: key.map(|key| format!("{owner}\u{1f}{key}")),
+            lock_key: key.map(|key| idempotency::lock_key(owner, key)),
             owner: owner.to_owned(),
             key: key.map(str::to_owned),
             metadata: serde_json::json!({}),
