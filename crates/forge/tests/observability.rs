@@ -1,5 +1,6 @@
 //! Observability end to end, against real PostgreSQL: logs carry their job and trace, a
-//! request that dispatches a job is one trace, metrics after a known workload, the node riding
+//! request that dispatches a job is one trace (one stored span per `/rpc` call; a 5xx's access
+//! line stored), metrics after a known workload, the node riding
 //! out a database outage, retention, and the indexes behind the query API.
 
 use std::time::{Duration, Instant};
@@ -46,6 +47,12 @@ async fn flaky_parent(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
 async fn follow_up(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     tracing::info!("following up");
     Ok(())
+}
+
+/// A query that fails on the server's side: a 500.
+#[forge::query(public)]
+async fn broken_report(_ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
+    Err(ForgeError::Internal("the report is broken".to_owned()))
 }
 
 /// A node with every role and telemetry written every 50 ms.
@@ -250,15 +257,21 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
         "the caller's span is the parent"
     );
     assert_eq!(http.attributes["route"], "/rpc/{function}");
-    let function = &http.children[0];
-    assert_eq!((function.name.as_str(), function.function.as_deref()), ("forge.function", Some("create_note")));
-    assert_eq!(function.attributes["kind"], "mutation");
+    // The function is the request's: named on its span, not stored as a span of its own; the
+    // span also says what the access line says.
+    assert_eq!(http.function.as_deref(), Some("create_note"));
+    assert_eq!(http.attributes["function_kind"], "mutation");
+    assert_eq!(http.attributes["path"], "/rpc/create_note");
+    assert_eq!(http.attributes["status_code"], 200);
+    assert_eq!(http.attributes["method"], "POST");
+    assert!(http.attributes["client_ip"].as_str().is_some_and(|ip| ip.starts_with("127.")), "{http:#?}");
+    assert!(trace.spans().iter().all(|s| s.name != "forge.function"), "{trace:#?}");
     // The mutation inserted the job in a `forge.dispatch` span; the attempt hangs under it.
-    let dispatch = function
+    let dispatch = http
         .children
         .iter()
         .find(|s| s.name == "forge.dispatch")
-        .unwrap_or_else(|| panic!("the dispatch under the mutation: {trace:#?}"));
+        .unwrap_or_else(|| panic!("the dispatch under the request: {trace:#?}"));
     assert_eq!((dispatch.kind.as_str(), dispatch.function.as_deref()), ("producer", Some("create_note")));
     assert_eq!(
         (dispatch.attributes["kind"].as_str(), dispatch.attributes["count"].as_i64()),
@@ -276,12 +289,26 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
     assert_eq!(dispatch.attributes["jobs"], json!([[job_id, job_id]]));
     assert_eq!(job.node_id, forge.node_id());
 
-    // The request's own log line (the access log) is in the same trace.
-    wait_for("the access log line in the trace", async || {
-        let logs = LogQuery::default().trace(trace_id).fetch(db.pool()).await.expect("logs");
-        logs.entries.iter().any(|e| e.target == "forge::access").then_some(())
+    // A 500's access line is stored (at warn), in its request's trace, with its function.
+    let failed: forge::observability::TraceId = "5bf92f3577b34da6a3ce929d0e0e4737".parse().expect("trace id");
+    let reply = reqwest::Client::new()
+        .post(format!("http://{addr}/rpc/broken_report"))
+        .header("traceparent", format!("00-{failed}-00f067aa0ba902b7-01"))
+        .json(&json!(null))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(reply.status(), 500);
+    let line = wait_for("the 500's access line in its trace", async || {
+        let logs = LogQuery::default().trace(failed).fetch(db.pool()).await.expect("logs");
+        logs.entries.into_iter().find(|e| e.target == "forge::access")
     })
     .await;
+    assert_eq!((line.level.as_str(), line.function.as_deref()), ("warn", Some("broken_report")));
+    assert_eq!(line.fields["status"], 500);
+    // The 200's line was written earlier and would be stored by now: its span told it all.
+    let logs = LogQuery::default().trace(trace_id).fetch(db.pool()).await.expect("logs");
+    assert!(logs.entries.iter().all(|e| e.target != "forge::access"), "{logs:#?}");
     forge.stop().await.expect("stop");
 }
 

@@ -14,6 +14,7 @@ use super::rate_limit::RateLimit;
 use super::schema::FunctionTypes;
 use super::{Auth, CallParts, FieldError, ForgeError};
 use crate::jobs::BoxFuture;
+use crate::observability::{FUNCTION_SPAN, HTTP_SPAN};
 
 /// What kind of function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -186,7 +187,8 @@ impl FunctionRegistry {
     }
 
     /// Runs `handler` in a `forge.function` span under its timeout, a panic answered as an
-    /// internal error.
+    /// internal error. Called inside a request's `forge.http` span, it also names the function
+    /// on that span (which is then what telemetry stores; see `observability::StoreFilter`).
     async fn run(
         &self,
         info: &FunctionInfo,
@@ -194,8 +196,13 @@ impl FunctionRegistry {
         parts: CallParts,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
+        let request = tracing::Span::current();
+        if request.metadata().is_some_and(|m| m.name() == HTTP_SPAN) {
+            request.record("function", info.name);
+            request.record("function_kind", info.kind.as_str());
+        }
         let span = tracing::info_span!(
-            "forge.function",
+            FUNCTION_SPAN,
             function = info.name,
             kind = info.kind.as_str(),
             request_id = %parts.request_id,

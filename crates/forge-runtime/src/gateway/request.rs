@@ -5,8 +5,11 @@
 //! - `traceparent` (W3C Trace Context, parsed by [`TraceParent::parse`]): a valid header's trace
 //!   id is kept and its span id becomes the parent; otherwise a new trace starts. The request runs inside a
 //!   `forge.http` span carrying both, and functions see the trace id.
-//! - One `forge::access` event per request: method, route, status, duration, request id, trace
-//!   id.
+//! - One `forge::access` event per request: method, path, route, status, duration, request id,
+//!   trace id, client address; at `warn` for a 5xx answer, `debug` for a health probe, `info`
+//!   otherwise. The `forge.http` span carries the same facts (`path`, `status_code`,
+//!   `client_ip`), so storing the span is storing the line: telemetry stores an `info` access
+//!   line only when `store_level` names `forge::access` (see `observability::StoreFilter`).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -20,7 +23,7 @@ use tracing::Instrument;
 use super::metrics;
 use super::serve::Connection;
 use super::state::GatewayState;
-use crate::observability::{TraceId, TraceParent};
+use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent};
 
 /// What the middleware learnt about a request, for the handlers.
 #[derive(Clone, Debug)]
@@ -53,15 +56,20 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     let client_ip = peer.map(|peer| client_ip(peer, request.headers(), state.trusted_proxies()));
     request.extensions_mut().insert(RequestMeta { request_id: request_id.clone(), trace_id, client_ip });
     let span = tracing::info_span!(
-        "forge.http",
+        HTTP_SPAN,
         node_id = state.telemetry().node_id(),
         span_kind = "server",
         method = %method,
         route = %route,
+        path = %path,
         request_id = %request_id,
         trace_id = %trace_id,
         parent_span_id = parent.map(|p| tracing::field::display(p.parent_id)),
+        client_ip = client_ip.map(tracing::field::display),
+        status_code = tracing::field::Empty,
         status = tracing::field::Empty,
+        function = tracing::field::Empty,
+        function_kind = tracing::field::Empty,
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     if response.status().is_server_error() {
@@ -72,6 +80,7 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    span.record("status_code", status);
     metrics::record_request(state.metrics(), method_label(&method), &route, status, elapsed);
     // Inside the request's span: the line carries its node and trace. Probes (a load balancer
     // asks every few seconds) are logged at debug only.
@@ -81,7 +90,7 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
         macro_rules! access {
             ($level:expr) => {
                 tracing::event!(
-                    target: "forge::access",
+                    target: ACCESS_TARGET,
                     $level,
                     method = %method,
                     path = %path,
@@ -97,6 +106,8 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
         }
         if probe {
             access!(tracing::Level::DEBUG);
+        } else if response.status().is_server_error() {
+            access!(tracing::Level::WARN);
         } else {
             access!(tracing::Level::INFO);
         }

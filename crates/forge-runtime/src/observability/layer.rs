@@ -25,7 +25,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use super::logs::{LogRecord, level_name};
 use super::telemetry;
-use super::trace_context::{JOB_ATTEMPT_SPAN, SpanContext, SpanId, TraceId, task_context};
+use super::trace_context::{
+    ACCESS_TARGET, FUNCTION_SPAN, HTTP_SPAN, JOB_ATTEMPT_SPAN, SpanContext, SpanId, TraceId, task_context,
+};
 use super::traces::SpanRecord;
 
 /// Targets never stored: the database driver (writing its statements would log more
@@ -48,34 +50,64 @@ impl TelemetryLayer {
 }
 
 /// The filter to put on a [`TelemetryLayer`]: `directives` (an `EnvFilter`, such as `"info"`)
-/// for what is stored, minus the `forge.job` span, which the worker records itself (it exists
-/// for printed logs only; a job's records get their context from the attempt's task).
+/// for what is stored, with three records left out because another record already stores
+/// what they say:
+///
+/// - the `forge.job` span, which the worker records itself (it exists for printed logs only; a
+///   job's records get their context from the attempt's task);
+/// - a `forge.function` span directly inside a `forge.http` span: the request's span carries
+///   the function's name and kind (one stored row per `/rpc` call, not two);
+/// - a `forge::access` line below `warn` (every answer but a 5xx), unless `directives` name
+///   the `forge::access` target: the request's span carries its method, path, route, status
+///   and duration.
 #[derive(Debug)]
 pub struct StoreFilter {
     env: EnvFilter,
+    /// Whether every access line is stored (the directives name [`ACCESS_TARGET`]).
+    access_lines: bool,
 }
 
 impl StoreFilter {
     /// A filter storing what `directives` enable.
     pub fn new(directives: &str) -> Result<Self, tracing_subscriber::filter::ParseError> {
-        Ok(Self { env: EnvFilter::try_new(directives)? })
+        Ok(Self { env: EnvFilter::try_new(directives)?, access_lines: directives.contains(ACCESS_TARGET) })
     }
 
     fn is_job_span(meta: &Metadata<'_>) -> bool {
         meta.is_span() && meta.name() == JOB_SPAN
+    }
+
+    fn is_function_span(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && meta.name() == FUNCTION_SPAN
+    }
+
+    /// An access line the request's span already tells.
+    fn is_plain_access_line(&self, meta: &Metadata<'_>) -> bool {
+        !self.access_lines && meta.is_event() && meta.target() == ACCESS_TARGET && *meta.level() > tracing::Level::WARN
     }
 }
 
 /// The name of the printed-only span around a job attempt.
 pub(crate) const JOB_SPAN: &str = JOB_ATTEMPT_SPAN;
 
-impl<S: Subscriber> Filter<S> for StoreFilter {
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for StoreFilter {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        !Self::is_job_span(meta) && Filter::<S>::enabled(&self.env, meta, cx)
+        if Self::is_job_span(meta) || self.is_plain_access_line(meta) {
+            return false;
+        }
+        if Self::is_function_span(meta) && cx.lookup_current().is_some_and(|parent| parent.name() == HTTP_SPAN) {
+            return false;
+        }
+        Filter::<S>::enabled(&self.env, meta, cx)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if Self::is_job_span(meta) { Interest::never() } else { Filter::<S>::callsite_enabled(&self.env, meta) }
+        if Self::is_job_span(meta) || self.is_plain_access_line(meta) {
+            return Interest::never();
+        }
+        let interest = Filter::<S>::callsite_enabled(&self.env, meta);
+        // Stored or not depending on its parent: asked each time.
+        if Self::is_function_span(meta) && !interest.is_never() { Interest::sometimes() } else { interest }
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
@@ -327,5 +359,60 @@ where
             job_id: context.job_id,
             function: context.function,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// A layer noting the spans and events it is given.
+    struct Noted(Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Noted {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+            self.0.lock().expect("noted").push(attrs.metadata().name().to_owned());
+        }
+
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let meta = event.metadata();
+            self.0.lock().expect("noted").push(format!("{} {}", meta.target(), meta.level()));
+        }
+    }
+
+    /// What a [`StoreFilter`] with `directives` lets through of a request calling a function,
+    /// answering 200 then 500, and of a function called outside any request.
+    fn stored(directives: &str) -> Vec<String> {
+        let noted = Arc::new(Mutex::new(Vec::new()));
+        let filter = StoreFilter::new(directives).expect("directives");
+        let subscriber = tracing_subscriber::registry().with(Noted(noted.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!(HTTP_SPAN).in_scope(|| {
+                tracing::info_span!(FUNCTION_SPAN).in_scope(|| tracing::info!("inside the function"));
+                tracing::info!(target: ACCESS_TARGET, "request");
+                tracing::warn!(target: ACCESS_TARGET, "request");
+            });
+            tracing::info_span!(FUNCTION_SPAN).in_scope(|| {});
+        });
+        noted.lock().expect("noted").clone()
+    }
+
+    #[test]
+    fn a_request_is_stored_once_and_its_access_line_only_for_a_5xx_or_when_named() {
+        let event = format!("{} INFO", module_path!());
+        assert_eq!(
+            stored("info"),
+            [HTTP_SPAN, &event, &format!("{ACCESS_TARGET} WARN"), FUNCTION_SPAN],
+            "the function inside the request is the request's span; outside one it is its own"
+        );
+        assert_eq!(
+            stored("info,forge::access=info"),
+            [HTTP_SPAN, &event, &format!("{ACCESS_TARGET} INFO"), &format!("{ACCESS_TARGET} WARN"), FUNCTION_SPAN]
+        );
+        assert_eq!(stored("warn"), [format!("{ACCESS_TARGET} WARN")]);
     }
 }

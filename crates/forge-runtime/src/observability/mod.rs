@@ -44,7 +44,8 @@ pub use span_tree::{SpanNode, Trace};
 pub(crate) use telemetry::{FlushSettings, sample_queue_depth, spawn_flusher};
 pub use telemetry::{Probes, Telemetry, queue_depths};
 pub use trace_context::{
-    DISPATCH_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent, current_traceparent, trace_of_job,
+    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent,
+    current_traceparent, trace_of_job,
 };
 pub(crate) use trace_context::{SpanContext, current_metrics, in_task_context};
 pub use traces::SpanRecord;

@@ -14,6 +14,16 @@ use forge_core::jobs::JobId;
 pub const JOB_ATTEMPT_SPAN: &str = "forge.job";
 /// The span in which jobs are inserted (stored; it names the jobs).
 pub const DISPATCH_SPAN: &str = "forge.dispatch";
+/// The span of an HTTP request. A function called over `/rpc` is stored as this span's
+/// `function` and `function_kind` attributes, not as a span of its own.
+pub const HTTP_SPAN: &str = "forge.http";
+/// The span of a function call (stored when the call did not come over HTTP: a WebSocket, a
+/// subscription).
+pub const FUNCTION_SPAN: &str = "forge.function";
+/// The target of the gateway's access-log line. The line is printed; it is stored only at
+/// `warn` (a 5xx answer) unless `store_level` names this target, since the request's
+/// [`HTTP_SPAN`] stores the same facts.
+pub const ACCESS_TARGET: &str = "forge::access";
 
 /// A W3C trace id: 128 bits, never zero, written as 32 lowercase hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use forge_core::jobs::JobId;
 
-pub use self::ids::{DISPATCH_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent};
+pub use self::ids::{
+    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent,
+};
 use super::telemetry::Telemetry;
 
 /// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
