@@ -535,19 +535,37 @@ async fn rt_large(ctx: &QueryContext, _args: ()) -> Result<String, ForgeError> {
 async fn a_client_that_reads_too_slowly_is_resynced_instead_of_queued_for() {
     let db = database().await;
     let (node, addr) = start(&db, |c| c.realtime.send_buffer = 2.try_into().expect("non-zero")).await;
-    let mut client = Client::connect(&addr, None).await;
-    client.subscribe("big", "rt_large", json!(null)).await;
-    assert!(client.next().await["data"].as_str().is_some_and(|d| d.starts_with('0')));
-    // 40 changes, each a new 1 MB result, while the client reads nothing: the socket's buffers
-    // fill, then the node's queue of two, then the node drops updates and marks it slow.
-    for _ in 0..40 {
+    // The slow client's receive buffer is fixed small: the kernel would otherwise grow it (up to
+    // `net.ipv4.tcp_rmem`'s maximum, 32 MB on some machines) and hold every update for it.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(addr.parse().expect("address")).await.expect("connect");
+    let request = format!("ws://{addr}/ws").into_client_request().expect("request");
+    let (socket, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("handshake");
+    let mut slow = Client { socket };
+    slow.subscribe("big", "rt_large", json!(null)).await;
+    assert!(slow.next().await["data"].as_str().is_some_and(|d| d.starts_with('0')));
+    // A client that reads paces the changes: each of the 40 changes is pushed (a new 1 MB result)
+    // before the next is made, while the slow client reads nothing. Its socket's buffers fill,
+    // then the node's queue of two, then the node drops updates and marks it slow.
+    let mut reader = Client::connect(&addr, None).await;
+    reader.subscribe("big", "rt_large", json!(null)).await;
+    for n in 1..=40 {
         sqlx::query("insert into rt_other default values").execute(db.pool()).await.expect("insert");
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        let prefix = format!("{n}x");
+        loop {
+            let message = reader.next().await;
+            if message["data"].as_str().is_some_and(|d| d.starts_with(&prefix)) {
+                break;
+            }
+        }
     }
     let mut resynced = false;
     let mut received = 0;
     loop {
-        let message = client.next().await;
+        let message = slow.next().await;
         match message["type"].as_str() {
             Some("resync") => resynced = true,
             Some("data") => {
