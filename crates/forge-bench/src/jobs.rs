@@ -166,6 +166,11 @@ async fn start_node(db: &TestDatabase, observability: Observability) -> Result<R
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("two roles");
     config.observability.log_level = "warn".to_owned();
     config.observability.enabled = observability == Observability::On;
+    // The variable a deployment would set to turn claim windows on, read here too so that
+    // one binary measures both ways (`FORGE_WORKER_HOLD_CLAIMS=true forge-bench jobs`).
+    if let Ok(value) = std::env::var("FORGE_WORKER_HOLD_CLAIMS") {
+        config.worker.hold_claims = value.trim() == "true";
+    }
     Forge::builder().config(config).crons(false).build()?.start().await
 }
 

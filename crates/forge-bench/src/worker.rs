@@ -153,6 +153,11 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), Box<dyn std::error::Erro
         queue.concurrency = std::num::NonZeroUsize::new(args.concurrency).ok_or("concurrency must be at least 1")?;
     }
     config.observability.log_level = "warn".to_owned();
+    // As in `jobs`: `FORGE_WORKER_HOLD_CLAIMS=true forge-bench chaos` runs the faults against
+    // claim windows.
+    if let Ok(value) = std::env::var("FORGE_WORKER_HOLD_CLAIMS") {
+        config.worker.hold_claims = value.trim() == "true";
+    }
     // An empty project folder: the bench has no migrations of its own.
     let dir = std::env::temp_dir().join(format!("forge-bench-worker-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -325,6 +325,7 @@ impl Forge {
             lease: w.lease.as_std(),
             shutdown_timeout: w.shutdown_timeout.as_std(),
             listen: w.listen,
+            claim_window: w.hold_claims.then(|| w.claim_window.as_std()),
             extensions: self.extensions.clone(),
         };
         Worker::spawn(

@@ -684,3 +684,161 @@ async fn a_bulk_cancel_stops_running_jobs_through_their_worker() {
     }
     node.stop().await.expect("stop");
 }
+
+// Claim windows (`[worker] hold_claims`): the jobs a claim locks are written once, at the
+// window's end, with their outcome or as `running`.
+
+/// A node claiming through claim windows open for `window`.
+async fn windowed(db: &TestDatabase, window: &str) -> RunningForge {
+    let window = window.parse().expect("duration");
+    node(db, |c| {
+        c.worker.hold_claims = true;
+        c.worker.claim_window = window;
+    })
+    .await
+}
+
+/// Records every row version `forge_jobs` gets, by job and state.
+async fn record_job_writes(pool: &sqlx::PgPool) {
+    for statement in [
+        "create table job_writes (seq bigserial, job_id bigint not null, state text not null)",
+        "create function record_job_write() returns trigger language plpgsql as $$
+         begin insert into job_writes (job_id, state) values (new.id, new.state); return new; end $$",
+        "create trigger record_job_write after update on forge_jobs
+         for each row execute function record_job_write()",
+    ] {
+        sqlx::query(statement).execute(pool).await.expect("job_writes");
+    }
+}
+
+async fn job_writes(pool: &sqlx::PgPool, id: JobId) -> Vec<String> {
+    sqlx::query_scalar("select state from job_writes where job_id = $1 order by seq")
+        .bind(id.0)
+        .fetch_all(pool)
+        .await
+        .expect("job_writes")
+}
+
+#[tokio::test]
+async fn a_claim_window_writes_a_short_job_once_with_its_outcome() {
+    let db = TestDatabase::new().await.expect("db");
+    record_job_writes(db.pool()).await;
+    // The classic claim: written `running`, then written with its outcome.
+    let classic = node(&db, |_| {}).await;
+    let first = Greet::dispatch(&classic, GreetArgs { name: "classic".into() }).await.expect("dispatch");
+    wait_state(db.pool(), first, "completed").await;
+    classic.stop().await.expect("stop");
+    assert_eq!(job_writes(db.pool(), first).await, ["running", "completed"]);
+
+    let node = windowed(&db, "500ms").await;
+    let id = Greet::dispatch(&node, GreetArgs { name: "window".into() }).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(job_writes(db.pool(), id).await, ["completed"], "one write");
+    assert_eq!((r.attempt, r.output), (1, Some(json!("hello window"))));
+    let (attempted_by, attempted, finalized): (Option<String>, bool, bool) = sqlx::query_as(
+        "select attempted_by, attempted_at is not null, finalized_at >= attempted_at from forge_jobs where id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(db.pool())
+    .await
+    .expect("row");
+    assert_eq!(attempted_by.as_deref(), Some(node.node_id()));
+    assert!(attempted && finalized);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn retries_through_claim_windows_count_their_attempts_and_keep_their_errors() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = windowed(&db, "500ms").await;
+    let id = Flaky::dispatch(&node, ()).await.expect("dispatch");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!((r.attempt, r.output), (3, Some(json!(3))));
+    let errors = r.errors.as_array().expect("errors array");
+    assert_eq!(errors.len(), 2);
+    assert_eq!((errors[0]["attempt"].clone(), errors[1]["attempt"].clone()), (json!(1), json!(2)));
+    let hopeless = Hopeless::dispatch(&node, ()).await.expect("dispatch");
+    assert_eq!(wait_state(db.pool(), hopeless, "discarded").await.attempt, 1);
+    node.stop().await.expect("stop");
+}
+
+/// Sleeps past its claim window, reporting progress on the way.
+#[forge::job(timeout = "30s")]
+async fn outlives_its_window(ctx: &JobContext, millis: u64) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    ctx.progress(50, "halfway").await?;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_that_outlives_its_claim_window_is_written_running_with_a_lease() {
+    let db = TestDatabase::new().await.expect("db");
+    record_job_writes(db.pool()).await;
+    let node = windowed(&db, "50ms").await;
+    let id = OutlivesItsWindow::dispatch(&node, 400).await.expect("dispatch");
+    wait_state(db.pool(), id, "running").await;
+    let leased: bool = sqlx::query_scalar("select lease_until > now() from forge_jobs where id = $1")
+        .bind(id.0)
+        .fetch_one(db.pool())
+        .await
+        .expect("lease");
+    assert!(leased, "written running with a lease when its window ended");
+    let r = wait_state(db.pool(), id, "completed").await;
+    assert_eq!(r.attempt, 1);
+    assert_eq!(r.progress, Some(json!({"percent": 50, "message": "halfway"})));
+    // Claimed when its window ended, then progress and lease renewals, then its outcome.
+    let writes = job_writes(db.pool(), id).await;
+    assert_eq!(writes.first().map(String::as_str), Some("running"), "{writes:?}");
+    assert_eq!(writes.last().map(String::as_str), Some("completed"), "{writes:?}");
+    assert!(writes[..writes.len() - 1].iter().all(|s| s == "running"), "{writes:?}");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn progress_inside_a_claim_window_ends_the_window_first() {
+    let db = TestDatabase::new().await.expect("db");
+    // A window far longer than the job: progress must not wait for it.
+    let node = windowed(&db, "900ms").await;
+    let id = WaitsForCancel::dispatch(&node, ()).await.expect("dispatch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut r = row(db.pool(), id).await;
+    while r.progress.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = row(db.pool(), id).await;
+    }
+    assert_eq!(r.state, "running");
+    assert_eq!(r.progress, Some(json!({"percent": 10, "message": "waiting"})));
+    assert_eq!(node.cancel_job(id).await.expect("cancel"), CancelOutcome::Requested);
+    assert_eq!(wait_state(db.pool(), id, "cancelled").await.attempt, 1);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_transactional_job_in_a_claim_window_commits_its_writes_with_its_outcome() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::query("create table transfers (amount bigint not null)").execute(db.pool()).await.expect("table");
+    let node = windowed(&db, "500ms").await;
+    let ok = RecordTransfer::dispatch(&node, Transfer { amount: 10, fail: false }).await.expect("dispatch");
+    let failed = RecordTransfer::dispatch(&node, Transfer { amount: 99, fail: true }).await.expect("dispatch");
+    assert_eq!(wait_state(db.pool(), ok, "completed").await.attempt, 1);
+    assert_eq!(wait_state(db.pool(), failed, "discarded").await.attempt, 1);
+    assert_eq!(count(db.pool(), "select count(*) from transfers where amount = 10").await, 1);
+    assert_eq!(count(db.pool(), "select count(*) from transfers where amount = 99").await, 0, "rolled back");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn many_jobs_drain_through_claim_windows_each_once() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = windowed(&db, "20ms").await;
+    let args: Vec<GreetArgs> = (0..500).map(|i| GreetArgs { name: format!("n{i}") }).collect();
+    Greet::dispatch_many(&node, args, DispatchOptions::new()).await.expect("dispatch");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(db.pool(), "select count(*) from forge_jobs where state = 'completed'").await < 500 {
+        assert!(Instant::now() < deadline, "jobs left undone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(db.pool(), "select count(*) from forge_jobs where attempt <> 1").await, 0);
+    node.stop().await.expect("stop");
+}

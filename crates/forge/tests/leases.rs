@@ -618,3 +618,51 @@ async fn a_last_attempt_whose_success_was_never_written_is_run_again_not_discard
         .expect("row");
     assert_eq!(errors[0]["kind"], "lease", "{errors}");
 }
+
+/// The proxy a `finishes_into_an_outage_in_a_window` job takes the database away with.
+static WINDOW_OUTAGE: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// How many times `finishes_into_an_outage_in_a_window` ran.
+static WINDOW_OUTAGE_RUNS: Mutex<u32> = Mutex::new(0);
+
+/// As `finishes_into_an_outage`, for a node claiming through claim windows.
+#[forge::job(max_attempts = 5)]
+async fn finishes_into_an_outage_in_a_window(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    *WINDOW_OUTAGE_RUNS.lock().expect("runs") += 1;
+    if let Some(refusing) = WINDOW_OUTAGE.get() {
+        refusing.store(true, Ordering::SeqCst);
+    }
+    Ok(ctx.attempt())
+}
+
+#[tokio::test]
+async fn an_outcome_held_by_a_claim_window_that_meets_an_outage_is_written_when_it_ends() {
+    let db = TestDatabase::new().await.expect("db");
+    let proxy = Proxy::to(&db).await;
+    let _ = WINDOW_OUTAGE.set(proxy.refusing.clone());
+    let mut config = proxy.config(&db);
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "200ms".parse().expect("duration");
+    config.node.dead_after = "1s".parse().expect("duration");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.hold_claims = true;
+    // Long enough that the outcome always reaches the window before it ends.
+    config.worker.claim_window = "500ms".parse().expect("duration");
+    config.observability.enabled = false;
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = FinishesIntoAnOutageInAWindow::dispatch(&node, ()).await.expect("dispatch");
+    eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
+        .await;
+    // The window's transaction dies with its connection: the job is back in the queue, with
+    // its outcome held by the node, while the database stays away for two leases.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.refusing.store(false, Ordering::SeqCst);
+    let (final_state, attempt) = eventually("the job finishing", Duration::from_secs(30), async || {
+        let (now, attempt) = state(db.pool(), job).await;
+        (now != "running" && now != "retryable" && now != "available").then_some((now, attempt))
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the window's outcome was written");
+    assert_eq!(*WINDOW_OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
+}

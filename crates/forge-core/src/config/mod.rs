@@ -354,6 +354,17 @@ pub struct WorkerConfig {
     /// does not work: idle queues are then polled every `poll_interval`, and cancellations reach
     /// running jobs with the next lease renewal. Default `true`.
     pub listen: bool,
+    /// Claim windows: a claim locks its jobs inside a transaction instead of writing them
+    /// `running`, and a job whose attempt ends within `claim_window` is written once, with its
+    /// outcome; the rest are written `running` (leased) when the window ends. Halves the row
+    /// versions of short jobs (about 1.2× the drain rate, `forge-bench jobs`). The price: an
+    /// attempt cut short by its node's death inside a window is not counted (the rollback
+    /// undoes it), so a job that kills its node within `claim_window` is retried without its
+    /// `max_attempts` bounding it. Default `false`.
+    pub hold_claims: bool,
+    /// How long a claim window stays open at most (see `hold_claims`). Less than half of
+    /// `lease`. Default `"20ms"`.
+    pub claim_window: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -365,6 +376,8 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             prune_after: Duration::from_secs(86_400),
             listen: true,
+            hold_claims: false,
+            claim_window: Duration::from_millis(20),
         }
     }
 }

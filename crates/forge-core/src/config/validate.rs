@@ -52,6 +52,16 @@ impl ForgeConfig {
                 ),
             ));
         }
+        let worker = &self.worker;
+        if worker.claim_window.as_std() * 2 >= worker.lease.as_std() {
+            return Err(invalid(
+                "worker.claim_window",
+                format!(
+                    "{} is too long: it must be less than half of worker.lease ({})",
+                    worker.claim_window, worker.lease
+                ),
+            ));
+        }
         let node = &self.node;
         if node.dead_after.as_std() < node.heartbeat_interval.as_std() * 2 {
             return Err(invalid(

@@ -87,6 +87,14 @@ impl JobState {
                 // backoff: the attempt is not counted as a failure.
                 | (Running, Available)
                 | (Retryable, Available)
+                // An attempt that ended inside its claim window: the claim held the row with a
+                // lock instead of writing `running`, and the outcome is the row's one write
+                // (released or snoozed there: the attempt not counted).
+                | (Available, Completed)
+                | (Available, Retryable)
+                | (Available, Discarded)
+                | (Available, Scheduled)
+                | (Available, Available)
                 // Cancelling anything not yet finished.
                 | (Scheduled, Cancelled)
                 | (Available, Cancelled)

@@ -34,6 +34,33 @@ struct Inner {
     cancel: CancellationToken,
     tx: Option<Arc<Mutex<TxSlot>>>,
     extensions: Extensions,
+    hold: Option<Hold>,
+}
+
+/// A claim window's hold on an attempt's job: its row is locked by the window's transaction,
+/// not yet written `running` (see `worker/window.rs`). What needs the row written first (progress,
+/// a lease renewal, a transactional job's own transaction, a workflow's records) asks the
+/// window to end and waits for it: [`Hold::settled`].
+#[derive(Clone, Debug)]
+pub(crate) struct Hold {
+    /// Asks the window to end now.
+    pub(crate) ask: Arc<tokio::sync::Notify>,
+    /// `Some(true)` once the window has written its jobs, `Some(false)` if it failed (its jobs
+    /// went back to the queue).
+    pub(crate) settled: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+impl Hold {
+    /// Asks the window to end, and says whether it wrote the job (`false`: the window failed,
+    /// and the job is back in the queue).
+    pub(crate) async fn settled(&self) -> bool {
+        if let Some(done) = *self.settled.borrow() {
+            return done;
+        }
+        self.ask.notify_one();
+        let mut settled = self.settled.clone();
+        settled.wait_for(Option::is_some).await.map(|v| v.unwrap_or(false)).unwrap_or(false)
+    }
 }
 
 /// Values a node hands to every job it runs, by type ([`JobContext::extension`]): the
@@ -63,6 +90,8 @@ pub(crate) struct Claimed {
     pub(crate) scheduled_at: DateTime<Utc>,
     /// How long a renewal keeps the lease (the node's `[worker] lease`).
     pub(crate) lease: std::time::Duration,
+    /// The claim window holding the job, if one still may.
+    pub(crate) hold: Option<Hold>,
 }
 
 impl JobContext {
@@ -90,6 +119,7 @@ impl JobContext {
                 cancel,
                 tx: tx.map(|tx| Arc::new(Mutex::new(Some(tx)))),
                 extensions,
+                hold: job.hold,
             }),
         }
     }
@@ -175,6 +205,7 @@ impl JobContext {
     /// Records progress (0–100, with a message) and renews the lease. The message is stored
     /// with NULs replaced and cut to [`forge_core::text::caps::PROGRESS_MESSAGE`] bytes.
     pub async fn progress(&self, percent: u8, message: impl Into<String>) -> Result<(), sqlx::Error> {
+        self.claimed().await;
         let mut message = message.into();
         forge_core::text::clean_text(&mut message, forge_core::text::caps::PROGRESS_MESSAGE);
         let progress = serde_json::json!({ "percent": percent.min(100), "message": message });
@@ -190,6 +221,9 @@ impl JobContext {
 
     /// Renews the lease now (the worker also renews it periodically).
     pub async fn heartbeat(&self) -> Result<bool, sqlx::Error> {
+        if !self.claimed().await {
+            return Ok(false);
+        }
         let renewed = sqlx::query(sql::HEARTBEAT)
             .bind(vec![self.inner.id.0])
             .bind(&self.inner.node_id)
@@ -208,6 +242,16 @@ impl JobContext {
     /// Whether cancellation was requested.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
+    }
+
+    /// Waits until the job's row says it runs (its claim window, if one holds it, has ended);
+    /// `false` if the window failed and the job went back to the queue. What writes to the
+    /// job's own row calls this first.
+    pub(crate) async fn claimed(&self) -> bool {
+        match &self.inner.hold {
+            Some(hold) => hold.settled().await,
+            None => true,
+        }
     }
 
     fn attempt_i32(&self) -> i32 {

@@ -18,8 +18,15 @@ pub(crate) const CANCEL_CHANNEL: &str = "forge_job_cancel";
 pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
     use JobState::*;
     &[
-        // CLAIM
+        // CLAIM, and SETTLE for an attempt still running when its claim window ends
         (Available, Running),
+        // SETTLE: an attempt that ended inside its claim window
+        (Available, Completed),
+        (Available, Retryable),
+        (Available, Discarded),
+        (Available, Cancelled),
+        (Available, Scheduled),
+        (Available, Available),
         // FINISH
         (Running, Completed),
         (Running, Retryable),
@@ -150,6 +157,76 @@ events as (
 )
 select id, kind, args, attempt, max_attempts, queue, run_at, metadata
 from updated
+"#;
+
+/// The claim of a claim window (see `worker/window.rs`): the same jobs as [`CLAIM`], locked
+/// (`FOR NO KEY UPDATE SKIP LOCKED`, inside the window's transaction) instead of written. The row
+/// lock is the lease until [`SETTLE`] writes each job once, with its outcome or as `running`.
+/// Each row comes with the attempt it starts (one more than stored).
+pub(crate) const CLAIM_HELD: &str = r#"
+select id, kind, args, attempt + 1 as attempt, max_attempts, queue, run_at, metadata
+from forge_jobs
+where state = 'available'
+  and queue = $1
+  and run_at <= now()
+  and (capability is null or capability = any($3::text[]))
+  and not (id = any($4::bigint[]))
+  and cancel_requested_at is null
+  and kind = any($5::text[])
+  and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
+order by priority, run_at, id
+limit $2
+for no key update skip locked
+"#;
+
+/// Ends a claim window: one write per job it holds. A job whose attempt ended inside the window
+/// gets its outcome (as [`FINISH`] would write it: the attempt counted unless `uncount`); one
+/// still running gets `running` with its lease of `$8` seconds, as [`CLAIM`] would. `attempted_at`
+/// is the window's start (the transaction's `now()`). Only rows still `available` at the attempt
+/// before `$9`'s change: inside the window its transaction holds their locks, so every one does;
+/// after a failed window (see `fall_back`) a job claimed elsewhere meanwhile is left alone. An API client's job gets its
+/// `job.started` event and, if it ended, its outcome's, in order.
+pub(crate) const SETTLE: &str = r#"
+with updated as (
+update forge_jobs j
+set state = u.state,
+    attempt = j.attempt + 1 - u.uncount,
+    attempted_at = now(),
+    attempted_by = $7,
+    output = coalesce(u.output, j.output),
+    errors = case when u.error is null then j.errors else j.errors || jsonb_build_array(u.error) end,
+    run_at = coalesce(u.run_at, j.run_at),
+    finalized_at = case when u.state in ('completed', 'discarded', 'cancelled') then clock_timestamp() end,
+    heartbeat_at = case when u.state = 'running' then clock_timestamp() end,
+    lease_until = case when u.state = 'running' then clock_timestamp() + make_interval(secs => $8::float8) end
+from unnest($1::bigint[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[], $6::int[], $9::int[])
+     as u(id, state, output, error, run_at, uncount, attempt)
+where j.id = u.id and j.state = 'available' and j.attempt + 1 = u.attempt
+returning j.id, j.state, j.queue, j.client_id, j.attempt, j.attempt + u.uncount as started, j.run_at, u.error
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select job_id, client_id, type, attempt, data
+    from (
+        select id as job_id, client_id, 'job.started' as type, started as attempt,
+               jsonb_build_object('node', $7::text) as data, 0 as step
+        from updated
+        where client_id is not null
+        union all
+        select id, client_id,
+               case state when 'completed' then 'job.succeeded' when 'discarded' then 'job.failed'
+                          when 'cancelled' then 'job.cancelled' else 'job.retried' end,
+               attempt,
+               case when state = 'retryable' then jsonb_build_object('error', error -> 'message', 'run_at', run_at)
+                    when error is not null then jsonb_build_object('error', error -> 'message')
+                    else '{}' end,
+               1
+        from updated
+        where client_id is not null and state in ('completed', 'discarded', 'cancelled', 'retryable')
+    ) e
+    order by job_id, step
+)
+select id, state, queue from updated
 "#;
 
 /// Writes a batch of attempt outcomes in one statement. Fenced: a row changes only while it is

@@ -154,6 +154,7 @@ impl TestDatabase {
             token: Default::default(),
             tx_slots: None,
             extensions: Default::default(),
+            hold: None,
         };
         let ended = run.run(|ctx| async move { J::run(&ctx, args).await }).await;
         let (ended, result) = ended.split();
@@ -203,6 +204,7 @@ impl TestDatabase {
                 lease: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
                 listen: true,
+                claim_window: Some(Duration::from_millis(20)),
                 extensions: Default::default(),
             },
         );

@@ -188,6 +188,7 @@ impl<W: Workflow> TestRun<'_, W> {
             token: Default::default(),
             tx_slots: None,
             extensions: Default::default(),
+            hold: None,
         };
         let args: <W as Job>::Args = serde_json::from_value(job.args.clone())
             .unwrap_or_else(|e| panic!("the run's arguments do not fit {}: {e}", <W as Job>::NAME));

@@ -46,6 +46,10 @@ struct Loaded {
 /// makes the workflow's `Job::run`.
 pub async fn execute<W: Workflow>(job: &JobContext, args: <W as Job>::Args) -> Result<<W as Job>::Output, JobError> {
     let run = job.id();
+    // A run's records and its suspensions are fenced by its row: written `running` first.
+    if !job.claimed().await {
+        return Err(JobError::retry("the claim window holding this run failed; the run is back in its queue"));
+    }
     let loaded = load(job, W::NAME, W::VERSION, W::timeout())
         .await
         .map_err(|e| JobError::retry(format!("cannot load the workflow run: {e}")))?;

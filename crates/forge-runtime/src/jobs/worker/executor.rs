@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::outcome::{self, Ended};
 use super::shared::{ClaimedJob, Shared, StopReason};
 use crate::jobs::completer::{self, Outcome};
-use crate::jobs::context::{Claimed, JobContext};
+use crate::jobs::context::{Claimed, Hold, JobContext};
 use crate::jobs::notifier::Notifier;
 use crate::observability::{DURATION_BUCKETS, Metrics, SpanContext};
 
@@ -39,6 +39,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) tx_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// What the node hands its jobs.
     pub(crate) extensions: crate::jobs::Extensions,
+    /// The claim window holding the job, if one still may.
+    pub(crate) hold: Option<Hold>,
 }
 
 impl Attempt<'_> {
@@ -56,6 +58,12 @@ impl Attempt<'_> {
         // Held until the transaction is committed or rolled back, when `run` returns.
         let mut _tx_slot = None;
         let tx = if self.options.transactional {
+            // The job's transaction completes it, fenced by its row: written `running` first.
+            if let Some(hold) = &self.hold
+                && !hold.settled().await
+            {
+                return Ended::Stopped(StopReason::LeaseLost);
+            }
             if let Some(slots) = &self.tx_slots {
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => _tx_slot = slot.ok(),
@@ -81,6 +89,7 @@ impl Attempt<'_> {
                 max_attempts: u32::try_from(job.max_attempts).unwrap_or(0),
                 scheduled_at: job.run_at,
                 lease: self.lease,
+                hold: self.hold,
             },
             self.node_id.to_owned(),
             self.pool.clone(),
@@ -153,7 +162,12 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
     let started = std::time::Instant::now();
     let started_at = Utc::now();
     let key = (job.id, job.attempt);
-    let token = shared.running.lock().ok().and_then(|r| r.get(&key).map(|r| r.token.clone())).unwrap_or_default();
+    let (token, hold) = shared
+        .running
+        .lock()
+        .ok()
+        .and_then(|r| r.get(&key).map(|r| (r.token.clone(), r.hold.clone())))
+        .unwrap_or_default();
     let registered = shared.registry.get(&job.kind).cloned();
     let ended = match &registered {
         None => Ended::Failed(
@@ -171,6 +185,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
                 token,
                 tx_slots: Some(shared.tx_slots.clone()),
                 extensions: shared.settings.extensions.clone(),
+                hold,
             };
             attempt.run(|ctx| (registered.handler)(ctx, job.args.clone())).await
         }
@@ -199,7 +214,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
     match outcome {
         // The attempt stays in the running table (its lease renewed) until the completer has
         // written its outcome: an outcome waiting out a database outage is not rescued meanwhile.
-        Some(outcome) => shared.completer.send(outcome),
+        Some(outcome) => shared.send_outcome(key, outcome),
         None => {
             if let Ok(mut running) = shared.running.lock() {
                 running.remove(&key);

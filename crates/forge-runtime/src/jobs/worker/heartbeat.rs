@@ -45,12 +45,13 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
     tokio::join!(renewals, fencing);
 }
 
-/// One renewal of every running attempt's lease.
+/// One renewal of every running attempt's lease (not of those a claim window holds: its row
+/// lock is their lease).
 async fn renew(shared: &Shared) {
     let keys: Vec<AttemptKey> = shared
         .running
         .lock()
-        .map(|r| r.iter().filter(|(_, r)| !r.abandoned).map(|(key, _)| *key).collect())
+        .map(|r| r.iter().filter(|(_, r)| !r.abandoned && r.window.is_none()).map(|(key, _)| *key).collect())
         .unwrap_or_default();
     if keys.is_empty() {
         return;

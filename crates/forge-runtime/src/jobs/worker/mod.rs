@@ -8,7 +8,9 @@
 //!   with backoff, discard, snooze, cancel, release);
 //! - [`heartbeat`]: renews the leases of everything running on the node and stops attempts
 //!   whose lease was lost or whose cancellation was requested;
-//! - [`listener`]: turns NOTIFYs into wake-ups (new work) and cancellations.
+//! - [`listener`]: turns NOTIFYs into wake-ups (new work) and cancellations;
+//! - [`window`]: claim windows, which lock claimed jobs in a transaction and write each once,
+//!   with its outcome when its attempt ends within the window.
 //!
 //! Outcomes go to the completer, which writes them in batches. Running attempts are kept in
 //! `shared.rs`'s table, the one the parts share.
@@ -19,6 +21,7 @@ mod listener;
 pub(crate) mod outcome;
 mod producer;
 mod shared;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

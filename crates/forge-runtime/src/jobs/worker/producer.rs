@@ -4,21 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::executor;
-use super::shared::{ClaimedJob, Running, Shared, StopReason};
+use super::shared::{ClaimedJob, Shared};
+use super::{executor, window};
 use crate::jobs::completer::MAX_BACKLOG;
 use crate::jobs::sql;
-use crate::observability::{DURATION_BUCKETS, JOB_SPAN, in_task_context};
-
-/// The timeout of a kind this node cannot run (its attempt fails at once anyway).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long past its timeout an attempt may still be running before it is abandoned.
-const ABANDON_AFTER: Duration = Duration::from_secs(1);
+use crate::observability::{JOB_SPAN, in_task_context};
 
 /// How long a busy producer waits for more free slots before claiming.
 const GATHER: Duration = Duration::from_millis(1);
@@ -28,6 +23,7 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
     let waker = shared.wakers.get(&queue).cloned().unwrap_or_default();
     let poll = shared.settings.poll_interval;
     let mut busy = false;
+    let mut windows: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
@@ -51,7 +47,17 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
                 () = stop.cancelled() => break,
             }
         }
-        match claim(&shared, &queue, wanted).await {
+        windows.retain(|w| !w.is_finished());
+        let claimed = match shared.settings.claim_window {
+            Some(open_for) if windows.len() < window::MAX_OPEN => {
+                window::open(&shared, &queue, wanted, open_for, &stop).await.map(|(jobs, task)| {
+                    windows.extend(task);
+                    jobs
+                })
+            }
+            _ => claim(&shared, &queue, wanted).await,
+        };
+        match claimed {
             Ok(jobs) => {
                 let full = jobs.len() == wanted;
                 busy = full;
@@ -77,8 +83,12 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             () = stop.cancelled() => break,
         }
     }
-    // Drain: every slot back means every job of this producer has finished.
+    // Drain: every slot back means every job of this producer has finished; then its windows
+    // are written.
     let _ = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+    for w in windows {
+        let _ = w.await;
+    }
 }
 
 /// Runs one claimed attempt in a task of its own, holding `permit` until it has ended.
@@ -125,39 +135,7 @@ async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<ClaimedJob>
         .bind(&shared.kinds)
         .fetch_all(&shared.pool)
         .await?;
-    let metrics = shared.telemetry.metrics();
-    metrics.count("forge_worker_claims_total", "Claim statements run, by queue.", &[("queue", queue)], 1);
-    let now = Utc::now();
-    for job in &jobs {
-        let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-        metrics.observe(
-            "forge_job_pickup_seconds",
-            "Time from a job being due to a worker claiming it, by queue.",
-            DURATION_BUCKETS,
-            &[("queue", queue)],
-            waited,
-        );
-    }
-    if let Ok(mut running) = shared.running.lock() {
-        for job in &jobs {
-            // Never two attempts of one job at once: an older one still here is stopped first.
-            for (_, stale) in running.iter_mut().filter(|((id, attempt), _)| *id == job.id && *attempt != job.attempt) {
-                stale.reason.get_or_insert(StopReason::LeaseLost);
-                stale.token.cancel();
-            }
-            let timeout = shared.registry.options(&job.kind).map_or(DEFAULT_TIMEOUT, |o| o.timeout);
-            let entry = Running {
-                token: CancellationToken::new(),
-                reason: None,
-                renewed: sent,
-                abandon_at: sent
-                    .checked_add(timeout.saturating_add(ABANDON_AFTER))
-                    .unwrap_or(sent + Duration::from_secs(365 * 86_400)),
-                abandoned: false,
-                finished: false,
-            };
-            running.insert((job.id, job.attempt), entry);
-        }
-    }
+    shared.count_claim(queue);
+    shared.register(queue, &jobs, sent, None);
     Ok(jobs)
 }

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use forge_core::jobs::JobId;
 
-use crate::jobs::completer::Completer;
+use crate::jobs::completer::{Completer, Outcome};
+use crate::jobs::context::Hold;
 use crate::jobs::job::JobRegistry;
 use crate::jobs::notifier::Notifier;
-use crate::observability::Telemetry;
+use crate::observability::{DURATION_BUCKETS, Telemetry};
 
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) shutdown_timeout: Duration,
     /// Whether to LISTEN for wake-ups and cancellations (else poll only).
     pub(crate) listen: bool,
+    /// How long a claim window stays open; none claims the classic way (see `window.rs`).
+    pub(crate) claim_window: Option<Duration>,
     /// What the node hands its jobs ([`JobContext::extension`](crate::jobs::JobContext::extension)).
     pub(crate) extensions: crate::jobs::Extensions,
 }
@@ -57,7 +60,17 @@ pub(super) struct Running {
     pub(super) abandoned: bool,
     /// Whether it has ended and its outcome waits for the completer (its lease is still renewed).
     pub(super) finished: bool,
+    /// While its claim window is open: where its outcome goes (the window writes it), and why
+    /// its lease is not renewed (the window's row lock holds the job).
+    pub(super) window: Option<mpsc::UnboundedSender<Outcome>>,
+    /// The window's hold, handed to the attempt's context.
+    pub(super) hold: Option<Hold>,
 }
+
+/// The timeout of a kind this node cannot run (its attempt fails at once anyway).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past its timeout an attempt may still be running before it is abandoned.
+const ABANDON_AFTER: Duration = Duration::from_secs(1);
 
 /// What the worker's parts share.
 #[derive(Debug)]
@@ -81,6 +94,61 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Records a claim: its metrics, and each attempt in the running table (held by a claim
+    /// window when `window` says where its outcome goes). `sent` is when the claim was sent: the
+    /// leases count from then.
+    pub(super) fn register(
+        &self,
+        queue: &str,
+        jobs: &[ClaimedJob],
+        sent: Instant,
+        window: Option<(&mpsc::UnboundedSender<Outcome>, &Hold)>,
+    ) {
+        let metrics = self.telemetry.metrics();
+        let now = Utc::now();
+        for job in jobs {
+            let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            metrics.observe(
+                "forge_job_pickup_seconds",
+                "Time from a job being due to a worker claiming it, by queue.",
+                DURATION_BUCKETS,
+                &[("queue", queue)],
+                waited,
+            );
+        }
+        if let Ok(mut running) = self.running.lock() {
+            for job in jobs {
+                // Never two attempts of one job at once: an older one still here is stopped first.
+                for (_, stale) in
+                    running.iter_mut().filter(|((id, attempt), _)| *id == job.id && *attempt != job.attempt)
+                {
+                    stale.reason.get_or_insert(StopReason::LeaseLost);
+                    stale.token.cancel();
+                }
+                let timeout = self.registry.options(&job.kind).map_or(DEFAULT_TIMEOUT, |o| o.timeout);
+                let entry = Running {
+                    window: window.map(|(w, _)| w.clone()),
+                    hold: window.map(|(_, h)| h.clone()),
+                    token: CancellationToken::new(),
+                    reason: None,
+                    renewed: sent,
+                    abandon_at: sent
+                        .checked_add(timeout.saturating_add(ABANDON_AFTER))
+                        .unwrap_or(sent + Duration::from_secs(365 * 86_400)),
+                    abandoned: false,
+                    finished: false,
+                };
+                running.insert((job.id, job.attempt), entry);
+            }
+        }
+    }
+
+    /// Counts a claim statement, whatever it found.
+    pub(super) fn count_claim(&self, queue: &str) {
+        let metrics = self.telemetry.metrics();
+        metrics.count("forge_worker_claims_total", "Claim statements run, by queue.", &[("queue", queue)], 1);
+    }
+
     /// Stops one attempt.
     pub(super) fn stop(&self, key: AttemptKey, reason: StopReason) {
         if let Ok(mut running) = self.running.lock()
@@ -101,6 +169,22 @@ impl Shared {
         }
     }
 
+    /// Sends an attempt's outcome to be written: to its claim window while that is open, else to
+    /// the completer. Decided under the running table's lock, which the window takes to close.
+    pub(super) fn send_outcome(&self, key: AttemptKey, outcome: Outcome) {
+        let outcome = match self.running.lock() {
+            Ok(running) => match running.get(&key).and_then(|r| r.window.as_ref()) {
+                Some(window) => match window.send(outcome) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(outcome)) => outcome,
+                },
+                None => outcome,
+            },
+            Err(_) => outcome,
+        };
+        self.completer.send(outcome);
+    }
+
     /// Forgets the attempts whose outcomes the completer has written.
     pub(super) fn release(&self, attempts: &[(JobId, i32)]) {
         if let Ok(mut running) = self.running.lock() {
@@ -117,11 +201,12 @@ impl Shared {
 
     /// The jobs with an attempt running here: a claim must not take them again while one runs.
     /// (An attempt that has ended and waits for its outcome to be written runs nothing: should
-    /// its job be claimed again, that outcome is fenced off.)
+    /// its job be claimed again, that outcome is fenced off. Not so one a claim window still
+    /// holds: its job is `available` until the outcome is written, and would run again.)
     pub(super) fn running_ids(&self) -> Vec<i64> {
         self.running
             .lock()
-            .map(|r| r.iter().filter(|(_, r)| !r.finished).map(|((id, _), _)| *id).collect())
+            .map(|r| r.iter().filter(|(_, r)| !r.finished || r.window.is_some()).map(|((id, _), _)| *id).collect())
             .unwrap_or_default()
     }
 

@@ -1,0 +1,298 @@
+//! Claim windows: one write per short job.
+//!
+//! The classic claim writes each job `running` (a new row version, new index entries) and its
+//! outcome writes it again. A claim window claims inside a transaction instead: the jobs are
+//! locked (`FOR NO KEY UPDATE SKIP LOCKED`), not written, and their attempts start at once. The
+//! window ends when every attempt has ended, when `[worker] claim_window` has passed, when an
+//! attempt needs its row written (progress, a lease renewal, a transactional job's own
+//! transaction, a workflow's records: [`Hold`]) or when the worker stops. Then one statement
+//! ([`sql::SETTLE`]) writes each job once: with its outcome if its attempt ended, else `running`
+//! with its lease, as the classic claim would; and the transaction commits.
+//!
+//! Until then the row lock is the lease: no other node can claim the jobs (they skip locked
+//! rows). A node that dies loses its connection, so the transaction rolls back and its jobs are
+//! available again at once; a node that stops answering (paused, cut off) holds them no longer
+//! than `[worker] lease`, the transaction's `idle_in_transaction_session_timeout`, after which
+//! Postgres ends the session, and its attempts are fenced as with a lost lease. A window that
+//! cannot be written (its commit failed) is written again the classic way at once, fenced by
+//! state and attempt; if that fails too, its still-running attempts stop and the outcomes it
+//! held are written when the database answers, unless another node claimed their jobs
+//! meanwhile (then they run again: at least once).
+//!
+//! The price, and why windows are off by default (`[worker] hold_claims`): an attempt cut short
+//! by its node's death inside a window leaves no trace (the rollback undoes the attempt's
+//! count), so `max_attempts` does not bound a job that kills its node within the window.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forge_core::jobs::{JobId, JobState};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::shared::{AttemptKey, ClaimedJob, Shared, StopReason};
+use crate::jobs::completer::Outcome;
+use crate::jobs::context::Hold;
+use crate::jobs::sql;
+
+/// Claim windows one queue's producer keeps open at once; past them it claims the classic way.
+pub(super) const MAX_OPEN: usize = 2;
+
+/// Opens a claim window of up to `n` jobs of `queue` for `open_for`. Returns the jobs (their
+/// attempts registered in the running table, held by the window) and the window's task, which
+/// ends once the window is written.
+pub(super) async fn open(
+    shared: &Arc<Shared>,
+    queue: &str,
+    n: usize,
+    open_for: Duration,
+    stop: &CancellationToken,
+) -> Result<(Vec<ClaimedJob>, Option<JoinHandle<()>>), sqlx::Error> {
+    let busy = shared.running_ids();
+    let sent = Instant::now();
+    // A session idle inside the window for a whole lease (its node paused or cut off) is ended
+    // by Postgres, and its locks with it.
+    let lease_ms = shared.settings.lease.as_millis().max(1);
+    let mut tx =
+        shared.pool.begin_with(format!("begin; set local idle_in_transaction_session_timeout = {lease_ms}")).await?;
+    let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_HELD)
+        .bind(queue)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(&shared.settings.capabilities)
+        .bind(&busy)
+        .bind(&shared.kinds)
+        .fetch_all(&mut *tx)
+        .await?;
+    shared.count_claim(queue);
+    if jobs.is_empty() {
+        tx.commit().await?;
+        return Ok((jobs, None));
+    }
+    let (outcomes, received) = mpsc::unbounded_channel();
+    let ask = Arc::new(Notify::new());
+    let (settled, settled_rx) = watch::channel(None);
+    let hold = Hold { ask: ask.clone(), settled: settled_rx };
+    shared.register(queue, &jobs, sent, Some((&outcomes, &hold)));
+    drop(outcomes);
+    let window = Window {
+        shared: shared.clone(),
+        keys: jobs.iter().map(|j| (j.id, j.attempt)).collect(),
+        ask,
+        settled,
+        received,
+    };
+    let deadline = tokio::time::Instant::now() + open_for;
+    let task = tokio::spawn(window.run(tx, deadline, stop.clone()));
+    Ok((jobs, Some(task)))
+}
+
+/// An open window: its attempts, and where their outcomes arrive.
+struct Window {
+    shared: Arc<Shared>,
+    keys: Vec<AttemptKey>,
+    ask: Arc<Notify>,
+    settled: watch::Sender<Option<bool>>,
+    received: mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// One job's write at the window's end.
+struct Settle {
+    key: AttemptKey,
+    outcome: Option<Outcome>,
+}
+
+impl Window {
+    async fn run(
+        mut self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        deadline: tokio::time::Instant,
+        stop: CancellationToken,
+    ) {
+        let mut ended: HashMap<AttemptKey, Outcome> = HashMap::new();
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        while ended.len() < self.keys.len() {
+            tokio::select! {
+                biased;
+                outcome = self.received.recv() => match outcome {
+                    Some(o) => { ended.insert((o.id.0, o.attempt), o); }
+                    None => break,
+                },
+                () = &mut timer => break,
+                () = self.ask.notified() => break,
+                () = stop.cancelled() => break,
+            }
+        }
+        while let Ok(o) = self.received.try_recv() {
+            ended.insert((o.id.0, o.attempt), o);
+        }
+        // An attempt gone from the running table without an outcome (stopped, its lease lost)
+        // writes nothing: its job stays available, and the commit unlocks it.
+        let present: HashSet<AttemptKey> = match self.shared.running.lock() {
+            Ok(running) => self.keys.iter().filter(|k| running.contains_key(k)).copied().collect(),
+            Err(_) => HashSet::new(),
+        };
+        let writes: Vec<Settle> = self
+            .keys
+            .iter()
+            .filter_map(|key| match ended.remove(key) {
+                Some(outcome) => Some(Settle { key: *key, outcome: Some(outcome) }),
+                None if present.contains(key) => Some(Settle { key: *key, outcome: None }),
+                None => None,
+            })
+            .collect();
+        let sent = Instant::now();
+        let written = match settle(&mut *tx, &self.shared, &writes).await {
+            Ok(rows) => tx.commit().await.map(|()| rows),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(rows) => self.written(writes, &rows, sent),
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = writes.len(), "a claim window could not be written; writing its jobs the classic way");
+                self.fall_back(writes, stop).await;
+            }
+        }
+    }
+
+    /// The window is written: its ended attempts are done, the others run on under a lease
+    /// renewed from `sent`, and outcomes that arrived meanwhile go to the completer.
+    fn written(mut self, writes: Vec<Settle>, rows: &[(JobId, JobState, String)], sent: Instant) {
+        let wrote: HashSet<i64> = rows.iter().map(|(id, _, _)| id.0).collect();
+        let mut again: Vec<String> = Vec::new();
+        for (_, state, queue) in rows {
+            if *state == JobState::Available && !again.contains(queue) {
+                again.push(queue.clone());
+            }
+        }
+        if let Ok(mut running) = self.shared.running.lock() {
+            for write in &writes {
+                let Some(entry) = running.get_mut(&write.key) else { continue };
+                entry.window = None;
+                if write.outcome.is_some() || !wrote.contains(&write.key.0) {
+                    running.remove(&write.key);
+                } else {
+                    entry.renewed = sent;
+                }
+            }
+            // Attempts that wrote nothing (gone from the table) are not in `writes`.
+            for key in &self.keys {
+                if let Some(entry) = running.get_mut(key) {
+                    entry.window = None;
+                }
+            }
+        }
+        let _ = self.settled.send(Some(true));
+        while let Ok(outcome) = self.received.try_recv() {
+            self.shared.completer.send(outcome);
+        }
+        for queue in again {
+            self.shared.notifier.notify(&queue);
+        }
+    }
+
+    /// The window's transaction failed (and rolled back: its jobs are `available` again, as
+    /// they were). Writes them at once the classic way, fenced ([`sql::SETTLE`] changes a job
+    /// only if it is still `available` at the attempt before this one). If that fails too, its
+    /// still-running attempts stop (nothing holds their jobs any more; another node may claim
+    /// them) and the outcomes it held are written again and again until the database answers or
+    /// the worker stops; a job claimed elsewhere meanwhile runs again (at least once).
+    async fn fall_back(mut self, writes: Vec<Settle>, stop: CancellationToken) {
+        let sent = Instant::now();
+        if let Ok(rows) = settle_once_more(&self.shared, &writes).await {
+            self.written(writes, &rows, sent);
+            return;
+        }
+        let mut pending: Vec<Settle> = writes.into_iter().filter(|w| w.outcome.is_some()).collect();
+        if let Ok(mut running) = self.shared.running.lock() {
+            for key in &self.keys {
+                let Some(entry) = running.get_mut(key) else { continue };
+                if pending.iter().any(|w| w.key == *key) {
+                    // Its outcome waits here; the window's mark keeps its lease from being renewed.
+                    continue;
+                }
+                entry.window = None;
+                entry.reason.get_or_insert(StopReason::LeaseLost);
+                entry.token.cancel();
+            }
+        }
+        let _ = self.settled.send(Some(false));
+        tracing::warn!(
+            jobs = self.keys.len(),
+            outcomes = pending.len(),
+            "a claim window could not be written: its running attempts stop, its outcomes are written when the database answers"
+        );
+        let mut pause = Duration::from_millis(100);
+        loop {
+            while let Ok(outcome) = self.received.try_recv() {
+                let key = (outcome.id.0, outcome.attempt);
+                pending.push(Settle { key, outcome: Some(outcome) });
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if settle_once_more(&self.shared, &pending).await.is_ok() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => break,
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        if let Ok(mut running) = self.shared.running.lock() {
+            for key in &self.keys {
+                if running.get(key).is_some_and(|entry| entry.window.is_some()) {
+                    running.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// Runs [`sql::SETTLE`] for `writes` on a control connection after a window failed, closing
+/// the connection if it broke: a pooled connection cut with the window's is reused without a
+/// ping for a while (see `db::pool::PING_AFTER_IDLE`), and would fail each retry.
+async fn settle_once_more(shared: &Shared, writes: &[Settle]) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
+    let mut conn = shared.control.acquire().await?;
+    let rows = settle(&mut *conn, shared, writes).await;
+    if matches!(rows, Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) {
+        let _ = conn.close().await;
+    }
+    rows
+}
+
+/// Runs [`sql::SETTLE`] for `writes`: each job with its outcome, or `running` under a lease.
+async fn settle<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    shared: &Shared,
+    writes: &[Settle],
+) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
+    let ids: Vec<i64> = writes.iter().map(|w| w.key.0).collect();
+    let states: Vec<JobState> =
+        writes.iter().map(|w| w.outcome.as_ref().map_or(JobState::Running, |o| o.state)).collect();
+    let outputs: Vec<Option<&serde_json::Value>> =
+        writes.iter().map(|w| w.outcome.as_ref().and_then(|o| o.output.as_ref())).collect();
+    let errors: Vec<Option<serde_json::Value>> = writes
+        .iter()
+        .map(|w| w.outcome.as_ref().and_then(|o| o.error.as_ref()).map(serde_json::to_value).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let run_ats: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        writes.iter().map(|w| w.outcome.as_ref().and_then(|o| o.run_at)).collect();
+    let uncount: Vec<i32> = writes.iter().map(|w| i32::from(w.outcome.as_ref().is_some_and(|o| o.uncount))).collect();
+    sqlx::query_as(sql::SETTLE)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&outputs)
+        .bind(&errors)
+        .bind(&run_ats)
+        .bind(&uncount)
+        .bind(&shared.settings.node_id)
+        .bind(shared.settings.lease.as_secs_f64())
+        .bind(writes.iter().map(|w| w.key.1).collect::<Vec<i32>>())
+        .fetch_all(executor)
+        .await
+}
