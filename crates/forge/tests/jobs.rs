@@ -842,3 +842,38 @@ async fn many_jobs_drain_through_claim_windows_each_once() {
     assert_eq!(count(db.pool(), "select count(*) from forge_jobs where attempt <> 1").await, 0);
     node.stop().await.expect("stop");
 }
+
+/// Set once `waits_out_shutdown` has started.
+static WAITING_OUT_SHUTDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs on past its node's shutdown timeout (until the node drops it).
+#[forge::job(timeout = "30s")]
+async fn waits_out_shutdown(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    WAITING_OUT_SHUTDOWN.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_released_at_shutdown_inside_its_claim_window_is_available_again_uncounted() {
+    let db = TestDatabase::new().await.expect("db");
+    record_job_writes(db.pool()).await;
+    let node = node(&db, |c| {
+        c.worker.hold_claims = true;
+        c.worker.claim_window = "900ms".parse().expect("duration");
+        c.worker.shutdown_timeout = "10ms".parse().expect("duration");
+    })
+    .await;
+    let id = WaitsOutShutdown::dispatch(&node, ()).await.expect("dispatch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !WAITING_OUT_SHUTDOWN.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.stop().await.expect("stop");
+    let r = row(db.pool(), id).await;
+    assert_eq!((r.state.as_str(), r.attempt), ("available", 0), "released, not counted");
+    // The stop ended the window (the attempt still ran: written `running`), then released it.
+    assert_eq!(job_writes(db.pool(), id).await, ["running", "available"]);
+    assert_eq!(r.errors, json!([]));
+}

@@ -89,12 +89,12 @@ impl JobState {
                 | (Retryable, Available)
                 // An attempt that ended inside its claim window: the claim held the row with a
                 // lock instead of writing `running`, and the outcome is the row's one write
-                // (released or snoozed there: the attempt not counted).
+                // (snoozed there: the attempt not counted; one released at shutdown writes
+                // nothing, the job stays `available`).
                 | (Available, Completed)
                 | (Available, Retryable)
                 | (Available, Discarded)
                 | (Available, Scheduled)
-                | (Available, Available)
                 // Cancelling anything not yet finished.
                 | (Scheduled, Cancelled)
                 | (Available, Cancelled)
@@ -195,11 +195,12 @@ mod tests {
             prop_assert_eq!(from.can_transition(JobState::Running), from == JobState::Available);
         }
 
-        /// Outcomes are decided by running jobs: nothing else completes, fails or is discarded.
+        /// Outcomes are decided by attempts: nothing but a running job, or an available one a
+        /// claim window holds (locked, not written `running`), completes, fails or is discarded.
         #[test]
-        fn only_running_jobs_finish(from in state()) {
+        fn only_claimed_jobs_finish(from in state()) {
             for to in [JobState::Completed, JobState::Retryable, JobState::Discarded] {
-                prop_assert_eq!(from.can_transition(to), from == JobState::Running);
+                prop_assert_eq!(from.can_transition(to), matches!(from, JobState::Running | JobState::Available));
             }
         }
 

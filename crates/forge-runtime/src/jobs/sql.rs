@@ -26,7 +26,6 @@ pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
         (Available, Discarded),
         (Available, Cancelled),
         (Available, Scheduled),
-        (Available, Available),
         // FINISH
         (Running, Completed),
         (Running, Retryable),

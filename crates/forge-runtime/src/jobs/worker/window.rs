@@ -138,6 +138,9 @@ impl Window {
             .keys
             .iter()
             .filter_map(|key| match ended.remove(key) {
+                // Released (at shutdown): not counted, so nothing to write; the job stays
+                // `available` and the commit unlocks it.
+                Some(outcome) if outcome.state == JobState::Available => None,
                 Some(outcome) => Some(Settle { key: *key, outcome: Some(outcome) }),
                 None if present.contains(key) => Some(Settle { key: *key, outcome: None }),
                 None => None,
@@ -177,9 +180,11 @@ impl Window {
                     entry.renewed = sent;
                 }
             }
-            // Attempts that wrote nothing (gone from the table) are not in `writes`.
+            // Attempts that wrote nothing (gone from the table, or released) are not in `writes`.
             for key in &self.keys {
-                if let Some(entry) = running.get_mut(key) {
+                if running.get(key).is_some_and(|entry| entry.finished && entry.window.is_some()) {
+                    running.remove(key);
+                } else if let Some(entry) = running.get_mut(key) {
                     entry.window = None;
                 }
             }
@@ -213,6 +218,11 @@ impl Window {
                     // Its outcome waits here; the window's mark keeps its lease from being renewed.
                     continue;
                 }
+                if entry.finished {
+                    // Released: nothing to write.
+                    running.remove(key);
+                    continue;
+                }
                 entry.window = None;
                 entry.reason.get_or_insert(StopReason::LeaseLost);
                 entry.token.cancel();
@@ -227,8 +237,10 @@ impl Window {
         let mut pause = Duration::from_millis(100);
         loop {
             while let Ok(outcome) = self.received.try_recv() {
-                let key = (outcome.id.0, outcome.attempt);
-                pending.push(Settle { key, outcome: Some(outcome) });
+                if outcome.state != JobState::Available {
+                    let key = (outcome.id.0, outcome.attempt);
+                    pending.push(Settle { key, outcome: Some(outcome) });
+                }
             }
             if pending.is_empty() {
                 break;
