@@ -526,11 +526,16 @@ async fn finishes_into_an_outage(ctx: &JobContext, _args: ()) -> Result<u32, Job
     Ok(ctx.attempt())
 }
 
-#[tokio::test]
-async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the_job_runs_once() {
+/// Runs a `J` job, which takes the database away as it succeeds (through `outage`), on a node
+/// tweaked by `tweak`; brings the database back after two leases and returns the job's final
+/// state and attempt.
+async fn outcome_meets_an_outage<J: Job<Args = ()>>(
+    outage: &std::sync::OnceLock<Arc<AtomicBool>>,
+    tweak: impl FnOnce(&mut forge::ForgeConfig),
+) -> (String, i32) {
     let db = TestDatabase::new().await.expect("db");
     let proxy = Proxy::to(&db).await;
-    let _ = OUTAGE.set(proxy.refusing.clone());
+    let _ = outage.set(proxy.refusing.clone());
     let mut config = proxy.config(&db);
     config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
     config.node.heartbeat_interval = "200ms".parse().expect("duration");
@@ -538,20 +543,27 @@ async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the
     config.worker.lease = "2s".parse().expect("duration");
     config.worker.poll_interval = "50ms".parse().expect("duration");
     config.observability.enabled = false;
+    tweak(&mut config);
     let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
     eventually("leadership", Duration::from_secs(20), async || node.is_leader().then_some(())).await;
-    let job = FinishesIntoAnOutage::dispatch(&node, ()).await.expect("dispatch");
+    let job = J::dispatch(&node, ()).await.expect("dispatch");
     eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
         .await;
     // The database stays away for more than two leases (the fault being tested), then returns.
     tokio::time::sleep(Duration::from_secs(5)).await;
     proxy.refusing.store(false, Ordering::SeqCst);
-    let (final_state, attempt) = eventually("the job finishing", Duration::from_secs(30), async || {
+    let finished = eventually("the job finishing", Duration::from_secs(30), async || {
         let (now, attempt) = state(db.pool(), job).await;
         (now != "running" && now != "retryable" && now != "available").then_some((now, attempt))
     })
     .await;
     node.stop().await.expect("stop");
+    finished
+}
+
+#[tokio::test]
+async fn an_outcome_that_meets_a_database_outage_is_written_when_it_ends_and_the_job_runs_once() {
+    let (final_state, attempt) = outcome_meets_an_outage::<FinishesIntoAnOutage>(&OUTAGE, |_| {}).await;
     assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the first attempt's success was written");
     assert_eq!(*OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
 }
@@ -636,33 +648,14 @@ async fn finishes_into_an_outage_in_a_window(ctx: &JobContext, _args: ()) -> Res
 
 #[tokio::test]
 async fn an_outcome_held_by_a_claim_window_that_meets_an_outage_is_written_when_it_ends() {
-    let db = TestDatabase::new().await.expect("db");
-    let proxy = Proxy::to(&db).await;
-    let _ = WINDOW_OUTAGE.set(proxy.refusing.clone());
-    let mut config = proxy.config(&db);
-    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
-    config.node.heartbeat_interval = "200ms".parse().expect("duration");
-    config.node.dead_after = "1s".parse().expect("duration");
-    config.worker.lease = "2s".parse().expect("duration");
-    config.worker.poll_interval = "50ms".parse().expect("duration");
-    config.worker.hold_claims = true;
-    // Long enough that the outcome always reaches the window before it ends.
-    config.worker.claim_window = "500ms".parse().expect("duration");
-    config.observability.enabled = false;
-    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
-    let job = FinishesIntoAnOutageInAWindow::dispatch(&node, ()).await.expect("dispatch");
-    eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
-        .await;
-    // The window's transaction dies with its connection: the job is back in the queue, with
-    // its outcome held by the node, while the database stays away for two leases.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    proxy.refusing.store(false, Ordering::SeqCst);
-    let (final_state, attempt) = eventually("the job finishing", Duration::from_secs(30), async || {
-        let (now, attempt) = state(db.pool(), job).await;
-        (now != "running" && now != "retryable" && now != "available").then_some((now, attempt))
+    // The window's transaction dies with its connection: the job is back in the queue while
+    // the node holds its outcome through the outage.
+    let (final_state, attempt) = outcome_meets_an_outage::<FinishesIntoAnOutageInAWindow>(&WINDOW_OUTAGE, |config| {
+        config.worker.hold_claims = true;
+        // Long enough that the outcome always reaches the window before it ends.
+        config.worker.claim_window = "500ms".parse().expect("duration");
     })
     .await;
-    node.stop().await.expect("stop");
     assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the window's outcome was written");
     assert_eq!(*WINDOW_OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
 }
