@@ -13,9 +13,9 @@ const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl ForgeConfig {
     /// Checks what parsing alone cannot: the log filters are valid `tracing` directives, the
-    /// telemetry intervals are at least 10 ms, a JWT secret has at least 32 bytes, and
-    /// `node.dead_after` is at least twice `node.heartbeat_interval` (or live nodes would be
-    /// declared dead).
+    /// telemetry intervals are at least 10 ms, a JWT secret has at least 32 bytes,
+    /// `worker.claim_window` is less than half of `worker.lease`, and `node.dead_after` is at
+    /// least twice `node.heartbeat_interval` (or live nodes would be declared dead).
     ///
     /// ```
     /// use forge_core::ForgeConfig;
@@ -98,6 +98,7 @@ mod tests {
             ("[observability]\nmetrics_interval = \"1ms\"\n", "observability.metrics_interval"),
             ("[node]\nheartbeat_interval = \"5s\"\ndead_after = \"6s\"\n", "node.dead_after"),
             ("[auth]\njwt_secret = \"s3cret\"\n", "auth.jwt_secret"),
+            ("[worker]\nlease = \"1s\"\nclaim_window = \"500ms\"\n", "worker.claim_window"),
         ];
         for (toml, key) in cases {
             let err = ForgeConfig::parse_toml(toml).expect("parses").validate().expect_err(key);
