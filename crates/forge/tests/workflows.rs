@@ -1035,3 +1035,29 @@ async fn start_many_starts_runs_in_order_and_refuses_a_key() {
     }
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn runs_claimed_through_claim_windows_replay_sleep_and_count_as_with_classic_claims() {
+    let db = TestDatabase::new().await.expect("db");
+    setup(&db).await;
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Worker, Role::Scheduler]).expect("roles");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.hold_claims = true;
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let steps = ThreeSteps::start(&node, Order { amount: 21 }).await.expect("start");
+    let nap = Naps::start(&node, 300).await.expect("start");
+    wait_state(db.pool(), steps, "completed").await;
+    wait_state(db.pool(), nap, "completed").await;
+    assert_eq!(output(db.pool(), steps).await, json!("ch_42"));
+    assert_eq!(effects(db.pool(), steps).await, ["reserve", "charge", "ship"], "each step's closure ran once");
+    let attempts: Vec<(i32, serde_json::Value)> =
+        sqlx::query_as("select attempt, errors from forge_jobs where id = any($1) order by id")
+            .bind(vec![steps.0, nap.0])
+            .fetch_all(db.pool())
+            .await
+            .expect("rows");
+    assert_eq!(attempts[0].0, 2, "the panic cost one execution");
+    assert_eq!(attempts[1], (1, json!([])), "a sleep is not a failed attempt");
+    node.stop().await.expect("stop");
+}
