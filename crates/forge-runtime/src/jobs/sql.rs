@@ -538,6 +538,19 @@ mod tests {
         assert_eq!(INSERT_WITHOUT_KEYS.len(), INSERT.len() - "    on conflict do nothing\n".len());
     }
 
+    /// A claim window takes exactly the jobs a classic claim would (its parameters numbered
+    /// differently: busy ids `$4` for `$5`, kinds `$5` for `$7`).
+    #[test]
+    fn a_claim_window_selects_as_the_classic_claim_does() {
+        let filter = |sql: &str| -> String {
+            let from = sql.find("where state = 'available'").expect("filter start");
+            let to = sql[from..].find("limit $2").expect("filter end") + from;
+            sql[from..to].split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let held = filter(CLAIM_HELD).replace("$5::text[]", "$7::text[]").replace("$4::bigint[]", "$5::bigint[]");
+        assert_eq!(held, filter(CLAIM));
+    }
+
     #[test]
     fn the_claim_query_exists_once() {
         assert_eq!(CLAIM.matches("for update skip locked").count(), 1);
