@@ -216,9 +216,8 @@ async fn flush_buffer<T: Stored>(pool: &PgPool, node_id: &str, buffer: &Buffer<T
             return Ok(written);
         }
         let n = batch.len();
-        match write_batch(pool, node_id, batch).await {
+        match write_batch(pool, node_id, buffer, batch).await {
             Ok(refused) => {
-                buffer.count_dropped(refused);
                 written += n - refused as usize;
             }
             Err((e, unwritten)) => {
@@ -230,26 +229,34 @@ async fn flush_buffer<T: Stored>(pool: &PgPool, node_id: &str, buffer: &Buffer<T
 }
 
 /// Writes `batch`, halving it around records the database refuses; returns how many were
-/// refused (and dropped). On any other error, returns it with the records not yet written.
-async fn write_batch<T: Stored>(pool: &PgPool, node_id: &str, batch: Vec<T>) -> Result<u64, (sqlx::Error, Vec<T>)> {
+/// refused. A refused record is counted as dropped in `buffer` the moment it is refused, before
+/// the records after it are written (so whoever sees a later record also sees the count). On
+/// any other error, returns it with the records not yet written.
+async fn write_batch<T: Stored>(
+    pool: &PgPool,
+    node_id: &str,
+    buffer: &Buffer<T>,
+    batch: Vec<T>,
+) -> Result<u64, (sqlx::Error, Vec<T>)> {
     match T::insert(pool, node_id, &batch).await {
         Ok(()) => Ok(0),
         Err(e) if !crate::db::refused_data(&e) => Err((e, batch)),
         Err(e) if batch.len() == 1 => {
             tracing::warn!(target: "forge::telemetry", error = %e, "a telemetry record was refused by the database; dropped");
+            buffer.count_dropped(1);
             Ok(1)
         }
         Err(_) => {
             let mut left = batch;
             let right = left.split_off(left.len() / 2);
-            let refused = match Box::pin(write_batch(pool, node_id, left)).await {
+            let refused = match Box::pin(write_batch(pool, node_id, buffer, left)).await {
                 Ok(refused) => refused,
                 Err((e, mut rest)) => {
                     rest.extend(right);
                     return Err((e, rest));
                 }
             };
-            Ok(refused + Box::pin(write_batch(pool, node_id, right)).await?)
+            Ok(refused + Box::pin(write_batch(pool, node_id, buffer, right)).await?)
         }
     }
 }
