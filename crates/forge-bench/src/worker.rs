@@ -12,6 +12,22 @@ pub(crate) async fn noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Records its execution, then kills its own node (SIGABRT): a job no node survives. Its
+/// attempts must still count, so that `max_attempts` ends it (`kill.rs` tests it).
+#[forge::job(max_attempts = 3)]
+pub(crate) async fn crash_node(ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
+    let pid = i32::try_from(std::process::id()).unwrap_or(0);
+    sqlx::query("insert into bench_executions (job_id, attempt, node, pid) values ($1, $2, $3, $4)")
+        .bind(ctx.id().0)
+        .bind(attempt)
+        .bind(ctx.node_id())
+        .bind(pid)
+        .execute(ctx.db())
+        .await?;
+    std::process::abort();
+}
+
 /// Arguments of [`ledger_write`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct LedgerArgs {

@@ -68,6 +68,69 @@ async fn jobs_of_a_killed_worker_are_rescued_and_finalised_once() {
     assert!(re_run >= 4, "another node completed the killed node's jobs ({re_run})");
 }
 
+/// A job that kills its node (SIGABRT) the moment it starts, inside a claim window: the window's
+/// transaction dies with the node, but its slot still names the attempt, so each death counts
+/// and the job ends `discarded` after its 3 attempts instead of killing nodes forever.
+#[tokio::test]
+async fn a_job_that_kills_its_node_inside_a_claim_window_runs_out_of_attempts() {
+    let db = TestDatabase::new().await.expect("db");
+    sqlx::raw_sql(SCHEMA).execute(db.pool()).await.expect("schema");
+    let job: i64 = sqlx::query_scalar(
+        "insert into forge_jobs (kind, args, max_attempts) values ('crash_node', 'null', 3) returning id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("job");
+    let state = async || -> String {
+        sqlx::query_scalar("select state from forge_jobs where id = $1")
+            .bind(job)
+            .fetch_one(db.pool())
+            .await
+            .expect("state")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut deaths = 0;
+    while state().await != "discarded" {
+        assert!(deaths <= 5, "the job killed {deaths} nodes and is still {}", state().await);
+        assert!(std::time::Instant::now() < deadline, "not discarded within 90 s ({deaths} deaths)");
+        let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_forge-bench"))
+            .args(["worker", "--database-url", db.url()])
+            .args(["--lease", "1s", "--heartbeat", "100ms", "--dead-after", "1s", "--concurrency", "1"])
+            .env("FORGE_WORKER_HOLD_CLAIMS", "true")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        // It dies when it runs the job; between deaths it leads, finds the dead window's
+        // attempt and records it lost (the job then waits out its back-off).
+        loop {
+            if node.try_wait().expect("wait").is_some() {
+                deaths += 1;
+                break;
+            }
+            if state().await == "discarded" {
+                node.kill().expect("stop");
+                node.wait().expect("reap");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (attempt, errors): (i32, serde_json::Value) =
+        sqlx::query_as("select attempt, errors from forge_jobs where id = $1")
+            .bind(job)
+            .fetch_one(db.pool())
+            .await
+            .expect("job");
+    assert_eq!(deaths, 3, "one node died per attempt");
+    assert_eq!(attempt, 3);
+    assert_eq!(scalar(db.pool(), "select count(*) from bench_executions").await, 3, "three attempts ran");
+    let kinds: Vec<&str> = errors.as_array().expect("errors").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["lease", "lease", "lease"], "{errors}");
+    assert_eq!(scalar(db.pool(), "select count(*) from forge_claim_slots where cardinality(job_ids) > 0").await, 0);
+}
+
 /// Every span of `trace`, depth first.
 fn all_spans(nodes: &[forge::observability::SpanNode]) -> Vec<&forge::observability::SpanNode> {
     nodes.iter().flat_map(|n| std::iter::once(n).chain(all_spans(&n.children))).collect()

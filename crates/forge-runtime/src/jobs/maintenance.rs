@@ -109,6 +109,44 @@ pub(crate) async fn rescue(
     sqlx::query_as(sql::RESCUE).bind(older_than).bind(nodes).bind(limit).fetch_all(conn).await
 }
 
+/// Finds claim windows whose transactions are gone (their nodes died, or lost their
+/// connections) and whose attempts were never written: slots of `forge_claim_slots` still full
+/// `older_than` after their windows opened (a window's transaction lasts no longer than a lease:
+/// an idle one is ended by the server), looked at `limit` at a time. Each such attempt is written
+/// as the classic claim would have written it, with its lease already over, so that the
+/// [`rescue`] after it in the same transaction records it as lost. A slot one of whose unwritten
+/// jobs is still locked (its window lives on, its node paused) is left for a later tick. Returns
+/// how many attempts were written.
+pub(crate) async fn recover_windows(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    type Slot = (String, i32, Vec<i64>, Vec<i32>, chrono::DateTime<chrono::Utc>);
+    let slots: Vec<Slot> =
+        sqlx::query_as(sql::SLOTS_LEFT).bind(older_than.as_secs_f64()).bind(limit).fetch_all(&mut *conn).await?;
+    let mut recovered = 0;
+    for (node, slot, ids, attempts, opened_at) in slots {
+        let unwritten: i64 =
+            sqlx::query_scalar(sql::SLOT_UNWRITTEN).bind(&ids).bind(&attempts).fetch_one(&mut *conn).await?;
+        let locked: Vec<i64> =
+            sqlx::query_scalar(sql::SLOT_LOCK).bind(&ids).bind(&attempts).fetch_all(&mut *conn).await?;
+        if (locked.len() as i64) < unwritten {
+            continue;
+        }
+        let n: i64 = sqlx::query_scalar(sql::SLOT_RECOVER)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&node)
+            .bind(opened_at)
+            .bind(slot)
+            .fetch_one(&mut *conn)
+            .await?;
+        recovered += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(recovered)
+}
+
 /// Deletes at most `limit` job events (the API's feed) older than `older_than`; returns how many.
 pub(crate) async fn prune_events(pool: &PgPool, older_than: Duration, limit: i64) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(sql::PRUNE_EVENTS).bind(older_than.as_secs_f64()).bind(limit).execute(pool).await?;
@@ -124,12 +162,21 @@ pub(crate) async fn tick(
     rescue_lost: bool,
 ) -> Result<Tick, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if rescue_lost {
+        let recovered = recover_windows(&mut tx, settings.lease, BATCH).await?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "found attempts of claim windows whose transactions are gone");
+        }
+    }
     let rescued =
         if rescue_lost { rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len() } else { 0 };
     if rescued > 0 {
         tracing::warn!(rescued, "rescued jobs whose lease expired");
     }
     let queues: Vec<String> = sqlx::query_scalar(sql::PROMOTE).bind(BATCH).fetch_all(&mut *tx).await?;
+    if prune {
+        sqlx::query(sql::PRUNE_SLOTS).execute(&mut *tx).await?;
+    }
     let pruned = if prune {
         sqlx::query(sql::PRUNE)
             .bind(settings.prune_after.as_secs_f64())

@@ -36,6 +36,8 @@ pub(crate) const TRANSITIONS: &[(JobState, JobState)] = {
         // PROMOTE
         (Scheduled, Available),
         (Retryable, Available),
+        // SLOT_RECOVER
+        (Available, Running),
         // RESCUE
         (Running, Retryable),
         (Running, Discarded),
@@ -129,6 +131,7 @@ with claimed as (
       and run_at <= now()
       and (capability is null or capability = any($3::text[]))
       and not (id = any($5::bigint[]))
+      and id not in (select unnest(job_ids) from forge_claim_slots)
       and cancel_requested_at is null
       and kind = any($7::text[])
       and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
@@ -170,6 +173,7 @@ where state = 'available'
   and run_at <= now()
   and (capability is null or capability = any($3::text[]))
   and not (id = any($4::bigint[]))
+  and id not in (select unnest(job_ids) from forge_claim_slots)
   and cancel_requested_at is null
   and kind = any($5::text[])
   and not exists (select 1 from forge_queues p where p.name = $1 and p.paused_at is not null)
@@ -183,8 +187,9 @@ for no key update skip locked
 /// still running gets `running` with its lease of `$8` seconds, as [`CLAIM`] would. `attempted_at`
 /// is the window's start (the transaction's `now()`). Only rows still `available` at the attempt
 /// before `$9`'s change: inside the window its transaction holds their locks, so every one does;
-/// after a failed window (see `fall_back`) a job claimed elsewhere meanwhile is left alone. An API client's job gets its
-/// `job.started` event and, if it ended, its outcome's, in order.
+/// after a failed window (see `fall_back`) a job claimed elsewhere meanwhile is left alone. An
+/// API client's job gets its `job.started` event and, if it ended, its outcome's, in order. The
+/// window's slot (node `$7`, slot `$10`, see [`SLOT_OPEN`]) is emptied in the same statement.
 pub(crate) const SETTLE: &str = r#"
 with updated as (
 update forge_jobs j
@@ -224,8 +229,88 @@ events as (
         where client_id is not null and state in ('completed', 'discarded', 'cancelled', 'retryable')
     ) e
     order by job_id, step
+),
+emptied as (
+    update forge_claim_slots set job_ids = '{}', attempts = '{}' where node_id = $7 and slot = $10
 )
 select id, state, queue from updated
+"#;
+
+/// Records the attempts a claim window is about to start (in a statement of its own, so that
+/// the window's rollback cannot undo it): node `$1`'s window slot `$2` names jobs `$3` at
+/// attempts `$4`. [`SETTLE`] empties the slot in the window's transaction.
+pub(crate) const SLOT_OPEN: &str = r#"
+insert into forge_claim_slots (node_id, slot, job_ids, attempts, opened_at)
+values ($1, $2, $3, $4, now())
+on conflict (node_id, slot) do update
+set job_ids = excluded.job_ids, attempts = excluded.attempts, opened_at = excluded.opened_at
+"#;
+
+/// Window slots still naming attempts `$1` seconds after their window opened (at most `$2`),
+/// locked: their windows' transactions are gone, unless a job they name is still locked.
+pub(crate) const SLOTS_LEFT: &str = r#"
+select node_id, slot, job_ids, attempts, opened_at
+from forge_claim_slots
+where cardinality(job_ids) > 0 and opened_at < now() - make_interval(secs => $1)
+order by opened_at
+limit $2
+for update skip locked
+"#;
+
+/// How many of jobs `$1` are still `available` at the attempt before `$2`'s: the attempts a
+/// left slot names that were never written.
+pub(crate) const SLOT_UNWRITTEN: &str = r#"
+select count(*)
+from forge_jobs j join unnest($1::bigint[], $2::int[]) as u(id, attempt) on j.id = u.id
+where j.state = 'available' and j.attempt + 1 = u.attempt
+"#;
+
+/// Locks those of [`SLOT_UNWRITTEN`]'s jobs no transaction holds (a live window holds its own).
+pub(crate) const SLOT_LOCK: &str = r#"
+select j.id
+from forge_jobs j join unnest($1::bigint[], $2::int[]) as u(id, attempt) on j.id = u.id
+where j.state = 'available' and j.attempt + 1 = u.attempt
+for update of j skip locked
+"#;
+
+/// Writes the attempts of a dead window as the classic claim would have (`running` by node
+/// `$3` from `$4`), with their lease ended at `$4`: [`RESCUE`], run next in the same
+/// transaction, records each as lost (retryable, or discarded once out of attempts).
+pub(crate) const SLOT_RECOVER: &str = r#"
+with updated as (
+update forge_jobs j
+set state = 'running',
+    attempt = u.attempt,
+    attempted_at = $4,
+    attempted_by = $3,
+    heartbeat_at = $4,
+    lease_until = $4
+from unnest($1::bigint[], $2::int[]) as u(id, attempt)
+where j.id = u.id and j.state = 'available' and j.attempt + 1 = u.attempt
+returning j.id, j.client_id, j.attempt
+),
+events as (
+    insert into forge_job_events (job_id, client_id, type, attempt, data)
+    select id, client_id, 'job.started', attempt, jsonb_build_object('node', $3::text)
+    from updated
+    where client_id is not null
+    order by id
+),
+emptied as (
+    delete from forge_claim_slots where node_id = $3 and slot = $5
+)
+select count(*) from updated
+"#;
+
+/// Deletes node `$1`'s empty window slots (at its shutdown).
+pub(crate) const SLOTS_FORGET: &str = r#"
+delete from forge_claim_slots where node_id = $1 and cardinality(job_ids) = 0
+"#;
+
+/// Deletes window slots left empty for a day (their nodes are gone; a live node writes its
+/// slot again when it needs it).
+pub(crate) const PRUNE_SLOTS: &str = r#"
+delete from forge_claim_slots where cardinality(job_ids) = 0 and opened_at < now() - interval '1 day'
 "#;
 
 /// Writes a batch of attempt outcomes in one statement. Fenced: a row changes only while it is

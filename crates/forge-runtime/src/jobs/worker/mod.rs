@@ -92,6 +92,7 @@ impl Worker {
                 settings: settings.clone(),
                 running: Mutex::new(HashMap::new()),
                 wakers,
+                slots: Mutex::default(),
             }
         });
         let completer_task = completer_task.unwrap_or_else(|| tokio::spawn(async {}));
@@ -184,6 +185,16 @@ impl Worker {
                 "job outcomes not written before shutdown: their jobs will be rescued"
             );
             abandoned = true;
+        }
+        if !abandoned && self.shared.settings.claim_window.is_some() {
+            // Every window is written: this node's slots are empty, and no longer needed.
+            let forgot = sqlx::query(crate::jobs::sql::SLOTS_FORGET)
+                .bind(&self.shared.settings.node_id)
+                .execute(&self.shared.control)
+                .await;
+            if let Err(e) = forgot {
+                tracing::debug!(error = %e, "could not delete this node's claim-window slots (the leader prunes them)");
+            }
         }
         drop(self.shared);
         // An abandoned attempt still holds the worker's state, so the completer (which ends with

@@ -91,6 +91,30 @@ pub(super) struct Shared {
     pub(super) running: Mutex<HashMap<AttemptKey, Running>>,
     /// One per queue: wakes its producer.
     pub(super) wakers: HashMap<String, Arc<Notify>>,
+    /// The claim-window slots of this node (rows of `forge_claim_slots`) not in use.
+    pub(super) slots: Mutex<Slots>,
+}
+
+/// The numbers of a node's claim-window slots: those free, and the next never used.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    free: Vec<i32>,
+    next: i32,
+}
+
+impl Slots {
+    /// A slot no open window uses.
+    pub(super) fn take(&mut self) -> i32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        })
+    }
+
+    /// Gives a slot back once its window is written (or given up).
+    pub(super) fn give_back(&mut self, slot: i32) {
+        self.free.push(slot);
+    }
 }
 
 impl Shared {

@@ -24,7 +24,7 @@
 //! count), so `max_attempts` does not bound a job that kills its node within the window.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use forge_core::jobs::{JobId, JobState};
@@ -70,6 +70,23 @@ pub(super) async fn open(
         tx.commit().await?;
         return Ok((jobs, None));
     }
+    // The attempts are recorded where the window's rollback cannot undo them before they start
+    // (on a control connection: the window holds one of the worker pool's).
+    let slot = shared.slots.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
+    let recorded = sqlx::query(sql::SLOT_OPEN)
+        .bind(&shared.settings.node_id)
+        .bind(slot)
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&shared.control)
+        .await;
+    if let Err(e) = recorded {
+        // Nothing started: the rollback (dropping `tx`) gives the jobs back as they were.
+        shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
+        return Err(e);
+    }
     let (outcomes, received) = mpsc::unbounded_channel();
     let ask = Arc::new(Notify::new());
     let (settled, settled_rx) = watch::channel(None);
@@ -78,6 +95,7 @@ pub(super) async fn open(
     drop(outcomes);
     let window = Window {
         shared: shared.clone(),
+        slot,
         keys: jobs.iter().map(|j| (j.id, j.attempt)).collect(),
         ask,
         settled,
@@ -91,6 +109,8 @@ pub(super) async fn open(
 /// An open window: its attempts, and where their outcomes arrive.
 struct Window {
     shared: Arc<Shared>,
+    /// Its row of `forge_claim_slots`, naming its attempts until it is written.
+    slot: i32,
     keys: Vec<AttemptKey>,
     ask: Arc<Notify>,
     settled: watch::Sender<Option<bool>>,
@@ -147,10 +167,12 @@ impl Window {
             })
             .collect();
         let sent = Instant::now();
-        let written = match settle(&mut *tx, &self.shared, &writes).await {
+        let written = match settle(&mut *tx, &self.shared, self.slot, &writes).await {
             Ok(rows) => tx.commit().await.map(|()| rows),
             Err(e) => Err(e),
         };
+        let shared = self.shared.clone();
+        let slot = self.slot;
         match written {
             Ok(rows) => self.written(writes, &rows, sent),
             Err(e) => {
@@ -158,6 +180,9 @@ impl Window {
                 self.fall_back(writes, stop).await;
             }
         }
+        // Emptied by the write, or (a window given up at shutdown) left for the leader's sweep:
+        // no window of this node opens after it.
+        shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
     }
 
     /// The window is written: its ended attempts are done, the others run on under a lease
@@ -206,7 +231,7 @@ impl Window {
     /// the worker stops; a job claimed elsewhere meanwhile runs again (at least once).
     async fn fall_back(mut self, writes: Vec<Settle>, stop: CancellationToken) {
         let sent = Instant::now();
-        if let Ok(rows) = settle_once_more(&self.shared, &writes).await {
+        if let Ok(rows) = settle_once_more(&self.shared, self.slot, &writes).await {
             self.written(writes, &rows, sent);
             return;
         }
@@ -245,7 +270,7 @@ impl Window {
             if pending.is_empty() {
                 break;
             }
-            if settle_once_more(&self.shared, &pending).await.is_ok() {
+            if settle_once_more(&self.shared, self.slot, &pending).await.is_ok() {
                 break;
             }
             tokio::select! {
@@ -267,19 +292,25 @@ impl Window {
 /// Runs [`sql::SETTLE`] for `writes` on a control connection after a window failed, closing
 /// the connection if it broke: a pooled connection cut with the window's is reused without a
 /// ping for a while (see `db::pool::PING_AFTER_IDLE`), and would fail each retry.
-async fn settle_once_more(shared: &Shared, writes: &[Settle]) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
+async fn settle_once_more(
+    shared: &Shared,
+    slot: i32,
+    writes: &[Settle],
+) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
     let mut conn = shared.control.acquire().await?;
-    let rows = settle(&mut *conn, shared, writes).await;
+    let rows = settle(&mut *conn, shared, slot, writes).await;
     if matches!(rows, Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) {
         let _ = conn.close().await;
     }
     rows
 }
 
-/// Runs [`sql::SETTLE`] for `writes`: each job with its outcome, or `running` under a lease.
+/// Runs [`sql::SETTLE`] for `writes`: each job with its outcome, or `running` under a lease;
+/// and empties the window's `slot`.
 async fn settle<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     shared: &Shared,
+    slot: i32,
     writes: &[Settle],
 ) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
     let ids: Vec<i64> = writes.iter().map(|w| w.key.0).collect();
@@ -305,6 +336,7 @@ async fn settle<'e>(
         .bind(&shared.settings.node_id)
         .bind(shared.settings.lease.as_secs_f64())
         .bind(writes.iter().map(|w| w.key.1).collect::<Vec<i32>>())
+        .bind(slot)
         .fetch_all(executor)
         .await
 }
