@@ -724,7 +724,7 @@ async fn a_claim_window_writes_a_short_job_once_with_its_outcome() {
     let db = TestDatabase::new().await.expect("db");
     record_job_writes(db.pool()).await;
     // The classic claim: written `running`, then written with its outcome.
-    let classic = node(&db, |_| {}).await;
+    let classic = node(&db, |c| c.worker.hold_claims = false).await;
     let first = Greet::dispatch(&classic, GreetArgs { name: "classic".into() }).await.expect("dispatch");
     wait_state(db.pool(), first, "completed").await;
     classic.stop().await.expect("stop");

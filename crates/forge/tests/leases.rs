@@ -597,6 +597,9 @@ async fn a_last_attempt_whose_success_was_never_written_is_run_again_not_discard
     config.worker.shutdown_timeout = "1s".parse().expect("duration");
     config.database.acquire_timeout = "1s".parse().expect("duration");
     config.observability.enabled = false;
+    // Classic claims: the attempt is written `running` (a claim window's attempt, written only
+    // in its slot until the window ends, is recovered by the lease sweep: `kill.rs`).
+    config.worker.hold_claims = false;
     let doomed = Forge::builder().config(config).build().expect("build").start().await.expect("start");
     let job = LastSuccessLost::dispatch(&doomed, ()).await.expect("dispatch");
     eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))

@@ -82,6 +82,7 @@ impl Worker {
             let pool_size = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
             Shared {
                 tx_slots: Arc::new(tokio::sync::Semaphore::new((pool_size / 2).max(1))),
+                open_windows: Arc::new(tokio::sync::Semaphore::new((pool_size / 2).max(1))),
                 pool,
                 control,
                 kinds: registry.names(),

@@ -48,31 +48,34 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             }
         }
         windows.retain(|w| !w.is_finished());
-        let claimed = match shared.settings.claim_window {
-            Some(open_for) if windows.len() < window::MAX_OPEN => {
-                window::open(&shared, &queue, wanted, open_for, &stop).await.map(|(jobs, task)| {
+        let open = shared.settings.claim_window.zip(shared.open_windows.clone().try_acquire_owned().ok());
+        let claimed = match open {
+            Some((open_for, window)) => {
+                window::open(&shared, &queue, &mut permits, open_for, window, start, &stop).await.map(|(n, task)| {
                     windows.extend(task);
-                    jobs
+                    n
                 })
             }
-            _ => claim(&shared, &queue, wanted).await,
-        };
-        match claimed {
-            Ok(jobs) => {
-                let full = jobs.len() == wanted;
-                busy = full;
+            None => claim(&shared, &queue, wanted).await.map(|jobs| {
+                let n = jobs.len();
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
                     start(&shared, job, permit);
                 }
-                drop(permits);
+                n
+            }),
+        };
+        drop(permits);
+        match claimed {
+            Ok(n) => {
+                let full = n == wanted;
+                busy = full;
                 if full {
                     // More work may be waiting: claim again as soon as a slot is free.
                     continue;
                 }
             }
             Err(e) => {
-                drop(permits);
                 busy = false;
                 tracing::warn!(error = %e, queue, "claim failed; retrying after the poll interval");
             }

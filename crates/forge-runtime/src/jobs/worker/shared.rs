@@ -80,6 +80,9 @@ pub(super) struct Shared {
     pub(super) control: sqlx::PgPool,
     /// Transactions transactional jobs may hold at once (half the pool).
     pub(super) tx_slots: Arc<tokio::sync::Semaphore>,
+    /// Claim windows the node's producers may keep open at once (each holds a connection of the
+    /// pool while open: half the pool). Past them, a producer claims the classic way.
+    pub(super) open_windows: Arc<tokio::sync::Semaphore>,
     pub(super) registry: JobRegistry,
     /// The kinds in the registry: the only ones this node claims.
     pub(super) kinds: Vec<&'static str>,

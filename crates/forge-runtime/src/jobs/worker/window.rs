@@ -10,25 +10,30 @@
 //! with its lease, as the classic claim would; and the transaction commits.
 //!
 //! Until then the row lock is the lease: no other node can claim the jobs (they skip locked
-//! rows). A node that dies loses its connection, so the transaction rolls back and its jobs are
-//! available again at once; a node that stops answering (paused, cut off) holds them no longer
-//! than `[worker] lease`, the transaction's `idle_in_transaction_session_timeout`, after which
-//! Postgres ends the session, and its attempts are fenced as with a lost lease. A window that
-//! cannot be written (its commit failed) is written again the classic way at once, fenced by
-//! state and attempt; if that fails too, its still-running attempts stop and the outcomes it
-//! held are written when the database answers, unless another node claimed their jobs
-//! meanwhile (then they run again: at least once).
+//! rows). A node that dies loses its connection, so the transaction rolls back; a node that
+//! stops answering (paused, cut off) holds the locks no longer than `[worker] lease`, the
+//! transaction's `idle_in_transaction_session_timeout`, after which Postgres ends the session,
+//! and its attempts are fenced as with a lost lease. Either way the window's slot (below) still
+//! names its jobs, so they wait for the leader's sweep as a classic claim's would for its lease
+//! to expire. A window that cannot be written (its commit failed) is written again the classic
+//! way at once, fenced by state and attempt; if that fails too, its still-running attempts stop
+//! and the outcomes it held are written when the database answers, unless the sweep recorded
+//! their attempts lost meanwhile (then they run again: at least once).
 //!
-//! The price, and why windows are off by default (`[worker] hold_claims`): an attempt cut short
-//! by its node's death inside a window leaves no trace (the rollback undoes the attempt's
-//! count), so `max_attempts` does not bound a job that kills its node within the window.
+//! A rollback would also undo the attempts' count, so a job that kills its node inside a window
+//! would never run out of attempts. Before they start, a window's attempts are recorded in a row
+//! of `forge_claim_slots` (the node's window slot, written in a statement of its own, updated in
+//! place), which [`sql::SETTLE`] empties in the window's transaction. Claims skip the jobs a slot
+//! names; a slot still full a lease after its window opened, its jobs unlocked, belonged to a
+//! window that died, and the leader's lease sweep writes its attempts as lost (see
+//! `maintenance::recover_windows`): retried, or discarded once out of attempts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use forge_core::jobs::{JobId, JobState};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -37,19 +42,23 @@ use crate::jobs::completer::Outcome;
 use crate::jobs::context::Hold;
 use crate::jobs::sql;
 
-/// Claim windows one queue's producer keeps open at once; past them it claims the classic way.
-pub(super) const MAX_OPEN: usize = 2;
+/// How a window starts one attempt, holding one of its producer's permits until it ends.
+pub(super) type Start = fn(&Arc<Shared>, ClaimedJob, OwnedSemaphorePermit);
 
-/// Opens a claim window of up to `n` jobs of `queue` for `open_for`. Returns the jobs (their
-/// attempts registered in the running table, held by the window) and the window's task, which
-/// ends once the window is written.
+/// Opens a claim window of up to `permits.len()` jobs of `queue` for `open_for`, holding
+/// `window` (one of the node's open windows) until it is written. Returns how many jobs it
+/// claimed (it takes as many of `permits`) and the window's task, which records the attempts in
+/// the window's slot, starts them with `start` and ends once the window is written. The
+/// producer claims again meanwhile.
 pub(super) async fn open(
     shared: &Arc<Shared>,
     queue: &str,
-    n: usize,
+    permits: &mut Vec<OwnedSemaphorePermit>,
     open_for: Duration,
+    window: OwnedSemaphorePermit,
+    start: Start,
     stop: &CancellationToken,
-) -> Result<(Vec<ClaimedJob>, Option<JoinHandle<()>>), sqlx::Error> {
+) -> Result<(usize, Option<JoinHandle<()>>), sqlx::Error> {
     let busy = shared.running_ids();
     let sent = Instant::now();
     // A session idle inside the window for a whole lease (its node paused or cut off) is ended
@@ -59,7 +68,7 @@ pub(super) async fn open(
         shared.pool.begin_with(format!("begin; set local idle_in_transaction_session_timeout = {lease_ms}")).await?;
     let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_HELD)
         .bind(queue)
-        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(i64::try_from(permits.len()).unwrap_or(i64::MAX))
         .bind(&shared.settings.capabilities)
         .bind(&busy)
         .bind(&shared.kinds)
@@ -68,10 +77,33 @@ pub(super) async fn open(
     shared.count_claim(queue);
     if jobs.is_empty() {
         tx.commit().await?;
-        return Ok((jobs, None));
+        return Ok((0, None));
     }
-    // The attempts are recorded where the window's rollback cannot undo them before they start
-    // (on a control connection: the window holds one of the worker pool's).
+    let claimed = jobs.len();
+    let held: Vec<OwnedSemaphorePermit> = permits.drain(permits.len().saturating_sub(claimed)..).collect();
+    let (shared, queue, stop) = (shared.clone(), queue.to_owned(), stop.clone());
+    let task = tokio::spawn(async move {
+        match record(&shared, &jobs).await {
+            Ok(slot) => {
+                let deadline = tokio::time::Instant::now() + open_for;
+                let window = Window::start(shared, slot, &queue, jobs, held, start, sent);
+                window.run(tx, deadline, stop).await;
+            }
+            Err(e) => {
+                // Nothing started: the rollback (dropping `tx`) gives the jobs back as they were.
+                tracing::warn!(error = %e, queue, "could not record a claim window's attempts; its jobs are given back");
+                drop(tx);
+            }
+        }
+        drop(window);
+    });
+    Ok((claimed, Some(task)))
+}
+
+/// Records the attempts of `jobs` in a free slot of the node, where the window's rollback
+/// cannot undo them, before they start (on a control connection: the window holds one of the
+/// worker pool's). Returns the slot.
+async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, sqlx::Error> {
     let slot = shared.slots.lock().unwrap_or_else(PoisonError::into_inner).take();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
@@ -82,28 +114,13 @@ pub(super) async fn open(
         .bind(&attempts)
         .execute(&shared.control)
         .await;
-    if let Err(e) = recorded {
-        // Nothing started: the rollback (dropping `tx`) gives the jobs back as they were.
-        shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
-        return Err(e);
+    match recorded {
+        Ok(_) => Ok(slot),
+        Err(e) => {
+            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
+            Err(e)
+        }
     }
-    let (outcomes, received) = mpsc::unbounded_channel();
-    let ask = Arc::new(Notify::new());
-    let (settled, settled_rx) = watch::channel(None);
-    let hold = Hold { ask: ask.clone(), settled: settled_rx };
-    shared.register(queue, &jobs, sent, Some((&outcomes, &hold)));
-    drop(outcomes);
-    let window = Window {
-        shared: shared.clone(),
-        slot,
-        keys: jobs.iter().map(|j| (j.id, j.attempt)).collect(),
-        ask,
-        settled,
-        received,
-    };
-    let deadline = tokio::time::Instant::now() + open_for;
-    let task = tokio::spawn(window.run(tx, deadline, stop.clone()));
-    Ok((jobs, Some(task)))
 }
 
 /// An open window: its attempts, and where their outcomes arrive.
@@ -124,6 +141,30 @@ struct Settle {
 }
 
 impl Window {
+    /// Registers the attempts of `jobs` (held by this window, recorded in `slot`) in the running
+    /// table and starts each with one of `permits`. `sent` is when the claim was sent.
+    fn start(
+        shared: Arc<Shared>,
+        slot: i32,
+        queue: &str,
+        jobs: Vec<ClaimedJob>,
+        permits: Vec<OwnedSemaphorePermit>,
+        start: Start,
+        sent: Instant,
+    ) -> Self {
+        let (outcomes, received) = mpsc::unbounded_channel();
+        let ask = Arc::new(Notify::new());
+        let (settled, settled_rx) = watch::channel(None);
+        let hold = Hold { ask: ask.clone(), settled: settled_rx };
+        shared.register(queue, &jobs, sent, Some((&outcomes, &hold)));
+        drop(outcomes);
+        let keys = jobs.iter().map(|j| (j.id, j.attempt)).collect();
+        for (job, permit) in jobs.into_iter().zip(permits) {
+            start(&shared, job, permit);
+        }
+        Self { shared, slot, keys, ask, settled, received }
+    }
+
     async fn run(
         mut self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
@@ -175,6 +216,10 @@ impl Window {
         let slot = self.slot;
         match written {
             Ok(rows) => self.written(writes, &rows, sent),
+            Err(e) if crate::db::refused_data(&e) => {
+                tracing::warn!(error = %e, jobs = writes.len(), "the database refused a claim window's outcomes; writing its jobs running and their outcomes one batch at a time");
+                self.write_claimed(writes, stop).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = writes.len(), "a claim window could not be written; writing its jobs the classic way");
                 self.fall_back(writes, stop).await;
@@ -220,6 +265,29 @@ impl Window {
         }
         for queue in again {
             self.shared.notifier.notify(&queue);
+        }
+    }
+
+    /// The database refused the window's statement for its data (an outcome it cannot store):
+    /// writes its jobs `running` as a classic claim would and hands their outcomes to the
+    /// completer, which writes each batch it can and an outcome it cannot with a note.
+    async fn write_claimed(self, mut writes: Vec<Settle>, stop: CancellationToken) {
+        let sent = Instant::now();
+        let outcomes: Vec<Option<Outcome>> = writes.iter_mut().map(|w| w.outcome.take()).collect();
+        match settle_once_more(&self.shared, self.slot, &writes).await {
+            Ok(rows) => {
+                let shared = self.shared.clone();
+                self.written(writes, &rows, sent);
+                for outcome in outcomes.into_iter().flatten() {
+                    shared.completer.send(outcome);
+                }
+            }
+            Err(_) => {
+                for (write, outcome) in writes.iter_mut().zip(outcomes) {
+                    write.outcome = outcome;
+                }
+                self.fall_back(writes, stop).await;
+            }
         }
     }
 
