@@ -134,6 +134,9 @@ pub(crate) async fn recover_windows(
         if (locked.len() as i64) < unwritten {
             continue;
         }
+        // Only the rows this transaction holds.
+        let (ids, attempts): (Vec<i64>, Vec<i32>) =
+            ids.into_iter().zip(attempts).filter(|(id, _)| locked.contains(id)).unzip();
         let n: i64 = sqlx::query_scalar(sql::SLOT_RECOVER)
             .bind(&ids)
             .bind(&attempts)
