@@ -662,3 +662,69 @@ async fn an_outcome_held_by_a_claim_window_that_meets_an_outage_is_written_when_
     assert_eq!((final_state.as_str(), attempt), ("completed", 1), "the window's outcome was written");
     assert_eq!(*WINDOW_OUTAGE_RUNS.lock().expect("runs"), 1, "the job ran once");
 }
+
+/// A claim window whose jobs are still locked (its node paused inside the window) is left alone
+/// by the lease sweep, which goes on with the rest of its work; once the lock is gone (the
+/// paused session ended by the server), the sweep records the window's attempt as lost.
+#[tokio::test]
+async fn the_lease_sweep_passes_over_a_paused_window_and_records_its_attempt_once_it_is_gone() {
+    let db = TestDatabase::new().await.expect("db");
+    let insert = "insert into forge_jobs (kind, args, max_attempts) values ('not_run_here', 'null', 5) returning id";
+    let paused: i64 = sqlx::query_scalar(insert).fetch_one(db.pool()).await.expect("job");
+    let dead: i64 = sqlx::query_scalar(insert).fetch_one(db.pool()).await.expect("job");
+    // The paused window's transaction holds its job's row; the dead window's is gone. Both
+    // slots name attempt 1 and are an hour old; the paused one is looked at first.
+    let mut window = db.pool().begin().await.expect("begin");
+    sqlx::query("select 1 from forge_jobs where id = $1 for no key update")
+        .bind(paused)
+        .execute(&mut *window)
+        .await
+        .expect("lock");
+    for (node, job, age) in [("paused-node", paused, "2 hours"), ("dead-node", dead, "1 hour")] {
+        sqlx::query(
+            "insert into forge_claim_slots (node_id, slot, job_ids, attempts, opened_at)
+             values ($1, 1, array[$2::bigint], array[1], now() - $3::interval)",
+        )
+        .bind(node)
+        .bind(job)
+        .bind(age)
+        .execute(db.pool())
+        .await
+        .expect("slot");
+    }
+    let mut config = db.config();
+    config.node.roles = Roles::new([Role::Scheduler]).expect("roles");
+    config.node.heartbeat_interval = "100ms".parse().expect("duration");
+    config.worker.lease = "1s".parse().expect("duration");
+    config.observability.enabled = false;
+    let leader = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+
+    // The sweep records the dead window's attempt (in the transaction that passed the paused
+    // one: a sweep waiting on the paused row would never commit it).
+    eventually("the dead window's attempt recorded", Duration::from_secs(20), async || {
+        (state(db.pool(), JobId(dead)).await == ("retryable".to_owned(), 1)).then_some(())
+    })
+    .await;
+    assert_eq!(state(db.pool(), JobId(paused)).await, ("available".to_owned(), 0), "the paused window's job");
+    let slots: Vec<String> =
+        sqlx::query_scalar("select node_id from forge_claim_slots").fetch_all(db.pool()).await.expect("slots");
+    assert_eq!(slots, ["paused-node"]);
+
+    // The paused session ends: its attempt is recorded lost too, once.
+    window.rollback().await.expect("rollback");
+    eventually("the paused window's attempt recorded", Duration::from_secs(20), async || {
+        (state(db.pool(), JobId(paused)).await == ("retryable".to_owned(), 1)).then_some(())
+    })
+    .await;
+    let errors: serde_json::Value = sqlx::query_scalar("select errors from forge_jobs where id = $1")
+        .bind(paused)
+        .fetch_one(db.pool())
+        .await
+        .expect("errors");
+    assert_eq!(errors.as_array().map(Vec::len), Some(1), "{errors}");
+    assert_eq!(errors[0]["kind"], "lease");
+    assert_eq!(errors[0]["node"], "paused-node");
+    let left: i64 = sqlx::query_scalar("select count(*) from forge_claim_slots").fetch_one(db.pool()).await.expect("n");
+    assert_eq!(left, 0);
+    leader.stop().await.expect("stop");
+}
