@@ -176,7 +176,7 @@ async fn start_node(db: &TestDatabase, observability: Observability) -> Result<R
         config.worker.claim_window = value
             .trim()
             .parse()
-            .map_err(|e| forge::Error::Setting { key: "worker.claim_window", message: format!("{e}") })?;
+            .map_err(|e| forge::Error::Setting { key: "worker.claim_window", message: e.to_string() })?;
     }
     Forge::builder().config(config).crons(false).build()?.start().await
 }
