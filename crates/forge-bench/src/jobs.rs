@@ -175,7 +175,7 @@ async fn start_node(db: &TestDatabase, observability: Observability) -> Result<R
     if let Ok(value) = std::env::var("FORGE_WORKER_CLAIM_WINDOW") {
         config.worker.claim_window = value
             .trim()
-            .parse()
+            .parse::<forge::config::Duration>()
             .map_err(|e| forge::Error::Setting { key: "worker.claim_window", message: e.to_string() })?;
     }
     Forge::builder().config(config).crons(false).build()?.start().await
