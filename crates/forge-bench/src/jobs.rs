@@ -171,13 +171,6 @@ async fn start_node(db: &TestDatabase, observability: Observability) -> Result<R
     if let Ok(value) = std::env::var("FORGE_WORKER_HOLD_CLAIMS") {
         config.worker.hold_claims = value.trim() == "true";
     }
-    // And how long a window stays open (`FORGE_WORKER_CLAIM_WINDOW=5ms`).
-    if let Ok(value) = std::env::var("FORGE_WORKER_CLAIM_WINDOW") {
-        config.worker.claim_window = value
-            .trim()
-            .parse::<forge::config::Duration>()
-            .map_err(|e| forge::Error::Setting { key: "worker.claim_window", message: e.to_string() })?;
-    }
     Forge::builder().config(config).crons(false).build()?.start().await
 }
 
