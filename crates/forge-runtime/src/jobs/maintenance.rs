@@ -165,22 +165,21 @@ pub(crate) async fn tick(
     rescue_lost: bool,
 ) -> Result<Tick, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if rescue_lost {
+    let rescued = if rescue_lost {
         let recovered = recover_windows(&mut tx, settings.lease, BATCH).await?;
         if recovered > 0 {
             tracing::warn!(recovered, "found attempts of claim windows whose transactions are gone");
         }
-    }
-    let rescued =
-        if rescue_lost { rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len() } else { 0 };
+        rescue(&mut tx, Lost::LeaseOlderThan(settings.lease), BATCH).await?.len()
+    } else {
+        0
+    };
     if rescued > 0 {
         tracing::warn!(rescued, "rescued jobs whose lease expired");
     }
     let queues: Vec<String> = sqlx::query_scalar(sql::PROMOTE).bind(BATCH).fetch_all(&mut *tx).await?;
-    if prune {
-        sqlx::query(sql::PRUNE_SLOTS).execute(&mut *tx).await?;
-    }
     let pruned = if prune {
+        sqlx::query(sql::PRUNE_SLOTS).execute(&mut *tx).await?;
         sqlx::query(sql::PRUNE)
             .bind(settings.prune_after.as_secs_f64())
             .bind(BATCH)
