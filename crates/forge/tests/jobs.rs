@@ -877,3 +877,79 @@ async fn a_job_released_at_shutdown_inside_its_claim_window_is_available_again_u
     assert_eq!(job_writes(db.pool(), id).await, ["running", "available"]);
     assert_eq!(r.errors, json!([]));
 }
+
+// Claiming ahead: a producer whose jobs are short claims its next batch while the current one
+// runs; its jobs wait in line for a slot.
+
+static COUNTED_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static COUNTED_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[forge::job(queue = "counted")]
+async fn counted(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = COUNTED_NOW.fetch_add(1, SeqCst) + 1;
+    COUNTED_MAX.fetch_max(now, SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    COUNTED_NOW.fetch_sub(1, SeqCst);
+    Ok(())
+}
+
+/// Adds queue `name` with `concurrency` to the node's configuration.
+fn with_queue(c: &mut ForgeConfig, name: &str, concurrency: usize) {
+    let mut queue = forge::config::QueueConfig::default();
+    queue.concurrency = std::num::NonZeroUsize::new(concurrency).expect("not zero");
+    c.worker.queues.insert(name.to_owned(), queue);
+}
+
+#[tokio::test]
+async fn jobs_claimed_ahead_never_run_more_at_once_than_the_queue_allows() {
+    let db = TestDatabase::new().await.expect("db");
+    Counted::dispatch_many(db.pool(), vec![(); 300], DispatchOptions::new()).await.expect("dispatch");
+    let node = node(&db, |c| {
+        c.worker.hold_claims = true;
+        with_queue(c, "counted", 3);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(db.pool(), "select count(*) from forge_jobs where state = 'completed'").await < 300 {
+        assert!(Instant::now() < deadline, "jobs not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.stop().await.expect("stop");
+    assert_eq!(COUNTED_MAX.load(std::sync::atomic::Ordering::SeqCst), 3, "at most (and, busy, exactly) 3 at once");
+}
+
+/// Returns when it started: a job claimed ahead of others starts well after it was claimed.
+#[forge::job(queue = "slow")]
+async fn slow(_ctx: &JobContext, _args: ()) -> Result<chrono::DateTime<chrono::Utc>, JobError> {
+    let started = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(started)
+}
+
+#[tokio::test]
+async fn a_producer_whose_jobs_outlive_their_windows_claims_nothing_ahead() {
+    let db = TestDatabase::new().await.expect("db");
+    Slow::dispatch_many(db.pool(), vec![(); 6], DispatchOptions::new()).await.expect("dispatch");
+    let node = node(&db, |c| {
+        c.worker.hold_claims = true;
+        c.worker.claim_window = "20ms".parse().expect("duration");
+        with_queue(c, "slow", 2);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(db.pool(), "select count(*) from forge_jobs where state = 'completed'").await < 6 {
+        assert!(Instant::now() < deadline, "jobs not done");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await.expect("stop");
+    // Claimed ahead, a job would wait about 2 s (a running job's length) for a slot.
+    let waits: Vec<f64> = sqlx::query_scalar(
+        "select extract(epoch from (output #>> '{}')::timestamptz - attempted_at)::float8
+         from forge_jobs order by id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("waits");
+    assert!(waits.iter().all(|w| *w < 1.0), "claimed ahead of long jobs: waited {waits:?} s");
+}

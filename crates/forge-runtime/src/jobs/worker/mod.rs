@@ -118,8 +118,9 @@ impl Worker {
         let shared = Arc::downgrade(&self.shared);
         let total = self.shared.settings.queues.iter().map(|(_, n)| n).sum();
         Box::new(move || {
+            // Jobs claimed ahead wait in the running table too, but hold no slot yet.
             let busy = shared.upgrade().map(|s| s.busy()).unwrap_or(0);
-            (busy, total)
+            (busy.min(total), total)
         })
     }
 

@@ -1,7 +1,16 @@
 //! The producer of one queue: claims as many jobs as it has free slots, starts each in a task
 //! of its own, and waits for a wake-up (or the poll interval) only when a claim comes back empty.
+//!
+//! While its jobs are short (the last claim window saw every attempt end inside it) and work is
+//! waiting, a producer with claim windows also claims *ahead*: up to `concurrency` more jobs
+//! than it has free slots, each waiting in line for a slot. The next claim's round trips then
+//! overlap the current jobs instead of following them. No more than `concurrency` attempts ever
+//! run at once; a job claimed ahead is held as any window's job is (locked, its attempt recorded)
+//! for the few milliseconds it waits. Long jobs turn it off: their windows end with attempts still
+//! running, and jobs claimed ahead would wait for them while another node could run them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,26 +27,57 @@ use crate::observability::{JOB_SPAN, in_task_context};
 /// How long a busy producer waits for more free slots before claiming.
 const GATHER: Duration = Duration::from_millis(1);
 
+/// What a claimed job holds until its attempt ends.
+pub(super) enum Slot {
+    /// One of the queue's `concurrency` slots: it runs at once.
+    Run(OwnedSemaphorePermit),
+    /// A place in line (claimed ahead): it runs once one of `slots` frees up.
+    Ahead { place: OwnedSemaphorePermit, slots: Arc<Semaphore> },
+}
+
 pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(concurrency));
+    // Places in line for jobs claimed ahead, and whether the queue's jobs are short.
+    let ahead = Arc::new(Semaphore::new(concurrency));
+    let short = Arc::new(AtomicBool::new(false));
     let waker = shared.wakers.get(&queue).cloned().unwrap_or_default();
     let poll = shared.settings.poll_interval;
     let mut busy = false;
     let mut windows: Vec<JoinHandle<()>> = Vec::new();
+    // The next window, its transaction begun while this one's jobs run.
+    let mut prepared: Option<window::Prepared> = None;
     loop {
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        let claim_ahead = busy && shared.settings.claim_window.is_some() && short.load(Ordering::Relaxed);
+        let (mut runs, mut places) = (Vec::new(), Vec::new());
+        tokio::select! {
+            biased;
+            permit = slots.clone().acquire_owned() => match permit { Ok(p) => runs.push(p), Err(_) => break },
+            permit = ahead.clone().acquire_owned(), if claim_ahead => match permit {
+                Ok(p) => places.push(p),
+                Err(_) => break,
+            },
             () = stop.cancelled() => break,
-        };
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
+        }
+        // A claim takes at most `concurrency` jobs to run now, and as many more to run next.
+        let most = if claim_ahead { 2 * concurrency } else { concurrency };
+        while runs.len() + places.len() < most {
+            if let Ok(p) = slots.clone().try_acquire_owned() {
+                runs.push(p);
+            } else if let Some(p) = claim_ahead.then(|| ahead.clone().try_acquire_owned().ok()).flatten() {
+                places.push(p);
+            } else {
+                break;
+            }
         }
         if busy {
             // Work is waiting: give running jobs a moment to free more slots, so that one claim
             // serves many jobs instead of one round trip per freed slot.
-            gather(&slots, &mut permits, concurrency, GATHER).await;
+            gather(&slots, &mut runs, (most - places.len()).min(concurrency), GATHER).await;
         }
+        // Places first: a claim that finds fewer jobs than wanted takes slots from the end.
+        let mut permits: Vec<Slot> =
+            places.into_iter().map(|place| Slot::Ahead { place, slots: slots.clone() }).collect();
+        permits.extend(runs.into_iter().map(Slot::Run));
         let wanted = permits.len();
         if shared.completer.backlog() >= MAX_BACKLOG {
             // Outcomes are waiting for the database: claim nothing more until they are written.
@@ -48,10 +88,18 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             }
         }
         windows.retain(|w| !w.is_finished());
-        let open = shared.settings.claim_window.zip(shared.open_windows.clone().try_acquire_owned().ok());
+        let ready = match prepared.take() {
+            Some(p) => p.ready().await,
+            None => None,
+        };
+        let open = shared.settings.claim_window.and_then(|open_for| match ready {
+            Some((tx, window)) => Some((open_for, window, Some(tx))),
+            None => shared.open_windows.clone().try_acquire_owned().ok().map(|window| (open_for, window, None)),
+        });
         let claimed = match open {
-            Some((open_for, window)) => {
-                window::open(&shared, &queue, &mut permits, open_for, window, start, &stop).await.map(|(n, task)| {
+            Some((open_for, window, tx)) => {
+                let how = window::Opening { open_for, window, start, short: short.clone(), tx };
+                window::open(&shared, &queue, &mut permits, how, &stop).await.map(|(n, task)| {
                     windows.extend(task);
                     n
                 })
@@ -59,8 +107,8 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             None => claim(&shared, &queue, wanted).await.map(|jobs| {
                 let n = jobs.len();
                 for job in jobs {
-                    let Some(permit) = permits.pop() else { break };
-                    start(&shared, job, permit);
+                    let Some(slot) = permits.pop() else { break };
+                    start(&shared, job, slot);
                 }
                 n
             }),
@@ -71,7 +119,11 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
                 let full = n == wanted;
                 busy = full;
                 if full {
-                    // More work may be waiting: claim again as soon as a slot is free.
+                    // More work may be waiting: claim again as soon as a slot is free (and, jobs
+                    // being short, with the next window's transaction begun meanwhile).
+                    if shared.settings.claim_window.is_some() && short.load(Ordering::Relaxed) {
+                        prepared = window::prepare(&shared);
+                    }
                     continue;
                 }
             }
@@ -86,16 +138,36 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             () = stop.cancelled() => break,
         }
     }
-    // Drain: every slot back means every job of this producer has finished; then its windows
-    // are written.
-    let _ = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+    // Drain: every place back means every job claimed ahead has started, every slot back that
+    // every job of this producer has finished; then its windows are written.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    let _ = ahead.acquire_many(all).await;
+    let _ = slots.acquire_many(all).await;
     for w in windows {
         let _ = w.await;
     }
 }
 
-/// Runs one claimed attempt in a task of its own, holding `permit` until it has ended.
-fn start(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+/// Runs one claimed attempt in a task of its own, holding its slot until it has ended: at once,
+/// or (claimed ahead) once a slot is free.
+fn start(shared: &Arc<Shared>, job: ClaimedJob, slot: Slot) {
+    match slot {
+        Slot::Run(permit) => run(shared, job, permit),
+        Slot::Ahead { place, slots } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                // The queue's semaphore is never closed: the wait ends with a slot.
+                if let Ok(permit) = slots.acquire_owned().await {
+                    drop(place);
+                    run(&shared, job, permit);
+                }
+            });
+        }
+    }
+}
+
+/// Runs one attempt in a task of its own, holding `permit` until it has ended.
+fn run(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
     // For printed logs only: stored records take the attempt's task context.
     let span = tracing::info_span!(JOB_SPAN, job_id = job.id, kind = %job.kind, attempt = job.attempt);
     if shared.telemetry.is_attached() {

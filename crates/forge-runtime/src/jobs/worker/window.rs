@@ -29,6 +29,7 @@
 //! `maintenance::recover_windows`): retried, or discarded once out of attempts.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,35 +38,85 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::producer::Slot;
 use super::shared::{AttemptKey, ClaimedJob, Shared, StopReason};
 use crate::jobs::completer::Outcome;
 use crate::jobs::context::Hold;
 use crate::jobs::sql;
 
-/// How a window starts one attempt, holding one of its producer's permits until it ends.
-pub(super) type Start = fn(&Arc<Shared>, ClaimedJob, OwnedSemaphorePermit);
+/// How a window starts one attempt, holding one of its producer's slots until it ends.
+pub(super) type Start = fn(&Arc<Shared>, ClaimedJob, Slot);
 
-/// Opens a claim window of up to `permits.len()` jobs of `queue` for `open_for`, holding
-/// `window` (one of the node's open windows) until it is written. Returns how many jobs it
-/// claimed (it takes as many of `permits`) and the window's task, which records the attempts in
-/// the window's slot, starts them with `start` and ends once the window is written. The
-/// producer claims again meanwhile.
+/// How a producer opens a window.
+pub(super) struct Opening {
+    /// How long it stays open.
+    pub(super) open_for: Duration,
+    /// One of the node's open windows, held until it is written.
+    pub(super) window: OwnedSemaphorePermit,
+    /// Starts each attempt.
+    pub(super) start: Start,
+    /// Set when the window is written: whether every attempt ended inside it.
+    pub(super) short: Arc<AtomicBool>,
+    /// Its transaction, if [`prepare`] began it already.
+    pub(super) tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+/// A window's transaction being begun ahead of its claim, and the open window it will be.
+pub(super) struct Prepared {
+    tx: JoinHandle<Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>>,
+    window: OwnedSemaphorePermit,
+}
+
+impl Prepared {
+    /// The transaction and open window, or none if the transaction could not begin (the claim
+    /// then begins one itself).
+    pub(super) async fn ready(self) -> Option<(sqlx::Transaction<'static, sqlx::Postgres>, OwnedSemaphorePermit)> {
+        match self.tx.await {
+            Ok(Ok(tx)) => Some((tx, self.window)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not begin a claim window ahead of its claim");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Begins the next window's transaction while the producer waits for slots, so that its claim
+/// is one round trip, not two; none if the node's windows are all open. Used only while jobs
+/// are short, so the transaction is not left idle for long (and never beyond a lease: see
+/// [`begin`]).
+pub(super) fn prepare(shared: &Arc<Shared>) -> Option<Prepared> {
+    let window = shared.open_windows.clone().try_acquire_owned().ok()?;
+    let shared = shared.clone();
+    Some(Prepared { tx: tokio::spawn(async move { begin(&shared).await }), window })
+}
+
+/// Begins a window's transaction. A session idle inside it for a whole lease (its node paused
+/// or cut off) is ended by Postgres, and its locks with it.
+async fn begin(shared: &Shared) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let lease_ms = shared.settings.lease.as_millis().max(1);
+    shared.pool.begin_with(format!("begin; set local idle_in_transaction_session_timeout = {lease_ms}")).await
+}
+
+/// Opens a claim window of up to `permits.len()` jobs of `queue`, as `how` says. Returns how
+/// many jobs it claimed (it takes as many of `permits`, from the end) and the window's task,
+/// which records the attempts in the window's slot, starts them and ends once the window is
+/// written. The producer claims again meanwhile.
 pub(super) async fn open(
     shared: &Arc<Shared>,
     queue: &str,
-    permits: &mut Vec<OwnedSemaphorePermit>,
-    open_for: Duration,
-    window: OwnedSemaphorePermit,
-    start: Start,
+    permits: &mut Vec<Slot>,
+    how: Opening,
     stop: &CancellationToken,
 ) -> Result<(usize, Option<JoinHandle<()>>), sqlx::Error> {
+    let Opening { open_for, window, start, short, tx } = how;
     let busy = shared.running_ids();
     let sent = Instant::now();
-    // A session idle inside the window for a whole lease (its node paused or cut off) is ended
-    // by Postgres, and its locks with it.
-    let lease_ms = shared.settings.lease.as_millis().max(1);
-    let mut tx =
-        shared.pool.begin_with(format!("begin; set local idle_in_transaction_session_timeout = {lease_ms}")).await?;
+    let mut tx = match tx {
+        Some(tx) => tx,
+        None => begin(shared).await?,
+    };
     let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_HELD)
         .bind(queue)
         .bind(i64::try_from(permits.len()).unwrap_or(i64::MAX))
@@ -80,13 +131,13 @@ pub(super) async fn open(
         return Ok((0, None));
     }
     let claimed = jobs.len();
-    let held: Vec<OwnedSemaphorePermit> = permits.drain(permits.len().saturating_sub(claimed)..).collect();
+    let held: Vec<Slot> = permits.drain(permits.len().saturating_sub(claimed)..).collect();
     let (shared, queue, stop) = (shared.clone(), queue.to_owned(), stop.clone());
     let task = tokio::spawn(async move {
         match record(&shared, &jobs).await {
             Ok(slot) => {
                 let deadline = tokio::time::Instant::now() + open_for;
-                let window = Window::start(shared, slot, &queue, jobs, held, start, sent);
+                let window = Window::start(shared, slot, &queue, jobs, held, start, sent, short);
                 window.run(tx, deadline, stop).await;
             }
             Err(e) => {
@@ -132,6 +183,8 @@ struct Window {
     ask: Arc<Notify>,
     settled: watch::Sender<Option<bool>>,
     received: mpsc::UnboundedReceiver<Outcome>,
+    /// Set when it is written: whether every attempt ended inside it.
+    short: Arc<AtomicBool>,
 }
 
 /// One job's write at the window's end.
@@ -143,14 +196,16 @@ struct Settle {
 impl Window {
     /// Registers the attempts of `jobs` (held by this window, recorded in `slot`) in the running
     /// table and starts each with one of `permits`. `sent` is when the claim was sent.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one claim, each used once, here only")]
     fn start(
         shared: Arc<Shared>,
         slot: i32,
         queue: &str,
         jobs: Vec<ClaimedJob>,
-        permits: Vec<OwnedSemaphorePermit>,
+        permits: Vec<Slot>,
         start: Start,
         sent: Instant,
+        short: Arc<AtomicBool>,
     ) -> Self {
         let (outcomes, received) = mpsc::unbounded_channel();
         let ask = Arc::new(Notify::new());
@@ -162,7 +217,7 @@ impl Window {
         for (job, permit) in jobs.into_iter().zip(permits) {
             start(&shared, job, permit);
         }
-        Self { shared, slot, keys, ask, settled, received }
+        Self { shared, slot, keys, ask, settled, received, short }
     }
 
     async fn run(
@@ -189,6 +244,7 @@ impl Window {
         while let Ok(o) = self.received.try_recv() {
             ended.insert((o.id.0, o.attempt), o);
         }
+        self.short.store(ended.len() == self.keys.len(), Ordering::Relaxed);
         // An attempt gone from the running table without an outcome (stopped, its lease lost)
         // writes nothing: its job stays available, and the commit unlocks it.
         let present: HashSet<AttemptKey> = match self.shared.running.lock() {
