@@ -894,6 +894,15 @@ async fn counted(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Waits (up to a minute) until `n` jobs are completed.
+async fn wait_completed(pool: &sqlx::PgPool, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(pool, "select count(*) from forge_jobs where state = 'completed'").await < n {
+        assert!(Instant::now() < deadline, "jobs not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Adds queue `name` with `concurrency` to the node's configuration.
 fn with_queue(c: &mut ForgeConfig, name: &str, concurrency: usize) {
     let mut queue = forge::config::QueueConfig::default();
@@ -910,11 +919,7 @@ async fn jobs_claimed_ahead_never_run_more_at_once_than_the_queue_allows() {
         with_queue(c, "counted", 3);
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(db.pool(), "select count(*) from forge_jobs where state = 'completed'").await < 300 {
-        assert!(Instant::now() < deadline, "jobs not done");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_completed(db.pool(), 300).await;
     node.stop().await.expect("stop");
     assert_eq!(COUNTED_MAX.load(std::sync::atomic::Ordering::SeqCst), 3, "at most (and, busy, exactly) 3 at once");
 }
@@ -937,11 +942,7 @@ async fn a_producer_whose_jobs_outlive_their_windows_claims_nothing_ahead() {
         with_queue(c, "slow", 2);
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(db.pool(), "select count(*) from forge_jobs where state = 'completed'").await < 6 {
-        assert!(Instant::now() < deadline, "jobs not done");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_completed(db.pool(), 6).await;
     node.stop().await.expect("stop");
     // Claimed ahead, a job would wait about 2 s (a running job's length) for a slot.
     let waits: Vec<f64> = sqlx::query_scalar(

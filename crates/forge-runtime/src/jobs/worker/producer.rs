@@ -80,8 +80,10 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
         permits.extend(runs.into_iter().map(Slot::Run));
         let wanted = permits.len();
         if shared.completer.backlog() >= MAX_BACKLOG {
-            // Outcomes are waiting for the database: claim nothing more until they are written.
+            // Outcomes are waiting for the database: claim nothing more until they are written
+            // (nor keep a transaction begun meanwhile).
             drop(permits);
+            prepared = None;
             tokio::select! {
                 () = tokio::time::sleep(poll) => continue,
                 () = stop.cancelled() => break,
