@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::shared::{ClaimedJob, Shared};
+use super::shared::{ClaimedJob, Shared, Slot};
 use super::{executor, window};
 use crate::jobs::completer::MAX_BACKLOG;
 use crate::jobs::sql;
@@ -26,14 +26,6 @@ use crate::observability::{JOB_SPAN, in_task_context};
 
 /// How long a busy producer waits for more free slots before claiming.
 const GATHER: Duration = Duration::from_millis(1);
-
-/// What a claimed job holds until its attempt ends.
-pub(super) enum Slot {
-    /// One of the queue's `concurrency` slots: it runs at once.
-    Run(OwnedSemaphorePermit),
-    /// A place in line (claimed ahead): it runs once one of `slots` frees up.
-    Ahead { place: OwnedSemaphorePermit, slots: Arc<Semaphore> },
-}
 
 pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(concurrency));

@@ -247,6 +247,14 @@ impl Shared {
     }
 }
 
+/// What a claimed job holds until its attempt ends (see the producer: claiming ahead).
+pub(super) enum Slot {
+    /// One of the queue's `concurrency` slots: it runs at once.
+    Run(tokio::sync::OwnedSemaphorePermit),
+    /// A place in line (claimed ahead): it runs once one of `slots` frees up.
+    Ahead { place: tokio::sync::OwnedSemaphorePermit, slots: Arc<tokio::sync::Semaphore> },
+}
+
 /// A claimed row: what an attempt starts from.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ClaimedJob {

@@ -38,8 +38,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::producer::Slot;
-use super::shared::{AttemptKey, ClaimedJob, Shared, StopReason};
+use super::shared::{AttemptKey, ClaimedJob, Shared, Slot, StopReason};
 use crate::jobs::completer::Outcome;
 use crate::jobs::context::Hold;
 use crate::jobs::sql;
