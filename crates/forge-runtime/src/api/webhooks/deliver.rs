@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::record::Record;
 use super::settings::WebhookSettings;
 use super::signature;
 use super::sql;
@@ -100,21 +101,20 @@ impl Job for DeliverWebhook {
             Err(e) => (None, Some(e.clone())),
         };
         let succeeded = matches!(&sent, Ok(answer) if answer.is_success());
-        let overdue: bool = sqlx::query_scalar(sql::RECORD_DELIVERY)
-            .bind(delivery.endpoint)
-            .bind(delivery.event)
-            .bind(delivery.job)
-            .bind(attempt)
-            .bind(status.map(i32::from))
-            .bind(error.map(|mut e| {
+        let record = Record {
+            endpoint: delivery.endpoint,
+            event: delivery.event,
+            job: delivery.job,
+            attempt,
+            status: status.map(i32::from),
+            error: error.map(|mut e| {
                 forge_core::text::clean_text(&mut e, 2048);
                 e
-            }))
-            .bind(i32::try_from(latency_ms).unwrap_or(i32::MAX))
-            .bind(succeeded)
-            .bind(settings.disable_after.as_secs_f64())
-            .fetch_one(pool)
-            .await?;
+            }),
+            latency_ms: i32::try_from(latency_ms).unwrap_or(i32::MAX),
+            succeeded,
+        };
+        let overdue = settings.recorder(pool).record(record).await?;
         match sent {
             Ok(answer) if answer.is_success() => Ok(Delivered { status: answer.status, latency_ms }),
             Ok(answer) if answer.status == 410 => {

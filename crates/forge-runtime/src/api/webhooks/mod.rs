@@ -11,6 +11,7 @@ pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub mod guard;
 pub(crate) mod manage;
+mod record;
 pub(crate) mod routes;
 mod settings;
 pub mod signature;

@@ -1,10 +1,12 @@
 //! [`WebhookSettings`]: `[api.webhooks]` as deliveries use it, with the HTTP client they share.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use forge_core::config::WebhookConfig;
 
 use super::guard::{AddressPolicy, GuardedClient};
+use super::record::Recorder;
 
 /// How a node delivers webhooks: handed to the delivery job through the node's job extensions.
 #[derive(Clone, Debug)]
@@ -13,6 +15,8 @@ pub struct WebhookSettings {
     pub(super) disable_after: Duration,
     pub(super) poll_interval: Duration,
     pub(super) client: GuardedClient,
+    /// Records the deliveries' attempts in batches; started by the first delivery.
+    recorder: Arc<OnceLock<Recorder>>,
 }
 
 impl WebhookSettings {
@@ -27,7 +31,13 @@ impl WebhookSettings {
             disable_after: config.disable_after.as_std(),
             poll_interval: config.poll_interval.as_std(),
             client,
+            recorder: Arc::default(),
         }
+    }
+
+    /// The recorder of delivery attempts, started over `pool` if it was not.
+    pub(super) fn recorder(&self, pool: &sqlx::PgPool) -> &Recorder {
+        self.recorder.get_or_init(|| Recorder::start(pool.clone(), self.disable_after))
     }
 
     /// The address policy deliveries follow.

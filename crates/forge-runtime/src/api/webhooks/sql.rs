@@ -15,27 +15,45 @@ from forge_webhook_endpoints
 where id = $1
 ";
 
-/// Records one attempt of a delivery and its endpoint's streak, in one statement (one commit:
-/// commits, each a WAL flush, are what deliveries cost). `$8`: the attempt succeeded, which
-/// ends the failure streak (`last_success_at` is kept to the second, so a busy endpoint's row
-/// is not rewritten by every delivery); otherwise the streak starts if it had not, and the
-/// answer says whether it is older than `$9` seconds.
-pub(super) const RECORD_DELIVERY: &str = r"
-with recorded as (
+/// Records attempts of deliveries (`$1`..`$8`, one element each) and their endpoints' streaks,
+/// in one statement (one commit for many: commits, each a WAL flush, are what deliveries cost;
+/// see `record.rs`). An endpoint's streak follows its last attempt in the
+/// batch: a success ends the failure streak (`last_success_at` is kept to the second, so a busy
+/// endpoint's row is not rewritten by every delivery); a failure starts it if it had not (anew
+/// after a success earlier in the batch). Each
+/// attempt's row says whether its endpoint's streak is older than `$9` seconds, in the order given.
+pub(super) const RECORD_DELIVERIES: &str = r"
+with input as (
+    select * from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::int[], $6::text[], $7::int[],
+                         $8::bool[]) with ordinality
+        as r(endpoint_id, event_id, job_id, attempt, status, error, latency_ms, succeeded, n)
+),
+recorded as (
     insert into forge_webhook_deliveries (endpoint_id, event_id, job_id, attempt, status, error, latency_ms)
-    values ($1, $2, $3, $4, $5, $6, $7)
+    select endpoint_id, event_id, job_id, attempt, status, error, latency_ms from input order by n
+),
+last as (
+    select endpoint_id, (array_agg(succeeded order by n desc))[1] as succeeded, bool_or(succeeded) as any_success
+    from input group by endpoint_id
 ),
 succeeded as (
-    update forge_webhook_endpoints set failing_since = null, last_success_at = now()
-    where id = $1 and $8
-      and (failing_since is not null or last_success_at is null or last_success_at < now() - interval '1 second')
+    update forge_webhook_endpoints w set failing_since = null, last_success_at = now()
+    from last
+    where w.id = last.endpoint_id and last.succeeded
+      and (w.failing_since is not null or w.last_success_at is null
+           or w.last_success_at < now() - interval '1 second')
 ),
 failed as (
-    update forge_webhook_endpoints set failing_since = coalesce(failing_since, now())
-    where id = $1 and not $8
-    returning failing_since < now() - make_interval(secs => $9) as overdue
+    update forge_webhook_endpoints w
+    set failing_since = case when last.any_success then now() else coalesce(w.failing_since, now()) end,
+        last_success_at = case when last.any_success then now() else w.last_success_at end
+    from last
+    where w.id = last.endpoint_id and not last.succeeded
+    returning w.id, w.failing_since < now() - make_interval(secs => $9) as overdue
 )
-select coalesce((select overdue from failed), false)
+select coalesce(f.overdue, false) as overdue
+from input i left join failed f on f.id = i.endpoint_id
+order by i.n
 ";
 
 /// Disables an endpoint with a reason.
