@@ -70,7 +70,7 @@ pub struct WebhookConfig {
     pub allowed_ranges: Vec<IpRange>,
     /// How often a node looks for new events to deliver. Default `"250ms"`.
     pub poll_interval: Duration,
-    /// Deliveries a node makes at once (the `forge_webhooks` queue's concurrency). Default 32.
+    /// Deliveries a node makes at once (the `forge_webhooks` queue's concurrency). Default 128: deliveries wait on the network, not the CPU.
     pub concurrency: u32,
 }
 
@@ -84,7 +84,7 @@ impl Default for WebhookConfig {
             allow_private: false,
             allowed_ranges: Vec::new(),
             poll_interval: Duration::from_millis(250),
-            concurrency: 32,
+            concurrency: 128,
         }
     }
 }
