@@ -52,15 +52,6 @@ pub struct Delivered {
     pub latency_ms: u64,
 }
 
-/// The endpoint as a delivery reads it.
-#[derive(sqlx::FromRow)]
-struct Endpoint {
-    url: String,
-    secrets: Vec<String>,
-    previous_live: bool,
-    disabled_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 impl Job for DeliverWebhook {
     const NAME: &'static str = "forge.webhook";
     type Args = Delivery;
@@ -78,8 +69,7 @@ impl Job for DeliverWebhook {
             return Err(JobError::retry("this node has no [api.webhooks] settings"));
         };
         let pool = ctx.db();
-        let endpoint: Option<Endpoint> =
-            sqlx::query_as(sql::ENDPOINT_FOR_DELIVERY).bind(delivery.endpoint).fetch_optional(pool).await?;
+        let endpoint = settings.endpoints(pool).get(delivery.endpoint).await?;
         let Some(endpoint) = endpoint else {
             return Err(JobError::cancel("the endpoint was deleted"));
         };

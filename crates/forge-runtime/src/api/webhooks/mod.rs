@@ -10,6 +10,7 @@
 pub(crate) mod deliver;
 pub(crate) mod dispatch;
 pub mod guard;
+mod lookup;
 pub(crate) mod manage;
 mod record;
 pub(crate) mod routes;

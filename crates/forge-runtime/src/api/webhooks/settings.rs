@@ -6,6 +6,7 @@ use std::time::Duration;
 use forge_core::config::WebhookConfig;
 
 use super::guard::{AddressPolicy, GuardedClient};
+use super::lookup::Endpoints;
 use super::record::Recorder;
 
 /// How a node delivers webhooks: handed to the delivery job through the node's job extensions.
@@ -17,6 +18,8 @@ pub struct WebhookSettings {
     pub(super) client: GuardedClient,
     /// Records the deliveries' attempts in batches; started by the first delivery.
     recorder: Arc<OnceLock<Recorder>>,
+    /// Reads the deliveries' endpoints in batches; started by the first delivery.
+    endpoints: Arc<OnceLock<Endpoints>>,
 }
 
 impl WebhookSettings {
@@ -32,12 +35,18 @@ impl WebhookSettings {
             poll_interval: config.poll_interval.as_std(),
             client,
             recorder: Arc::default(),
+            endpoints: Arc::default(),
         }
     }
 
     /// The recorder of delivery attempts, started over `pool` if it was not.
     pub(super) fn recorder(&self, pool: &sqlx::PgPool) -> &Recorder {
         self.recorder.get_or_init(|| Recorder::start(pool.clone(), self.disable_after))
+    }
+
+    /// The reader of the deliveries' endpoints, started over `pool` if it was not.
+    pub(super) fn endpoints(&self, pool: &sqlx::PgPool) -> &Endpoints {
+        self.endpoints.get_or_init(|| Endpoints::start(pool.clone()))
     }
 
     /// The address policy deliveries follow.

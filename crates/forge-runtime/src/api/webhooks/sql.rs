@@ -8,11 +8,11 @@ macro_rules! endpoint_columns {
     };
 }
 
-/// An endpoint as a delivery reads it.
-pub(super) const ENDPOINT_FOR_DELIVERY: &str = r"
-select url, secrets, coalesce(previous_until > now(), false) as previous_live, disabled_at
+/// The endpoints `$1` as deliveries read them (a deleted one is missing).
+pub(super) const ENDPOINTS_FOR_DELIVERY: &str = r"
+select id, url, secrets, coalesce(previous_until > now(), false) as previous_live, disabled_at
 from forge_webhook_endpoints
-where id = $1
+where id = any($1::uuid[])
 ";
 
 /// Records attempts of deliveries (`$1`..`$8`, one element each) and their endpoints' streaks,
