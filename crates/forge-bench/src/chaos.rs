@@ -179,11 +179,19 @@ pub(crate) async fn run(args: ChaosArgs) -> Report {
     let mut outage = args.db_outage_ms.map(|ms| (started + Duration::from_millis(args.outage_after_ms), ms));
     let deadline = started + Duration::from_secs(900);
     let mut seed = uuid::Uuid::new_v4().as_u128();
+    // The last change of the count of live jobs: a run that makes no progress for a minute
+    // prints what holds its live jobs (once), to stderr.
+    let (mut last_live, mut progressed, mut told) = (None, Instant::now(), false);
     loop {
         // The server may be down: a failed count is not the end.
         let live = count(&pool, "select count(*) from forge_jobs where finalized_at is null").await;
         if live == Some(0) || Instant::now() > deadline {
             break;
+        }
+        if live.is_some() && live != last_live {
+            (last_live, progressed) = (live, Instant::now());
+        } else if !told && progressed.elapsed() > STALL {
+            told = stalled(&pool).await;
         }
         let now = Instant::now();
         if args.kill_every_ms > 0 && now >= next_kill {
@@ -273,6 +281,40 @@ pub(crate) async fn run(args: ChaosArgs) -> Report {
         "lease": args.lease,
         "seconds": elapsed.as_secs_f64(),
     }))
+}
+
+/// How long a run may make no progress before [`stalled`] reports it.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Prints to stderr (as one JSON line) the live jobs with what may hold them: the window slots
+/// naming them, the nodes, the leaders. Returns whether it could read them (the server may be
+/// down).
+async fn stalled(pool: &PgPool) -> bool {
+    let report: Result<serde_json::Value, sqlx::Error> = sqlx::query_scalar(
+        "select jsonb_build_object(
+           'stalled', true,
+           'live', (select coalesce(jsonb_agg(jsonb_build_object(
+                'id', j.id, 'state', j.state, 'attempt', j.attempt, 'attempted_by', j.attempted_by,
+                'run_at_in_s', extract(epoch from j.run_at - now()),
+                'lease_left_s', extract(epoch from j.lease_until - now()),
+                'slots', (select coalesce(jsonb_agg(jsonb_build_object('node', s.node_id, 'slot', s.slot,
+                            'attempts', s.attempts, 'opened_s_ago', extract(epoch from now() - s.opened_at))), '[]')
+                          from forge_claim_slots s where j.id = any(s.job_ids)))), '[]')
+              from (select * from forge_jobs where finalized_at is null order by id limit 20) j),
+           'nodes', (select coalesce(jsonb_agg(jsonb_build_object('id', id, 'status', status,
+                'heartbeat_s_ago', extract(epoch from now() - last_heartbeat))), '[]') from forge_nodes),
+           'leaders', (select coalesce(jsonb_agg(jsonb_build_object('role', role, 'node', node_id)), '[]')
+                       from forge_leaders))",
+    )
+    .fetch_one(pool)
+    .await;
+    match report {
+        Ok(report) => {
+            eprintln!("{report}");
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 async fn count(pool: &PgPool, sql: &str) -> Option<i64> {

@@ -112,6 +112,7 @@ fn a_cron_every_second_fires_each_tick_once_across_a_leader_kill() {
     assert!(expected >= 28, "{report}");
     assert_eq!(report["cron_ticks_fired"].as_i64(), Some(expected), "no gap: {report}");
     assert_eq!(report["cron_ticks_duplicated"].as_i64(), Some(0), "no duplicate: {report}");
+    assert_eq!(report["cron_ticks_skipped"].as_i64(), Some(0), "none skipped: {report}");
     assert!(report["leader_takeover_ms"].as_f64().expect("takeover") < 10_000.0, "{report}");
 }
 

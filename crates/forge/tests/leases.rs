@@ -728,3 +728,69 @@ async fn the_lease_sweep_passes_over_a_paused_window_and_records_its_attempt_onc
     assert_eq!(left, 0);
     leader.stop().await.expect("stop");
 }
+
+/// The proxy a `held_into_an_outage` job takes the database away with.
+static HELD_OUTAGE: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// How many times `held_into_an_outage` ran.
+static HELD_RUNS: Mutex<u32> = Mutex::new(0);
+
+/// Its first run takes the database away and works on until it is stopped; later runs succeed.
+#[forge::job(max_attempts = 5)]
+async fn held_into_an_outage(ctx: &JobContext, _args: ()) -> Result<u32, JobError> {
+    let run = {
+        let mut runs = HELD_RUNS.lock().expect("runs");
+        *runs += 1;
+        *runs
+    };
+    if run == 1 {
+        if let Some(refusing) = HELD_OUTAGE.get() {
+            refusing.store(true, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    Ok(ctx.attempt())
+}
+
+/// A claim window whose transaction dies in an outage, and that has no outcome to write (its
+/// attempt still running, then stopped), leaves its slot naming the job. The node must empty
+/// the slot itself when the database answers: the leader's sweep may never run (here there is
+/// no leader; in a database restarting more often than the sweep's grace, it keeps waiting), and
+/// a slot naming a job keeps every claim away from it.
+#[tokio::test]
+async fn a_claim_window_lost_in_an_outage_gives_its_job_back_without_the_leaders_sweep() {
+    let db = TestDatabase::new().await.expect("db");
+    let proxy = Proxy::to(&db).await;
+    let _ = HELD_OUTAGE.set(proxy.refusing.clone());
+    let mut config = proxy.config(&db);
+    // A worker alone: no leader, so no sweep.
+    config.node.roles = Roles::new([Role::Worker]).expect("roles");
+    config.worker.lease = "2s".parse().expect("duration");
+    config.worker.poll_interval = "50ms".parse().expect("duration");
+    config.worker.hold_claims = true;
+    config.worker.claim_window = "100ms".parse().expect("duration");
+    config.database.acquire_timeout = "1s".parse().expect("duration");
+    config.observability.enabled = false;
+    let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
+    let job = HeldIntoAnOutage::dispatch(&node, ()).await.expect("dispatch");
+    eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))
+        .await;
+    // The window ends (its timer) while the database is away: it cannot be written, the attempt
+    // is stopped. The database comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.refusing.store(false, Ordering::SeqCst);
+    let finished = eventually("the job running again and finishing", Duration::from_secs(20), async || {
+        let (now, attempt) = state(db.pool(), job).await;
+        (now == "completed").then_some(attempt)
+    })
+    .await;
+    node.stop().await.expect("stop");
+    assert_eq!(*HELD_RUNS.lock().expect("runs"), 2, "the stopped attempt, then the one that finished");
+    // The stopped attempt was never written (the window rolled back): the job ran again as
+    // the first attempt.
+    assert_eq!(finished, 1);
+    let left: i64 = sqlx::query_scalar("select count(*) from forge_claim_slots where cardinality(job_ids) > 0")
+        .fetch_one(db.pool())
+        .await
+        .expect("slots");
+    assert_eq!(left, 0);
+}

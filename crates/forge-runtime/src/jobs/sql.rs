@@ -246,6 +246,12 @@ on conflict (node_id, slot) do update
 set job_ids = excluded.job_ids, attempts = excluded.attempts, opened_at = excluded.opened_at
 "#;
 
+/// Empties node `$1`'s window slot `$2`: its window failed and nothing it started runs any more
+/// (its jobs are `available` as the window's rollback left them), so claims may take them again.
+pub(crate) const SLOT_EMPTY: &str = r#"
+update forge_claim_slots set job_ids = '{}', attempts = '{}' where node_id = $1 and slot = $2
+"#;
+
 /// Window slots still naming attempts `$1` seconds after their window opened (at most `$2`),
 /// locked: their windows' transactions are gone, unless a job they name is still locked.
 pub(crate) const SLOTS_LEFT: &str = r#"

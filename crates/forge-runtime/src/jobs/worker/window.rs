@@ -18,7 +18,9 @@
 //! to expire. A window that cannot be written (its commit failed) is written again the classic
 //! way at once, fenced by state and attempt; if that fails too, its still-running attempts stop
 //! and the outcomes it held are written when the database answers, unless the sweep recorded
-//! their attempts lost meanwhile (then they run again: at least once).
+//! their attempts lost meanwhile (then they run again: at least once). A window with no outcome
+//! to write has its slot emptied by its node once its attempts have stopped, and its jobs are
+//! claimed again without waiting for the sweep.
 //!
 //! A rollback would also undo the attempts' count, so a job that kills its node inside a window
 //! would never run out of attempts. Before they start, a window's attempts are recorded in a row
@@ -141,8 +143,14 @@ pub(super) async fn open(
             }
             Err(e) => {
                 // Nothing started: the rollback (dropping `tx`) gives the jobs back as they were.
+                // The slot may name them all the same (the statement committed, its answer was
+                // lost): emptied before it is used again.
                 tracing::warn!(error = %e, queue, "could not record a claim window's attempts; its jobs are given back");
                 drop(tx);
+                let slot = e.slot;
+                if empty_slot(&shared, slot, &stop).await {
+                    shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
+                }
             }
         }
         drop(window);
@@ -150,10 +158,23 @@ pub(super) async fn open(
     Ok((claimed, Some(task)))
 }
 
+/// A slot whose recording failed.
+struct Unrecorded {
+    slot: i32,
+    error: sqlx::Error,
+}
+
+impl std::fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// Records the attempts of `jobs` in a free slot of the node, where the window's rollback
 /// cannot undo them, before they start (on a control connection: the window holds one of the
-/// worker pool's). Returns the slot.
-async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, sqlx::Error> {
+/// worker pool's). Returns the slot; or, if the statement failed, the slot it was writing (not
+/// free again: the statement may have committed).
+async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, Unrecorded> {
     let slot = shared.slots.lock().unwrap_or_else(PoisonError::into_inner).take();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
@@ -164,12 +185,25 @@ async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, sqlx::Error
         .bind(&attempts)
         .execute(&shared.control)
         .await;
-    match recorded {
-        Ok(_) => Ok(slot),
-        Err(e) => {
-            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
-            Err(e)
+    recorded.map(|_| slot).map_err(|error| Unrecorded { slot, error })
+}
+
+/// Empties the node's window `slot` (see [`sql::SLOT_EMPTY`]), trying again until the database
+/// answers; gives up when the worker stops, leaving the slot to the leader's sweep. Returns
+/// whether it was emptied (and so may be used again).
+async fn empty_slot(shared: &Shared, slot: i32, stop: &CancellationToken) -> bool {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let emptied =
+            sqlx::query(sql::SLOT_EMPTY).bind(&shared.settings.node_id).bind(slot).execute(&shared.control).await;
+        if emptied.is_ok() {
+            return true;
         }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => return false,
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -269,20 +303,25 @@ impl Window {
         };
         let shared = self.shared.clone();
         let slot = self.slot;
-        match written {
-            Ok(rows) => self.written(writes, &rows, sent),
+        let emptied = match written {
+            Ok(rows) => {
+                self.written(writes, &rows, sent);
+                true
+            }
             Err(e) if crate::db::refused_data(&e) => {
                 tracing::warn!(error = %e, jobs = writes.len(), "the database refused a claim window's outcomes; writing its jobs running and their outcomes one batch at a time");
-                self.write_claimed(writes, stop).await;
+                self.write_claimed(writes, stop).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = writes.len(), "a claim window could not be written; writing its jobs the classic way");
-                self.fall_back(writes, stop).await;
+                self.fall_back(writes, stop).await
             }
+        };
+        // A slot still naming its jobs (a window given up at shutdown, or whose attempts did not
+        // stop) is left for the leader's sweep, and never used again by this node.
+        if emptied {
+            shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
         }
-        // Emptied by the write, or (a window given up at shutdown) left for the leader's sweep:
-        // no window of this node opens after it.
-        shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
     }
 
     /// The window is written: its ended attempts are done, the others run on under a lease
@@ -325,8 +364,9 @@ impl Window {
 
     /// The database refused the window's statement for its data (an outcome it cannot store):
     /// writes its jobs `running` as a classic claim would and hands their outcomes to the
-    /// completer, which writes each batch it can and an outcome it cannot with a note.
-    async fn write_claimed(self, mut writes: Vec<Settle>, stop: CancellationToken) {
+    /// completer, which writes each batch it can and an outcome it cannot with a note. Returns
+    /// whether the window's slot was emptied (see [`Window::fall_back`]).
+    async fn write_claimed(self, mut writes: Vec<Settle>, stop: CancellationToken) -> bool {
         let sent = Instant::now();
         let outcomes: Vec<Option<Outcome>> = writes.iter_mut().map(|w| w.outcome.take()).collect();
         match settle_once_more(&self.shared, self.slot, &writes).await {
@@ -336,12 +376,13 @@ impl Window {
                 for outcome in outcomes.into_iter().flatten() {
                     shared.completer.send(outcome);
                 }
+                true
             }
             Err(_) => {
                 for (write, outcome) in writes.iter_mut().zip(outcomes) {
                     write.outcome = outcome;
                 }
-                self.fall_back(writes, stop).await;
+                self.fall_back(writes, stop).await
             }
         }
     }
@@ -352,11 +393,19 @@ impl Window {
     /// still-running attempts stop (nothing holds their jobs any more; another node may claim
     /// them) and the outcomes it held are written again and again until the database answers or
     /// the worker stops; a job claimed elsewhere meanwhile runs again (at least once).
-    async fn fall_back(mut self, writes: Vec<Settle>, stop: CancellationToken) {
+    ///
+    /// Writing them empties the window's slot. With nothing to write (every attempt stopped),
+    /// the node empties the slot itself once the attempts have stopped, when the database
+    /// answers: their jobs go back to the queue as the rollback left them (the stopped attempts
+    /// not counted), without waiting for the leader's sweep, which a database restarting more
+    /// often than its grace would hold off for as long as the restarts go on. Returns whether
+    /// the slot was emptied; if not (the worker stopped, or an attempt would not stop within a
+    /// lease) the sweep records its attempts as lost.
+    async fn fall_back(mut self, writes: Vec<Settle>, stop: CancellationToken) -> bool {
         let sent = Instant::now();
         if let Ok(rows) = settle_once_more(&self.shared, self.slot, &writes).await {
             self.written(writes, &rows, sent);
-            return;
+            return true;
         }
         let mut pending: Vec<Settle> = writes.into_iter().filter(|w| w.outcome.is_some()).collect();
         if let Ok(mut running) = self.shared.running.lock() {
@@ -383,7 +432,7 @@ impl Window {
             "a claim window could not be written: its running attempts stop, its outcomes are written when the database answers"
         );
         let mut pause = Duration::from_millis(100);
-        loop {
+        let emptied = loop {
             while let Ok(outcome) = self.received.try_recv() {
                 if outcome.state != JobState::Available {
                     let key = (outcome.id.0, outcome.attempt);
@@ -391,23 +440,46 @@ impl Window {
                 }
             }
             if pending.is_empty() {
-                break;
+                break false;
             }
             if settle_once_more(&self.shared, self.slot, &pending).await.is_ok() {
-                break;
+                break true;
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => break false,
             }
             pause = (pause * 2).min(Duration::from_secs(1));
-        }
+        };
         if let Ok(mut running) = self.shared.running.lock() {
             for key in &self.keys {
                 if running.get(key).is_some_and(|entry| entry.window.is_some()) {
                     running.remove(key);
                 }
             }
+        }
+        if emptied || stop.is_cancelled() {
+            return emptied;
+        }
+        self.stopped(&stop).await && empty_slot(&self.shared, self.slot, &stop).await
+    }
+
+    /// Waits, up to a lease, until none of the window's attempts runs (their handlers dropped);
+    /// returns whether none does.
+    async fn stopped(&self, stop: &CancellationToken) -> bool {
+        let deadline = Instant::now() + self.shared.settings.lease;
+        loop {
+            let running = match self.shared.running.lock() {
+                Ok(running) => self.keys.iter().any(|key| running.get(key).is_some_and(|entry| !entry.finished)),
+                Err(_) => false,
+            };
+            if !running {
+                return true;
+            }
+            if Instant::now() >= deadline || stop.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
