@@ -1,17 +1,13 @@
 //! The [`Submitter`]: the job API's submissions, batched. Each handler hands its submission
-//! over; the submitter's tasks take everything waiting when they are free (up to
-//! [`MAX_BATCH`]) and submit it with one [`sql::SUBMIT`]: one round trip and one commit for
-//! many requests. Alone, a submission goes at once, as a batch of one; under load, batches
-//! grow with the queue, so the database's work per submission falls as the load rises (the
-//! group commit River's and Oban's inserters do for their callers).
+//! over; a [`Batcher`] takes everything waiting (up to [`MAX_BATCH`]) and submits it with one
+//! [`sql::SUBMIT`]: one round trip and one commit for many requests.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::sql;
+use crate::db::batch::Batcher;
 use crate::jobs::NewJob;
 
 /// The most submissions one statement carries.
@@ -34,65 +30,38 @@ pub(super) struct Pending {
 }
 
 /// The tasks that submit waiting submissions in batches; started with the first submission,
-/// ended when the [`ApiState`] holding it is dropped.
+/// ended when the [`ApiState`](super::state::ApiState) holding it is dropped.
 #[derive(Debug)]
 pub(super) struct Submitter {
-    queue: mpsc::Sender<(Pending, Reply)>,
+    batcher: Batcher<Pending, Option<PgRow>>,
 }
-
-/// Where a submission's row goes: `None` when the statement was undone, failed or not run.
-pub(super) type Reply = oneshot::Sender<Option<PgRow>>;
 
 impl Submitter {
     /// Starts [`SUBMITTERS`] tasks over `pool`, storing answers for `ttl` seconds.
     pub(super) fn start(pool: sqlx::PgPool, ttl: f64) -> Self {
-        let (queue, waiting) = mpsc::channel(MAX_BATCH * SUBMITTERS * 4);
-        let waiting = Arc::new(Mutex::new(waiting));
-        for _ in 0..SUBMITTERS {
-            tokio::spawn(work(waiting.clone(), pool.clone(), ttl));
-        }
-        Self { queue }
+        let batcher = Batcher::start(SUBMITTERS, MAX_BATCH, move |batch| {
+            let pool = pool.clone();
+            async move { submit_batch(&pool, ttl, batch).await }
+        });
+        Self { batcher }
     }
 
     /// Submits `pending` with whatever else waits: its row of [`sql::SUBMIT`], or `None` when
     /// it is to go the transactional way.
     pub(super) async fn submit(&self, pending: Pending) -> Option<PgRow> {
-        let (reply, row) = oneshot::channel();
-        self.queue.send((pending, reply)).await.ok()?;
-        row.await.ok().flatten()
+        self.batcher.call(pending).await.flatten()
     }
 }
 
-/// One submitter task: takes what waits, submits it, answers each submission; ends when no
-/// sender is left.
-async fn work(waiting: Arc<Mutex<mpsc::Receiver<(Pending, Reply)>>>, pool: sqlx::PgPool, ttl: f64) {
-    loop {
-        let batch = {
-            let mut waiting = waiting.lock().await;
-            let Some(first) = waiting.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH
-                && let Ok(next) = waiting.try_recv()
-            {
-                batch.push(next);
-            }
-            batch
-        };
-        submit_batch(&pool, ttl, batch).await;
-    }
-}
-
-/// Submits `batch` in one statement. A repeat of a key already in the batch is answered
-/// `None` at once (its caller goes the transactional way, where the first holds the key or
-/// has answered it); so is every submission when the statement fails or is undone.
-pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<(Pending, Reply)>) {
+/// Submits `batch` in one statement; answers each submission, in order, with its row of
+/// [`sql::SUBMIT`], or `None` when it is to go the transactional way: a repeat of a key already
+/// in the batch (where the first holds the key or has answered it), and every submission when
+/// the statement fails or is undone.
+pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<Pending>) -> Vec<Option<PgRow>> {
     let mut keys = HashSet::new();
-    let (batch, repeats): (Vec<_>, Vec<_>) =
-        batch.into_iter().partition(|(p, _)| p.lock_key.as_ref().is_none_or(|k| keys.insert(k.clone())));
-    for (_, reply) in repeats {
-        let _ = reply.send(None);
-    }
-    let (batch, replies): (Vec<Pending>, Vec<Reply>) = batch.into_iter().unzip();
+    let firsts: Vec<bool> = batch.iter().map(|p| p.lock_key.as_ref().is_none_or(|k| keys.insert(k.clone()))).collect();
+    let all = firsts.len();
+    let batch: Vec<Pending> = batch.into_iter().zip(&firsts).filter(|(_, first)| **first).map(|(p, _)| p).collect();
     let jobs = || batch.iter().map(|p| &p.job);
     let rows: Result<Vec<PgRow>, sqlx::Error> = sqlx::query(sql::SUBMIT)
         .bind(batch.iter().map(|p| p.lock_key.as_deref()).collect::<Vec<_>>())
@@ -114,10 +83,9 @@ pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<(Pend
         .fetch_all(pool)
         .await;
     match rows {
-        Ok(rows) if rows.len() == replies.len() => {
-            for (reply, row) in replies.into_iter().zip(rows) {
-                let _ = reply.send(Some(row));
-            }
+        Ok(rows) if rows.len() == batch.len() => {
+            let mut rows = rows.into_iter();
+            firsts.into_iter().map(|first| if first { rows.next() } else { None }).collect()
         }
         outcome => {
             // Undone by the race, or failed: each submission goes the transactional way,
@@ -127,9 +95,7 @@ pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<(Pend
             {
                 tracing::warn!(error = %e, submissions = batch.len(), "/v1: a batch of submissions failed; each goes alone");
             }
-            for reply in replies {
-                let _ = reply.send(None);
-            }
+            (0..all).map(|_| None).collect()
         }
     }
 }

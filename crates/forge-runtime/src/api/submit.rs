@@ -83,9 +83,8 @@ mod tests {
     use axum::http::HeaderValue;
 
     use sqlx::postgres::PgRow;
-    use tokio::sync::oneshot;
 
-    use super::super::batch::{Reply, submit_batch};
+    use super::super::batch::submit_batch;
     use super::*;
     use crate::testing::TestDatabase;
 
@@ -129,12 +128,11 @@ mod tests {
         assert_eq!((jobs(&db).await, events), (1, 1));
     }
 
-    /// A submission as a handler hands it over, and where its row arrives.
-    fn pending(owner: &str, key: Option<&str>, n: u64) -> ((Pending, Reply), oneshot::Receiver<Option<PgRow>>) {
+    /// A submission as a handler hands it over.
+    fn pending(owner: &str, key: Option<&str>, n: u64) -> Pending {
         let body = serde_json::json!({ "kind": "thing", "args": { "n": n } });
         let job = NewJob::raw("thing", "default", body["args"].clone()).with_client(uuid::Uuid::new_v4());
-        let (reply, row) = oneshot::channel();
-        let pending = Pending {
+        Pending {
             lock_key: key.map(|key| idempotency::lock_key(owner, key)),
             owner: owner.to_owned(),
             key: key.map(str::to_owned),
@@ -142,8 +140,7 @@ mod tests {
             job,
             path: "/v1/jobs".to_owned(),
             fingerprint: idempotency::fingerprint("/v1/jobs", &body),
-        };
-        ((pending, reply), row)
+        }
     }
 
     /// One statement for many submissions: each new key gets its own job, answer and record
@@ -154,26 +151,18 @@ mod tests {
     async fn a_batch_submits_each_key_once_and_sends_back_a_repeat_within_it() {
         let db = TestDatabase::new().await.expect("db");
         let ttl = 3600.0;
-        let (first, row) = pending("a", Some("old"), 0);
-        submit_batch(db.pool(), ttl, vec![first]).await;
-        let old = parse(row.await.expect("reply")).expect("row").body.expect("inserted");
+        let first = submit_batch(db.pool(), ttl, vec![pending("a", Some("old"), 0)]).await;
+        let old = parse(first.into_iter().next().expect("an answer")).expect("row").body.expect("inserted");
 
-        let mut batch = Vec::new();
-        let mut rows = Vec::new();
-        for (owner, key, n) in [("a", Some("k1"), 1), ("b", Some("k1"), 2), ("a", None, 3), ("a", Some("old"), 0)]
+        let batch: Vec<Pending> = [("a", Some("k1"), 1), ("b", Some("k1"), 2), ("a", None, 3), ("a", Some("old"), 0)]
             .into_iter()
             .chain((4..40).map(|n| ("c", None, n)))
             .chain([("a", Some("k1"), 1)])
-        {
-            let (p, row) = pending(owner, key, n);
-            batch.push(p);
-            rows.push(row);
-        }
-        submit_batch(db.pool(), ttl, batch).await;
-        let mut answered = Vec::new();
-        for row in rows {
-            answered.push(parse(row.await.expect("reply")));
-        }
+            .map(|(owner, key, n)| pending(owner, key, n))
+            .collect();
+        let sent = batch.len();
+        let mut answered: Vec<Option<Row>> = submit_batch(db.pool(), ttl, batch).await.into_iter().map(parse).collect();
+        assert_eq!(answered.len(), sent, "an answer for each submission");
         let repeat = answered.pop().expect("the repeat");
         assert!(repeat.is_none(), "a key twice in one batch goes the transactional way");
         for (i, row) in answered.into_iter().enumerate() {

@@ -10,9 +10,14 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Runs the items handed to it in batches; its tasks end when it is dropped.
-#[derive(Debug)]
 pub(crate) struct Batcher<T, R> {
     queue: mpsc::Sender<(T, oneshot::Sender<R>)>,
+}
+
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").field("waiting", &(self.queue.max_capacity() - self.queue.capacity())).finish()
+    }
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
