@@ -61,17 +61,28 @@ impl ForgeConfig {
         }
         let mut table: toml::Table = toml::from_str(text).map_err(|e| file_error(file, text, String::new(), &e))?;
         let defaults = toml::Table::try_from(ForgeConfig::default()).unwrap_or_default();
-        for o in &overrides {
-            let section = table.entry(o.section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let Some(section) = section.as_table_mut() else {
-                return Err(ConfigError::Env {
-                    var: o.var.clone(),
-                    key: o.section.clone(),
-                    message: "the file sets this section to a plain value".to_owned(),
-                });
-            };
-            let kind = defaults.get(&o.section).and_then(|s| s.get(&o.key));
-            section.insert(o.key.clone(), env_value(&o.value, kind));
+        let mut overrides = overrides;
+        for o in &mut overrides {
+            o.path = nested_path(defaults.get(&o.section), &o.key);
+            let mut at = &mut table;
+            let mut kind = defaults.get(&o.section);
+            let (last, tables) = o.path.split_last().unwrap_or((&o.key, &[]));
+            for (depth, name) in std::iter::once(&o.section).chain(tables).enumerate() {
+                if depth > 0 {
+                    kind = kind.and_then(|k| k.get(name));
+                }
+                let next = at.entry(name.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(next) = next.as_table_mut() else {
+                    let key = std::iter::once(&o.section).chain(tables).take(depth + 1).cloned();
+                    return Err(ConfigError::Env {
+                        var: o.var.clone(),
+                        key: key.collect::<Vec<_>>().join("."),
+                        message: "the file sets this table to a plain value".to_owned(),
+                    });
+                };
+                at = next;
+            }
+            at.insert(last.clone(), env_value(&o.value, kind.and_then(|k| k.get(last))));
         }
         deserialize_tracked::<ForgeConfig, _>(toml::Value::Table(table)).map_err(|(path, e)| {
             let key = full_key(&path, e.message());
@@ -92,13 +103,42 @@ impl ForgeConfig {
 struct Override {
     var: String,
     section: String,
+    /// The key as the variable spells it after the section (`webhooks_concurrency`).
     key: String,
+    /// The key's path inside its section (`["webhooks", "concurrency"]`), see [`nested_path`].
+    path: Vec<String>,
     value: String,
 }
 
 impl Override {
     fn dotted(&self) -> String {
-        format!("{}.{}", self.section, self.key)
+        let path = if self.path.is_empty() { self.key.clone() } else { self.path.join(".") };
+        format!("{}.{path}", self.section)
+    }
+}
+
+/// The path of `key` inside a section whose defaults are `defaults`: a key of the section as
+/// it is (`poll_interval`), or one of a table inside it, its name and the key joined by `_`
+/// (`webhooks_concurrency` is `[api.webhooks] concurrency`, `queues_default_concurrency` is
+/// `[worker.queues.default] concurrency`). A key the defaults do not know stays as it is, so
+/// that the error names it.
+fn nested_path(defaults: Option<&toml::Value>, key: &str) -> Vec<String> {
+    let Some(table) = defaults.and_then(toml::Value::as_table) else {
+        return vec![key.to_owned()];
+    };
+    if table.contains_key(key) {
+        return vec![key.to_owned()];
+    }
+    let inner = table
+        .iter()
+        .filter(|(_, value)| value.is_table())
+        .filter_map(|(name, value)| Some((name, value, key.strip_prefix(name.as_str())?.strip_prefix('_')?)))
+        .max_by_key(|(name, _, _)| name.len());
+    match inner {
+        Some((name, value, rest)) if !rest.is_empty() => {
+            std::iter::once(name.clone()).chain(nested_path(Some(value), rest)).collect()
+        }
+        _ => vec![key.to_owned()],
     }
 }
 
@@ -113,7 +153,7 @@ fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
             _ => None,
         };
         if let Some((section, key)) = alias {
-            aliases.push(Override { var, section: section.to_owned(), key: key.to_owned(), value });
+            aliases.push(Override { var, section: section.to_owned(), key: key.to_owned(), path: Vec::new(), value });
             continue;
         }
         let Some(rest) = var.strip_prefix("FORGE_") else {
@@ -127,7 +167,7 @@ fn overrides(env: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
             continue;
         }
         let key = key.to_ascii_lowercase();
-        long.push(Override { var, section, key, value });
+        long.push(Override { var, section, key, path: Vec::new(), value });
     }
     aliases.sort_by(|a, b| a.var.cmp(&b.var));
     long.sort_by(|a, b| a.var.cmp(&b.var));

@@ -148,6 +148,24 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn environment_reaches_the_keys_of_a_table_inside_a_section() {
+    let vars = env(&[
+        ("FORGE_API_WEBHOOKS_CONCURRENCY", "7"),
+        ("FORGE_WORKER_QUEUES_DEFAULT_CONCURRENCY", "3"),
+        ("FORGE_WORKER_LEASE", "9s"),
+    ]);
+    let c = ForgeConfig::parse_with_env("[api]\nenabled = true\n", Path::new("forge.toml"), vars).unwrap();
+    assert_eq!(c.api.webhooks.concurrency, 7);
+    assert_eq!(c.worker.queues["default"].concurrency.get(), 3);
+    assert_eq!(c.worker.lease.as_std().as_secs(), 9);
+
+    let err = ForgeConfig::parse_with_env("", Path::new("forge.toml"), env(&[("FORGE_API_WEBHOOKS_CONCURENCY", "7")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("FORGE_API_WEBHOOKS_CONCURENCY"), "{err}");
+    assert_eq!(err.key(), Some("api.webhooks.concurency"), "{err}");
+}
+
+#[test]
 fn long_form_wins_over_alias() {
     let vars = env(&[("FORGE_PORT", "7000"), ("FORGE_GATEWAY_PORT", "7001")]);
     let c = ForgeConfig::parse_with_env("", Path::new("forge.toml"), vars).unwrap();
