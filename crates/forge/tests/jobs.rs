@@ -954,3 +954,58 @@ async fn a_producer_whose_jobs_outlive_their_windows_claims_nothing_ahead() {
     .expect("waits");
     assert!(waits.iter().all(|w| *w < 1.0), "claimed ahead of long jobs: waited {waits:?} s");
 }
+
+/// A job of the backlog below: a few milliseconds of work.
+#[forge::job(queue = "backlog")]
+async fn backlog_item(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(())
+}
+
+/// While a queue's backlog is deep, a producer claims past where its last claim ended instead
+/// of from the head of the claim order; every 100 ms it claims from the head all the same. So a
+/// job of higher priority dispatched into a deep backlog runs soon, not after the whole backlog.
+#[tokio::test]
+async fn a_job_of_higher_priority_dispatched_into_a_deep_backlog_runs_long_before_the_backlog_ends() {
+    let db = TestDatabase::new().await.expect("db");
+    // Ten at a time, 5 ms each: at most 2,000 jobs a second, so 4,000 take two seconds or more.
+    let backlog = 4000;
+    BacklogItem::dispatch_many(db.pool(), vec![(); backlog], DispatchOptions::new()).await.expect("backlog");
+    let node = node(&db, |config| {
+        let mut queue = forge::config::QueueConfig::default();
+        queue.concurrency = std::num::NonZeroUsize::new(10).expect("ten");
+        config.worker.queues.insert("backlog".to_owned(), queue);
+    })
+    .await;
+    let started = "select count(*) from forge_jobs where kind = 'backlog_item' and state = 'completed'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(started).fetch_one(db.pool()).await.expect("count") < 100 {
+        assert!(Instant::now() < deadline, "the backlog did not start draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let urgent =
+        BacklogItem::dispatch_with(&node, (), DispatchOptions::new().priority(Priority::High)).await.expect("urgent");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state: String = sqlx::query_scalar("select state from forge_jobs where id = $1")
+            .bind(urgent)
+            .fetch_one(db.pool())
+            .await
+            .expect("state");
+        if state == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the urgent job did not complete");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after: i64 = sqlx::query_scalar(
+        "select count(*) from forge_jobs where kind = 'backlog_item' and id <> $1
+           and (state = 'available' or attempted_at > (select attempted_at from forge_jobs where id = $1))",
+    )
+    .bind(urgent)
+    .fetch_one(db.pool())
+    .await
+    .expect("count");
+    node.stop().await.expect("stop");
+    assert!(after >= 1000, "only {after} of the {backlog} backlog jobs started after the urgent one");
+}

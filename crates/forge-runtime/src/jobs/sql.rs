@@ -149,7 +149,7 @@ updated as (
         attempted_by = $4
     from claimed
     where j.id = claimed.id
-    returning j.id, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.run_at, j.metadata, j.client_id
+    returning j.id, j.priority, j.kind, j.args, j.attempt, j.max_attempts, j.queue, j.run_at, j.metadata, j.client_id
 ),
 events as (
     insert into forge_job_events (job_id, client_id, type, attempt, data)
@@ -157,16 +157,28 @@ events as (
     from updated
     where client_id is not null
 )
-select id, kind, args, attempt, max_attempts, queue, run_at, metadata
+select id, priority, kind, args, attempt, max_attempts, queue, run_at, metadata
 from updated
 "#;
+
+/// [`CLAIM`] past a point of the claim order (`$8` priority, `$9` run_at, `$10` id): while a
+/// queue's backlog is deep, a producer's next claim starts where its last one ended instead of
+/// stepping again over the head of the claim index (the entries of jobs finished since the last
+/// vacuum, and the rows its own windows hold). See `worker/producer.rs`.
+pub(crate) static CLAIM_AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    CLAIM.replacen(
+        "      and run_at <= now()\n",
+        "      and run_at <= now()\n      and (priority, run_at, id) > ($8::smallint, $9::timestamptz, $10::bigint)\n",
+        1,
+    )
+});
 
 /// The claim of a claim window (see `worker/window.rs`): the same jobs as [`CLAIM`], locked
 /// (`FOR NO KEY UPDATE SKIP LOCKED`, inside the window's transaction) instead of written. The row
 /// lock is the lease until [`SETTLE`] writes each job once, with its outcome or as `running`.
 /// Each row comes with the attempt it starts (one more than stored).
 pub(crate) const CLAIM_HELD: &str = r#"
-select id, kind, args, attempt + 1 as attempt, max_attempts, queue, run_at, metadata
+select id, priority, kind, args, attempt + 1 as attempt, max_attempts, queue, run_at, metadata
 from forge_jobs
 where state = 'available'
   and queue = $1
@@ -181,6 +193,16 @@ order by priority, run_at, id
 limit $2
 for no key update skip locked
 "#;
+
+/// [`CLAIM_HELD`] past a point of the claim order (`$6` priority, `$7` run_at, `$8` id), as
+/// [`CLAIM_AFTER`] is [`CLAIM`].
+pub(crate) static CLAIM_HELD_AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    CLAIM_HELD.replacen(
+        "  and run_at <= now()\n",
+        "  and run_at <= now()\n  and (priority, run_at, id) > ($6::smallint, $7::timestamptz, $8::bigint)\n",
+        1,
+    )
+});
 
 /// Ends a claim window: one write per job it holds. A job whose attempt ended inside the window
 /// gets its outcome (as [`FINISH`] would write it: the attempt counted unless `uncount`); one
@@ -608,6 +630,19 @@ pub(crate) const NOTIFY: &str = r#"select pg_notify($1, $2)"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounded_claims_are_the_claims_with_one_line_more() {
+        for (bounded, claim, first) in [(&*CLAIM_AFTER, CLAIM, "$8"), (&*CLAIM_HELD_AFTER, CLAIM_HELD, "$6")] {
+            let added: Vec<&str> = bounded.lines().filter(|line| !claim.lines().any(|l| l == *line)).collect();
+            assert_eq!(added.len(), 1, "{bounded}");
+            assert!(
+                added[0].trim().starts_with(&format!("and (priority, run_at, id) > ({first}::smallint")),
+                "{added:?}"
+            );
+            assert_eq!(bounded.lines().count(), claim.lines().count() + 1);
+        }
+    }
 
     #[test]
     fn every_sql_transition_is_allowed_by_the_table() {

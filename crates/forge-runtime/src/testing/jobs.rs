@@ -133,7 +133,7 @@ impl TestDatabase {
         let job: ClaimedJob = sqlx::query_as(
             "insert into forge_jobs (kind, queue, args, state, attempt, max_attempts, attempted_at, heartbeat_at, attempted_by) \
              values ($1, $2, $3, 'running', $4, $5, now(), now(), 'perform_job') \
-             returning id, kind, args, attempt, max_attempts, queue, run_at, metadata",
+             returning id, priority, kind, args, attempt, max_attempts, queue, run_at, metadata",
         )
         .bind(J::NAME)
         .bind(options.queue)

@@ -169,7 +169,7 @@ impl<W: Workflow> TestRun<'_, W> {
             "update forge_jobs set state = 'running', attempt = attempt + 1, attempted_at = now(),
                                    heartbeat_at = now(), attempted_by = 'forge-testing'
              where id = $1 and (state = 'retryable' or (state in ('available', 'scheduled') and run_at <= now()))
-             returning id, kind, args, attempt, max_attempts, queue, run_at, metadata",
+             returning id, priority, kind, args, attempt, max_attempts, queue, run_at, metadata",
         )
         .bind(self.id.0)
         .fetch_optional(self.db.pool())

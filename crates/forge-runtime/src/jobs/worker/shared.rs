@@ -255,10 +255,14 @@ pub(super) enum Slot {
     Ahead { place: tokio::sync::OwnedSemaphorePermit, slots: Arc<tokio::sync::Semaphore> },
 }
 
+/// Where a claimed row sits in the claim order (`priority, run_at, id`, the claim index's).
+pub(super) type ClaimKey = (i16, DateTime<Utc>, i64);
+
 /// A claimed row: what an attempt starts from.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ClaimedJob {
     pub(crate) id: i64,
+    pub(crate) priority: i16,
     pub(crate) kind: String,
     pub(crate) args: serde_json::Value,
     pub(crate) attempt: i32,
@@ -266,4 +270,11 @@ pub(crate) struct ClaimedJob {
     pub(crate) queue: String,
     pub(crate) run_at: DateTime<Utc>,
     pub(crate) metadata: serde_json::Value,
+}
+
+impl ClaimedJob {
+    /// Where the row sits in the claim order.
+    pub(super) fn claim_key(&self) -> ClaimKey {
+        (self.priority, self.run_at, self.id)
+    }
 }

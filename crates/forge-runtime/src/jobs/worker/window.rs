@@ -40,7 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{AttemptKey, ClaimedJob, Shared, Slot, StopReason};
+use super::shared::{AttemptKey, ClaimKey, ClaimedJob, Shared, Slot, StopReason};
 use crate::jobs::completer::Outcome;
 use crate::jobs::context::Hold;
 use crate::jobs::sql;
@@ -100,17 +100,22 @@ async fn begin(shared: &Shared) -> Result<sqlx::Transaction<'static, sqlx::Postg
     shared.pool.begin_with(format!("begin; set local idle_in_transaction_session_timeout = {lease_ms}")).await
 }
 
-/// Opens a claim window of up to `permits.len()` jobs of `queue`, as `how` says. Returns how
-/// many jobs it claimed (it takes as many of `permits`, from the end) and the window's task,
+/// What [`open`] did: how many jobs it claimed, where the last sits in the claim order, and the
+/// window's task.
+pub(super) type Opened = (usize, Option<ClaimKey>, Option<JoinHandle<()>>);
+
+/// Opens a claim window of up to `permits.len()` jobs of `queue` (past `after` in the claim
+/// order, if given), as `how` says. Returns how many jobs it claimed (it takes as many of
+/// `permits`, from the end), the last one's place in the claim order, and the window's task,
 /// which records the attempts in the window's slot, starts them and ends once the window is
 /// written. The producer claims again meanwhile.
 pub(super) async fn open(
     shared: &Arc<Shared>,
     queue: &str,
     permits: &mut Vec<Slot>,
-    how: Opening,
+    (how, after): (Opening, Option<ClaimKey>),
     stop: &CancellationToken,
-) -> Result<(usize, Option<JoinHandle<()>>), sqlx::Error> {
+) -> Result<Opened, sqlx::Error> {
     let Opening { open_for, window, start, short, tx } = how;
     let busy = shared.running_ids();
     let sent = Instant::now();
@@ -118,19 +123,22 @@ pub(super) async fn open(
         Some(tx) => tx,
         None => begin(shared).await?,
     };
-    let jobs: Vec<ClaimedJob> = sqlx::query_as(sql::CLAIM_HELD)
+    let statement = if after.is_some() { sql::CLAIM_HELD_AFTER.as_str() } else { sql::CLAIM_HELD };
+    let mut claim = sqlx::query_as(statement)
         .bind(queue)
         .bind(i64::try_from(permits.len()).unwrap_or(i64::MAX))
         .bind(&shared.settings.capabilities)
         .bind(&busy)
-        .bind(&shared.kinds)
-        .fetch_all(&mut *tx)
-        .await?;
-    shared.count_claim(queue);
-    if jobs.is_empty() {
-        tx.commit().await?;
-        return Ok((0, None));
+        .bind(&shared.kinds);
+    if let Some((priority, run_at, id)) = after {
+        claim = claim.bind(priority).bind(run_at).bind(id);
     }
+    let jobs: Vec<ClaimedJob> = claim.fetch_all(&mut *tx).await?;
+    shared.count_claim(queue);
+    let Some(last) = jobs.iter().map(ClaimedJob::claim_key).max() else {
+        tx.commit().await?;
+        return Ok((0, None, None));
+    };
     let claimed = jobs.len();
     let held: Vec<Slot> = permits.drain(permits.len().saturating_sub(claimed)..).collect();
     let (shared, queue, stop) = (shared.clone(), queue.to_owned(), stop.clone());
@@ -155,7 +163,7 @@ pub(super) async fn open(
         }
         drop(window);
     });
-    Ok((claimed, Some(task)))
+    Ok((claimed, Some(last), Some(task)))
 }
 
 /// A slot whose recording failed.
