@@ -644,6 +644,61 @@ mod tests {
         }
     }
 
+    /// Both bounded claims run as the producer binds them and take only the jobs past the
+    /// bound, in the claim order (a higher priority first, whatever its id).
+    #[tokio::test]
+    async fn the_bounded_claims_take_only_the_jobs_past_the_bound() {
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        let insert = "insert into forge_jobs (kind, args, priority, run_at)
+                      select 'k', 'null', p, now() - interval '1 minute' from unnest(array[2, 2, 2, 1]::smallint[]) p
+                      returning id, priority, run_at";
+        let rows: Vec<(i64, i16, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as(insert).fetch_all(db.pool()).await.expect("jobs");
+        // In the claim order: the priority-1 job, then the three others by id.
+        let mut order = rows.clone();
+        order.sort_by_key(|(id, priority, run_at)| (*priority, *run_at, *id));
+        let (id, priority, run_at) = order[1];
+        // The rest share priority and run_at: past the bound means a greater id.
+        let expected: Vec<i64> = order[2..].iter().map(|row| row.0).collect();
+        let kinds = vec!["k".to_owned()];
+        let none: Vec<i64> = Vec::new();
+        let caps: Vec<String> = Vec::new();
+
+        let mut tx = db.pool().begin().await.expect("begin");
+        let mut held: Vec<i64> = sqlx::query_scalar(&CLAIM_HELD_AFTER)
+            .bind("default")
+            .bind(10_i64)
+            .bind(&caps)
+            .bind(&none)
+            .bind(&kinds)
+            .bind(priority)
+            .bind(run_at)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("held claim");
+        held.sort_unstable();
+        assert_eq!(held, expected);
+        tx.rollback().await.expect("rollback");
+
+        let mut claimed: Vec<i64> = sqlx::query_scalar(&CLAIM_AFTER)
+            .bind("default")
+            .bind(10_i64)
+            .bind(&caps)
+            .bind("node")
+            .bind(&none)
+            .bind(30.0_f64)
+            .bind(&kinds)
+            .bind(priority)
+            .bind(run_at)
+            .bind(id)
+            .fetch_all(db.pool())
+            .await
+            .expect("claim");
+        claimed.sort_unstable();
+        assert_eq!(claimed, expected);
+    }
+
     #[test]
     fn every_sql_transition_is_allowed_by_the_table() {
         for (from, to) in TRANSITIONS {
