@@ -166,6 +166,18 @@ impl Proxy {
         config
     }
 
+    /// [`Proxy::config`] for a worker alone (no leader, so no lease sweep), through this proxy:
+    /// lease 2 s, polling every 50 ms, a second to get a connection, telemetry not stored.
+    fn lone_worker(&self, db: &TestDatabase) -> forge::ForgeConfig {
+        let mut config = self.config(db);
+        config.node.roles = Roles::new([Role::Worker]).expect("roles");
+        config.worker.lease = "2s".parse().expect("duration");
+        config.worker.poll_interval = "50ms".parse().expect("duration");
+        config.database.acquire_timeout = "1s".parse().expect("duration");
+        config.observability.enabled = false;
+        config
+    }
+
     async fn start(upstream: Upstream) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -590,13 +602,8 @@ async fn a_last_attempt_whose_success_was_never_written_is_run_again_not_discard
     let db = TestDatabase::new().await.expect("db");
     let proxy = Proxy::to(&db).await;
     let _ = LAST_OUTAGE.set(proxy.refusing.clone());
-    let mut config = proxy.config(&db);
-    config.node.roles = Roles::new([Role::Worker]).expect("roles");
-    config.worker.lease = "2s".parse().expect("duration");
-    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let mut config = proxy.lone_worker(&db);
     config.worker.shutdown_timeout = "1s".parse().expect("duration");
-    config.database.acquire_timeout = "1s".parse().expect("duration");
-    config.observability.enabled = false;
     // Classic claims: the attempt is written `running` (a claim window's attempt, written only
     // in its slot until the window ends, is recovered by the lease sweep: `kill.rs`).
     config.worker.hold_claims = false;
@@ -761,15 +768,10 @@ async fn a_claim_window_lost_in_an_outage_gives_its_job_back_without_the_leaders
     let db = TestDatabase::new().await.expect("db");
     let proxy = Proxy::to(&db).await;
     let _ = HELD_OUTAGE.set(proxy.refusing.clone());
-    let mut config = proxy.config(&db);
     // A worker alone: no leader, so no sweep.
-    config.node.roles = Roles::new([Role::Worker]).expect("roles");
-    config.worker.lease = "2s".parse().expect("duration");
-    config.worker.poll_interval = "50ms".parse().expect("duration");
+    let mut config = proxy.lone_worker(&db);
     config.worker.hold_claims = true;
     config.worker.claim_window = "100ms".parse().expect("duration");
-    config.database.acquire_timeout = "1s".parse().expect("duration");
-    config.observability.enabled = false;
     let node = Forge::builder().config(config).build().expect("build").start().await.expect("start");
     let job = HeldIntoAnOutage::dispatch(&node, ()).await.expect("dispatch");
     eventually("the outage", Duration::from_secs(20), async || proxy.refusing.load(Ordering::SeqCst).then_some(()))

@@ -149,13 +149,12 @@ pub(super) async fn open(
                 let window = Window::start(shared, slot, &queue, jobs, held, start, sent, short);
                 window.run(tx, deadline, stop).await;
             }
-            Err(e) => {
+            Err((slot, e)) => {
                 // Nothing started: the rollback (dropping `tx`) gives the jobs back as they were.
                 // The slot may name them all the same (the statement committed, its answer was
                 // lost): emptied before it is used again.
                 tracing::warn!(error = %e, queue, "could not record a claim window's attempts; its jobs are given back");
                 drop(tx);
-                let slot = e.slot;
                 if empty_slot(&shared, slot, &stop).await {
                     shared.slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(slot);
                 }
@@ -166,23 +165,11 @@ pub(super) async fn open(
     Ok((claimed, Some(last), Some(task)))
 }
 
-/// A slot whose recording failed.
-struct Unrecorded {
-    slot: i32,
-    error: sqlx::Error,
-}
-
-impl std::fmt::Display for Unrecorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
 /// Records the attempts of `jobs` in a free slot of the node, where the window's rollback
 /// cannot undo them, before they start (on a control connection: the window holds one of the
 /// worker pool's). Returns the slot; or, if the statement failed, the slot it was writing (not
 /// free again: the statement may have committed).
-async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, Unrecorded> {
+async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, (i32, sqlx::Error)> {
     let slot = shared.slots.lock().unwrap_or_else(PoisonError::into_inner).take();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
@@ -193,7 +180,7 @@ async fn record(shared: &Shared, jobs: &[ClaimedJob]) -> Result<i32, Unrecorded>
         .bind(&attempts)
         .execute(&shared.control)
         .await;
-    recorded.map(|_| slot).map_err(|error| Unrecorded { slot, error })
+    recorded.map(|_| slot).map_err(|error| (slot, error))
 }
 
 /// Empties the node's window `slot` (see [`sql::SLOT_EMPTY`]), trying again until the database
