@@ -1,6 +1,7 @@
 //! Everything between Forge and PostgreSQL: choosing the server (a `DATABASE_URL` or the
 //! embedded cluster), the connection pool, and migrations.
 
+pub(crate) mod announce;
 pub(crate) mod batch;
 mod embedded;
 mod fault;

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 
+use crate::db::announce::{Announced, listen};
 use crate::functions::Auth;
 
 /// The channel key and client changes are announced on.
@@ -114,7 +114,7 @@ impl KeyCache {
         }
         let cache = Arc::new(Self::default());
         caches.insert(identity, Arc::downgrade(&cache));
-        handle.spawn(listen(pool.clone(), Arc::downgrade(&cache)));
+        handle.spawn(listen(pool.clone(), CHANNEL, Arc::downgrade(&cache)));
         Some(cache)
     }
 
@@ -168,51 +168,13 @@ impl KeyCache {
     }
 }
 
-/// The cache's listener: forgets on every notice; trusts the cache only while subscribed.
-async fn listen(pool: PgPool, cache: Weak<KeyCache>) {
-    let mut retry = Duration::from_millis(100);
-    loop {
-        let subscribed = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match subscribed.await {
-            Ok(listener) => listener,
-            Err(e) => {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::debug!(error = %e, "API key cache: cannot listen; keys are looked up each time");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(5));
-                if cache.strong_count() == 0 {
-                    return;
-                }
-                continue;
-            }
-        };
-        retry = Duration::from_millis(100);
-        {
-            let Some(cache) = cache.upgrade() else { return };
-            cache.forget();
-            cache.listening.store(true, Ordering::SeqCst);
-        }
-        loop {
-            // Woken now and then to see whether the cache is still used.
-            let next = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
-            let Some(cache) = cache.upgrade() else { return };
-            match next {
-                Err(_elapsed) => {}
-                Ok(Ok(Some(_notice))) => cache.forget(),
-                // The connection was lost (notices may have been missed) or failed.
-                Ok(Ok(None) | Err(_)) => {
-                    cache.listening.store(false, Ordering::SeqCst);
-                    cache.forget();
-                    break;
-                }
-            }
-        }
+impl Announced for KeyCache {
+    fn forget(&self) {
+        KeyCache::forget(self);
+    }
+
+    fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::SeqCst);
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::lookup::Endpoints;
 use super::record::Record;
 use super::settings::WebhookSettings;
 use super::signature;
@@ -76,7 +77,7 @@ impl Job for DeliverWebhook {
         if endpoint.disabled_at.is_some() {
             return Err(JobError::cancel("the endpoint is disabled"));
         }
-        let live = if endpoint.previous_live {
+        let live = if endpoint.previous_live() {
             &endpoint.secrets[..]
         } else {
             &endpoint.secrets[..1.min(endpoint.secrets.len())]
@@ -108,7 +109,7 @@ impl Job for DeliverWebhook {
         match sent {
             Ok(answer) if answer.is_success() => Ok(Delivered { status: answer.status, latency_ms }),
             Ok(answer) if answer.status == 410 => {
-                disable(pool, delivery.endpoint, "the endpoint answered 410 Gone").await?;
+                disable(pool, settings.endpoints(pool), delivery.endpoint, "the endpoint answered 410 Gone").await?;
                 Err(JobError::permanent("410 Gone: the endpoint is disabled"))
             }
             failed => {
@@ -121,7 +122,7 @@ impl Job for DeliverWebhook {
                         "no successful delivery for {}; last: {message}",
                         describe_duration(settings.disable_after)
                     );
-                    disable(pool, delivery.endpoint, &reason).await?;
+                    disable(pool, settings.endpoints(pool), delivery.endpoint, &reason).await?;
                     return Err(JobError::permanent(format!("{message}; the endpoint is disabled")));
                 }
                 let delay = settings.delay_after(ctx.attempt(), retry_after, random_unit());
@@ -186,8 +187,10 @@ fn describe(e: &reqwest::Error) -> String {
     forge_core::jobs::error_chain(e)
 }
 
-async fn disable(pool: &sqlx::PgPool, endpoint: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+async fn disable(pool: &sqlx::PgPool, endpoints: &Endpoints, endpoint: Uuid, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(sql::DISABLE_ENDPOINT).bind(endpoint).bind(reason).execute(pool).await?;
+    // Other nodes hear of it from the trigger's notice; this one forgets at once.
+    endpoints.forget();
     tracing::warn!(target: "forge::webhooks", %endpoint, reason, "webhook endpoint disabled");
     Ok(())
 }

@@ -10,7 +10,7 @@ macro_rules! endpoint_columns {
 
 /// The endpoints `$1` as deliveries read them (a deleted one is missing).
 pub(super) const ENDPOINTS_FOR_DELIVERY: &str = r"
-select id, url, secrets, coalesce(previous_until > now(), false) as previous_live, disabled_at
+select id, url, secrets, previous_until, disabled_at
 from forge_webhook_endpoints
 where id = any($1::uuid[])
 ";
