@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use forge::config::{Role, Roles};
+use forge::jobs::{BatchedDispatcher, JobsError};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
 
@@ -14,6 +15,11 @@ use crate::worker::Noop;
 const BATCH: usize = 10_000;
 /// Jobs enqueued by single `dispatch` calls (one connection, one after another), at most.
 const SINGLES: usize = 2_000;
+/// Jobs enqueued by concurrent single `dispatch` calls (through a `BatchedDispatcher` over one
+/// connection), at most.
+const CONCURRENT: usize = 10_000;
+/// The tasks making those calls, each one call at a time.
+const CALLERS: usize = 64;
 /// The drain rate is also measured over the last this many jobs (runs of twice as many or more).
 const LAST: usize = 100_000;
 /// Pickup samples, and the pause between them.
@@ -34,8 +40,9 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
 
     // Enqueue: most in batches, one statement each; then some one at a time.
     let singles = SINGLES.min(jobs / 10);
+    let concurrent = CONCURRENT.min(jobs / 10);
     let started = Instant::now();
-    let mut left = jobs - singles;
+    let mut left = jobs - singles - concurrent;
     while left > 0 {
         let n = left.min(BATCH);
         Noop::dispatch_many(db.pool(), vec![(); n], DispatchOptions::new()).await?;
@@ -47,6 +54,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         Noop::dispatch(db.pool(), ()).await?;
     }
     let enqueue_single = started.elapsed();
+    let enqueue_concurrent = enqueue_concurrently(&db, concurrent).await?;
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
@@ -99,8 +107,9 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         "stored": { "logs": logs, "spans": spans, "metrics": metrics },
         "dropped": node_dropped,
         "enqueue_batch": BATCH.min(jobs),
-        "enqueue_per_s": per_second(jobs - singles, enqueue),
+        "enqueue_per_s": per_second(jobs - singles - concurrent, enqueue),
         "enqueue_single_per_s": per_second(singles, enqueue_single),
+        "enqueue_concurrent_per_s": per_second(concurrent, enqueue_concurrent),
         "drain_per_s": per_second(jobs, drain),
         "node_start_ms": ms(node_start),
         "drain_cpu": drain_cpu,
@@ -110,6 +119,33 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         "pickup_p50_ms": ms(quantile(&pickups, 0.5)),
         "pickup_p99_ms": ms(quantile(&pickups, 0.99)),
     }))
+}
+
+/// `n` single dispatches made by [`CALLERS`] tasks at once, each waiting for its own before the
+/// next, through a [`BatchedDispatcher`] over a pool of one connection: how long they took.
+async fn enqueue_concurrently(db: &TestDatabase, n: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+    let pool = forge::sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(db.url()).await?;
+    let dispatcher = BatchedDispatcher::new(pool.clone());
+    let started = Instant::now();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let dispatcher = dispatcher.clone();
+            let calls = n / CALLERS + usize::from(i < n % CALLERS);
+            tokio::spawn(async move {
+                for _ in 0..calls {
+                    Noop::dispatch(&dispatcher, ()).await?;
+                }
+                Ok::<(), JobsError>(())
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await??;
+    }
+    let took = started.elapsed();
+    drop(dispatcher);
+    pool.close().await;
+    Ok(took)
 }
 
 /// This process's resident memory now, in MiB (from `/proc/self/status`; 0 where unreadable).

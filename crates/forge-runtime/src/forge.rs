@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::gateway::{self, GatewayState};
 use crate::jobs::maintenance::MaintenanceSettings;
 use crate::jobs::worker::{Worker, WorkerSettings};
-use crate::jobs::{self, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier};
+use crate::jobs::{
+    self, BatchedDispatcher, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier,
+};
 use crate::observability::{self, FlushSettings, StoreFilter, Telemetry, TelemetryLayer};
 
 /// Builds a [`Forge`] node.
@@ -198,10 +200,12 @@ impl Forge {
         }
         let roles = &self.config.node.roles;
         let notifier = Notifier::spawn(db.pool().clone());
+        // One per node: the gateway's actions, the worker's jobs and the handle dispatch through it.
+        let batched = BatchedDispatcher::with_notifier(db.pool().clone(), notifier.clone());
         let node_id = node_id();
         let telemetry = self.start_telemetry(&node_id);
         let gateway = if roles.contains(Role::Gateway) {
-            match self.start_gateway(&db, notifier.clone(), telemetry.clone()).await {
+            match self.start_gateway(&db, batched.clone(), telemetry.clone()).await {
                 Ok(started) => Some(started),
                 Err(e) => {
                     telemetry.detach();
@@ -220,7 +224,8 @@ impl Forge {
                 return Err(e);
             }
         };
-        let worker = roles.contains(Role::Worker).then(|| self.start_worker(&db, &notifier, &telemetry, &node_id));
+        let worker =
+            roles.contains(Role::Worker).then(|| self.start_worker(&db, &notifier, &batched, &telemetry, &node_id));
         // Webhook deliveries are made where jobs run.
         let webhooks = (worker.is_some() && self.config.api.enabled).then(|| {
             let settings = crate::api::webhooks::WebhookSettings::new(&self.config.api.webhooks);
@@ -256,7 +261,7 @@ impl Forge {
             webhooks,
             node: Some(node),
             leadership,
-            notifier,
+            batched,
             node_id,
             telemetry,
             flusher,
@@ -315,7 +320,14 @@ impl Forge {
         queues
     }
 
-    fn start_worker(&self, db: &Database, notifier: &Notifier, telemetry: &Arc<Telemetry>, node_id: &str) -> Worker {
+    fn start_worker(
+        &self,
+        db: &Database,
+        notifier: &Notifier,
+        batched: &BatchedDispatcher,
+        telemetry: &Arc<Telemetry>,
+        node_id: &str,
+    ) -> Worker {
         let w = &self.config.worker;
         let settings = WorkerSettings {
             node_id: node_id.to_owned(),
@@ -333,6 +345,7 @@ impl Forge {
             db.control_pool().clone(),
             self.registry.clone(),
             notifier.clone(),
+            batched.clone(),
             telemetry.clone(),
             settings,
         )
@@ -381,7 +394,7 @@ impl Forge {
     async fn start_gateway(
         &self,
         db: &Database,
-        notifier: Notifier,
+        batched: BatchedDispatcher,
         telemetry: Arc<Telemetry>,
     ) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
         let gw = &self.config.gateway;
@@ -405,7 +418,7 @@ impl Forge {
             db.read_pool().clone(),
             self.migrator.clone(),
             &self.config,
-            Some(notifier),
+            Some(batched),
             telemetry,
         );
         let app = http_app(state, &self.config, self.registry.clone(), self.shutdown.token());
@@ -457,7 +470,8 @@ pub struct RunningForge {
     webhooks: Option<JoinHandle<()>>,
     node: Option<RegisteredNode>,
     leadership: Option<Leadership>,
-    notifier: Notifier,
+    /// Dispatches through the node: single jobs share INSERTs; workers woken by its notifier.
+    batched: BatchedDispatcher,
     node_id: String,
     telemetry: Arc<Telemetry>,
     flusher: Option<(CancellationToken, JoinHandle<()>)>,
@@ -655,7 +669,11 @@ impl Dispatcher for RunningForge {
     }
 
     fn dispatch_notifier(&self) -> Option<&Notifier> {
-        Some(&self.notifier)
+        self.batched.dispatch_notifier()
+    }
+
+    fn dispatch_batched(&self) -> Option<&BatchedDispatcher> {
+        Some(&self.batched)
     }
 
     fn dispatch_span(&self) -> tracing::Span {

@@ -83,4 +83,8 @@ impl crate::jobs::Dispatcher for CronContext {
     fn dispatch_notifier(&self) -> Option<&crate::jobs::Notifier> {
         self.job.dispatch_notifier()
     }
+
+    fn dispatch_batched(&self) -> Option<&crate::jobs::BatchedDispatcher> {
+        self.job.dispatch_batched()
+    }
 }

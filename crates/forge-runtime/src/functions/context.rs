@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use super::{Auth, ForgeError};
 use crate::db::{Tx, TxSlot};
-use crate::jobs::{DispatchOptions, Dispatcher, Job, NewJob, Notifier, insert_jobs};
+use crate::jobs::{BatchedDispatcher, DispatchOptions, Dispatcher, Job, NewJob, Notifier, insert_jobs};
 use crate::observability::TraceId;
 
 /// Everything a call brings to its function: the pools, the caller, the request's ids.
@@ -26,6 +26,7 @@ pub struct CallParts {
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) http: reqwest::Client,
     pub(crate) notifier: Option<Notifier>,
+    pub(crate) dispatcher: Option<BatchedDispatcher>,
 }
 
 impl CallParts {
@@ -41,6 +42,7 @@ impl CallParts {
             client_ip: None,
             http: default_http_client(),
             notifier: None,
+            dispatcher: None,
         }
     }
 
@@ -71,6 +73,13 @@ impl CallParts {
     /// Sets the notifier that wakes workers after an action dispatches.
     pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
         self.notifier = notifier;
+        self
+    }
+
+    /// Sets the node's dispatcher: an action's single dispatches share INSERTs with other
+    /// callers' (see [`BatchedDispatcher`]).
+    pub fn with_dispatcher(mut self, dispatcher: Option<BatchedDispatcher>) -> Self {
+        self.dispatcher = dispatcher;
         self
     }
 
@@ -302,5 +311,9 @@ impl Dispatcher for ActionContext {
 
     fn dispatch_notifier(&self) -> Option<&Notifier> {
         self.parts.notifier.as_ref()
+    }
+
+    fn dispatch_batched(&self) -> Option<&BatchedDispatcher> {
+        self.parts.dispatcher.as_ref()
     }
 }

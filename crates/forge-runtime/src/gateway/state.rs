@@ -10,7 +10,7 @@ use super::auth::Authenticator;
 use super::metrics;
 use crate::db::{Migrator, read_only_pool};
 use crate::functions::{CallParts, ForgeError, FunctionKind, FunctionRegistry};
-use crate::jobs::Notifier;
+use crate::jobs::{BatchedDispatcher, Dispatcher, Notifier};
 use crate::observability::{Metrics, Telemetry};
 
 /// What the gateway's handlers share.
@@ -27,7 +27,8 @@ struct Inner {
     functions: FunctionRegistry,
     auth: Authenticator,
     telemetry: Arc<Telemetry>,
-    notifier: Option<Notifier>,
+    /// The node's dispatcher (its notifier wakes workers), when it has one.
+    dispatcher: Option<BatchedDispatcher>,
     http: HttpSettings,
     /// When `/metrics` last counted the queues.
     depth_sampled: std::sync::Mutex<Option<std::time::Instant>>,
@@ -71,7 +72,7 @@ impl GatewayState {
         read_pool: PgPool,
         migrator: Migrator,
         config: &ForgeConfig,
-        notifier: Option<Notifier>,
+        dispatcher: Option<BatchedDispatcher>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let gw = &config.gateway;
@@ -83,7 +84,7 @@ impl GatewayState {
                 migrator,
                 functions: FunctionRegistry::collect(),
                 telemetry,
-                notifier,
+                dispatcher,
                 http: HttpSettings {
                     body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
                     timeout: gw.request_timeout.as_std(),
@@ -102,7 +103,7 @@ impl GatewayState {
 
     /// The node's debounced worker wake-up, when it has one.
     pub(crate) fn notifier(&self) -> Option<&Notifier> {
-        self.inner.notifier.as_ref()
+        self.inner.dispatcher.as_ref().and_then(|d| d.dispatch_notifier())
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -159,7 +160,9 @@ impl GatewayState {
 
     /// A call's parts, before the caller is known.
     pub(crate) fn call_parts(&self) -> CallParts {
-        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone()).with_notifier(self.inner.notifier.clone())
+        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone())
+            .with_notifier(self.notifier().cloned())
+            .with_dispatcher(self.inner.dispatcher.clone())
     }
 
     /// Runs a function and counts it in the metrics.

@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::BatchedDispatcher;
 use super::dispatch::Dispatcher;
 use super::notifier::Notifier;
 use super::sql;
@@ -30,7 +31,7 @@ struct Inner {
     lease: std::time::Duration,
     node_id: String,
     pool: PgPool,
-    notifier: Option<Notifier>,
+    dispatcher: Option<BatchedDispatcher>,
     cancel: CancellationToken,
     tx: Option<Arc<Mutex<TxSlot>>>,
     extensions: Extensions,
@@ -99,7 +100,7 @@ impl JobContext {
         job: Claimed,
         node_id: String,
         pool: PgPool,
-        notifier: Option<Notifier>,
+        dispatcher: Option<BatchedDispatcher>,
         cancel: CancellationToken,
         tx: Option<Transaction<'static, Postgres>>,
         extensions: Extensions,
@@ -115,7 +116,7 @@ impl JobContext {
                 lease: job.lease,
                 node_id,
                 pool,
-                notifier,
+                dispatcher,
                 cancel,
                 tx: tx.map(|tx| Arc::new(Mutex::new(Some(tx)))),
                 extensions,
@@ -265,6 +266,10 @@ impl Dispatcher for JobContext {
     }
 
     fn dispatch_notifier(&self) -> Option<&Notifier> {
-        self.inner.notifier.as_ref()
+        self.inner.dispatcher.as_ref().and_then(|d| d.dispatch_notifier())
+    }
+
+    fn dispatch_batched(&self) -> Option<&BatchedDispatcher> {
+        self.inner.dispatcher.as_ref()
     }
 }

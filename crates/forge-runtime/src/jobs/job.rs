@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
 use super::context::JobContext;
-use super::dispatch::{Dispatcher, insert_jobs};
+use super::dispatch::Dispatcher;
 use super::error::JobsError;
+use super::insert::insert_jobs;
 use super::new_job::{DispatchOptions, NewJob};
 
 /// A boxed future, as the registry stores handlers.

@@ -53,6 +53,7 @@ pub(crate) mod context;
 mod control;
 mod dispatch;
 mod error;
+mod insert;
 mod inspect;
 mod job;
 pub(crate) mod maintenance;
@@ -67,13 +68,14 @@ pub use control::{
     CancelOutcome, JobFilter, MAX_BULK, cancel, cancel_all, cancel_in, delete, pause_queue, resume_queue, retry,
     retry_all, retry_in, run_now,
 };
-pub(crate) use dispatch::Prepared;
-pub use dispatch::{Dispatcher, insert_jobs};
+pub use dispatch::{BatchedDispatcher, Dispatcher};
 pub use error::JobsError;
 pub use forge_core::jobs::{
     AttemptError, Backoff, BackoffKind, FailureKind, InvalidTransition, JobError, JobId, JobOptions, JobProgress,
     JobRecord, JobState, Priority, Unique, UniqueBy,
 };
+pub(crate) use insert::Prepared;
+pub use insert::insert_jobs;
 pub use inspect::{
     KnownKind, PausedQueue, QueueSummary, failures_since, find_job, known_kinds, list_jobs, paused_queues,
     queue_summaries, record_kinds,

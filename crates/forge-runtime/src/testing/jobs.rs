@@ -147,7 +147,7 @@ impl TestDatabase {
         let run = Attempt {
             pool: self.pool(),
             node_id: "perform_job",
-            notifier: None,
+            dispatcher: None,
             job: &job,
             options: &options,
             lease: Duration::from_secs(30),
@@ -190,11 +190,13 @@ impl TestDatabase {
         .await
         .unwrap_or_default();
         let notifier = Notifier::spawn(self.pool().clone());
+        let dispatcher = crate::jobs::BatchedDispatcher::with_notifier(self.pool().clone(), notifier.clone());
         let worker = Worker::spawn(
             self.pool().clone(),
             self.pool().clone(),
             JobRegistry::collect(&[]),
             notifier,
+            dispatcher,
             crate::observability::Telemetry::new("drain_queue", 1),
             WorkerSettings {
                 node_id: "drain_queue".to_owned(),

@@ -181,7 +181,7 @@ impl<W: Workflow> TestRun<'_, W> {
         let attempt = Attempt {
             pool: self.db.pool(),
             node_id: "forge-testing",
-            notifier: None,
+            dispatcher: None,
             job: &job,
             options: &options,
             lease: Duration::from_secs(30),

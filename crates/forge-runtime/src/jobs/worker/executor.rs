@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::outcome::{self, Ended};
 use super::shared::{ClaimedJob, Shared, StopReason};
+use crate::jobs::BatchedDispatcher;
 use crate::jobs::completer::{self, Outcome};
 use crate::jobs::context::{Claimed, Hold, JobContext};
-use crate::jobs::notifier::Notifier;
 use crate::observability::{DURATION_BUCKETS, Metrics, SpanContext};
 
 /// What one attempt of a claimed job runs with.
@@ -28,7 +28,7 @@ use crate::observability::{DURATION_BUCKETS, Metrics, SpanContext};
 pub(crate) struct Attempt<'a> {
     pub(crate) pool: &'a PgPool,
     pub(crate) node_id: &'a str,
-    pub(crate) notifier: Option<Notifier>,
+    pub(crate) dispatcher: Option<BatchedDispatcher>,
     pub(crate) job: &'a ClaimedJob,
     pub(crate) options: &'a JobOptions,
     /// How long a renewal keeps the attempt's lease.
@@ -93,7 +93,7 @@ impl Attempt<'_> {
             },
             self.node_id.to_owned(),
             self.pool.clone(),
-            self.notifier,
+            self.dispatcher,
             self.token.clone(),
             tx,
             self.extensions,
@@ -178,7 +178,7 @@ pub(super) async fn execute(shared: Arc<Shared>, job: ClaimedJob, permit: OwnedS
             let attempt = Attempt {
                 pool: &shared.pool,
                 node_id: &shared.settings.node_id,
-                notifier: Some(shared.notifier.clone()),
+                dispatcher: Some(shared.dispatcher.clone()),
                 job: &job,
                 options: &registered.options,
                 lease: shared.settings.lease,

@@ -37,6 +37,7 @@ pub(crate) use {executor::Attempt, shared::ClaimedJob};
 
 use self::shared::{Shared, StopReason};
 use super::completer::{Completer, Written};
+use super::dispatch::BatchedDispatcher;
 use super::job::JobRegistry;
 use super::notifier::Notifier;
 use crate::observability::Telemetry;
@@ -56,12 +57,14 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts a worker claiming and running on `pool`, renewing leases and writing outcomes on
-    /// `control` (the control plane's pool, which its handlers cannot exhaust).
+    /// `control` (the control plane's pool, which its handlers cannot exhaust), waking idle
+    /// workers with `notifier`; its jobs dispatch theirs through `dispatcher`.
     pub(crate) fn spawn(
         pool: sqlx::PgPool,
         control: sqlx::PgPool,
         registry: JobRegistry,
         notifier: Notifier,
+        dispatcher: BatchedDispatcher,
         telemetry: Arc<Telemetry>,
         settings: WorkerSettings,
     ) -> Self {
@@ -88,6 +91,7 @@ impl Worker {
                 kinds: registry.names(),
                 registry,
                 notifier,
+                dispatcher,
                 completer,
                 telemetry,
                 settings: settings.clone(),

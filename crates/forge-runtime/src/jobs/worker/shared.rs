@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use forge_core::jobs::JobId;
 
+use crate::jobs::BatchedDispatcher;
 use crate::jobs::completer::{Completer, Outcome};
 use crate::jobs::context::Hold;
 use crate::jobs::job::JobRegistry;
@@ -87,6 +88,8 @@ pub(super) struct Shared {
     /// The kinds in the registry: the only ones this node claims.
     pub(super) kinds: Vec<&'static str>,
     pub(super) notifier: Notifier,
+    /// How the node's jobs dispatch theirs.
+    pub(super) dispatcher: BatchedDispatcher,
     pub(super) completer: Completer,
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) settings: WorkerSettings,
