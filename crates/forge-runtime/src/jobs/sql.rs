@@ -130,7 +130,7 @@ with claimed as (
       and queue = $1
       and run_at <= now()
       and (capability is null or capability = any($3::text[]))
-      and not (id = any($5::bigint[]))
+      and id not in (select unnest($5::bigint[]))
       and id not in (select unnest(job_ids) from forge_claim_slots)
       and cancel_requested_at is null
       and kind = any($7::text[])
@@ -184,7 +184,7 @@ where state = 'available'
   and queue = $1
   and run_at <= now()
   and (capability is null or capability = any($3::text[]))
-  and not (id = any($4::bigint[]))
+  and id not in (select unnest($4::bigint[]))
   and id not in (select unnest(job_ids) from forge_claim_slots)
   and cancel_requested_at is null
   and kind = any($5::text[])
@@ -697,6 +697,51 @@ mod tests {
             .expect("claim");
         claimed.sort_unstable();
         assert_eq!(claimed, expected);
+    }
+
+    /// Both claims leave the jobs whose attempts still run on this node (`busy`), given as an
+    /// array that Postgres hashes once per claim rather than scanning it for every candidate row.
+    #[tokio::test]
+    async fn the_claims_leave_the_jobs_still_running_here() {
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "insert into forge_jobs (kind, args, run_at) select 'k', 'null', now() - interval '1 minute'
+             from generate_series(1, 4) returning id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .expect("jobs");
+        let busy = vec![ids[0], ids[2]];
+        let kinds = vec!["k".to_owned()];
+        let caps: Vec<String> = Vec::new();
+
+        let mut tx = db.pool().begin().await.expect("begin");
+        let mut held: Vec<i64> = sqlx::query_scalar(CLAIM_HELD)
+            .bind("default")
+            .bind(10_i64)
+            .bind(&caps)
+            .bind(&busy)
+            .bind(&kinds)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("held claim");
+        held.sort_unstable();
+        assert_eq!(held, vec![ids[1], ids[3]]);
+        tx.rollback().await.expect("rollback");
+
+        let mut claimed: Vec<i64> = sqlx::query_scalar(CLAIM)
+            .bind("default")
+            .bind(10_i64)
+            .bind(&caps)
+            .bind("node")
+            .bind(&busy)
+            .bind(30.0_f64)
+            .bind(&kinds)
+            .fetch_all(db.pool())
+            .await
+            .expect("claim");
+        claimed.sort_unstable();
+        assert_eq!(claimed, vec![ids[1], ids[3]]);
     }
 
     #[test]

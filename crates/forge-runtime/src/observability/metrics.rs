@@ -88,21 +88,35 @@ impl Metrics {
         labels: &[(&'static str, &str)],
         value: f64,
     ) {
+        self.observe_each(name, help, buckets, labels, [value]);
+    }
+
+    /// Records each of `values` in histogram `name` with `labels`, finding the series once.
+    pub fn observe_each(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        buckets: &'static [f64],
+        labels: &[(&'static str, &str)],
+        values: impl IntoIterator<Item = f64>,
+    ) {
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
         let family =
             families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: BTreeMap::new() });
-        if let Family::Histogram { buckets, values, .. } = family {
-            let h = series(values, labels);
+        if let Family::Histogram { buckets, values: series_of, .. } = family {
+            let h = series(series_of, labels);
             if h.counts.len() != buckets.len() {
                 h.counts = vec![0; buckets.len()];
             }
-            for (i, bound) in buckets.iter().enumerate() {
-                if value <= *bound {
-                    h.counts[i] += 1;
+            for value in values {
+                for (i, bound) in buckets.iter().enumerate() {
+                    if value <= *bound {
+                        h.counts[i] += 1;
+                    }
                 }
+                h.sum += value;
+                h.count += 1;
             }
-            h.sum += value;
-            h.count += 1;
         }
     }
 
@@ -283,5 +297,17 @@ mod tests {
         assert!(text.contains(r#"d_seconds_bucket{f="a",le="5"} 3"#), "{text}");
         assert!(text.contains(r#"d_seconds_bucket{f="a",le="+Inf"} 4"#), "{text}");
         assert!(text.contains(r#"d_seconds_count{f="a"} 4"#), "{text}");
+    }
+
+    #[test]
+    fn observing_many_values_at_once_is_observing_each() {
+        let (each, many) = (Metrics::default(), Metrics::default());
+        let values = [0.0005, 0.02, 3.0, 100.0];
+        for v in values {
+            each.observe("d_seconds", "D.", DURATION_BUCKETS, &[("f", "a")], v);
+        }
+        many.observe_each("d_seconds", "D.", DURATION_BUCKETS, &[("f", "a")], values);
+        assert_eq!(each.render(), many.render());
+        assert!(many.render().contains(r#"d_seconds_count{f="a"} 4"#), "{}", many.render());
     }
 }

@@ -23,7 +23,6 @@ mod producer;
 mod shared;
 mod window;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -95,7 +94,7 @@ impl Worker {
                 completer,
                 telemetry,
                 settings: settings.clone(),
-                running: Mutex::new(HashMap::new()),
+                running: Mutex::new(std::collections::BTreeMap::new()),
                 wakers,
                 slots: Mutex::default(),
             }

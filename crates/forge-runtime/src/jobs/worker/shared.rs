@@ -1,7 +1,7 @@
 //! What the worker's parts share: its settings, the table of running attempts, and the claimed
 //! row an attempt starts from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,11 @@ pub(crate) enum StopReason {
     Cancelled,
     LeaseLost,
     Released,
+}
+
+/// Every attempt of job `id`, as a range of the running table's keys.
+pub(super) fn attempts_of(id: i64) -> std::ops::RangeInclusive<AttemptKey> {
+    (id, i32::MIN)..=(id, i32::MAX)
 }
 
 /// One attempt of one job: `(id, attempt)`. The running table is keyed by it, so a stale
@@ -93,8 +98,9 @@ pub(super) struct Shared {
     pub(super) completer: Completer,
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) settings: WorkerSettings,
-    /// The attempts running on this node.
-    pub(super) running: Mutex<HashMap<AttemptKey, Running>>,
+    /// The attempts running on this node, in order of job and attempt (a job's attempts are a
+    /// range: see [`attempts_of`]).
+    pub(super) running: Mutex<BTreeMap<AttemptKey, Running>>,
     /// One per queue: wakes its producer.
     pub(super) wakers: HashMap<String, Arc<Notify>>,
     /// The claim-window slots of this node (rows of `forge_claim_slots`) not in use.
@@ -136,21 +142,18 @@ impl Shared {
     ) {
         let metrics = self.telemetry.metrics();
         let now = Utc::now();
-        for job in jobs {
-            let waited = (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-            metrics.observe(
-                "forge_job_pickup_seconds",
-                "Time from a job being due to a worker claiming it, by queue.",
-                DURATION_BUCKETS,
-                &[("queue", queue)],
-                waited,
-            );
-        }
+        metrics.observe_each(
+            "forge_job_pickup_seconds",
+            "Time from a job being due to a worker claiming it, by queue.",
+            DURATION_BUCKETS,
+            &[("queue", queue)],
+            jobs.iter().map(|job| (now - job.run_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6),
+        );
         if let Ok(mut running) = self.running.lock() {
             for job in jobs {
                 // Never two attempts of one job at once: an older one still here is stopped first.
                 for (_, stale) in
-                    running.iter_mut().filter(|((id, attempt), _)| *id == job.id && *attempt != job.attempt)
+                    running.range_mut(attempts_of(job.id)).filter(|((_, attempt), _)| *attempt != job.attempt)
                 {
                     stale.reason.get_or_insert(StopReason::LeaseLost);
                     stale.token.cancel();
@@ -192,7 +195,7 @@ impl Shared {
     /// Stops every attempt of job `id` running here (a cancellation names the job only).
     pub(super) fn stop_job(&self, id: i64, reason: StopReason) {
         if let Ok(mut running) = self.running.lock() {
-            for (_, r) in running.iter_mut().filter(|((job, _), _)| *job == id) {
+            for (_, r) in running.range_mut(attempts_of(id)) {
                 r.reason.get_or_insert(reason);
                 r.token.cancel();
             }
