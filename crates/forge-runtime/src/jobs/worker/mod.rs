@@ -94,7 +94,7 @@ impl Worker {
                 completer,
                 telemetry,
                 settings: settings.clone(),
-                running: Mutex::new(std::collections::BTreeMap::new()),
+                running: Mutex::default(),
                 wakers,
                 slots: Mutex::default(),
             }
