@@ -276,6 +276,10 @@ pub(crate) struct ClaimedJob {
     pub(crate) queue: String,
     pub(crate) run_at: DateTime<Utc>,
     pub(crate) metadata: serde_json::Value,
+    /// Where a claim window's row is stored (its `ctid`, as text), for [`crate::jobs::sql::SETTLE`];
+    /// none from a classic claim, which writes the row at once.
+    #[sqlx(default)]
+    pub(crate) tid: Option<String>,
 }
 
 impl ClaimedJob {

@@ -208,6 +208,8 @@ struct Window {
     /// Its row of `forge_claim_slots`, naming its attempts until it is written.
     slot: i32,
     keys: Vec<AttemptKey>,
+    /// Where each of `keys`' jobs is stored (see [`ClaimedJob::tid`]).
+    tids: Vec<String>,
     ask: Arc<Notify>,
     settled: watch::Sender<Option<bool>>,
     received: mpsc::UnboundedReceiver<Outcome>,
@@ -218,6 +220,8 @@ struct Window {
 /// One job's write at the window's end.
 struct Settle {
     key: AttemptKey,
+    /// Where its row is stored.
+    tid: String,
     outcome: Option<Outcome>,
 }
 
@@ -229,7 +233,7 @@ impl Window {
         shared: Arc<Shared>,
         slot: i32,
         queue: &str,
-        jobs: Vec<ClaimedJob>,
+        mut jobs: Vec<ClaimedJob>,
         permits: Vec<Slot>,
         start: Start,
         sent: Instant,
@@ -242,10 +246,11 @@ impl Window {
         shared.register(queue, &jobs, sent, Some((&outcomes, &hold)));
         drop(outcomes);
         let keys = jobs.iter().map(|j| (j.id, j.attempt)).collect();
+        let tids = jobs.iter_mut().map(|j| j.tid.take().unwrap_or_default()).collect();
         for (job, permit) in jobs.into_iter().zip(permits) {
             start(&shared, job, permit);
         }
-        Self { shared, slot, keys, ask, settled, received, short }
+        Self { shared, slot, keys, tids, ask, settled, received, short }
     }
 
     async fn run(
@@ -282,12 +287,13 @@ impl Window {
         let writes: Vec<Settle> = self
             .keys
             .iter()
-            .filter_map(|key| match ended.remove(key) {
+            .zip(&self.tids)
+            .filter_map(|(key, tid)| match ended.remove(key) {
                 // Released (at shutdown): not counted, so nothing to write; the job stays
                 // `available` and the commit unlocks it.
                 Some(outcome) if outcome.state == JobState::Available => None,
-                Some(outcome) => Some(Settle { key: *key, outcome: Some(outcome) }),
-                None if present.contains(key) => Some(Settle { key: *key, outcome: None }),
+                Some(outcome) => Some(Settle { key: *key, tid: tid.clone(), outcome: Some(outcome) }),
+                None if present.contains(key) => Some(Settle { key: *key, tid: tid.clone(), outcome: None }),
                 None => None,
             })
             .collect();
@@ -431,7 +437,8 @@ impl Window {
             while let Ok(outcome) = self.received.try_recv() {
                 if outcome.state != JobState::Available {
                     let key = (outcome.id.0, outcome.attempt);
-                    pending.push(Settle { key, outcome: Some(outcome) });
+                    let Some(tid) = self.tid_of(key) else { continue };
+                    pending.push(Settle { key, tid, outcome: Some(outcome) });
                 }
             }
             if pending.is_empty() {
@@ -457,6 +464,11 @@ impl Window {
             return emptied;
         }
         self.stopped(&stop).await && empty_slot(&self.shared, self.slot, &stop).await
+    }
+
+    /// Where the job of one of the window's attempts is stored.
+    fn tid_of(&self, key: AttemptKey) -> Option<String> {
+        self.keys.iter().position(|k| *k == key).map(|i| self.tids[i].clone())
     }
 
     /// Waits, up to a lease, until none of the window's attempts runs (their handlers dropped);
@@ -504,6 +516,7 @@ async fn settle<'e>(
     writes: &[Settle],
 ) -> Result<Vec<(JobId, JobState, String)>, sqlx::Error> {
     let ids: Vec<i64> = writes.iter().map(|w| w.key.0).collect();
+    let tids: Vec<&str> = writes.iter().map(|w| w.tid.as_str()).collect();
     let states: Vec<JobState> =
         writes.iter().map(|w| w.outcome.as_ref().map_or(JobState::Running, |o| o.state)).collect();
     let outputs: Vec<Option<&serde_json::Value>> =
@@ -527,6 +540,7 @@ async fn settle<'e>(
         .bind(shared.settings.lease.as_secs_f64())
         .bind(writes.iter().map(|w| w.key.1).collect::<Vec<i32>>())
         .bind(slot)
+        .bind(&tids)
         .fetch_all(executor)
         .await
 }
