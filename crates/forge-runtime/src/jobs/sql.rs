@@ -222,9 +222,9 @@ pub(crate) static CLAIM_HELD_AFTER: std::sync::LazyLock<String> = std::sync::Laz
 /// before a burst) Postgres planned a scan of every available job, hashed, for each window:
 /// 13 ms instead of 2 for 200 jobs of 50,000, and growing with the backlog. Found by their
 /// `ctid`, the jobs are read one by one whatever the statistics say (on a table of fewer than
-/// about 30,000 rows Postgres reads the table through instead, which costs it less than that). After a failed window (see
-/// `fall_back`) a job changed meanwhile has moved, and is left alone as a job claimed elsewhere
-/// is.
+/// about 30,000 rows Postgres reads the table through instead, which costs it less than that).
+/// After a failed window (see `fall_back`) a job changed meanwhile has moved, and is left alone
+/// as a job claimed elsewhere is.
 pub(crate) const SETTLE: &str = r#"
 with updated as (
 update forge_jobs j
