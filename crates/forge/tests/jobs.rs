@@ -924,6 +924,42 @@ async fn jobs_claimed_ahead_never_run_more_at_once_than_the_queue_allows() {
     assert_eq!(COUNTED_MAX.load(std::sync::atomic::Ordering::SeqCst), 3, "at most (and, busy, exactly) 3 at once");
 }
 
+#[forge::job(queue = "quick")]
+async fn quick(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
+/// A window's jobs are written with its transaction's start as `attempted_at`: how many jobs
+/// each window (of queue `queue`) held, largest first.
+async fn window_sizes(pool: &sqlx::PgPool, queue: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "select count(*) from forge_jobs where queue = $1 group by attempted_at, attempted_by order by 1 desc",
+    )
+    .bind(queue)
+    .fetch_all(pool)
+    .await
+    .expect("windows")
+}
+
+/// While its jobs are short, a producer holds up to four jobs per slot in line: one claim takes
+/// up to five times its concurrency (so each round trip serves that many jobs), never more.
+#[tokio::test]
+async fn a_producer_whose_jobs_are_short_claims_up_to_four_jobs_per_slot_ahead() {
+    let db = TestDatabase::new().await.expect("db");
+    Quick::dispatch_many(db.pool(), vec![(); 400], DispatchOptions::new()).await.expect("dispatch");
+    let node = node(&db, |c| {
+        c.worker.hold_claims = true;
+        with_queue(c, "quick", 2);
+    })
+    .await;
+    wait_completed(db.pool(), 400).await;
+    node.stop().await.expect("stop");
+    let sizes = window_sizes(db.pool(), "quick").await;
+    assert!(sizes[0] <= 10, "a claim took more than 5 x 2 jobs: {sizes:?}");
+    // One job per slot ahead (as before) would claim at most 4 at once.
+    assert!(sizes[0] > 4, "no claim went past one job per slot ahead: {sizes:?}");
+}
+
 /// Returns when it started: a job claimed ahead of others starts well after it was claimed.
 #[forge::job(queue = "slow")]
 async fn slow(_ctx: &JobContext, _args: ()) -> Result<chrono::DateTime<chrono::Utc>, JobError> {
