@@ -35,7 +35,7 @@ pub(crate) enum Observability {
     Off,
 }
 
-pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
+pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Option<u64>) -> Report {
     let db = TestDatabase::new().await?;
 
     // Enqueue: most in batches, one statement each; then some one at a time.
@@ -45,16 +45,16 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
     let mut left = jobs - singles - concurrent;
     while left > 0 {
         let n = left.min(BATCH);
-        Noop::dispatch_many(db.pool(), vec![(); n], DispatchOptions::new()).await?;
+        Noop::dispatch_many(db.pool(), vec![work_ms; n], DispatchOptions::new()).await?;
         left -= n;
     }
     let enqueue = started.elapsed();
     let started = Instant::now();
     for _ in 0..singles {
-        Noop::dispatch(db.pool(), ()).await?;
+        Noop::dispatch(db.pool(), work_ms).await?;
     }
     let enqueue_single = started.elapsed();
-    let enqueue_concurrent = enqueue_concurrently(&db, concurrent).await?;
+    let enqueue_concurrent = enqueue_concurrently(&db, concurrent, work_ms).await?;
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
@@ -82,7 +82,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
     sqlx::query("truncate forge_jobs cascade").execute(db.pool()).await?;
     let mut ids = Vec::with_capacity(PICKUPS);
     for _ in 0..PICKUPS {
-        ids.push(Noop::dispatch(&node, ()).await?.0);
+        ids.push(Noop::dispatch(&node, None).await?.0);
         tokio::time::sleep(PICKUP_GAP).await;
     }
     wait_until_done(db.pool(), PICKUPS).await?;
@@ -103,6 +103,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
         "bench": "jobs",
         "jobs": jobs,
         "observability": if observability == Observability::On { "on" } else { "off" },
+        "work_ms": work_ms,
         // Rows telemetry wrote while draining (an attempt's span is its job's row, not a row here).
         "stored": { "logs": logs, "spans": spans, "metrics": metrics },
         "dropped": node_dropped,
@@ -123,7 +124,11 @@ pub(crate) async fn run(jobs: usize, observability: Observability) -> Report {
 
 /// `n` single dispatches made by [`CALLERS`] tasks at once, each waiting for its own before the
 /// next, through a [`BatchedDispatcher`] over a pool of one connection: how long they took.
-async fn enqueue_concurrently(db: &TestDatabase, n: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+async fn enqueue_concurrently(
+    db: &TestDatabase,
+    n: usize,
+    work_ms: Option<u64>,
+) -> Result<Duration, Box<dyn std::error::Error>> {
     let pool = forge::sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(db.url()).await?;
     let dispatcher = BatchedDispatcher::new(pool.clone());
     let started = Instant::now();
@@ -133,7 +138,7 @@ async fn enqueue_concurrently(db: &TestDatabase, n: usize) -> Result<Duration, B
             let calls = n / CALLERS + usize::from(i < n % CALLERS);
             tokio::spawn(async move {
                 for _ in 0..calls {
-                    Noop::dispatch(&dispatcher, ()).await?;
+                    Noop::dispatch(&dispatcher, work_ms).await?;
                 }
                 Ok::<(), JobsError>(())
             })

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p forge-bench -- jobs --jobs 20000
+//! cargo run --release -p forge-bench -- jobs --jobs 30000 --work-ms 5   # jobs of 5 ms
 //! cargo run --release -p forge-bench -- observability --pairs 10 --jobs 40000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
 //! cargo run --release -p forge-bench -- jobs --pairs 5 --jobs 20000   # alternating with floor
@@ -60,6 +61,10 @@ enum Scenario {
         /// every run, then a `jobs-vs-floor` summary with the median ratio.
         #[arg(long)]
         pairs: Option<usize>,
+        /// Each job waits this many milliseconds before it ends (the drain of jobs that take
+        /// some time instead of none; not with `--pairs`: the floor's jobs take none).
+        #[arg(long, conflicts_with = "pairs")]
+        work_ms: Option<u64>,
     },
     /// What storing telemetry costs: `jobs` runs with `--observability on` and `off` in
     /// alternating pairs, each in its own process; prints every run, then the median ratio.
@@ -148,10 +153,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
-        Scenario::Jobs { jobs, observability, pairs: Some(pairs) } => {
+        Scenario::Jobs { jobs, observability, pairs: Some(pairs), .. } => {
             jobs::versus_floor(pairs.max(1), jobs.max(1), observability).await
         }
-        Scenario::Jobs { jobs, observability, pairs: None } => jobs::run(jobs.max(1), observability).await,
+        Scenario::Jobs { jobs, observability, pairs: None, work_ms } => {
+            jobs::run(jobs.max(1), observability, work_ms).await
+        }
         Scenario::Observability { pairs, jobs } => jobs::overhead(pairs.max(1), jobs.max(1)).await,
         Scenario::Floor { jobs } => floor::run(jobs.max(1)).await,
         Scenario::Chaos(args) => chaos::run(args).await,

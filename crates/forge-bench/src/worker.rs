@@ -6,9 +6,13 @@ use forge::config::{Role, Roles};
 use forge::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Does nothing: what `jobs` and `floor` measure is the queue itself.
+/// Does nothing (what `jobs` and `floor` measure is the queue itself), or, given a number of
+/// milliseconds (`jobs --work-ms`), waits that long first.
 #[forge::job]
-pub(crate) async fn noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
+pub(crate) async fn noop(_ctx: &JobContext, work_ms: Option<u64>) -> Result<(), JobError> {
+    if let Some(ms) = work_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     Ok(())
 }
 

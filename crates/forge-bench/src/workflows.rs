@@ -144,7 +144,7 @@ pub(crate) async fn bench_sleeper(ctx: &WorkflowContext, _args: ()) -> Result<()
 async fn pickups(db: &TestDatabase, node: &RunningForge) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     let mut ids = Vec::with_capacity(200);
     for _ in 0..200 {
-        ids.push(crate::worker::Noop::dispatch(node, ()).await?.0);
+        ids.push(crate::worker::Noop::dispatch(node, None).await?.0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);

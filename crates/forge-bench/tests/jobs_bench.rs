@@ -67,3 +67,16 @@ fn jobs_pairs_alternate_with_the_floor_and_report_the_median_ratio() {
         assert!(summary[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {summary}");
     }
 }
+
+/// `--work-ms` makes each job take that long: 200 jobs of 50 ms through 100 slots cannot drain
+/// in less than 100 ms (a lower bound that sleeping guarantees, not a speed).
+#[test]
+fn jobs_with_work_ms_take_that_long_each() {
+    let lines = bench(&["jobs", "--jobs", "200", "--work-ms", "50"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["work_ms"], 50);
+    let drain = lines[0]["drain_per_s"].as_f64().expect("drain");
+    assert!(drain > 0.0 && drain <= 2_000.0, "200 jobs of 50 ms through 100 slots: {}", lines[0]);
+    let noop = run("on");
+    assert!(noop["work_ms"].is_null(), "{noop}");
+}
