@@ -89,8 +89,8 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
             // Work is waiting: give running jobs a moment to free more slots (and jobs in line
             // their places), so that one claim serves many jobs instead of one round trip per
             // freed slot.
-            let line = claim_ahead.then_some(&ahead);
-            gather((&slots, &mut runs), (line, &mut places), most, GATHER).await;
+            let places_from = claim_ahead.then_some(&ahead);
+            gather((&slots, &mut runs), (places_from, &mut places), most, GATHER).await;
         }
         // Places first: a claim that finds fewer jobs than wanted takes slots from the end.
         let mut permits: Vec<Slot> =
