@@ -363,7 +363,9 @@ pub struct WorkerConfig {
     /// way (each job written `running`, then with its outcome).
     pub hold_claims: bool,
     /// How long a claim window stays open at most (see `hold_claims`). Less than half of
-    /// `lease`. Default `"20ms"`.
+    /// `lease`. Default `"50ms"`: long enough for a window to see through a line of jobs
+    /// claimed ahead when they take a few milliseconds (20 ms until 2026-12-06, when such jobs
+    /// were mostly written twice).
     pub claim_window: Duration,
 }
 
@@ -377,7 +379,7 @@ impl Default for WorkerConfig {
             prune_after: Duration::from_secs(86_400),
             listen: true,
             hold_claims: true,
-            claim_window: Duration::from_millis(20),
+            claim_window: Duration::from_millis(50),
         }
     }
 }

@@ -206,7 +206,7 @@ impl TestDatabase {
                 lease: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
                 listen: true,
-                claim_window: Some(Duration::from_millis(20)),
+                claim_window: Some(Duration::from_millis(50)),
                 extensions: Default::default(),
             },
         );

@@ -41,8 +41,9 @@ const GATHER: Duration = Duration::from_millis(1);
 /// of jobs they serve, and a producer claims one batch at a time: the deeper the line, the more
 /// jobs each round trip serves (one job per slot until 2026-12-06; four drain 50,000 no-op jobs
 /// 12% faster, see the performance page's "A deeper line"). A window must see its line through:
-/// with the default `claim_window` of 20 ms, jobs of up to about 4 ms keep claiming ahead, and a
-/// window whose attempts have not all ended turns it off.
+/// with the default `claim_window` of 50 ms, jobs of up to about 8 ms keep claiming ahead (4 ms
+/// with the 20 ms default before 2026-12-06), and a window whose attempts have not all ended
+/// turns it off.
 const LINE: usize = 4;
 /// How often a busy producer claims from the head of the claim order all the same.
 const FROM_HEAD_EVERY: Duration = Duration::from_millis(100);
