@@ -38,9 +38,16 @@ pub(crate) async fn run(seconds: u64, connections: usize) -> Report {
     let node = Forge::builder().config(config.clone()).listener(listener).build()?.start().await?;
     let addr = node.local_addr().ok_or("the node has no gateway")?;
     let report = load("rpc", &format!("http://{addr}/rpc/bench_echo"), seconds, connections).await;
+    let unstored = node.telemetry().unstored_request_spans();
     node.stop().await?;
+    // What telemetry kept: request spans stored, and plain ones beyond `request_spans` per
+    // second that were counted instead.
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from forge_traces where name = 'forge.http'").fetch_one(db.pool()).await?;
     report.map(|mut r| {
         r["pool_size"] = config.database.pool_size.get().into();
+        r["request_spans_stored"] = stored.into();
+        r["request_spans_unstored"] = unstored.into();
         r
     })
 }

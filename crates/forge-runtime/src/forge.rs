@@ -275,6 +275,7 @@ impl Forge {
     fn start_telemetry(&self, node_id: &str) -> Arc<Telemetry> {
         let obs = &self.config.observability;
         let telemetry = Telemetry::new(node_id.to_owned(), obs.buffer_size.get());
+        telemetry.set_request_spans(obs.request_spans, obs.slow_request.as_std());
         if obs.enabled {
             install_telemetry_layer(obs);
             telemetry.attach();

@@ -55,6 +55,26 @@ async fn broken_report(_ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError
     Err(ForgeError::Internal("the report is broken".to_owned()))
 }
 
+/// The plainest request: answers at once, logs nothing, starts nothing.
+#[forge::query(public)]
+async fn ping(_ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
+    Ok(1)
+}
+
+/// A request that logs.
+#[forge::query(public)]
+async fn noisy_ping(_ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
+    tracing::info!("pinged");
+    Ok(1)
+}
+
+/// A request slower than the tests' `slow_request` (50 ms).
+#[forge::query(public)]
+async fn slow_ping(_ctx: &QueryContext, _args: ()) -> Result<i64, ForgeError> {
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    Ok(1)
+}
+
 /// A node with every role and telemetry written every 50 ms.
 async fn node(db: &TestDatabase, tweak: impl FnOnce(&mut ForgeConfig)) -> RunningForge {
     let mut config = db.config();
@@ -312,6 +332,112 @@ async fn a_request_that_dispatches_a_job_is_one_trace() {
     forge.stop().await.expect("stop");
 }
 
+/// A gateway node over the notes database storing `request_spans`, with `slow_request` 50 ms.
+async fn gateway(db: &TestDatabase, request_spans: &str) -> RunningForge {
+    let mut config = db.config();
+    config.observability.flush_interval = "50ms".parse().expect("duration");
+    config.observability.slow_request = "50ms".parse().expect("duration");
+    config.observability.request_spans = toml::from_str::<toml::Table>(&format!("v = {request_spans}")).expect("toml")
+        ["v"]
+        .clone()
+        .try_into()
+        .expect("request_spans");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    Forge::builder().config(config).listener(listener).build().expect("build").start().await.expect("start")
+}
+
+/// Calls `function` with a `traceparent` of `trace` whose sampled flag is `sampled`.
+async fn call(forge: &RunningForge, function: &str, body: serde_json::Value, trace: u128, sampled: bool) -> u16 {
+    let addr = forge.local_addr().expect("gateway");
+    let flags = if sampled { "01" } else { "00" };
+    reqwest::Client::new()
+        .post(format!("http://{addr}/rpc/{function}"))
+        .header("traceparent", format!("00-{trace:032x}-00f067aa0ba902b7-{flags}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+/// Stored request spans of `function`, by the second they started in.
+async fn request_spans_by_second(pool: &sqlx::PgPool, function: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "select count(*) from forge_traces where name = 'forge.http' and function = $1
+         group by date_trunc('second', started_at) order by 1",
+    )
+    .bind(function)
+    .fetch_all(pool)
+    .await
+    .expect("spans")
+}
+
+/// Waits until the span of the request traced `trace` is stored.
+async fn wait_for_request_span(pool: &sqlx::PgPool, trace_id: u128) -> forge::observability::Trace {
+    let id: forge::observability::TraceId = format!("{trace_id:032x}").parse().expect("trace id");
+    wait_for("the request's span", async || trace(pool, id).await.expect("trace").filter(|t| !t.roots.is_empty())).await
+}
+
+#[tokio::test]
+async fn plain_requests_beyond_the_budget_are_counted_and_the_rest_always_stored() {
+    let db = common::notes_database().await;
+    let forge = gateway(&db, "0").await;
+    // Five plain requests: no span stored, each counted.
+    for i in 0..5 {
+        assert_eq!(call(&forge, "ping", json!(null), 0x1000 + i, false).await, 200);
+    }
+    wait_for("five unstored requests", async || (forge.telemetry().unstored_request_spans() == 5).then_some(())).await;
+    // Each of these is stored although the budget is 0: the caller samples the trace; the
+    // request logged; it was slow; it failed; it dispatched a job.
+    assert_eq!(call(&forge, "ping", json!(null), 0x2001, true).await, 200);
+    assert_eq!(call(&forge, "noisy_ping", json!(null), 0x2002, false).await, 200);
+    assert_eq!(call(&forge, "slow_ping", json!(null), 0x2003, false).await, 200);
+    assert_eq!(call(&forge, "broken_report", json!(null), 0x2004, false).await, 500);
+    assert_eq!(call(&forge, "create_note", json!({ "body": "kept" }), 0x2005, false).await, 200);
+    for (trace, function) in [
+        (0x2001, "ping"),
+        (0x2002, "noisy_ping"),
+        (0x2003, "slow_ping"),
+        (0x2004, "broken_report"),
+        (0x2005, "create_note"),
+    ] {
+        let t = wait_for_request_span(db.pool(), trace).await;
+        assert_eq!((t.roots.len(), t.roots[0].function.as_deref()), (1, Some(function)), "{t:#?}");
+        assert!(t.roots[0].attributes.get("trace_sampled").is_none(), "not an attribute: {t:#?}");
+        if function == "create_note" {
+            assert!(t.roots[0].children.iter().any(|s| s.name == "forge.dispatch"), "{t:#?}");
+        }
+    }
+    // Written in the order they closed: the plain ones would be there by now.
+    assert_eq!(request_spans_by_second(db.pool(), "ping").await, [1], "only the sampled ping");
+    assert_eq!(forge.telemetry().unstored_request_spans(), 5);
+    forge.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_budget_stores_that_many_plain_requests_a_second_and_all_stores_every_one() {
+    for (budget, each_second) in [("3", 3), ("\"all\"", i64::MAX)] {
+        let db = common::notes_database().await;
+        let forge = gateway(&db, budget).await;
+        for i in 0..40 {
+            assert_eq!(call(&forge, "ping", json!(null), 0x1000 + i, false).await, 200);
+        }
+        assert_eq!(call(&forge, "noisy_ping", json!(null), 0x2000, false).await, 200);
+        wait_for_request_span(db.pool(), 0x2000).await;
+        let stored = request_spans_by_second(db.pool(), "ping").await;
+        let total: i64 = stored.iter().sum();
+        let unstored = forge.telemetry().unstored_request_spans();
+        assert_eq!(total + unstored as i64, 40, "{budget}: every request stored or counted ({stored:?})");
+        if each_second == i64::MAX {
+            assert_eq!(unstored, 0, "{budget}");
+        } else {
+            assert!(stored.iter().all(|&n| n <= each_second) && total >= 1 && unstored > 0, "{budget}: {stored:?}");
+        }
+        forge.stop().await.expect("stop");
+    }
+}
+
 #[tokio::test]
 async fn metrics_after_a_known_workload_are_exact() {
     let db = TestDatabase::new().await.expect("db");
@@ -475,16 +601,17 @@ async fn the_node_rides_out_a_database_outage_and_logging_resumes() {
         .await
         .expect("count");
     assert!(kept > 0 && kept <= 50, "the newest buffered lines were written once the database was back: {kept}");
-    let gauge: f64 = wait_for("the drop counter in forge_metrics", async || {
+    // Rows written before the outage say 0: wait for one written after it.
+    wait_for("the drop counter in forge_metrics", async || {
         sqlx::query_scalar::<_, Option<f64>>(
             "select max(value) from forge_metrics where name = 'forge_telemetry_dropped' and labels ->> 'kind' = 'logs'",
         )
         .fetch_one(db.pool())
         .await
         .expect("gauge")
+        .filter(|gauge| *gauge >= dropped as f64)
     })
     .await;
-    assert!(gauge >= dropped as f64);
     forge.stop().await.expect("stop");
 }
 

@@ -415,6 +415,15 @@ pub struct ObservabilityConfig {
     /// A `tracing` filter for what is stored in `forge_logs` and `forge_traces`, independent of
     /// `log_level`. Default `"info"`.
     pub store_level: String,
+    /// How many spans of *plain* requests each node stores per second: requests that answered
+    /// below 500, faster than `slow_request`, logged nothing that is stored, started no stored
+    /// span (no job dispatched, no span of the application's) and did not arrive with a
+    /// sampled W3C `traceparent`. Every other request's span is always stored, and every
+    /// request is counted in the `forge_http_*` metrics. `"all"` stores every request's span.
+    /// Default `100`.
+    pub request_spans: RequestSpans,
+    /// A request at least this slow always has its span stored. Default `"100ms"`.
+    pub slow_request: Duration,
     /// How often buffered logs and spans are written. Default `"1s"`.
     pub flush_interval: Duration,
     /// How often metrics are sampled and written (one row per series per interval).
@@ -434,11 +443,69 @@ impl Default for ObservabilityConfig {
             log_format: LogFormat::Pretty,
             enabled: true,
             store_level: "info".to_owned(),
+            request_spans: RequestSpans::PerSecond(100),
+            slow_request: Duration::from_millis(100),
             flush_interval: Duration::from_secs(1),
             metrics_interval: Duration::from_secs(10),
             buffer_size: NonZeroUsize::new(10_000).expect("10000 is not zero"),
             retention: RetentionConfig::default(),
         }
+    }
+}
+
+/// `[observability] request_spans`: how many plain requests per second per node have their span
+/// stored, or all of them. Written as a number (`100`) or `"all"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestSpans {
+    /// Every request's span is stored.
+    All,
+    /// At most this many plain requests per second per node; the others' spans are counted, not
+    /// stored.
+    PerSecond(u32),
+}
+
+impl Serialize for RequestSpans {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::All => s.serialize_str("all"),
+            Self::PerSecond(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestSpans {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RequestSpans;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of spans per second (0 to 4294967295) or \"all\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RequestSpans, E> {
+                u32::try_from(v)
+                    .map(RequestSpans::PerSecond)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RequestSpans, E> {
+                u32::try_from(v)
+                    .map(RequestSpans::PerSecond)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RequestSpans, E> {
+                if v == "all" {
+                    Ok(RequestSpans::All)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+
+        d.deserialize_any(Visitor)
     }
 }
 

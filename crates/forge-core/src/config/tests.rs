@@ -194,3 +194,24 @@ fn a_bad_file_is_reported_before_the_environment() {
             .unwrap_err();
     assert_eq!(err.line(), Some(2));
 }
+
+#[test]
+fn request_spans_is_a_number_per_second_or_all() {
+    let c = ForgeConfig::parse_toml("").unwrap();
+    assert_eq!(c.observability.request_spans, RequestSpans::PerSecond(100));
+    assert_eq!(c.observability.slow_request.as_std(), std::time::Duration::from_millis(100));
+    let c = ForgeConfig::parse_toml("[observability]\nrequest_spans = \"all\"\nslow_request = \"1s\"\n").unwrap();
+    assert_eq!(c.observability.request_spans, RequestSpans::All);
+    assert_eq!(c.observability.slow_request.as_std(), std::time::Duration::from_secs(1));
+    let c = ForgeConfig::parse_toml("[observability]\nrequest_spans = 0\n").unwrap();
+    assert_eq!(c.observability.request_spans, RequestSpans::PerSecond(0));
+    for (value, var) in [("all", RequestSpans::All), ("7", RequestSpans::PerSecond(7))] {
+        let vars = env(&[("FORGE_OBSERVABILITY_REQUEST_SPANS", value)]);
+        let c = ForgeConfig::parse_with_env("", Path::new("forge.toml"), vars).unwrap();
+        assert_eq!(c.observability.request_spans, var);
+    }
+    assert_file_error("[observability]\nrequest_spans = \"some\"\n", "observability.request_spans", 2, "\"all\"");
+    assert_file_error("[observability]\nrequest_spans = -1\n", "observability.request_spans", 2, "spans per second");
+    let round_trip = toml::to_string(&ForgeConfig::default()).unwrap();
+    assert!(round_trip.contains("request_spans = 100"), "{round_trip}");
+}

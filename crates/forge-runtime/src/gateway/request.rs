@@ -4,7 +4,8 @@
 //!   otherwise generated (a UUID); echoed on the response and handed to functions.
 //! - `traceparent` (W3C Trace Context, parsed by [`TraceParent::parse`]): a valid header's trace
 //!   id is kept and its span id becomes the parent; otherwise a new trace starts. The request runs inside a
-//!   `forge.http` span carrying both, and functions see the trace id.
+//!   `forge.http` span carrying both, and functions see the trace id. A set sampled flag stores
+//!   the span whatever `[observability] request_spans` says (the caller records the trace).
 //! - One `forge::access` event per request: method, path, route, status, duration, request id,
 //!   trace id, client address; at `warn` for a 5xx answer, `debug` for a health probe, `info`
 //!   otherwise. The `forge.http` span carries the same facts (`path`, `status_code`,
@@ -23,7 +24,7 @@ use tracing::Instrument;
 use super::metrics;
 use super::serve::Connection;
 use super::state::GatewayState;
-use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent};
+use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent, new_uuid};
 
 /// What the middleware learnt about a request, for the handlers.
 #[derive(Clone, Debug)]
@@ -40,14 +41,15 @@ fn request_id(headers: &HeaderMap) -> String {
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|| new_uuid().to_string())
 }
 
 /// The middleware.
 pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id(request.headers());
-    let parent = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let (parent, sampled) = traceparent.and_then(TraceParent::parse_sampled).unzip();
     let trace_id = parent.map_or_else(TraceId::new, |p| p.trace_id);
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().clone();
@@ -65,6 +67,7 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
         request_id = %request_id,
         trace_id = %trace_id,
         parent_span_id = parent.map(|p| tracing::field::display(p.parent_id)),
+        trace_sampled = sampled == Some(true),
         client_ip = client_ip.map(tracing::field::display),
         status_code = tracing::field::Empty,
         status = tracing::field::Empty,

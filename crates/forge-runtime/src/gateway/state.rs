@@ -63,7 +63,9 @@ impl GatewayState {
     /// State over `pool` with `[gateway]` and `[auth]` from `config`.
     pub fn with_config(pool: PgPool, migrator: Migrator, config: &ForgeConfig) -> Self {
         let read_pool = read_only_pool(&pool);
-        let telemetry = Telemetry::new("gateway", config.observability.buffer_size.get());
+        let obs = &config.observability;
+        let telemetry = Telemetry::new("gateway", obs.buffer_size.get());
+        telemetry.set_request_spans(obs.request_spans, obs.slow_request.as_std());
         Self::assemble(pool, read_pool, migrator, config, None, telemetry)
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::telemetry::Telemetry;
-use super::trace_context::{DISPATCH_SPAN, SpanContext, SpanId, TraceParent, current_context};
+use super::trace_context::{DISPATCH_SPAN, SpanContext, SpanId, TraceParent, referenced_context};
 use super::traces::SpanRecord;
 
 /// Id ranges a `forge.dispatch` span keeps at most (a batch's ids are nearly always one range).
@@ -30,7 +30,7 @@ impl DispatchSpan {
     /// process stores, and the `traceparent` the jobs carry (this span's, else the current
     /// span's if it is in a trace at all).
     pub(crate) fn start() -> (Option<Self>, Option<TraceParent>) {
-        let Some(context) = current_context() else { return (None, None) };
+        let Some(context) = referenced_context() else { return (None, None) };
         let (Some(node), Some(trace_id)) = (context.node.clone(), context.trace_id) else {
             return (None, context.traceparent());
         };

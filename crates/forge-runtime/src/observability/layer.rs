@@ -9,7 +9,13 @@
 //!
 //! Fields with a meaning here: `node_id`, `trace_id`, `parent_span_id`, `job_id`, `cron`,
 //! `function`, `span_kind` (`server`, `consumer`, `producer`, `internal`) and `status` (a
-//! span whose `status` is `error`, or in which an `ERROR` event happened, failed).
+//! span whose `status` is `error`, or in which an `ERROR` event happened, failed), and
+//! `trace_sampled` (a `bool`, not stored: the caller asked for this trace).
+//!
+//! A `forge.http` span is stored when the request failed, was slow, has anything stored inside
+//! it, is named as a parent outside it (a job it dispatched, its `traceparent` handed on), or
+//! arrived with a sampled `traceparent`; a plain one only within the node's
+//! `request_spans` per second (see [`Telemetry::set_request_spans`](super::Telemetry::set_request_spans)).
 
 use std::time::Instant;
 
@@ -26,7 +32,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 use super::logs::{LogRecord, level_name};
 use super::telemetry;
 use super::trace_context::{
-    ACCESS_TARGET, FUNCTION_SPAN, HTTP_SPAN, JOB_ATTEMPT_SPAN, SpanContext, SpanId, TraceId, task_context,
+    ACCESS_TARGET, FUNCTION_SPAN, HTTP_SPAN, JOB_ATTEMPT_SPAN, Referenced, SpanContext, SpanId, TRACE_SAMPLED, TraceId,
+    task_context,
 };
 use super::traces::SpanRecord;
 
@@ -144,6 +151,9 @@ struct Recording {
     started: Instant,
     attributes: Vec<(&'static str, serde_json::Value)>,
     error: bool,
+    /// Something inside was stored (a log record, a span) or the caller asked for the trace
+    /// (`trace_sampled`): a request span is then stored whatever the request budget says.
+    keep: bool,
 }
 
 struct SpanFields<'a> {
@@ -183,12 +193,12 @@ impl SpanFields<'_> {
     }
 
     fn value(&mut self, field: &Field, value: serde_json::Value) {
-        if field.name() == "job_id" {
+        match field.name() {
             // A column of its own.
-            self.context.job_id = value.as_i64();
-            return;
+            "job_id" => self.context.job_id = value.as_i64(),
+            TRACE_SAMPLED => self.recording.keep |= value.as_bool() == Some(true),
+            _ => self.recording.attributes.push((field.name(), value)),
         }
-        self.recording.attributes.push((field.name(), value));
     }
 }
 
@@ -287,6 +297,7 @@ where
             started: Instant::now(),
             attributes: Vec::new(),
             error: false,
+            keep: false,
         };
         attrs.record(&mut SpanFields { context: &mut context, recording: &mut recording });
         let mut extensions = span.extensions_mut();
@@ -315,11 +326,11 @@ where
         let Some(node) = context.as_ref().and_then(|c| c.node.clone()).or_else(telemetry::default_node) else {
             return;
         };
-        if *meta.level() == tracing::Level::ERROR
-            && let Some(span) = &span
+        if let Some(span) = &span
             && let Some(recording) = span.extensions_mut().get_mut::<Recording>()
         {
-            recording.error = true;
+            recording.keep = true;
+            recording.error |= *meta.level() == tracing::Level::ERROR;
         }
         let mut fields = EventFields::default();
         event.record(&mut fields);
@@ -343,9 +354,24 @@ where
         let mut extensions = span.extensions_mut();
         let Some(recording) = extensions.remove::<Recording>() else { return };
         let Some(context) = extensions.remove::<SpanContext>() else { return };
+        let referenced = extensions.remove::<Referenced>().is_some();
+        drop(extensions);
         let (Some(node), Some(trace_id), Some(span_id)) = (context.node, context.trace_id, context.span_id) else {
             return;
         };
+        let duration_us = i64::try_from(recording.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        if recording.name == HTTP_SPAN
+            && !(recording.keep || recording.error || referenced)
+            && !node.stores_plain_request(recording.started_at.timestamp(), duration_us)
+        {
+            return;
+        }
+        // A stored span keeps the spans it is inside, so its trace has no holes.
+        if let Some(parent) = span.parent()
+            && let Some(recording) = parent.extensions_mut().get_mut::<Recording>()
+        {
+            recording.keep = true;
+        }
         node.push_span(SpanRecord {
             trace_id,
             span_id,
@@ -353,7 +379,7 @@ where
             name: recording.name.to_owned(),
             kind: recording.kind,
             started_at: recording.started_at,
-            duration_us: i64::try_from(recording.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            duration_us,
             status: if recording.error { "error" } else { "ok" },
             attributes: recording.attributes,
             job_id: context.job_id,

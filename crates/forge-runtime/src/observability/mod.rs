@@ -7,7 +7,9 @@
 //!   (`forge.http`), function call (`forge.function`), insert of jobs (`forge.dispatch`), job
 //!   attempt (`forge.job`) and cron tick (`forge.cron`) is a span; a job continues the trace of
 //!   whatever dispatched it. Job attempts are the exception to "stored": [`trace`] rebuilds them
-//!   from the jobs' rows, which already record every attempt (see the `attempts` module).
+//!   from the jobs' rows, which already record every attempt (see the `attempts` module). A
+//!   plain request's span (it succeeded quickly and nothing inside it was stored) is stored only
+//!   within `[observability] request_spans` per second ([`Telemetry::set_request_spans`]).
 //! - **Metrics**: [`Metrics`] in memory, shown by `GET /metrics` and written to `forge_metrics`
 //!   every `metrics_interval`, one row per series per interval. Application code records its
 //!   own through the `metrics` crate's macros ([`ForgeRecorder`]).
@@ -44,8 +46,8 @@ pub use span_tree::{SpanNode, Trace};
 pub(crate) use telemetry::{FlushSettings, sample_queue_depth, spawn_flusher};
 pub use telemetry::{Probes, Telemetry, queue_depths};
 pub use trace_context::{
-    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent,
-    current_traceparent, trace_of_job,
+    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TRACE_SAMPLED,
+    TraceId, TraceParent, current_traceparent, trace_of_job,
 };
-pub(crate) use trace_context::{SpanContext, current_metrics, in_task_context};
+pub(crate) use trace_context::{SpanContext, current_metrics, in_task_context, new_uuid};
 pub use traces::SpanRecord;

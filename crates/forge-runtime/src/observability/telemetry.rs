@@ -1,11 +1,12 @@
 //! [`Telemetry`]: one node's buffers and metrics, and the flusher that writes them to Postgres.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
+use forge_core::config::RequestSpans;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -62,6 +63,53 @@ pub struct Telemetry {
     probes: Probes,
     wake: Notify,
     attached: AtomicBool,
+    requests: RequestBudget,
+}
+
+/// Which plain requests have their span stored (`[observability] request_spans` and
+/// `slow_request`): at most `per_second` in each second of the clock, counting the others.
+#[derive(Debug)]
+struct RequestBudget {
+    /// Spans per second; `u32::MAX` for all.
+    per_second: AtomicU32,
+    /// Requests at least this slow (µs) are always stored.
+    slow_us: AtomicI64,
+    /// The second `used` counts in (Unix time).
+    second: AtomicI64,
+    used: AtomicU32,
+    /// Plain requests whose span was not stored.
+    unstored: AtomicU64,
+}
+
+impl RequestBudget {
+    fn new() -> Self {
+        Self {
+            per_second: AtomicU32::new(100),
+            slow_us: AtomicI64::new(100_000),
+            second: AtomicI64::new(0),
+            used: AtomicU32::new(0),
+            unstored: AtomicU64::new(0),
+        }
+    }
+
+    fn admits(&self, second: i64, duration_us: i64) -> bool {
+        let per_second = self.per_second.load(Ordering::Relaxed);
+        if per_second == u32::MAX || duration_us >= self.slow_us.load(Ordering::Relaxed) {
+            return true;
+        }
+        let current = self.second.load(Ordering::Relaxed);
+        if current != second
+            && self.second.compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            // A request finishing late in the previous second may count in this one: harmless.
+            self.used.store(0, Ordering::Relaxed);
+        }
+        let admitted = per_second > 0 && self.used.fetch_add(1, Ordering::Relaxed) < per_second;
+        if !admitted {
+            self.unstored.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
 }
 
 /// The nodes of this process that store telemetry, oldest first.
@@ -90,7 +138,31 @@ impl Telemetry {
             probes: Probes::default(),
             wake: Notify::new(),
             attached: AtomicBool::new(false),
+            requests: RequestBudget::new(),
         })
+    }
+
+    /// Sets which plain requests have their span stored: `spans` per second (or all), and any
+    /// request taking `slow` or longer. Until called: 100 per second, and requests of 100 ms.
+    pub fn set_request_spans(&self, spans: RequestSpans, slow: Duration) {
+        let per_second = match spans {
+            RequestSpans::All => u32::MAX,
+            RequestSpans::PerSecond(n) => n.min(u32::MAX - 1),
+        };
+        self.requests.per_second.store(per_second, Ordering::Relaxed);
+        let slow_us = i64::try_from(slow.as_micros()).unwrap_or(i64::MAX);
+        self.requests.slow_us.store(slow_us, Ordering::Relaxed);
+    }
+
+    /// Whether the span of a plain request (see [`Telemetry::set_request_spans`]) that started
+    /// in Unix second `second` and took `duration_us` is stored; counts it if not.
+    pub(crate) fn stores_plain_request(&self, second: i64, duration_us: i64) -> bool {
+        self.requests.admits(second, duration_us)
+    }
+
+    /// Plain requests whose span was not stored (beyond `request_spans` per second).
+    pub fn unstored_request_spans(&self) -> u64 {
+        self.requests.unstored.load(Ordering::Relaxed)
     }
 
     /// The node's id.
@@ -187,6 +259,9 @@ impl Telemetry {
         let help = "Telemetry records dropped because the buffer was full (database slow or down).";
         m.gauge("forge_telemetry_dropped", help, &[("kind", "logs")], self.logs.dropped() as f64);
         m.gauge("forge_telemetry_dropped", help, &[("kind", "spans")], self.spans.dropped() as f64);
+        let help = "Plain requests whose span was not stored (beyond `request_spans` per second); \
+                    forge_http_requests_total counts every request.";
+        m.gauge("forge_telemetry_unstored_request_spans", help, &[], self.unstored_request_spans() as f64);
     }
 }
 
@@ -419,4 +494,24 @@ struct Rows {
     value: Vec<f64>,
     sum: Vec<Option<f64>>,
     buckets: Vec<Option<serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_budget_admits_so_many_a_second_and_every_slow_one() {
+        let t = Telemetry::new("budget", 10);
+        t.set_request_spans(RequestSpans::PerSecond(2), Duration::from_millis(100));
+        let admitted = |second| (0..5).filter(|_| t.stores_plain_request(second, 10)).count();
+        assert_eq!((admitted(1), admitted(2)), (2, 2), "two in each second");
+        assert!(t.stores_plain_request(2, 100_000), "a slow one whatever the count");
+        assert_eq!(t.unstored_request_spans(), 6);
+        t.set_request_spans(RequestSpans::PerSecond(0), Duration::from_millis(100));
+        assert_eq!(admitted(3), 0);
+        t.set_request_spans(RequestSpans::All, Duration::from_millis(100));
+        assert_eq!(admitted(3), 5);
+        assert_eq!(t.unstored_request_spans(), 11);
+    }
 }

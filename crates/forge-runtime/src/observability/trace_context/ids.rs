@@ -20,6 +20,10 @@ pub const HTTP_SPAN: &str = "forge.http";
 /// The span of a function call (stored when the call did not come over HTTP: a WebSocket, a
 /// subscription).
 pub const FUNCTION_SPAN: &str = "forge.function";
+/// A `bool` field of a span meaning "the caller asked for this trace" (a W3C `traceparent`
+/// with its sampled flag set): a request span carrying it is stored whatever the node's
+/// `request_spans` budget says. Not stored as an attribute.
+pub const TRACE_SAMPLED: &str = "trace_sampled";
 /// The target of the gateway's access-log line. The line is printed; it is stored only at
 /// `warn` (a 5xx answer) unless `store_level` names this target, since the request's
 /// [`HTTP_SPAN`] stores the same facts.
@@ -195,6 +199,12 @@ impl TraceParent {
     /// Parses a header value strictly (lowercase hex, version not `ff`, nothing after the flags
     /// in version `00`, ids not all zero); `None` if it is not one.
     pub fn parse(value: &str) -> Option<Self> {
+        Self::parse_sampled(value).map(|(parent, _)| parent)
+    }
+
+    /// Like [`TraceParent::parse`], with whether the caller's sampled flag (bit 0 of the
+    /// flags) is set: the caller records this trace and would like the rest of it.
+    pub fn parse_sampled(value: &str) -> Option<(Self, bool)> {
         let mut parts = value.trim().split('-');
         let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -207,7 +217,8 @@ impl TraceParent {
         if !valid {
             return None;
         }
-        Some(Self { trace_id: TraceId::parse(trace_id)?, parent_id: SpanId::parse(parent_id)? })
+        let parent = Self { trace_id: TraceId::parse(trace_id)?, parent_id: SpanId::parse(parent_id)? };
+        Some((parent, u8::from_str_radix(flags, 16).ok()? & 1 == 1))
     }
 
     /// The `traceparent` a job carries in its metadata, if any.
@@ -220,6 +231,14 @@ impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "00-{}-{}-01", self.trace_id, self.parent_id)
     }
+}
+
+/// A random (version 4) UUID from the process's id sequence: no system call, unlike
+/// [`uuid::Uuid::new_v4`], which asks the kernel each time. For ids that must be unique, not
+/// secret (request ids).
+pub(crate) fn new_uuid() -> uuid::Uuid {
+    let bits = (u128::from(next()) << 64) | u128::from(next());
+    uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid()
 }
 
 /// Whether `text` is exactly `n` hex digits (`from_str_radix` alone would take a sign).
@@ -301,6 +320,21 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+        let sampled = |flags: &str| TraceParent::parse_sampled(&good.replace("-01", &format!("-{flags}"))).map(|p| p.1);
+        assert_eq!(
+            [sampled("01"), sampled("00"), sampled("03"), sampled("02")],
+            [Some(true), Some(false), Some(true), Some(false)]
+        );
+    }
+
+    #[test]
+    fn request_uuids_are_version_4_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = new_uuid();
+            assert_eq!(id.get_version_num(), 4);
+            assert!(seen.insert(id));
         }
     }
 

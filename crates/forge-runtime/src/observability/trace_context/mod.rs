@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use forge_core::jobs::JobId;
 
+pub(crate) use self::ids::new_uuid;
 pub use self::ids::{
-    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TraceId, TraceParent,
+    ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TRACE_SAMPLED,
+    TraceId, TraceParent,
 };
 use super::telemetry::Telemetry;
 
@@ -90,6 +92,12 @@ pub(crate) fn in_task_context<F: std::future::Future>(
     TASK_CONTEXT.scope(context, future)
 }
 
+/// Marks a span that something outside it names as a parent (a job it dispatched, a call it
+/// made with its `traceparent`): it is stored, whatever the request budget says, so the trace
+/// has no hole.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Referenced;
+
 /// The trace context of the current span (or job attempt), if it is inside a trace.
 pub(crate) fn current_context() -> Option<SpanContext> {
     use tracing_subscriber::registry::{LookupSpan, Registry};
@@ -103,10 +111,29 @@ pub(crate) fn current_context() -> Option<SpanContext> {
         .or_else(task_context)
 }
 
+/// Like [`current_context`], for work that will name the span as its parent: the span is
+/// marked [`Referenced`].
+pub(crate) fn referenced_context() -> Option<SpanContext> {
+    use tracing_subscriber::registry::{LookupSpan, Registry};
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.scope().find_map(|s| {
+                let context = s.extensions().get::<SpanContext>().cloned()?;
+                s.extensions_mut().replace(Referenced);
+                Some(context)
+            })
+        })
+        .flatten()
+        .or_else(task_context)
+}
+
 /// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
-/// dispatches).
+/// dispatches, a call to another service). The span is then stored even if it is a plain
+/// request beyond `[observability] request_spans`, so the trace has no hole.
 pub fn current_traceparent() -> Option<TraceParent> {
-    current_context().and_then(|c| c.traceparent())
+    referenced_context().and_then(|c| c.traceparent())
 }
 
 /// The metrics of the node the current span belongs to (or the process's oldest node).
