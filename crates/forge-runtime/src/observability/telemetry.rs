@@ -82,14 +82,27 @@ struct RequestBudget {
 }
 
 impl RequestBudget {
+    /// A budget of `[observability]`'s defaults.
     fn new() -> Self {
-        Self {
-            per_second: AtomicU32::new(100),
-            slow_us: AtomicI64::new(100_000),
+        let defaults = forge_core::config::ObservabilityConfig::default();
+        let budget = Self {
+            per_second: AtomicU32::new(0),
+            slow_us: AtomicI64::new(0),
             second: AtomicI64::new(0),
             used: AtomicU32::new(0),
             unstored: AtomicU64::new(0),
-        }
+        };
+        budget.set(defaults.request_spans, defaults.slow_request.as_std());
+        budget
+    }
+
+    fn set(&self, spans: RequestSpans, slow: Duration) {
+        let per_second = match spans {
+            RequestSpans::All => u32::MAX,
+            RequestSpans::PerSecond(n) => n.min(u32::MAX - 1),
+        };
+        self.per_second.store(per_second, Ordering::Relaxed);
+        self.slow_us.store(i64::try_from(slow.as_micros()).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     fn admits(&self, second: i64, duration_us: i64) -> bool {
@@ -143,15 +156,10 @@ impl Telemetry {
     }
 
     /// Sets which plain requests have their span stored: `spans` per second (or all), and any
-    /// request taking `slow` or longer. Until called: 100 per second, and requests of 100 ms.
+    /// request taking `slow` or longer. Until called: `[observability]`'s defaults (100 per
+    /// second, requests of 100 ms).
     pub fn set_request_spans(&self, spans: RequestSpans, slow: Duration) {
-        let per_second = match spans {
-            RequestSpans::All => u32::MAX,
-            RequestSpans::PerSecond(n) => n.min(u32::MAX - 1),
-        };
-        self.requests.per_second.store(per_second, Ordering::Relaxed);
-        let slow_us = i64::try_from(slow.as_micros()).unwrap_or(i64::MAX);
-        self.requests.slow_us.store(slow_us, Ordering::Relaxed);
+        self.requests.set(spans, slow);
     }
 
     /// Whether the span of a plain request (see [`Telemetry::set_request_spans`]) that started

@@ -100,20 +100,18 @@ pub(crate) struct Referenced;
 
 /// The trace context of the current span (or job attempt), if it is inside a trace.
 pub(crate) fn current_context() -> Option<SpanContext> {
-    use tracing_subscriber::registry::{LookupSpan, Registry};
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            span.scope().find_map(|s| s.extensions().get::<SpanContext>().cloned())
-        })
-        .flatten()
-        .or_else(task_context)
+    context_in_scope(false)
 }
 
 /// Like [`current_context`], for work that will name the span as its parent: the span is
 /// marked [`Referenced`].
 pub(crate) fn referenced_context() -> Option<SpanContext> {
+    context_in_scope(true)
+}
+
+/// The context of the innermost span in scope that has one (marked [`Referenced`] if
+/// `reference`), else the job attempt's.
+fn context_in_scope(reference: bool) -> Option<SpanContext> {
     use tracing_subscriber::registry::{LookupSpan, Registry};
     tracing::Span::current()
         .with_subscriber(|(id, dispatch)| {
@@ -121,7 +119,9 @@ pub(crate) fn referenced_context() -> Option<SpanContext> {
             let span = registry.span(id)?;
             span.scope().find_map(|s| {
                 let context = s.extensions().get::<SpanContext>().cloned()?;
-                s.extensions_mut().replace(Referenced);
+                if reference {
+                    s.extensions_mut().replace(Referenced);
+                }
                 Some(context)
             })
         })
