@@ -15,6 +15,7 @@
 //! cargo run --release -p forge-bench -- testdb --iterations 30
 //! cargo run --release -p forge-bench -- rpc --seconds 10 --connections 32
 //! cargo run --release -p forge-bench -- rpc-floor --seconds 10 --connections 32
+//! cargo run --release -p forge-bench -- rpc-stack --rounds 200 --batch 2000
 //! cargo run --release -p forge-bench -- dashboard --jobs 100000
 //! cargo run --release -p forge-bench -- workflows --runs 10000 --steps 3
 //! cargo run --release -p forge-bench -- api --seconds 10 --clients 8 --connections 32
@@ -30,6 +31,7 @@ mod floor;
 mod jobs;
 mod realtime;
 mod rpc;
+mod rpc_stack;
 mod stats;
 mod worker;
 mod workflows;
@@ -112,6 +114,16 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+    /// The gateway's own CPU per request, without sockets or SQL: Forge's router and a bare
+    /// axum router answering the same request in alternating slices on one thread.
+    RpcStack {
+        /// Slices per router.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// Requests per slice.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+    },
     /// The dashboard API's latency over HTTP with `--jobs` rows in `forge_jobs`.
     Dashboard {
         /// Jobs in the table.
@@ -166,6 +178,7 @@ async fn main() -> ExitCode {
         Scenario::Worker(args) => worker::run(args).await.map(|()| serde_json::Value::Null),
         Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
+        Scenario::RpcStack { rounds, batch } => rpc_stack::run(rounds.max(1), batch.max(1)).await,
         Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
         Scenario::Workflows(args) => workflows::run(args).await,

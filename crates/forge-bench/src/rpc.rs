@@ -17,7 +17,7 @@ use forge::testing::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::stats::Report;
+use crate::stats::{CpuTime, Report};
 use crate::stats::{ms, quantile};
 
 /// The SQL both servers run.
@@ -84,6 +84,7 @@ async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Repor
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let url: Arc<str> = url.into();
+    let cpu = CpuTime::now();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -114,6 +115,7 @@ async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Repor
         errors += e;
     }
     let elapsed = started.elapsed();
+    let (machine_us, process_us) = CpuTime::per_unit_since(cpu, latencies.len());
     latencies.sort();
     Ok(serde_json::json!({
         "bench": bench,
@@ -124,5 +126,9 @@ async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Repor
         "req_per_s": (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": ms(quantile(&latencies, 0.5)),
         "p99_ms": ms(quantile(&latencies, 0.99)),
+        // CPU per request, steadier than the rate on a shared machine: the whole machine's
+        // (Postgres included) and this process's (server and load generator).
+        "machine_us_per_req": machine_us,
+        "process_us_per_req": process_us,
     }))
 }

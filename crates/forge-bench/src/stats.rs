@@ -52,15 +52,22 @@ impl CpuTime {
 
     /// `{"machine_us_per_job", "bench_process_us_per_job"}` since `start`, over `jobs` jobs.
     pub(crate) fn per_job_since(start: Self, jobs: usize) -> serde_json::Value {
-        let end = Self::now();
-        let per_job = |a: Option<Duration>, b: Option<Duration>| {
-            a.zip(b)
-                .map(|(a, b)| (b.saturating_sub(a).as_secs_f64() * 1e6 / jobs.max(1) as f64 * 100.0).round() / 100.0)
-        };
+        let (machine, process) = Self::per_unit_since(start, jobs);
         serde_json::json!({
-            "machine_us_per_job": per_job(start.machine, end.machine),
-            "bench_process_us_per_job": per_job(start.process, end.process),
+            "machine_us_per_job": machine,
+            "bench_process_us_per_job": process,
         })
+    }
+
+    /// Microseconds of CPU per unit of work (`units` of them) since `start`: the machine's
+    /// and this process's.
+    pub(crate) fn per_unit_since(start: Self, units: usize) -> (Option<f64>, Option<f64>) {
+        let end = Self::now();
+        let per_unit = |a: Option<Duration>, b: Option<Duration>| {
+            a.zip(b)
+                .map(|(a, b)| (b.saturating_sub(a).as_secs_f64() * 1e6 / units.max(1) as f64 * 100.0).round() / 100.0)
+        };
+        (per_unit(start.machine, end.machine), per_unit(start.process, end.process))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The gateway's limits, over real sockets: a client that sends its headers too slowly is cut
 //! off; past `max_concurrent_requests` calls are shed with 503 and `Retry-After` while the
-//! probes still answer; `/ready` says what is wrong without the database's own words; `/metrics`
+//! probes still answer; a call longer than `request_timeout` is answered 408 and counted; `/ready` says what is wrong without the database's own words; `/metrics`
 //! can require a token and does not count the job table on every scrape.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +20,13 @@ static WAITING: AtomicUsize = AtomicUsize::new(0);
 async fn hold(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
     WAITING.fetch_add(1, Ordering::SeqCst);
     RELEASE.notified().await;
+    Ok(1)
+}
+
+/// Answers after ten seconds.
+#[forge::query(public)]
+async fn linger(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
+    tokio::time::sleep(Duration::from_secs(10)).await;
     Ok(1)
 }
 
@@ -87,6 +94,32 @@ async fn past_the_limit_of_requests_in_flight_calls_are_shed_and_the_probes_stil
     }
     let status = client.post(format!("{base}/rpc/no_such_function")).json(&()).send().await.expect("response").status();
     assert_eq!(status.as_u16(), 404, "a slot is free again: the call reaches the router");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_call_longer_than_the_request_timeout_is_answered_408_and_counted() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.request_timeout = "1s".parse().expect("duration")).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = client.post(format!("{base}/rpc/linger")).json(&()).send().await.expect("response");
+    let waited = started.elapsed();
+    assert_eq!(response.status().as_u16(), 408);
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(9), "answered after {waited:?}");
+    assert!(response.headers()["content-type"].to_str().expect("type").starts_with("application/problem+json"));
+    let problem: serde_json::Value = response.json().await.expect("problem");
+    assert_eq!(problem["type"], "urn:forge:problem:request-timeout", "{problem}");
+    assert_eq!(problem["instance"], "/rpc/linger", "{problem}");
+    assert!(problem["detail"].as_str().expect("detail").contains("request_timeout (1s)"), "{problem}");
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("forge_http_requests_total{")
+            && l.contains(r#"route="/rpc/{function}""#)
+            && l.contains(r#"status="408""#)),
+        "the timed-out request is counted: {metrics}"
+    );
     node.stop().await.expect("stop");
 }
 

@@ -22,8 +22,8 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::metrics;
+use super::routes::{self, Gate};
 use super::serve::Connection;
-use super::state::GatewayState;
 use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent, new_uuid};
 
 /// What the middleware learnt about a request, for the handlers.
@@ -44,8 +44,11 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| new_uuid().to_string())
 }
 
-/// The middleware.
-pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
+/// The middleware: around the request's span, the load shedding (`503` past `[gateway]
+/// max_concurrent_requests`, probes excepted) and the request timeout (`408`), so that shed and
+/// timed-out requests are logged and counted like the others.
+pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let Gate { state, slots, timeout } = gate;
     let started = Instant::now();
     let request_id = request_id(request.headers());
     let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
@@ -74,7 +77,21 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
         function = tracing::field::Empty,
         function_kind = tracing::field::Empty,
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let probe = matches!(route.as_str(), "/health" | "/ready");
+    let answer = async {
+        // Held until the answer is ready.
+        let _slot = if probe {
+            None
+        } else {
+            let Ok(slot) = slots.try_acquire() else { return routes::overloaded(&path) };
+            Some(slot)
+        };
+        match tokio::time::timeout(timeout.as_std(), next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => routes::timed_out(&path, timeout),
+        }
+    };
+    let mut response = answer.instrument(span.clone()).await;
     if response.status().is_server_error() {
         span.record("status", "error");
     }
@@ -87,7 +104,6 @@ pub(crate) async fn observe(State(state): State<GatewayState>, mut request: Requ
     metrics::record_request(state.metrics(), method_label(&method), &route, status, elapsed);
     // Inside the request's span: the line carries its node and trace. Probes (a load balancer
     // asks every few seconds) are logged at debug only.
-    let probe = matches!(route.as_str(), "/health" | "/ready");
     let duration_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
     span.in_scope(|| {
         macro_rules! access {

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use super::problem::Problem;
 use super::state::GatewayState;
@@ -54,37 +52,57 @@ pub fn router_with(state: GatewayState, extra: Router) -> Router {
         ),
         None => routed.fallback(not_found),
     };
-    let mut router = routed
-        .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout));
-    if let Some(cors) = cors_layer(&settings.cors_origins) {
-        router = router.layer(cors);
-    }
-    let slots = Arc::new(Semaphore::new(settings.max_concurrent_requests));
-    router
-        .layer(middleware::from_fn_with_state(slots, shed_load))
-        .layer(middleware::from_fn_with_state(state, request::observe))
+    // One stack around every route (each `Router::layer` call boxes every route once more, and
+    // each box is cloned per request): the request's observation, load shedding and timeout in
+    // one middleware, then CORS, then the body limit.
+    let layers = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(Gate::new(state, &settings), request::observe))
+        .option_layer(cors_layer(&settings.cors_origins))
+        .layer(DefaultBodyLimit::max(settings.body_limit));
+    routed.layer(layers)
 }
 
-/// Answers `503` with `Retry-After: 1` when `[gateway] max_concurrent_requests` requests are
-/// already in flight, instead of queueing more work than the database can take (a flood of
-/// calls then cannot starve the engine of connections). The probes are never shed.
-async fn shed_load(State(slots): State<Arc<Semaphore>>, request: axum::extract::Request, next: Next) -> Response {
-    if matches!(request.uri().path(), "/health" | "/ready") {
-        return next.run(request).await;
+/// What the request middleware ([`request::observe`]) holds: the gateway, its slots for
+/// requests in flight and the request timeout.
+#[derive(Clone, Debug)]
+pub(super) struct Gate {
+    pub(super) state: GatewayState,
+    /// `[gateway] max_concurrent_requests` permits: a request without one is answered `503`
+    /// with `Retry-After: 1` instead of queueing more work than the database can take (a
+    /// flood of calls then cannot starve the engine of connections). Probes are never shed.
+    pub(super) slots: Arc<Semaphore>,
+    /// `[gateway] request_timeout`: past it, `408`.
+    pub(super) timeout: forge_core::config::Duration,
+}
+
+impl Gate {
+    fn new(state: GatewayState, settings: &super::state::HttpSettings) -> Self {
+        Self { state, slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)), timeout: settings.timeout }
     }
-    let Ok(_slot) = slots.try_acquire() else {
-        let mut response = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway is at its limit of requests in flight; retry shortly",
-        )
-        .with_type("urn:forge:problem:overloaded")
-        .with_instance(request.uri().path().to_owned())
-        .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    };
-    next.run(request).await
+}
+
+/// The `503` for a request beyond `[gateway] max_concurrent_requests`.
+pub(super) fn overloaded(path: &str) -> Response {
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway is at its limit of requests in flight; retry shortly",
+    )
+    .with_type("urn:forge:problem:overloaded")
+    .with_instance(path)
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The `408` for a request that took longer than `[gateway] request_timeout`.
+pub(super) fn timed_out(path: &str, timeout: forge_core::config::Duration) -> Response {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request took longer than [gateway] request_timeout ({timeout})"),
+    )
+    .with_type("urn:forge:problem:request-timeout")
+    .with_instance(path)
+    .into_response()
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

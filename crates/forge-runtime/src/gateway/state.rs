@@ -42,7 +42,7 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub(super) struct HttpSettings {
     pub(super) body_limit: usize,
-    pub(super) timeout: Duration,
+    pub(super) timeout: forge_core::config::Duration,
     pub(super) cors_origins: Vec<String>,
     pub(super) max_concurrent_requests: usize,
     pub(super) trusted_proxies: Vec<forge_core::config::IpRange>,
@@ -89,7 +89,7 @@ impl GatewayState {
                 dispatcher,
                 http: HttpSettings {
                     body_limit: usize::try_from(gw.body_limit.bytes()).unwrap_or(usize::MAX),
-                    timeout: gw.request_timeout.as_std(),
+                    timeout: gw.request_timeout,
                     cors_origins: gw.cors_origins.clone(),
                     max_concurrent_requests: gw.max_concurrent_requests.get(),
                     trusted_proxies: gw.trusted_proxies.clone(),
