@@ -36,7 +36,7 @@ impl CallParts {
         Self {
             pool,
             read_pool,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: crate::observability::new_uuid().to_string(),
             trace_id: TraceId::new(),
             auth: Auth::anonymous(),
             client_ip: None,

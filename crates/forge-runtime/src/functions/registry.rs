@@ -149,7 +149,8 @@ impl FunctionRegistry {
     ) -> Result<serde_json::Value, ForgeError> {
         let (info, handler) = self.authorized(name, &parts.auth)?;
         if let Some(limit) = &info.rate_limit {
-            super::rate_limit::take(&parts.pool, &limit.bucket(info.name, &parts), limit).await?;
+            // Boxed: most functions have no limit, and the call's future need not carry its room.
+            Box::pin(super::rate_limit::take(&parts.pool, &limit.bucket(info.name, &parts), limit)).await?;
         }
         let cache_key = info.cache.map(|_| QueryCache::key(info.name, &parts.auth, &args));
         if let Some(key) = &cache_key

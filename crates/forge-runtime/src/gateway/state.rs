@@ -175,7 +175,9 @@ impl GatewayState {
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
         let started = std::time::Instant::now();
-        let result = self.inner.functions.call(function, parts, args).await;
+        // Boxed: the call's future is large (kilobytes), and every future holding it inline is
+        // copied whole each time it moves (into axum's boxed handler future, among others).
+        let result = Box::pin(self.inner.functions.call(function, parts, args)).await;
         metrics::record_call(self.metrics(), &self.inner.functions, function, &result, started.elapsed());
         if result.is_ok() && self.inner.functions.get(function).is_some_and(|f| f.kind != FunctionKind::Query) {
             self.inner.writes.notify_one();
