@@ -125,7 +125,8 @@ pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> syn::R
                         ::core::result::Result<::forge::__private::serde_json::Value, ::forge::functions::ForgeError>,
                     > {
                         ::forge::functions::run_function::<::forge::functions::#context, #args_ty, #output_ty, _, _>(parts, args, |ctx, args| async move {
-                            #fn_name(&ctx, args).await
+                            let out = #fn_name(&ctx, args).await;
+                            (ctx, out)
                         })
                     }
                     handler

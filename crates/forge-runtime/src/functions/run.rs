@@ -22,12 +22,13 @@ where
     A: DeserializeOwned + Send + 'static,
     O: Serialize + Send + 'static,
     F: FnOnce(C, A) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<O, ForgeError>> + Send + 'static,
+    Fut: Future<Output = (C, Result<O, ForgeError>)> + Send + 'static,
 {
     Box::pin(async move {
         let args: A = parse_args(args)?;
         let ctx = C::open(parts).await?;
-        let out = f(ctx.clone(), args).await;
+        // The handler borrows the context and hands it back for `close` (no clone per call).
+        let (ctx, out) = f(ctx, args).await;
         ctx.close(out.is_ok()).await?;
         serde_json::to_value(out?).map_err(|e| ForgeError::Internal(format!("cannot serialise the result: {e}")))
     })

@@ -72,12 +72,7 @@ async fn call_parts(
         }
         response
     })?;
-    Ok(state
-        .call_parts()
-        .with_auth(auth)
-        .with_request_id(meta.request_id.clone())
-        .with_trace_id(meta.trace_id)
-        .with_client_ip(meta.client_ip))
+    Ok(state.request_parts(meta.request_id.clone(), meta.trace_id).with_auth(auth).with_client_ip(meta.client_ip))
 }
 
 /// `POST /rpc/{function}`.

@@ -11,7 +11,7 @@ use super::metrics;
 use crate::db::{Migrator, read_only_pool};
 use crate::functions::{CallParts, ForgeError, FunctionKind, FunctionRegistry};
 use crate::jobs::{BatchedDispatcher, Dispatcher, Notifier};
-use crate::observability::{Metrics, Telemetry};
+use crate::observability::{Metrics, Telemetry, TraceId};
 
 /// What the gateway's handlers share.
 #[derive(Clone, Debug)]
@@ -35,6 +35,9 @@ struct Inner {
     /// Woken after every mutation or action that succeeds (the live queries' change feed
     /// reads at once instead of at its next poll).
     writes: Arc<tokio::sync::Notify>,
+    /// What every call's parts start from (pools, notifier, dispatcher, HTTP client): cloned
+    /// per request, which is cheaper than building them and drawing ids the request replaces.
+    parts: CallParts,
 }
 
 /// The layers' settings: `[gateway] body_limit`, `request_timeout`, `cors_origins`,
@@ -78,8 +81,12 @@ impl GatewayState {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let gw = &config.gateway;
+        let parts = CallParts::new(pool.clone(), read_pool.clone())
+            .with_notifier(dispatcher.as_ref().and_then(|d| d.dispatch_notifier()).cloned())
+            .with_dispatcher(dispatcher.clone());
         Self {
             inner: Arc::new(Inner {
+                parts,
                 read_pool,
                 auth: Authenticator::new(&config.auth, pool.clone()),
                 pool,
@@ -160,7 +167,13 @@ impl GatewayState {
         self.inner.telemetry.metrics()
     }
 
-    /// A call's parts, before the caller is known.
+    /// The parts of a call made by an HTTP request with id `request_id` in trace `trace_id`,
+    /// before the caller is known.
+    pub(crate) fn request_parts(&self, request_id: String, trace_id: TraceId) -> CallParts {
+        self.inner.parts.clone().with_request_id(request_id).with_trace_id(trace_id)
+    }
+
+    /// A call's parts, before the caller is known, with fresh request and trace ids.
     pub(crate) fn call_parts(&self) -> CallParts {
         CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone())
             .with_notifier(self.notifier().cloned())

@@ -17,7 +17,7 @@
 //! arrived with a sampled `traceparent`; a plain one only within the node's
 //! `request_spans` per second (see [`Telemetry::set_request_spans`](super::Telemetry::set_request_spans)).
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use tracing::field::{Field, Visit};
@@ -142,12 +142,21 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for StoreFilter {
     }
 }
 
+/// What the layer keeps in a span's extensions, in one entry (one lookup per record and
+/// close): the context it passes on and what it records about itself.
+#[derive(Debug)]
+pub(crate) struct SpanState {
+    pub(crate) context: SpanContext,
+    recording: Recording,
+}
+
 /// What a span records about itself until it closes.
 #[derive(Debug)]
 struct Recording {
     name: &'static str,
     kind: String,
-    started_at: DateTime<Utc>,
+    /// The wall clock at the start, turned into a date only if the span is stored.
+    started_at: SystemTime,
     started: Instant,
     attributes: Vec<(&'static str, serde_json::Value)>,
     error: bool,
@@ -270,6 +279,11 @@ impl Visit for EventFields {
     }
 }
 
+/// The Unix second `at` falls in.
+fn unix_second(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn skipped(target: &str) -> bool {
     SKIPPED_TARGETS.iter().any(|t| target.starts_with(t))
 }
@@ -285,7 +299,7 @@ where
         }
         let mut context = span
             .parent()
-            .and_then(|parent| parent.extensions().get::<SpanContext>().cloned())
+            .and_then(|parent| parent.extensions().get::<SpanState>().map(|s| s.context.clone()))
             .or_else(task_context)
             .unwrap_or_default();
         context.parent_span_id = context.span_id.take();
@@ -293,26 +307,22 @@ where
         let mut recording = Recording {
             name: span.metadata().name(),
             kind: "internal".to_owned(),
-            started_at: Utc::now(),
+            started_at: SystemTime::now(),
             started: Instant::now(),
-            attributes: Vec::new(),
+            attributes: Vec::with_capacity(attrs.fields().len()),
             error: false,
             keep: false,
         };
         attrs.record(&mut SpanFields { context: &mut context, recording: &mut recording });
-        let mut extensions = span.extensions_mut();
-        extensions.insert(context);
-        extensions.insert(recording);
+        span.extensions_mut().insert(SpanState { context, recording });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        let Some(mut context) = extensions.remove::<SpanContext>() else { return };
-        if let Some(recording) = extensions.get_mut::<Recording>() {
-            values.record(&mut SpanFields { context: &mut context, recording });
+        if let Some(SpanState { context, recording }) = extensions.get_mut::<SpanState>() {
+            values.record(&mut SpanFields { context, recording });
         }
-        extensions.insert(context);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -321,13 +331,15 @@ where
             return;
         }
         let span = ctx.event_span(event);
-        let context =
-            span.as_ref().and_then(|span| span.extensions().get::<SpanContext>().cloned()).or_else(task_context);
+        let context = span
+            .as_ref()
+            .and_then(|span| span.extensions().get::<SpanState>().map(|s| s.context.clone()))
+            .or_else(task_context);
         let Some(node) = context.as_ref().and_then(|c| c.node.clone()).or_else(telemetry::default_node) else {
             return;
         };
         if let Some(span) = &span
-            && let Some(recording) = span.extensions_mut().get_mut::<Recording>()
+            && let Some(SpanState { recording, .. }) = span.extensions_mut().get_mut::<SpanState>()
         {
             recording.keep = true;
             recording.error |= *meta.level() == tracing::Level::ERROR;
@@ -352,8 +364,7 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let mut extensions = span.extensions_mut();
-        let Some(recording) = extensions.remove::<Recording>() else { return };
-        let Some(context) = extensions.remove::<SpanContext>() else { return };
+        let Some(SpanState { context, recording }) = extensions.remove::<SpanState>() else { return };
         let referenced = extensions.remove::<Referenced>().is_some();
         drop(extensions);
         let (Some(node), Some(trace_id), Some(span_id)) = (context.node, context.trace_id, context.span_id) else {
@@ -362,23 +373,24 @@ where
         let duration_us = i64::try_from(recording.started.elapsed().as_micros()).unwrap_or(i64::MAX);
         if recording.name == HTTP_SPAN
             && !(recording.keep || recording.error || referenced)
-            && !node.stores_plain_request(recording.started_at.timestamp(), duration_us)
+            && !node.stores_plain_request(unix_second(recording.started_at), duration_us)
         {
             return;
         }
         // A stored span keeps the spans it is inside, so its trace has no holes.
         if let Some(parent) = span.parent()
-            && let Some(recording) = parent.extensions_mut().get_mut::<Recording>()
+            && let Some(SpanState { recording, .. }) = parent.extensions_mut().get_mut::<SpanState>()
         {
             recording.keep = true;
         }
+        let started_at = DateTime::<Utc>::from(recording.started_at);
         node.push_span(SpanRecord {
             trace_id,
             span_id,
             parent_span_id: context.parent_span_id,
             name: recording.name.to_owned(),
             kind: recording.kind,
-            started_at: recording.started_at,
+            started_at,
             duration_us,
             status: if recording.error { "error" } else { "ok" },
             attributes: recording.attributes,

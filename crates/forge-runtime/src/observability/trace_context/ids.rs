@@ -64,7 +64,7 @@ impl TraceId {
 
     /// From 32 hex digits (either case); `None` if malformed or zero.
     pub fn parse(text: &str) -> Option<Self> {
-        hex_digits(text, 32).then(|| u128::from_str_radix(text, 16).ok()).flatten().filter(|v| *v != 0).map(Self)
+        parse_hex(text, 32).filter(|v| *v != 0).map(Self)
     }
 }
 
@@ -89,7 +89,7 @@ impl SpanId {
 
     /// From 16 hex digits (either case); `None` if malformed or zero.
     pub fn parse(text: &str) -> Option<Self> {
-        hex_digits(text, 16).then(|| u64::from_str_radix(text, 16).ok()).flatten().filter(|v| *v != 0).map(Self)
+        parse_hex(text, 16).and_then(|v| u64::try_from(v).ok()).filter(|v| *v != 0).map(Self)
     }
 }
 
@@ -101,14 +101,27 @@ impl Default for SpanId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut digits = [0; 32];
+        f.pad(write_hex(self.0, &mut digits))
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let mut digits = [0; 16];
+        f.pad(write_hex(u128::from(self.0), &mut digits))
     }
+}
+
+/// `value`'s lowest `digits.len()` hex digits, lowercase and zero-padded, written into
+/// `digits` (ids are formatted for every request span; `{:032x}` is several times slower).
+fn write_hex(value: u128, digits: &mut [u8]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = digits.len();
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((value >> (4 * (n - 1 - i))) & 0xf) as usize];
+    }
+    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 /// A trace or span id that is not the right number of hex digits, or is zero.
@@ -241,9 +254,20 @@ pub(crate) fn new_uuid() -> uuid::Uuid {
     uuid::Builder::from_random_bytes(bits.to_be_bytes()).into_uuid()
 }
 
-/// Whether `text` is exactly `n` hex digits (`from_str_radix` alone would take a sign).
-fn hex_digits(text: &str, n: usize) -> bool {
-    text.len() == n && text.bytes().all(|b| b.is_ascii_hexdigit())
+/// Exactly `n` (at most 32) hex digits of either case as a number; `None` for anything else.
+fn parse_hex(text: &str, n: usize) -> Option<u128> {
+    if text.len() != n {
+        return None;
+    }
+    text.bytes().try_fold(0u128, |value, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some((value << 4) | u128::from(digit))
+    })
 }
 
 fn next() -> u64 {
@@ -280,6 +304,35 @@ mod tests {
         assert!(trace.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(trace.parse::<TraceId>().map(|t| t.to_string()), Ok(trace));
         assert!(TraceId::new().job().is_none(), "a new trace is nobody's job");
+    }
+
+    #[test]
+    fn hex_forms_match_the_standard_formatting_and_parse_back() {
+        for value in
+            [1u128, 0xf, 0xdead_beef, u128::from(u64::MAX), u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210]
+        {
+            let trace = TraceId(value);
+            assert_eq!(trace.to_string(), format!("{value:032x}"));
+            assert_eq!(TraceId::parse(&trace.to_string()), Some(trace));
+            assert_eq!(TraceId::parse(&format!("{value:032X}")), Some(trace), "upper case is read too");
+            let low = value as u64;
+            if low != 0 {
+                assert_eq!(SpanId(low).to_string(), format!("{low:016x}"));
+                assert_eq!(SpanId::parse(&format!("{low:016x}")), Some(SpanId(low)));
+            }
+        }
+        assert_eq!(format!("[{:>34}]", TraceId(1)), format!("[  {:032x}]", 1), "width is honoured");
+        for bad in [
+            "",
+            "0",
+            "+0000000000000000000000000000001",
+            "g0000000000000000000000000000001",
+            "00000000000000000000000000000000",
+        ] {
+            assert_eq!(TraceId::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(SpanId::parse("+000000000000001"), None);
+        assert_eq!(SpanId::parse("00000000000000001"), None, "17 digits");
     }
 
     #[test]

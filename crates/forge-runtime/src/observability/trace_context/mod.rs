@@ -22,6 +22,7 @@ pub use self::ids::{
     ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TRACE_SAMPLED,
     TraceId, TraceParent,
 };
+use super::layer::SpanState;
 use super::telemetry::Telemetry;
 
 /// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
@@ -118,7 +119,7 @@ fn context_in_scope(reference: bool) -> Option<SpanContext> {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let span = registry.span(id)?;
             span.scope().find_map(|s| {
-                let context = s.extensions().get::<SpanContext>().cloned()?;
+                let context = s.extensions().get::<SpanState>().map(|state| state.context.clone())?;
                 if reference {
                     s.extensions_mut().replace(Referenced);
                 }
