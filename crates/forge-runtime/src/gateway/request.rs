@@ -13,17 +13,22 @@
 //!   line only when `store_level` names `forge::access` (see `observability::StoreFilter`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::Semaphore;
+
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::metrics;
-use super::routes::{self, Gate};
+use super::problem::Problem;
 use super::serve::Connection;
+use super::state::{GatewayState, HttpSettings};
 use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent, new_uuid};
 
 /// What the middleware learnt about a request, for the handlers.
@@ -83,12 +88,12 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
         let _slot = if probe {
             None
         } else {
-            let Ok(slot) = slots.try_acquire() else { return routes::overloaded(&path) };
+            let Ok(slot) = slots.try_acquire() else { return overloaded(&path) };
             Some(slot)
         };
         match tokio::time::timeout(timeout.as_std(), next.run(request)).await {
             Ok(response) => response,
-            Err(_) => routes::timed_out(&path, timeout),
+            Err(_) => timed_out(&path, timeout),
         }
     };
     let mut response = answer.instrument(span.clone()).await;
@@ -132,6 +137,49 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
         }
     });
     response
+}
+
+/// What the request middleware ([`observe`]) holds: the gateway, its slots for
+/// requests in flight and the request timeout.
+#[derive(Clone, Debug)]
+pub(super) struct Gate {
+    state: GatewayState,
+    /// `[gateway] max_concurrent_requests` permits: a request without one is answered `503`
+    /// with `Retry-After: 1` instead of queueing more work than the database can take (a
+    /// flood of calls then cannot starve the engine of connections). Probes are never shed.
+    slots: Arc<Semaphore>,
+    /// `[gateway] request_timeout`: past it, `408`.
+    timeout: forge_core::config::Duration,
+}
+
+impl Gate {
+    pub(super) fn new(state: GatewayState, settings: &HttpSettings) -> Self {
+        Self { state, slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)), timeout: settings.timeout }
+    }
+}
+
+/// The `503` for a request beyond `[gateway] max_concurrent_requests`.
+fn overloaded(path: &str) -> Response {
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway is at its limit of requests in flight; retry shortly",
+    )
+    .with_type("urn:forge:problem:overloaded")
+    .with_instance(path)
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The `408` for a request that took longer than `[gateway] request_timeout`.
+fn timed_out(path: &str, timeout: forge_core::config::Duration) -> Response {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request took longer than [gateway] request_timeout ({timeout})"),
+    )
+    .with_type("urn:forge:problem:request-timeout")
+    .with_instance(path)
+    .into_response()
 }
 
 /// Longest request path kept in an access-log line.

@@ -1,6 +1,5 @@
 //! The router, its layers and its probes (`/health`, `/ready`, `/metrics`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -8,7 +7,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::problem::Problem;
@@ -56,53 +54,10 @@ pub fn router_with(state: GatewayState, extra: Router) -> Router {
     // each box is cloned per request): the request's observation, load shedding and timeout in
     // one middleware, then CORS, then the body limit.
     let layers = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(Gate::new(state, &settings), request::observe))
+        .layer(middleware::from_fn_with_state(request::Gate::new(state, &settings), request::observe))
         .option_layer(cors_layer(&settings.cors_origins))
         .layer(DefaultBodyLimit::max(settings.body_limit));
     routed.layer(layers)
-}
-
-/// What the request middleware ([`request::observe`]) holds: the gateway, its slots for
-/// requests in flight and the request timeout.
-#[derive(Clone, Debug)]
-pub(super) struct Gate {
-    pub(super) state: GatewayState,
-    /// `[gateway] max_concurrent_requests` permits: a request without one is answered `503`
-    /// with `Retry-After: 1` instead of queueing more work than the database can take (a
-    /// flood of calls then cannot starve the engine of connections). Probes are never shed.
-    pub(super) slots: Arc<Semaphore>,
-    /// `[gateway] request_timeout`: past it, `408`.
-    pub(super) timeout: forge_core::config::Duration,
-}
-
-impl Gate {
-    fn new(state: GatewayState, settings: &super::state::HttpSettings) -> Self {
-        Self { state, slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)), timeout: settings.timeout }
-    }
-}
-
-/// The `503` for a request beyond `[gateway] max_concurrent_requests`.
-pub(super) fn overloaded(path: &str) -> Response {
-    let mut response = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the gateway is at its limit of requests in flight; retry shortly",
-    )
-    .with_type("urn:forge:problem:overloaded")
-    .with_instance(path)
-    .into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// The `408` for a request that took longer than `[gateway] request_timeout`.
-pub(super) fn timed_out(path: &str, timeout: forge_core::config::Duration) -> Response {
-    Problem::new(
-        StatusCode::REQUEST_TIMEOUT,
-        format!("the request took longer than [gateway] request_timeout ({timeout})"),
-    )
-    .with_type("urn:forge:problem:request-timeout")
-    .with_instance(path)
-    .into_response()
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

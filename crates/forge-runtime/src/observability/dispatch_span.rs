@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::layer::referenced_context;
 use super::telemetry::Telemetry;
-use super::trace_context::{DISPATCH_SPAN, SpanContext, SpanId, TraceParent, referenced_context};
+use super::trace_context::{DISPATCH_SPAN, SpanContext, SpanId, TraceParent};
 use super::traces::SpanRecord;
 
 /// Id ranges a `forge.dispatch` span keeps at most (a batch's ids are nearly always one range).

@@ -35,7 +35,8 @@ mod traces;
 
 pub(crate) use dispatch_span::DispatchSpan;
 pub(crate) use layer::JOB_SPAN;
-pub use layer::{StoreFilter, TelemetryLayer};
+pub(crate) use layer::current_metrics;
+pub use layer::{StoreFilter, TelemetryLayer, current_traceparent};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
 pub use query::{LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, job_trace, trace};
@@ -47,7 +48,7 @@ pub(crate) use telemetry::{FlushSettings, sample_queue_depth, spawn_flusher};
 pub use telemetry::{Probes, Telemetry, queue_depths};
 pub use trace_context::{
     ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TRACE_SAMPLED,
-    TraceId, TraceParent, current_traceparent, trace_of_job,
+    TraceId, TraceParent, trace_of_job,
 };
-pub(crate) use trace_context::{SpanContext, current_metrics, in_task_context, new_uuid};
+pub(crate) use trace_context::{SpanContext, in_task_context, new_uuid};
 pub use traces::SpanRecord;

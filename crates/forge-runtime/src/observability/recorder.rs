@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
 
+use super::layer::current_metrics;
 use super::metrics::Labels;
-use super::{DURATION_BUCKETS, Metrics, trace_context};
+use super::{DURATION_BUCKETS, Metrics};
 
 /// What the application's metrics are described as in `/metrics` when it gave no description.
 const NO_HELP: &str = "Recorded by the application.";
@@ -60,7 +61,7 @@ impl Series {
     }
 
     fn with<R>(&self, f: impl FnOnce(&Metrics, &[(&'static str, &str)]) -> R) -> Option<R> {
-        let metrics = trace_context::current_metrics()?;
+        let metrics = current_metrics()?;
         let labels: Vec<(&'static str, &str)> = self.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Some(f(&metrics, &labels))
     }

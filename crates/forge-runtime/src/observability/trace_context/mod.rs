@@ -22,7 +22,6 @@ pub use self::ids::{
     ACCESS_TARGET, DISPATCH_SPAN, FUNCTION_SPAN, HTTP_SPAN, InvalidId, JOB_ATTEMPT_SPAN, SpanId, TRACE_SAMPLED,
     TraceId, TraceParent,
 };
-use super::layer::SpanState;
 use super::telemetry::Telemetry;
 
 /// The trace job `id` runs in: its dispatcher's (`metadata.traceparent`), or its own.
@@ -98,49 +97,6 @@ pub(crate) fn in_task_context<F: std::future::Future>(
 /// has no hole.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Referenced;
-
-/// The trace context of the current span (or job attempt), if it is inside a trace.
-pub(crate) fn current_context() -> Option<SpanContext> {
-    context_in_scope(false)
-}
-
-/// Like [`current_context`], for work that will name the span as its parent: the span is
-/// marked [`Referenced`].
-pub(crate) fn referenced_context() -> Option<SpanContext> {
-    context_in_scope(true)
-}
-
-/// The context of the innermost span in scope that has one (marked [`Referenced`] if
-/// `reference`), else the job attempt's.
-fn context_in_scope(reference: bool) -> Option<SpanContext> {
-    use tracing_subscriber::registry::{LookupSpan, Registry};
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            span.scope().find_map(|s| {
-                let context = s.extensions().get::<SpanState>().map(|state| state.context.clone())?;
-                if reference {
-                    s.extensions_mut().replace(Referenced);
-                }
-                Some(context)
-            })
-        })
-        .flatten()
-        .or_else(task_context)
-}
-
-/// The W3C `traceparent` of the current span, for work it starts elsewhere (a job it
-/// dispatches, a call to another service). The span is then stored even if it is a plain
-/// request beyond `[observability] request_spans`, so the trace has no hole.
-pub fn current_traceparent() -> Option<TraceParent> {
-    referenced_context().and_then(|c| c.traceparent())
-}
-
-/// The metrics of the node the current span belongs to (or the process's oldest node).
-pub(crate) fn current_metrics() -> Option<super::Metrics> {
-    current_context().and_then(|c| c.node).or_else(super::telemetry::default_node).map(|t| t.metrics().clone())
-}
 
 #[cfg(test)]
 mod tests {
