@@ -24,18 +24,16 @@ pub(super) const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Counts an answered request.
 pub(crate) fn record_request(m: &Metrics, method: &str, route: &str, status: u16, elapsed: Duration) {
-    let status = status.to_string();
-    m.count(
-        "forge_http_requests_total",
-        "HTTP requests answered, by method, route and status.",
-        &[("method", method), ("route", route), ("status", &status)],
-        1,
-    );
-    m.observe(
-        "forge_http_request_duration_seconds",
-        "Time to answer an HTTP request, by route.",
+    let code = axum::http::StatusCode::from_u16(status).ok();
+    let status = code.as_ref().map_or("other", axum::http::StatusCode::as_str);
+    m.count_and_observe(
+        (
+            "forge_http_requests_total",
+            "HTTP requests answered, by method, route and status.",
+            &[("method", method), ("route", route), ("status", status)],
+        ),
+        ("forge_http_request_duration_seconds", "Time to answer an HTTP request, by route.", &[("route", route)]),
         DURATION_BUCKETS,
-        &[("route", route)],
         elapsed.as_secs_f64(),
     );
 }
@@ -50,21 +48,16 @@ pub(crate) fn record_call(
 ) {
     // Only registered names become labels: callers cannot grow the series without bound.
     let function = if functions.get(function).is_some() { function } else { "unknown" };
-    let status = match result {
-        Ok(_) => "200".to_owned(),
-        Err(e) => e.status().as_u16().to_string(),
-    };
-    m.count(
-        "forge_function_calls_total",
-        "Function calls, by function and outcome (as an HTTP status).",
-        &[("function", function), ("status", &status)],
-        1,
-    );
-    m.observe(
-        "forge_function_call_duration_seconds",
-        "Time a function call took, by function.",
+    let code = result.as_ref().err().map(ForgeError::status);
+    let status = code.as_ref().map_or("200", axum::http::StatusCode::as_str);
+    m.count_and_observe(
+        (
+            "forge_function_calls_total",
+            "Function calls, by function and outcome (as an HTTP status).",
+            &[("function", function), ("status", status)],
+        ),
+        ("forge_function_call_duration_seconds", "Time a function call took, by function.", &[("function", function)]),
         DURATION_BUCKETS,
-        &[("function", function)],
         elapsed.as_secs_f64(),
     );
 }

@@ -40,17 +40,27 @@ struct Histogram {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    families: Arc<Mutex<Families>>,
 }
 
 impl Metrics {
     /// Adds `n` to counter `name` with `labels`.
     pub fn count(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        add(&mut self.families.lock().unwrap_or_else(PoisonError::into_inner), name, help, labels, n);
+    }
+
+    /// Adds one to `counter` and records `value` in `histogram` (with `buckets`), under one
+    /// lock: the two metrics of an answered request or a function call.
+    pub(crate) fn count_and_observe(
+        &self,
+        counter: (&'static str, &'static str, &[(&'static str, &str)]),
+        histogram: (&'static str, &'static str, &[(&'static str, &str)]),
+        buckets: &'static [f64],
+        value: f64,
+    ) {
         let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let family = families.entry(name).or_insert_with(|| Family::Counter { help, values: BTreeMap::new() });
-        if let Family::Counter { values, .. } = family {
-            *series(values, labels) += n;
-        }
+        add(&mut families, counter.0, counter.1, counter.2, 1);
+        record(&mut families, histogram.0, histogram.1, buckets, histogram.2, [value]);
     }
 
     /// Sets gauge `name` with `labels` to `value`.
@@ -100,24 +110,7 @@ impl Metrics {
         labels: &[(&'static str, &str)],
         values: impl IntoIterator<Item = f64>,
     ) {
-        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
-        let family =
-            families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: BTreeMap::new() });
-        if let Family::Histogram { buckets, values: series_of, .. } = family {
-            let h = series(series_of, labels);
-            if h.counts.len() != buckets.len() {
-                h.counts = vec![0; buckets.len()];
-            }
-            for value in values {
-                for (i, bound) in buckets.iter().enumerate() {
-                    if value <= *bound {
-                        h.counts[i] += 1;
-                    }
-                }
-                h.sum += value;
-                h.count += 1;
-            }
-        }
+        record(&mut self.families.lock().unwrap_or_else(PoisonError::into_inner), name, help, buckets, labels, values);
     }
 
     /// The value of a counter (0 if never counted).
@@ -248,6 +241,43 @@ pub(crate) struct Sample {
 
 /// The series of `values` with `labels`, created if new. Found without allocating: a counter
 /// bumped once per job must not cost a copy of its labels each time.
+type Families = BTreeMap<&'static str, Family>;
+
+/// Adds `n` to counter `name` with `labels`.
+fn add(families: &mut Families, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], n: u64) {
+    let family = families.entry(name).or_insert_with(|| Family::Counter { help, values: BTreeMap::new() });
+    if let Family::Counter { values, .. } = family {
+        *series(values, labels) += n;
+    }
+}
+
+/// Records each of `values` in histogram `name` with `labels`.
+fn record(
+    families: &mut Families,
+    name: &'static str,
+    help: &'static str,
+    buckets: &'static [f64],
+    labels: &[(&'static str, &str)],
+    values: impl IntoIterator<Item = f64>,
+) {
+    let family = families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: BTreeMap::new() });
+    if let Family::Histogram { buckets, values: series_of, .. } = family {
+        let h = series(series_of, labels);
+        if h.counts.len() != buckets.len() {
+            h.counts = vec![0; buckets.len()];
+        }
+        for value in values {
+            for (i, bound) in buckets.iter().enumerate() {
+                if value <= *bound {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += value;
+            h.count += 1;
+        }
+    }
+}
+
 fn series<'a, V: Default>(values: &'a mut BTreeMap<Labels, V>, labels: &[(&'static str, &str)]) -> &'a mut V {
     let same =
         |key: &Labels| key.len() == labels.len() && key.iter().zip(labels).all(|((k, v), (l, w))| k == l && v == w);
