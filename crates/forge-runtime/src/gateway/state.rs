@@ -11,7 +11,7 @@ use super::metrics;
 use crate::db::{Migrator, read_only_pool};
 use crate::functions::{CallParts, ForgeError, FunctionKind, FunctionRegistry};
 use crate::jobs::{BatchedDispatcher, Dispatcher, Notifier};
-use crate::observability::{Metrics, Telemetry, TraceId};
+use crate::observability::{Metrics, Telemetry, TraceId, new_uuid};
 
 /// What the gateway's handlers share.
 #[derive(Clone, Debug)]
@@ -22,7 +22,6 @@ pub struct GatewayState {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
-    read_pool: PgPool,
     migrator: Migrator,
     functions: FunctionRegistry,
     auth: Authenticator,
@@ -81,13 +80,12 @@ impl GatewayState {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let gw = &config.gateway;
-        let parts = CallParts::new(pool.clone(), read_pool.clone())
+        let parts = CallParts::new(pool.clone(), read_pool)
             .with_notifier(dispatcher.as_ref().and_then(|d| d.dispatch_notifier()).cloned())
             .with_dispatcher(dispatcher.clone());
         Self {
             inner: Arc::new(Inner {
                 parts,
-                read_pool,
                 auth: Authenticator::new(&config.auth, pool.clone()),
                 pool,
                 migrator,
@@ -175,9 +173,7 @@ impl GatewayState {
 
     /// A call's parts, before the caller is known, with fresh request and trace ids.
     pub(crate) fn call_parts(&self) -> CallParts {
-        CallParts::new(self.inner.pool.clone(), self.inner.read_pool.clone())
-            .with_notifier(self.notifier().cloned())
-            .with_dispatcher(self.inner.dispatcher.clone())
+        self.request_parts(new_uuid().to_string(), TraceId::new())
     }
 
     /// Runs a function and counts it in the metrics.
