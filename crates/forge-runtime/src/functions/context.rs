@@ -27,6 +27,9 @@ pub struct CallParts {
     pub(crate) http: reqwest::Client,
     pub(crate) notifier: Option<Notifier>,
     pub(crate) dispatcher: Option<BatchedDispatcher>,
+    /// When the HTTP request making the call will be answered with a timeout anyway
+    /// (`[gateway] request_timeout`): a function timeout ending later needs no timer of its own.
+    pub(crate) request_deadline: Option<std::time::Instant>,
 }
 
 impl CallParts {
@@ -43,6 +46,7 @@ impl CallParts {
             http: default_http_client(),
             notifier: None,
             dispatcher: None,
+            request_deadline: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use serde::{Serialize, Serializer};
@@ -211,9 +211,13 @@ impl FunctionRegistry {
             status = tracing::field::Empty,
         );
         let timeout = info.timeout;
+        // Inside an HTTP request whose own timeout comes first (the defaults: both 30 s), the
+        // request's timer is enough: one timer-wheel entry per call instead of two.
+        let timed = parts.request_deadline.is_none_or(|deadline| Instant::now() + timeout < deadline);
         // A panic is caught and answered as an internal error; the node goes on serving.
         let run = std::panic::AssertUnwindSafe(handler(parts, args).instrument(span.clone())).catch_unwind();
-        let result = match tokio::time::timeout(timeout, run).await {
+        let outcome = if timed { tokio::time::timeout(timeout, run).await } else { Ok(run.await) };
+        let result = match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(ForgeError::Internal(format!(
                 "{} panicked: {}",

@@ -35,6 +35,8 @@ pub(crate) struct RequestMeta {
     pub(crate) request_id: String,
     pub(crate) trace_id: TraceId,
     pub(crate) client_ip: Option<IpAddr>,
+    /// When the request is answered `408` if it is still running.
+    pub(crate) deadline: Instant,
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -62,7 +64,8 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
     let path = capped_path(request.uri().path());
     let peer = request.extensions().get::<ConnectInfo<Connection>>().map(|c| c.0.peer.ip());
     let client_ip = peer.map(|peer| client_ip(peer, request.headers(), state.trusted_proxies()));
-    request.extensions_mut().insert(RequestMeta { request_id: request_id.clone(), trace_id, client_ip });
+    let deadline = started + timeout.as_std();
+    request.extensions_mut().insert(RequestMeta { request_id: request_id.clone(), trace_id, client_ip, deadline });
     let span = tracing::info_span!(
         HTTP_SPAN,
         node_id = state.telemetry().node_id(),
@@ -89,7 +92,7 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
             let Ok(slot) = slots.try_acquire() else { return overloaded(&path) };
             Some(slot)
         };
-        match tokio::time::timeout(timeout.as_std(), next.run(request)).await {
+        match tokio::time::timeout_at(deadline.into(), next.run(request)).await {
             Ok(response) => response,
             Err(_) => timed_out(&path, timeout),
         }
@@ -105,35 +108,35 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
     let status = response.status().as_u16();
     span.record("status_code", status);
     metrics::record_request(state.metrics(), method_label(&method), &route, status, elapsed);
-    // Inside the request's span: the line carries its node and trace. Probes (a load balancer
-    // asks every few seconds) are logged at debug only.
+    // In the request's span: the line carries its node and trace. Probes (a load balancer asks
+    // every few seconds) are logged at debug only.
     let duration_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
-    span.in_scope(|| {
-        macro_rules! access {
-            ($level:expr) => {
-                tracing::event!(
-                    target: ACCESS_TARGET,
-                    $level,
-                    method = %method,
-                    path = %path,
-                    route = %route,
-                    status,
-                    duration_ms,
-                    request_id = %request_id,
-                    trace_id = %trace_id,
-                    client_ip = client_ip.map(|ip| ip.to_string()),
-                    "request"
-                )
-            };
-        }
-        if probe {
-            access!(tracing::Level::DEBUG);
-        } else if response.status().is_server_error() {
-            access!(tracing::Level::WARN);
-        } else {
-            access!(tracing::Level::INFO);
-        }
-    });
+    // The span is the line's explicit parent: no entering and leaving it once more.
+    macro_rules! access {
+        ($level:expr) => {
+            tracing::event!(
+                target: ACCESS_TARGET,
+                parent: &span,
+                $level,
+                method = %method,
+                path = %path,
+                route = %route,
+                status,
+                duration_ms,
+                request_id = %request_id,
+                trace_id = %trace_id,
+                client_ip = client_ip.map(|ip| ip.to_string()),
+                "request"
+            )
+        };
+    }
+    if probe {
+        access!(tracing::Level::DEBUG);
+    } else if response.status().is_server_error() {
+        access!(tracing::Level::WARN);
+    } else {
+        access!(tracing::Level::INFO);
+    }
     response
 }
 

@@ -72,7 +72,10 @@ async fn call_parts(
         }
         response
     })?;
-    Ok(state.request_parts(meta.request_id.clone(), meta.trace_id).with_auth(auth).with_client_ip(meta.client_ip))
+    let mut parts =
+        state.request_parts(meta.request_id.clone(), meta.trace_id).with_auth(auth).with_client_ip(meta.client_ip);
+    parts.request_deadline = Some(meta.deadline);
+    Ok(parts)
 }
 
 /// `POST /rpc/{function}`.
