@@ -124,6 +124,17 @@ async fn a_call_longer_than_the_request_timeout_is_answered_408_and_counted() {
 }
 
 #[tokio::test]
+async fn a_request_timeout_too_long_for_the_clock_is_no_deadline() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.request_timeout = "300000000000y".parse().expect("duration")).await;
+    let base = format!("http://{}", node.local_addr().expect("addr"));
+    let client = reqwest::Client::new();
+    let response = client.post(format!("{base}/rpc/no_such_function")).json(&()).send().await.expect("response");
+    assert_eq!(response.status().as_u16(), 404, "served, not a panic");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn ready_says_the_database_is_unreachable_without_its_error_text() {
     let db = TestDatabase::new().await.expect("db");
     let node = gateway(&db, |_| {}).await;

@@ -213,7 +213,9 @@ impl FunctionRegistry {
         let timeout = info.timeout;
         // Inside an HTTP request whose own timeout comes first (the defaults: both 30 s), the
         // request's timer is enough: one timer-wheel entry per call instead of two.
-        let timed = parts.request_deadline.is_none_or(|deadline| Instant::now() + timeout < deadline);
+        let timed = parts
+            .request_deadline
+            .is_none_or(|deadline| Instant::now().checked_add(timeout).is_some_and(|end| end < deadline));
         // A panic is caught and answered as an internal error; the node goes on serving.
         let run = std::panic::AssertUnwindSafe(handler(parts, args).instrument(span.clone())).catch_unwind();
         let outcome = if timed { tokio::time::timeout(timeout, run).await } else { Ok(run.await) };

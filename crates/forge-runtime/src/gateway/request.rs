@@ -64,7 +64,8 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
     let path = capped_path(request.uri().path());
     let peer = request.extensions().get::<ConnectInfo<Connection>>().map(|c| c.0.peer.ip());
     let client_ip = peer.map(|peer| client_ip(peer, request.headers(), state.trusted_proxies()));
-    let deadline = started + timeout.as_std();
+    // A timeout too long for the clock (`request_timeout = "1000y"`) is no deadline at all.
+    let deadline = started.checked_add(timeout.as_std()).unwrap_or_else(|| started + FAR_FUTURE);
     request.extensions_mut().insert(RequestMeta { request_id: request_id.clone(), trace_id, client_ip, deadline });
     let span = tracing::info_span!(
         HTTP_SPAN,
@@ -182,6 +183,9 @@ fn timed_out(path: &str, timeout: forge_core::config::Duration) -> Response {
     .with_instance(path)
     .into_response()
 }
+
+/// A deadline that never comes (what `tokio::time::timeout` uses for durations past the clock).
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
 /// Longest request path kept in an access-log line.
 const MAX_LOGGED_PATH: usize = 256;
