@@ -123,6 +123,10 @@ enum Scenario {
         /// Requests per slice.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
+        /// Tasks sending requests at once, each its own slice (2 shows what the cores
+        /// contend for: shared counters, locks, reference counts).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// The dashboard API's latency over HTTP with `--jobs` rows in `forge_jobs`.
     Dashboard {
@@ -178,7 +182,9 @@ async fn main() -> ExitCode {
         Scenario::Worker(args) => worker::run(args).await.map(|()| serde_json::Value::Null),
         Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
-        Scenario::RpcStack { rounds, batch } => rpc_stack::run(rounds.max(1), batch.max(1)).await,
+        Scenario::RpcStack { rounds, batch, threads } => {
+            rpc_stack::run(rounds.max(1), batch.max(1), threads.max(1)).await
+        }
         Scenario::Dashboard { jobs, requests } => dashboard::run(jobs.max(1), requests.max(1)).await,
         Scenario::Failover { nodes, seconds } => failover::run(nodes.max(2), seconds.max(3)).await,
         Scenario::Workflows(args) => workflows::run(args).await,

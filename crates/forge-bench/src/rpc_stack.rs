@@ -34,8 +34,28 @@ async fn bare_echo(Json(n): Json<i32>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "data": n }))
 }
 
-/// `rounds` slices of `batch` requests through each router, alternating.
-pub(crate) async fn run(rounds: usize, batch: usize) -> Report {
+/// `batch` requests through `router`, one after another: the time per request.
+async fn slice_of(router: Router, batch: usize) -> Result<f64, String> {
+    let request = || {
+        Request::post("/rpc/bench_stack_echo")
+            .header("content-type", "application/json")
+            .body(Body::from("7"))
+            .expect("a valid request")
+    };
+    let started = Instant::now();
+    for _ in 0..batch {
+        let response = router.clone().oneshot(request()).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("/rpc/bench_stack_echo answered {}", response.status()));
+        }
+        axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(|e| e.to_string())?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e9 / batch as f64)
+}
+
+/// `rounds` slices of `batch` requests through each router, alternating; with `threads` above
+/// one, that many tasks send their slices at once (the runtime spreads them over its workers).
+pub(crate) async fn run(rounds: usize, batch: usize, threads: usize) -> Report {
     // What `Forge::start` installs when the process has no subscriber: the telemetry layer.
     let filter = StoreFilter::new("info")?;
     tracing::subscriber::set_global_default(
@@ -47,22 +67,33 @@ pub(crate) async fn run(rounds: usize, batch: usize) -> Report {
     let state = GatewayState::with_config(pool, forge::db::Migrator::forge()?, &config);
     let forge_router = forge::gateway::router(state);
     let bare_router = Router::new().route("/rpc/bench_stack_echo", post(bare_echo));
-    let request = || {
-        Request::post("/rpc/bench_stack_echo")
-            .header("content-type", "application/json")
-            .body(Body::from("7"))
-            .expect("a valid request")
-    };
+    // `threads` tasks at once: the mean of their times per request.
     let slice = async |router: &Router| -> Result<f64, Box<dyn std::error::Error>> {
-        let started = Instant::now();
-        for _ in 0..batch {
-            let response = router.clone().oneshot(request()).await?;
-            if !response.status().is_success() {
-                return Err(format!("/rpc/bench_stack_echo answered {}", response.status()).into());
-            }
-            axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        if threads == 1 {
+            return Ok(slice_of(router.clone(), batch).await?);
         }
-        Ok(started.elapsed().as_secs_f64() * 1e9 / batch as f64)
+        // One OS thread each, with a runtime of its own: the slices surely run on both cores
+        // at once (tasks of one runtime may well share a worker).
+        let times = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..threads)
+                .map(|_| {
+                    let router = router.clone();
+                    scope.spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        runtime.block_on(slice_of(router, batch))
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().map_err(|_| "a slice panicked".to_owned())?).collect::<Vec<_>>()
+        });
+        let mut sum = 0.0;
+        for time in times {
+            sum += time?;
+        }
+        Ok(sum / threads as f64)
     };
     // Warm up both.
     slice(&forge_router).await?;
@@ -81,6 +112,7 @@ pub(crate) async fn run(rounds: usize, batch: usize) -> Report {
         "bench": "rpc-stack",
         "rounds": rounds,
         "batch": batch,
+        "threads": threads,
         "forge_ns_per_req": forge.round(),
         "bare_ns_per_req": bare.round(),
         "overhead_ns_per_req": (forge - bare).round(),

@@ -692,3 +692,98 @@ async fn the_query_api_is_served_by_indexes_on_a_large_table() {
     let t = trace(pool, forge::observability::TraceId::of_job(JobId(500))).await.expect("trace").expect("the job's");
     assert_eq!((t.span_count, t.roots[0].job_id), (1, Some(500)));
 }
+
+/// The query [`an_rpc_call_is_one_span_that_names_its_function`] calls.
+#[forge::query(public)]
+async fn span_echo(_ctx: &QueryContext, n: i32) -> Result<i32, ForgeError> {
+    tracing::info!("inside span_echo");
+    Ok(n)
+}
+
+/// A span's name and the function it names, if any.
+type NamedSpan = (String, Option<String>);
+
+/// A layer noting, for the gateway's spans, their names and the function each one names.
+#[derive(Clone, Default)]
+struct SpanNames(std::sync::Arc<std::sync::Mutex<Vec<NamedSpan>>>);
+
+struct FunctionField<'a>(&'a mut Option<String>);
+
+impl tracing::field::Visit for FunctionField<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "function" {
+            *self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "function" {
+            *self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanNames
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = attrs.metadata().name();
+        if name.starts_with("forge.") {
+            let mut function = None;
+            attrs.record(&mut FunctionField(&mut function));
+            self.0.lock().expect("names").push((name.to_owned(), function));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut names = self.0.lock().expect("names");
+        if let Some((_, function)) = names.iter_mut().rev().find(|(name, _)| name == span.name()) {
+            values.record(&mut FunctionField(function));
+        }
+    }
+}
+
+/// Over `/rpc` the request's `forge.http` span is the call's only span and names the function
+/// (a `forge.function` span inside it would be created and entered at every poll for nothing);
+/// a call made outside any request still runs in a `forge.function` span of its own. Seen by a
+/// plain layer, without Forge's storage filter.
+#[tokio::test]
+async fn an_rpc_call_is_one_span_that_names_its_function() {
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let db = TestDatabase::new().await.expect("test database");
+    let router = db.router().expect("router");
+    let names = SpanNames::default();
+    let _scope = tracing::subscriber::set_default(tracing_subscriber::registry().with(names.clone()));
+
+    let request = axum::http::Request::post("/rpc/span_echo")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("7"))
+        .expect("request");
+    let response = router.oneshot(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        names.0.lock().expect("names").drain(..).collect::<Vec<_>>(),
+        [("forge.http".to_owned(), Some("span_echo".to_owned()))]
+    );
+
+    let answer: i32 = db.call("span_echo", 8, &forge::testing::TestCaller::anonymous()).await.expect("call");
+    assert_eq!(answer, 8);
+    assert_eq!(
+        names.0.lock().expect("names").drain(..).collect::<Vec<_>>(),
+        [("forge.function".to_owned(), Some("span_echo".to_owned()))]
+    );
+}

@@ -187,9 +187,11 @@ impl FunctionRegistry {
         Ok((info, *handler))
     }
 
-    /// Runs `handler` in a `forge.function` span under its timeout, a panic answered as an
-    /// internal error. Called inside a request's `forge.http` span, it also names the function
-    /// on that span (which is then what telemetry stores; see `observability::StoreFilter`).
+    /// Runs `handler` under its timeout, a panic answered as an internal error. Called inside
+    /// a request's `forge.http` span, it names the function on that span, which is then the
+    /// call's span (one span per `/rpc` call: a second one inside it would tell nothing more
+    /// and cost a span's creation and entering at every poll); elsewhere (a WebSocket call, a
+    /// subscription's rerun) it runs in a `forge.function` span of its own.
     async fn run(
         &self,
         info: &FunctionInfo,
@@ -198,18 +200,27 @@ impl FunctionRegistry {
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
         let request = tracing::Span::current();
-        if request.metadata().is_some_and(|m| m.name() == HTTP_SPAN) {
-            request.record("function", info.name);
-            request.record("function_kind", info.kind.as_str());
-        }
-        let span = tracing::info_span!(
-            FUNCTION_SPAN,
-            function = info.name,
-            kind = info.kind.as_str(),
-            request_id = %parts.request_id,
-            trace_id = %parts.trace_id,
-            status = tracing::field::Empty,
-        );
+        let span = match request.metadata() {
+            Some(meta) if meta.name() == HTTP_SPAN => {
+                let fields = meta.fields();
+                if let (Some(function), Some(kind)) = (fields.field("function"), fields.field("function_kind")) {
+                    // One record of both fields: one visit of the span instead of two.
+                    request.record_all(&fields.value_set(&[
+                        (&function, Some(&info.name as &dyn tracing::Value)),
+                        (&kind, Some(&info.kind.as_str() as &dyn tracing::Value)),
+                    ]));
+                }
+                tracing::Span::none()
+            }
+            _ => tracing::info_span!(
+                FUNCTION_SPAN,
+                function = info.name,
+                kind = info.kind.as_str(),
+                request_id = %parts.request_id,
+                trace_id = %parts.trace_id,
+                status = tracing::field::Empty,
+            ),
+        };
         let timeout = info.timeout;
         // Inside an HTTP request whose own timeout comes first (the defaults: both 30 s), the
         // request's timer is enough: one timer-wheel entry per call instead of two.

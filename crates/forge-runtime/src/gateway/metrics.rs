@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::functions::{ForgeError, FunctionRegistry};
+use crate::functions::ForgeError;
 use crate::observability::{DURATION_BUCKETS, Metrics};
 
 /// The content type of the text format.
@@ -38,16 +38,15 @@ pub(crate) fn record_request(m: &Metrics, method: &str, route: &str, status: u16
     );
 }
 
-/// Counts a function call.
+/// Counts a call of `function` (`None`: a name not registered).
 pub(crate) fn record_call(
     m: &Metrics,
-    functions: &FunctionRegistry,
-    function: &str,
+    function: Option<&str>,
     result: &Result<serde_json::Value, ForgeError>,
     elapsed: Duration,
 ) {
     // Only registered names become labels: callers cannot grow the series without bound.
-    let function = if functions.get(function).is_some() { function } else { "unknown" };
+    let function = function.unwrap_or("unknown");
     let code = result.as_ref().err().map(ForgeError::status);
     let status = code.as_ref().map_or("200", axum::http::StatusCode::as_str);
     m.count_and_observe(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -39,9 +39,14 @@ pub(crate) struct RequestMeta {
     pub(crate) deadline: Instant,
 }
 
+/// `X-Request-Id`, named once: a header looked up by a `&str` has its name parsed each time.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `traceparent` (W3C Trace Context).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
@@ -56,7 +61,7 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
     let Gate { state, slots, timeout } = gate;
     let started = Instant::now();
     let request_id = request_id(request.headers());
-    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let traceparent = request.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok());
     let (parent, sampled) = traceparent.and_then(TraceParent::parse_sampled).unzip();
     let trace_id = parent.map_or_else(TraceId::new, |p| p.trace_id);
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
@@ -103,7 +108,7 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
         span.record("status", "error");
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

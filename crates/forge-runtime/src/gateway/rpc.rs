@@ -20,7 +20,11 @@ const MAX_BATCH: usize = 100;
 
 /// The body, or the problem that it is too large, unreadable or not JSON.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
-fn read_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, instance: &str) -> Result<Bytes, Response> {
+fn read_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    instance: impl std::fmt::Display,
+) -> Result<Bytes, Response> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -28,12 +32,15 @@ fn read_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, instance:
         } else {
             rejection.body_text()
         };
-        Problem::new(status, detail).with_type("urn:forge:problem:body").with_instance(instance).into_response()
+        Problem::new(status, detail)
+            .with_type("urn:forge:problem:body")
+            .with_instance(instance.to_string())
+            .into_response()
     })?;
     if !body.is_empty() && !is_json(headers) {
         return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
             .with_type("urn:forge:problem:media-type")
-            .with_instance(instance)
+            .with_instance(instance.to_string())
             .into_response());
     }
     Ok(body)
@@ -52,7 +59,7 @@ async fn call_parts(
     state: &GatewayState,
     meta: &RequestMeta,
     headers: &HeaderMap,
-    instance: &str,
+    instance: impl std::fmt::Display,
 ) -> Result<CallParts, Response> {
     let auth = state.authenticator().authenticate(headers).await.map_err(|e| {
         let status = match e {
@@ -65,7 +72,7 @@ async fn call_parts(
         let detail = if status == StatusCode::UNAUTHORIZED { e.to_string() } else { "try again later".to_owned() };
         let mut response = Problem::new(status, detail)
             .with_type("urn:forge:problem:unauthorized")
-            .with_instance(instance)
+            .with_instance(instance.to_string())
             .into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -86,8 +93,9 @@ pub(crate) async fn call_rest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let instance = format!("/rpc/{function}");
-    let body = match read_body(&headers, body, &instance) {
+    // The problem's `instance`, written only for an answer that is one.
+    let instance = Instance(&function);
+    let body = match read_body(&headers, body, instance) {
         Ok(body) => body,
         Err(problem) => return problem,
     };
@@ -99,19 +107,43 @@ pub(crate) async fn call_rest(
             Err(e) => {
                 return Problem::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}"))
                     .with_type("urn:forge:problem:malformed-json")
-                    .with_instance(instance)
+                    .with_instance(instance.to_string())
                     .into_response();
             }
         }
     };
-    let parts = match call_parts(&state, &meta, &headers, &instance).await {
+    let parts = match call_parts(&state, &meta, &headers, instance).await {
         Ok(parts) => parts,
         Err(problem) => return problem,
     };
     match state.call(&function, parts, args).await {
-        Ok(data) => (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response(),
-        Err(e) => error_problem(&e, &function, &instance, &meta.request_id),
+        Ok(data) => data_response(&data),
+        Err(e) => error_problem(&e, &function, &instance.to_string(), &meta.request_id),
     }
+}
+
+/// `/rpc/{function}`, the `instance` of a problem answering `POST /rpc/{function}`.
+#[derive(Clone, Copy)]
+struct Instance<'a>(&'a str);
+
+impl std::fmt::Display for Instance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/rpc/{}", self.0)
+    }
+}
+
+/// `{"data": …}`, written straight from the value (no map built around it first).
+fn data_response(data: &Value) -> Response {
+    let mut body = Vec::with_capacity(128);
+    body.extend_from_slice(b"{\"data\":");
+    if let Err(e) = serde_json::to_writer(&mut body, data) {
+        // A `Value` always serialises; were it ever not to, the caller gets a 500, not a 200
+        // with half a body.
+        tracing::error!(error = %e, "a function's result could not be written");
+        return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+    }
+    body.push(b'}');
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 fn error_problem(e: &ForgeError, function: &str, instance: &str, request_id: &str) -> Response {

@@ -187,8 +187,10 @@ impl GatewayState {
         // Boxed: the call's future is large (kilobytes), and every future holding it inline is
         // copied whole each time it moves (into axum's boxed handler future, among others).
         let result = Box::pin(self.inner.functions.call(function, parts, args)).await;
-        metrics::record_call(self.metrics(), &self.inner.functions, function, &result, started.elapsed());
-        if result.is_ok() && self.inner.functions.get(function).is_some_and(|f| f.kind != FunctionKind::Query) {
+        // Looked up once more, after the call, for its label and kind.
+        let info = self.inner.functions.get(function);
+        metrics::record_call(self.metrics(), info.map(|f| f.name), &result, started.elapsed());
+        if result.is_ok() && info.is_some_and(|f| f.kind != FunctionKind::Query) {
             self.inner.writes.notify_one();
         }
         result

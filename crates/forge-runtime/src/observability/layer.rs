@@ -72,12 +72,21 @@ pub struct StoreFilter {
     env: EnvFilter,
     /// Whether every access line is stored (the directives name [`ACCESS_TARGET`]).
     access_lines: bool,
+    /// Whether a directive depends on the spans an event is in (`target[span{field}]=level`):
+    /// only then does the `EnvFilter` need to hear of each span entered, left, recorded and
+    /// closed. Without, those calls only take its locks, which every core shares.
+    span_directives: bool,
 }
 
 impl StoreFilter {
     /// A filter storing what `directives` enable.
     pub fn new(directives: &str) -> Result<Self, tracing_subscriber::filter::ParseError> {
-        Ok(Self { env: EnvFilter::try_new(directives)?, access_lines: directives.contains(ACCESS_TARGET) })
+        Ok(Self {
+            env: EnvFilter::try_new(directives)?,
+            access_lines: directives.contains(ACCESS_TARGET),
+            // The syntax of a span directive is the only one with brackets.
+            span_directives: directives.contains('['),
+        })
     }
 
     fn is_job_span(meta: &Metadata<'_>) -> bool {
@@ -122,23 +131,33 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for StoreFilter {
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        Filter::<S>::on_new_span(&self.env, attrs, id, ctx);
+        if self.span_directives {
+            Filter::<S>::on_new_span(&self.env, attrs, id, ctx);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        Filter::<S>::on_record(&self.env, id, values, ctx);
+        if self.span_directives {
+            Filter::<S>::on_record(&self.env, id, values, ctx);
+        }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        Filter::<S>::on_enter(&self.env, id, ctx);
+        if self.span_directives {
+            Filter::<S>::on_enter(&self.env, id, ctx);
+        }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        Filter::<S>::on_exit(&self.env, id, ctx);
+        if self.span_directives {
+            Filter::<S>::on_exit(&self.env, id, ctx);
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        Filter::<S>::on_close(&self.env, id, ctx);
+        if self.span_directives {
+            Filter::<S>::on_close(&self.env, id, ctx);
+        }
     }
 }
 
@@ -233,7 +252,11 @@ impl Visit for SpanFields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.text(field, format!("{value:?}"));
+        // Room for a trace id, a UUID or a short path at once, instead of growing the string
+        // as it is written.
+        let mut text = String::with_capacity(48);
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
+        self.text(field, text);
     }
 }
 
@@ -495,5 +518,20 @@ mod tests {
             [HTTP_SPAN, &event, &format!("{ACCESS_TARGET} INFO"), &format!("{ACCESS_TARGET} WARN"), FUNCTION_SPAN]
         );
         assert_eq!(stored("warn"), [format!("{ACCESS_TARGET} WARN")]);
+    }
+
+    #[test]
+    fn a_directive_naming_a_span_applies_inside_it() {
+        // Without brackets the filter skips hearing of spans entered and left; with them it
+        // must hear, or the `info` inside `bank.call` would be dropped.
+        let noted = Arc::new(Mutex::new(Vec::new()));
+        let filter = StoreFilter::new("warn,[bank.call]=info").expect("directives");
+        let subscriber = tracing_subscriber::registry().with(Noted(noted.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            tracing::warn_span!("bank.call").in_scope(|| tracing::info!("inside"));
+            tracing::info!("outside again");
+        });
+        assert_eq!(*noted.lock().expect("noted"), ["bank.call".to_owned(), format!("{} INFO", module_path!())]);
     }
 }
