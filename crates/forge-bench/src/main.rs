@@ -123,7 +123,7 @@ enum Scenario {
         /// Requests per slice.
         #[arg(long, default_value_t = 2000)]
         batch: usize,
-        /// Tasks sending requests at once, each its own slice (2 shows what the cores
+        /// OS threads sending requests at once, each its own slice (2 shows what the cores
         /// contend for: shared counters, locks, reference counts).
         #[arg(long, default_value_t = 1)]
         threads: usize,

@@ -54,7 +54,7 @@ async fn slice_of(router: Router, batch: usize) -> Result<f64, String> {
 }
 
 /// `rounds` slices of `batch` requests through each router, alternating; with `threads` above
-/// one, that many tasks send their slices at once (the runtime spreads them over its workers).
+/// one, that many OS threads send their slices at once, each on a runtime of its own.
 pub(crate) async fn run(rounds: usize, batch: usize, threads: usize) -> Report {
     // What `Forge::start` installs when the process has no subscriber: the telemetry layer.
     let filter = StoreFilter::new("info")?;
@@ -67,7 +67,7 @@ pub(crate) async fn run(rounds: usize, batch: usize, threads: usize) -> Report {
     let state = GatewayState::with_config(pool, forge::db::Migrator::forge()?, &config);
     let forge_router = forge::gateway::router(state);
     let bare_router = Router::new().route("/rpc/bench_stack_echo", post(bare_echo));
-    // `threads` tasks at once: the mean of their times per request.
+    // `threads` slices at once: the mean of their times per request.
     let slice = async |router: &Router| -> Result<f64, Box<dyn std::error::Error>> {
         if threads == 1 {
             return Ok(slice_of(router.clone(), batch).await?);
