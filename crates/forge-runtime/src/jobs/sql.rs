@@ -713,6 +713,23 @@ mod tests {
         assert_eq!(claimed, expected);
     }
 
+    /// `ClaimedJob` reads a claim's columns by position: both claims return them in the order
+    /// it reads (a swap of two columns of one type, `kind` and `queue` say, would otherwise
+    /// go unnoticed).
+    #[tokio::test]
+    async fn the_claims_return_their_columns_in_the_order_they_are_read() {
+        use sqlx::{Column, Executor};
+
+        use crate::jobs::worker::CLAIMED_COLUMNS;
+
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        for (sql, columns) in [(CLAIM, &CLAIMED_COLUMNS[..9]), (CLAIM_HELD, &CLAIMED_COLUMNS[..])] {
+            let described = db.pool().describe(sql).await.expect("describe");
+            let names: Vec<&str> = described.columns().iter().map(Column::name).collect();
+            assert_eq!(names, columns, "{sql}");
+        }
+    }
+
     /// Both claims leave the jobs whose attempts still run on this node (`busy`), given as an
     /// array that Postgres hashes once per claim rather than scanning it for every candidate row.
     #[tokio::test]

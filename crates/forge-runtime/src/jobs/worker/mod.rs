@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use executor::panic_message;
+#[cfg(test)]
+pub(crate) use shared::CLAIMED_COLUMNS;
 pub(crate) use shared::WorkerSettings;
 #[cfg(feature = "testing")]
 pub(crate) use {executor::Attempt, shared::ClaimedJob};

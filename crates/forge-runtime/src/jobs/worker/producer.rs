@@ -174,33 +174,43 @@ pub(super) async fn produce(shared: Arc<Shared>, queue: String, concurrency: usi
 }
 
 /// Runs one claimed attempt in a task of its own, holding its slot until it has ended: at once,
-/// or (claimed ahead) once a slot is free.
+/// or (claimed ahead) once a slot is free, in the task that waited for it (one task per job,
+/// not a second spawned when the wait is over).
 fn start(shared: &Arc<Shared>, job: ClaimedJob, slot: Slot) {
     match slot {
-        Slot::Run(permit) => run(shared, job, permit),
+        Slot::Run(permit) => {
+            tokio::spawn(attempt(shared, job, permit));
+        }
         Slot::Ahead { place, slots } => {
             let shared = shared.clone();
             tokio::spawn(async move {
                 // The queue's semaphore is never closed: the wait ends with a slot.
                 if let Ok(permit) = slots.acquire_owned().await {
                     drop(place);
-                    run(&shared, job, permit);
+                    attempt(&shared, job, permit).await;
                 }
             });
         }
     }
 }
 
-/// Runs one attempt in a task of its own, holding `permit` until it has ended.
-fn run(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
-    // For printed logs only: stored records take the attempt's task context.
+/// One attempt, holding `permit` until it has ended, in its span (for printed logs only:
+/// stored records take the attempt's task context).
+fn attempt(
+    shared: &Arc<Shared>,
+    job: ClaimedJob,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
+    use futures_util::future::Either;
+
     let span = tracing::info_span!(JOB_SPAN, job_id = job.id, kind = %job.kind, attempt = job.attempt);
-    if shared.telemetry.is_attached() {
-        let context = executor::task_context(shared, &job);
-        let attempt = executor::execute(shared.clone(), job, permit).instrument(span);
-        tokio::spawn(in_task_context(context, attempt));
-    } else {
-        tokio::spawn(executor::execute(shared.clone(), job, permit).instrument(span));
+    let context = shared.telemetry.is_attached().then(|| executor::task_context(shared, &job));
+    let attempt = executor::execute(shared.clone(), job, permit).instrument(span);
+    // One of two futures, not an `async` block holding both (it would be twice the size, and a
+    // task's future is copied whole when it is spawned).
+    match context {
+        Some(context) => Either::Left(in_task_context(context, attempt)),
+        None => Either::Right(attempt),
     }
 }
 
