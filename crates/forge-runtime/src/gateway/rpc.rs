@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -17,6 +17,13 @@ use crate::functions::{CallParts, ForgeError};
 
 /// Most calls in one batch.
 const MAX_BATCH: usize = 100;
+
+/// The request's headers, taken out of it (the `HeaderMap` extractor would copy them all), and
+/// its body, read under the gateway's body limit.
+async fn headers_and_body(mut request: Request) -> (HeaderMap, Result<Bytes, BytesRejection>) {
+    let headers = std::mem::take(request.headers_mut());
+    (headers, Bytes::from_request(request, &()).await)
+}
 
 /// The body, or the problem that it is too large, unreadable or not JSON.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
@@ -90,9 +97,9 @@ pub(crate) async fn call_rest(
     State(state): State<GatewayState>,
     Extension(meta): Extension<RequestMeta>,
     Path(function): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    let (headers, body) = headers_and_body(request).await;
     // The problem's `instance`, written only for an answer that is one.
     let instance = Instance(&function);
     let body = match read_body(&headers, body, instance) {
@@ -174,9 +181,9 @@ fn add_error_headers(response: &mut Response, e: &ForgeError) {
 pub(crate) async fn call_jsonrpc(
     State(state): State<GatewayState>,
     Extension(meta): Extension<RequestMeta>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    let (headers, body) = headers_and_body(request).await;
     let body = match read_body(&headers, body, "/rpc") {
         Ok(body) => body,
         Err(problem) => return problem,
