@@ -21,7 +21,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 use super::metrics;
 use super::problem::Problem;
@@ -103,7 +102,7 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
             Err(_) => timed_out(&path, timeout),
         }
     };
-    let mut response = answer.instrument(span.clone()).await;
+    let mut response = in_span(&span, answer).await;
     if response.status().is_server_error() {
         span.record("status", "error");
     }
@@ -144,6 +143,36 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
         access!(tracing::Level::INFO);
     }
     response
+}
+
+/// `future`, polled inside `span`, as `Instrumented` does, but without a clone of the span
+/// and without entering it once more to drop a future that has returned (nothing in it is left
+/// to drop). A future dropped before it returns (the client went away) is dropped inside the
+/// span, so that what its parts log on the way out is still the request's.
+async fn in_span<F: Future>(span: &tracing::Span, future: F) -> F::Output {
+    struct Pending<'a, 'f, F> {
+        span: &'a tracing::Span,
+        future: std::pin::Pin<&'f mut Option<F>>,
+    }
+    impl<F> Drop for Pending<'_, '_, F> {
+        fn drop(&mut self) {
+            if self.future.is_some() {
+                let _inside = self.span.enter();
+                self.future.set(None);
+            }
+        }
+    }
+    let mut pending = Pending { span, future: std::pin::pin!(Some(future)) };
+    std::future::poll_fn(|cx| {
+        // Never none: the `await` below stops polling once it is ready.
+        let Some(future) = pending.future.as_mut().as_pin_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let output = std::task::ready!(pending.span.in_scope(|| future.poll(cx)));
+        pending.future.set(None);
+        std::task::Poll::Ready(output)
+    })
+    .await
 }
 
 /// What the request middleware ([`observe`]) holds: the gateway, its slots for
@@ -250,6 +279,79 @@ mod tests {
         assert_eq!(client_ip(proxy, &headers, &[]), proxy);
         assert_eq!(method_label(&axum::http::Method::from_bytes(b"BREW").expect("method")), "other");
         assert_eq!(capped_path(&"a".repeat(1000)).len(), MAX_LOGGED_PATH + "… [cut: 1000 bytes in all]".len());
+    }
+
+    /// An event's message and the name of the span it is in.
+    type Sighting = (String, Option<&'static str>);
+
+    /// Each event seen, with its span.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<std::sync::Mutex<Vec<Sighting>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Seen
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                    self.0 = format!("{value:?}");
+                }
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let span = ctx.event_span(event).map(|s| s.name());
+            self.0.lock().expect("seen").push((message.0, span));
+        }
+    }
+
+    /// Logs when it is polled and when it is dropped.
+    struct Noisy(bool);
+
+    impl Future for Noisy {
+        type Output = u8;
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<u8> {
+            tracing::info!("polled");
+            if self.0 {
+                std::task::Poll::Ready(7)
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            tracing::info!("dropped");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_future_runs_in_its_span_and_is_dropped_in_it_if_it_never_answers() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = Seen::default();
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+        let span = tracing::info_span!("request");
+        let events = || std::mem::take(&mut *seen.0.lock().expect("seen"));
+
+        assert_eq!(in_span(&span, Noisy(false)).await, 7);
+        assert_eq!(
+            events(),
+            [("polled".into(), Some("request")), ("polled".into(), Some("request")), ("dropped".into(), None)],
+            "polled inside the span; a future that returned is dropped outside it"
+        );
+
+        let mut cancelled = Box::pin(in_span(&span, Noisy(false)));
+        assert!(futures_util::poll!(cancelled.as_mut()).is_pending());
+        drop(cancelled);
+        assert_eq!(
+            events(),
+            [("polled".into(), Some("request")), ("dropped".into(), Some("request"))],
+            "a future dropped before it returns is dropped inside the span"
+        );
     }
 
     #[test]
