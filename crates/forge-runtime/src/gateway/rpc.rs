@@ -53,11 +53,12 @@ fn read_body(
     Ok(body)
 }
 
+/// Whether the body is declared JSON: `application/json`, in any case, with parameters or not.
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")))
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let media_type = v.as_bytes().split(|b| *b == b';').next().unwrap_or_default();
+        media_type.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    })
 }
 
 /// The call's parts with its caller, or the 401 (503) for credentials that do not hold.
@@ -287,4 +288,28 @@ async fn one_call(state: &GatewayState, parts: &CallParts, call: Value) -> Optio
             rpc_error(reply_id, e.rpc_code(), &e.public_message(), data)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_json_when_its_media_type_says_so_in_any_case_with_or_without_parameters() {
+        let declared = |value: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            }
+            is_json(&headers)
+        };
+        assert!(declared(Some("application/json")));
+        assert!(declared(Some("Application/JSON; charset=utf-8")));
+        assert!(declared(Some(" application/json ;charset=utf-8")));
+        assert!(!declared(Some("text/plain")));
+        assert!(!declared(Some("application/jsonp")));
+        assert!(!declared(Some("application/json-seq")));
+        assert!(!declared(Some("")));
+        assert!(!declared(None));
+    }
 }

@@ -17,6 +17,7 @@
 //! arrived with a sampled `traceparent`; a plain one only within the node's
 //! `request_spans` per second (see [`Telemetry::set_request_spans`](super::Telemetry::set_request_spans)).
 
+use std::borrow::Cow;
 use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -173,7 +174,7 @@ pub(crate) struct SpanState {
 #[derive(Debug)]
 struct Recording {
     name: &'static str,
-    kind: String,
+    kind: Cow<'static, str>,
     /// The wall clock at the start, turned into a date only if the span is stored.
     started_at: SystemTime,
     started: Instant,
@@ -190,7 +191,9 @@ struct SpanFields<'a> {
 }
 
 impl SpanFields<'_> {
-    fn text(&mut self, field: &Field, value: String) {
+    /// A field given as text: read into the span's context, or kept as an attribute (a
+    /// borrowed text is copied only then).
+    fn text(&mut self, field: &Field, value: Cow<'_, str>) {
         match field.name() {
             "node_id" => self.context.node = telemetry::node(&value),
             "trace_id" => {
@@ -207,15 +210,15 @@ impl SpanFields<'_> {
                     self.context.parent_span_id = Some(parent);
                 }
             }
-            "span_kind" => self.recording.kind = value,
+            "span_kind" => self.recording.kind = span_kind(&value),
             name => {
                 match name {
-                    "cron" => self.context.cron = Some(value.clone()),
-                    "function" => self.context.function = Some(value.clone()),
+                    "cron" => self.context.cron = Some(value.clone().into_owned()),
+                    "function" => self.context.function = Some(value.clone().into_owned()),
                     "status" if value == "error" => self.recording.error = true,
                     _ => {}
                 }
-                self.recording.attributes.push((name, value.into()));
+                self.recording.attributes.push((name, value.into_owned().into()));
             }
         }
     }
@@ -248,7 +251,7 @@ impl Visit for SpanFields<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value.to_owned());
+        self.text(field, Cow::Borrowed(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -256,7 +259,19 @@ impl Visit for SpanFields<'_> {
         // as it is written.
         let mut text = String::with_capacity(48);
         let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
-        self.text(field, text);
+        self.text(field, Cow::Owned(text));
+    }
+}
+
+/// A span's kind, without a copy for the usual ones.
+fn span_kind(kind: &str) -> Cow<'static, str> {
+    match kind {
+        "server" => Cow::Borrowed("server"),
+        "client" => Cow::Borrowed("client"),
+        "producer" => Cow::Borrowed("producer"),
+        "consumer" => Cow::Borrowed("consumer"),
+        "internal" => Cow::Borrowed("internal"),
+        other => Cow::Owned(other.to_owned()),
     }
 }
 
@@ -329,7 +344,7 @@ where
         context.span_id = Some(SpanId::new());
         let mut recording = Recording {
             name: span.metadata().name(),
-            kind: "internal".to_owned(),
+            kind: Cow::Borrowed("internal"),
             started_at: SystemTime::now(),
             started: Instant::now(),
             attributes: Vec::with_capacity(attrs.fields().len()),
@@ -412,7 +427,7 @@ where
             span_id,
             parent_span_id: context.parent_span_id,
             name: recording.name.to_owned(),
-            kind: recording.kind,
+            kind: recording.kind.into_owned(),
             started_at,
             duration_us,
             status: if recording.error { "error" } else { "ok" },
