@@ -147,7 +147,21 @@ impl FunctionRegistry {
         parts: CallParts,
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
-        let (info, handler) = self.authorized(name, &parts.auth)?;
+        self.call_found(name, self.find(name), parts, args).await
+    }
+
+    /// [`FunctionRegistry::call`] of a function the caller has looked up already with
+    /// [`FunctionRegistry::find`] (`found` is none if `name` is not registered), so that a
+    /// caller that needs its description too finds it once.
+    pub(crate) async fn call_found(
+        &self,
+        name: &str,
+        found: Option<(&FunctionInfo, ErasedFunction)>,
+        parts: CallParts,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let (info, handler) = found.ok_or_else(|| ForgeError::UnknownFunction(name.to_owned()))?;
+        authorize(info, &parts.auth)?;
         if let Some(limit) = &info.rate_limit {
             // Boxed: most functions have no limit, and the call's future need not carry its room.
             Box::pin(super::rate_limit::take(&parts.pool, &limit.bucket(info.name, &parts), limit)).await?;
@@ -178,13 +192,16 @@ impl FunctionRegistry {
         self.run(info, handler, parts, args).await
     }
 
+    /// Function `name`: its description and handler, if it is registered.
+    pub(crate) fn find(&self, name: &str) -> Option<(&FunctionInfo, ErasedFunction)> {
+        self.functions.get(name).map(|(info, handler)| (info, *handler))
+    }
+
     /// Function `name` and its handler, if `auth` may call it.
     fn authorized(&self, name: &str, auth: &Auth) -> Result<(&FunctionInfo, ErasedFunction), ForgeError> {
-        let Some((info, handler)) = self.functions.get(name) else {
-            return Err(ForgeError::UnknownFunction(name.to_owned()));
-        };
+        let (info, handler) = self.find(name).ok_or_else(|| ForgeError::UnknownFunction(name.to_owned()))?;
         authorize(info, auth)?;
-        Ok((info, *handler))
+        Ok((info, handler))
     }
 
     /// Runs `handler` under its timeout, a panic answered as an internal error. Called inside

@@ -184,11 +184,13 @@ impl GatewayState {
         args: serde_json::Value,
     ) -> Result<serde_json::Value, ForgeError> {
         let started = std::time::Instant::now();
+        // Looked up once: for the call, then for its metric label and its kind.
+        let functions = &self.inner.functions;
+        let found = functions.find(function);
+        let info = found.map(|(info, _)| info);
         // Boxed: the call's future is large (kilobytes), and every future holding it inline is
         // copied whole each time it moves (into axum's boxed handler future, among others).
-        let result = Box::pin(self.inner.functions.call(function, parts, args)).await;
-        // Looked up once more, after the call, for its label and kind.
-        let info = self.inner.functions.get(function);
+        let result = Box::pin(functions.call_found(function, found, parts, args)).await;
         metrics::record_call(self.metrics(), info.map(|f| f.name), &result, started.elapsed());
         if result.is_ok() && info.is_some_and(|f| f.kind != FunctionKind::Query) {
             self.inner.writes.notify_one();
