@@ -3,8 +3,7 @@
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -19,25 +18,67 @@ use crate::functions::{CallParts, ForgeError};
 const MAX_BATCH: usize = 100;
 
 /// The request's headers, taken out of it (the `HeaderMap` extractor would copy them all), and
-/// its body, read under the gateway's body limit.
-async fn headers_and_body(mut request: Request) -> (HeaderMap, Result<Bytes, BytesRejection>) {
-    let headers = std::mem::take(request.headers_mut());
-    (headers, Bytes::from_request(request, &()).await)
+/// its body, read whole under `[gateway] body_limit`.
+async fn headers_and_body(request: Request, limit: usize) -> (HeaderMap, Result<Bytes, BodyError>) {
+    let (parts, body) = request.into_parts();
+    (parts.headers, read_whole(body, limit).await)
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The connection failed while it was being sent.
+    Unreadable(axum::Error),
+}
+
+/// `body`, read whole, or [`BodyError::TooLarge`] as soon as it is longer than `limit` bytes (a
+/// declared length too long is refused before reading). A body in one piece, as most are, is
+/// kept as it came, without a copy or a list of pieces.
+async fn read_whole(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).unwrap_or(usize::MAX) > limit {
+        return Err(BodyError::TooLarge);
+    }
+    let mut whole: Option<Bytes> = None;
+    let mut pieces: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Unreadable)?.into_data() else {
+            continue; // trailers
+        };
+        let length = whole.as_ref().map_or(0, Bytes::len) + pieces.as_ref().map_or(0, |p| p.len()) + data.len();
+        if length > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match (&mut whole, &mut pieces) {
+            (None, None) => whole = Some(data),
+            (Some(first), None) => {
+                let mut joined = Vec::with_capacity(length);
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                whole = None;
+                pieces = Some(joined);
+            }
+            (_, Some(joined)) => joined.extend_from_slice(&data),
+        }
+    }
+    Ok(pieces.map(Bytes::from).or(whole).unwrap_or_default())
 }
 
 /// The body, or the problem that it is too large, unreadable or not JSON.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
 fn read_body(
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, BodyError>,
     instance: impl std::fmt::Display,
 ) -> Result<Bytes, Response> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is larger than the gateway's body_limit".to_owned()
-        } else {
-            rejection.body_text()
+    let body = body.map_err(|e| {
+        let (status, detail) = match e {
+            BodyError::TooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the gateway's body_limit".to_owned())
+            }
+            BodyError::Unreadable(e) => (StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}")),
         };
         Problem::new(status, detail)
             .with_type("urn:forge:problem:body")
@@ -100,7 +141,7 @@ pub(crate) async fn call_rest(
     Path(function): Path<String>,
     request: Request,
 ) -> Response {
-    let (headers, body) = headers_and_body(request).await;
+    let (headers, body) = headers_and_body(request, state.http_settings().body_limit).await;
     // The problem's `instance`, written only for an answer that is one.
     let instance = Instance(&function);
     let body = match read_body(&headers, body, instance) {
@@ -184,7 +225,7 @@ pub(crate) async fn call_jsonrpc(
     Extension(meta): Extension<RequestMeta>,
     request: Request,
 ) -> Response {
-    let (headers, body) = headers_and_body(request).await;
+    let (headers, body) = headers_and_body(request, state.http_settings().body_limit).await;
     let body = match read_body(&headers, body, "/rpc") {
         Ok(body) => body,
         Err(problem) => return problem,
@@ -311,5 +352,30 @@ mod tests {
         assert!(!declared(Some("application/json-seq")));
         assert!(!declared(Some("")));
         assert!(!declared(None));
+    }
+
+    /// A body sent as `pieces`, then failing if `fails`.
+    fn body_of(pieces: &[&'static str], fails: bool) -> axum::body::Body {
+        let mut frames: Vec<Result<Bytes, std::io::Error>> =
+            pieces.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
+        if fails {
+            frames.push(Err(std::io::Error::other("connection reset")));
+        }
+        axum::body::Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_in_one_piece_or_many_up_to_the_limit() {
+        // One piece is kept as it came; many are joined in order; none is empty.
+        assert_eq!(read_whole(body_of(&["[1,2]"], false), 5).await.expect("one piece"), "[1,2]");
+        assert_eq!(read_whole(body_of(&["[1", ",", "2]"], false), 5).await.expect("pieces"), "[1,2]");
+        assert_eq!(read_whole(body_of(&[], false), 5).await.expect("empty"), "");
+        // One byte over, in the first piece or the last; a declared length over the limit is
+        // refused before anything is read.
+        assert!(matches!(read_whole(body_of(&["[1,2,]"], false), 5).await, Err(BodyError::TooLarge)));
+        assert!(matches!(read_whole(body_of(&["[1", ",", "2]", " "], false), 5).await, Err(BodyError::TooLarge)));
+        assert!(matches!(read_whole(axum::body::Body::from("123456"), 5).await, Err(BodyError::TooLarge)));
+        // A connection failing half-way is not a body.
+        assert!(matches!(read_whole(body_of(&["[1"], true), 5).await, Err(BodyError::Unreadable(_))));
     }
 }

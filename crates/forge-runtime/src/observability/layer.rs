@@ -178,11 +178,47 @@ struct Recording {
     /// The wall clock at the start, turned into a date only if the span is stored.
     started_at: SystemTime,
     started: Instant,
-    attributes: Vec<(&'static str, serde_json::Value)>,
+    attributes: Fields,
     error: bool,
     /// Something inside was stored (a log record, a span) or the caller asked for the trace
     /// (`trace_sampled`): a request span is then stored whatever the request budget says.
     keep: bool,
+}
+
+/// A span's attributes until it closes: their texts one after another in one buffer, numbers
+/// and flags as they came. They become JSON values only if the span is stored, which most
+/// request spans are not: a span costs two allocations, not one per field.
+#[derive(Debug)]
+struct Fields {
+    text: String,
+    entries: Vec<(&'static str, Attribute)>,
+}
+
+/// One attribute: where its text is in [`Fields::text`], or its value.
+#[derive(Debug)]
+enum Attribute {
+    Text(std::ops::Range<usize>),
+    Value(serde_json::Value),
+}
+
+impl Fields {
+    /// Room for `fields` attributes and the texts of a request span (method, route, path,
+    /// request id, client address) without growing.
+    fn with_capacity(fields: usize) -> Self {
+        Self { text: String::with_capacity(if fields == 0 { 0 } else { 160 }), entries: Vec::with_capacity(fields) }
+    }
+
+    /// The attributes as JSON values, in the order they were recorded.
+    fn into_pairs(self) -> Vec<(&'static str, serde_json::Value)> {
+        let Self { text, entries } = self;
+        entries
+            .into_iter()
+            .map(|(name, field)| match field {
+                Attribute::Text(range) => (name, serde_json::Value::String(text[range].to_owned())),
+                Attribute::Value(value) => (name, value),
+            })
+            .collect()
+    }
 }
 
 struct SpanFields<'a> {
@@ -191,35 +227,53 @@ struct SpanFields<'a> {
 }
 
 impl SpanFields<'_> {
-    /// A field given as text: read into the span's context, or kept as an attribute (a
-    /// borrowed text is copied only then).
-    fn text(&mut self, field: &Field, value: Cow<'_, str>) {
-        match field.name() {
-            "node_id" => self.context.node = telemetry::node(&value),
+    /// A field whose text was just written to the end of the attributes' buffer, from
+    /// `start`: read into the span's context (and taken off the buffer), or kept as an
+    /// attribute.
+    fn text_from(&mut self, field: &Field, start: usize) {
+        let Self { context, recording } = self;
+        let Recording { attributes, kind, error, .. } = &mut **recording;
+        let value = &attributes.text[start..];
+        let consumed = match field.name() {
+            "node_id" => {
+                context.node = telemetry::node(value);
+                true
+            }
             "trace_id" => {
-                if let Some(trace_id) = TraceId::parse(&value) {
-                    if self.context.trace_id != Some(trace_id) {
+                if let Some(trace_id) = TraceId::parse(value) {
+                    if context.trace_id != Some(trace_id) {
                         // A new trace: the inherited parent belongs to another one.
-                        self.context.parent_span_id = None;
+                        context.parent_span_id = None;
                     }
-                    self.context.trace_id = Some(trace_id);
+                    context.trace_id = Some(trace_id);
                 }
+                true
             }
             "parent_span_id" => {
-                if let Some(parent) = SpanId::parse(&value) {
-                    self.context.parent_span_id = Some(parent);
+                if let Some(parent) = SpanId::parse(value) {
+                    context.parent_span_id = Some(parent);
                 }
+                true
             }
-            "span_kind" => self.recording.kind = span_kind(&value),
+            "span_kind" => {
+                *kind = span_kind(value);
+                true
+            }
             name => {
                 match name {
-                    "cron" => self.context.cron = Some(value.clone().into_owned()),
-                    "function" => self.context.function = Some(value.clone().into_owned()),
-                    "status" if value == "error" => self.recording.error = true,
+                    "cron" => context.cron = Some(value.to_owned()),
+                    "function" => context.function = Some(value.to_owned()),
+                    "status" if value == "error" => *error = true,
                     _ => {}
                 }
-                self.recording.attributes.push((name, value.into_owned().into()));
+                false
             }
+        };
+        if consumed {
+            attributes.text.truncate(start);
+        } else {
+            let end = attributes.text.len();
+            attributes.entries.push((field.name(), Attribute::Text(start..end)));
         }
     }
 
@@ -228,7 +282,7 @@ impl SpanFields<'_> {
             // A column of its own.
             "job_id" => self.context.job_id = value.as_i64(),
             TRACE_SAMPLED => self.recording.keep |= value.as_bool() == Some(true),
-            _ => self.recording.attributes.push((field.name(), value)),
+            _ => self.recording.attributes.entries.push((field.name(), Attribute::Value(value))),
         }
     }
 }
@@ -251,15 +305,16 @@ impl Visit for SpanFields<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, Cow::Borrowed(value));
+        let start = self.recording.attributes.text.len();
+        self.recording.attributes.text.push_str(value);
+        self.text_from(field, start);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        // Room for a trace id, a UUID or a short path at once, instead of growing the string
-        // as it is written.
-        let mut text = String::with_capacity(48);
-        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
-        self.text(field, Cow::Owned(text));
+        // Written straight into the buffer: no string of its own.
+        let start = self.recording.attributes.text.len();
+        let _ = std::fmt::Write::write_fmt(&mut self.recording.attributes.text, format_args!("{value:?}"));
+        self.text_from(field, start);
     }
 }
 
@@ -347,7 +402,7 @@ where
             kind: Cow::Borrowed("internal"),
             started_at: SystemTime::now(),
             started: Instant::now(),
-            attributes: Vec::with_capacity(attrs.fields().len()),
+            attributes: Fields::with_capacity(attrs.fields().len()),
             error: false,
             keep: false,
         };
@@ -431,7 +486,7 @@ where
             started_at,
             duration_us,
             status: if recording.error { "error" } else { "ok" },
-            attributes: recording.attributes,
+            attributes: recording.attributes.into_pairs(),
             job_id: context.job_id,
             function: context.function,
         });

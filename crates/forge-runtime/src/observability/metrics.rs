@@ -63,9 +63,40 @@ impl<V: Default> Series<V> {
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
+    /// Values per bucket: at `i`, those above bound `i - 1` and at most bound `i` (one
+    /// increment per value; [`Histogram::cumulative`] adds them up for the readers).
     counts: Vec<u64>,
     sum: f64,
     count: u64,
+}
+
+impl Histogram {
+    /// Records `value` in the first bucket whose bound it does not exceed (none past the last
+    /// bound, nor for NaN: those are only in `count`).
+    fn record(&mut self, buckets: &[f64], value: f64) {
+        if self.counts.len() != buckets.len() {
+            self.counts = vec![0; buckets.len()];
+        }
+        let i = buckets.partition_point(|bound| *bound < value);
+        if !value.is_nan()
+            && let Some(n) = self.counts.get_mut(i)
+        {
+            *n += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// The count at or below each bound, as Prometheus and `forge_metrics` want it.
+    fn cumulative(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .scan(0, |total, n| {
+                *total += n;
+                Some(*total)
+            })
+            .collect()
+    }
 }
 
 /// A node's metrics. Cheap to clone; clones share the values.
@@ -205,7 +236,7 @@ impl Metrics {
                     value: h.count as f64,
                     sum: h.sum,
                     bounds: buckets,
-                    buckets: h.counts.clone(),
+                    buckets: h.cumulative(),
                 })),
             }
         }
@@ -233,7 +264,7 @@ impl Metrics {
                 Family::Histogram { help, buckets, values } => {
                     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
                     for (labels, h) in values.iter() {
-                        for (bound, n) in buckets.iter().zip(&h.counts) {
+                        for (bound, n) in buckets.iter().zip(h.cumulative()) {
                             let le = bound.to_string();
                             let _ = writeln!(out, "{name}_bucket{} {n}", label_text(labels, Some(&le)));
                         }
@@ -305,17 +336,8 @@ fn record(
     let family = families.entry(name).or_insert_with(|| Family::Histogram { help, buckets, values: Series::default() });
     if let Family::Histogram { buckets, values: series_of, .. } = family {
         let h = series_of.entry(labels);
-        if h.counts.len() != buckets.len() {
-            h.counts = vec![0; buckets.len()];
-        }
         for value in values {
-            for (i, bound) in buckets.iter().enumerate() {
-                if value <= *bound {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += value;
-            h.count += 1;
+            h.record(buckets, value);
         }
     }
 }
@@ -371,6 +393,26 @@ mod tests {
         many.observe_each("d_seconds", "D.", DURATION_BUCKETS, &[("f", "a")], values);
         assert_eq!(each.render(), many.render());
         assert!(many.render().contains(r#"d_seconds_count{f="a"} 4"#), "{}", many.render());
+    }
+
+    #[test]
+    fn each_bucket_counts_the_values_at_or_below_its_bound() {
+        // Values on the bounds, between them, below the first, above the last, and NaN:
+        // against the definition, bound by bound.
+        let mut values: Vec<f64> = DURATION_BUCKETS.to_vec();
+        values.extend(DURATION_BUCKETS.iter().map(|b| b * 1.5));
+        values.extend([0.0, -1.0, 1e-9, 31.0, 1e9, f64::NAN, f64::INFINITY]);
+        let m = Metrics::default();
+        m.observe_each("d_seconds", "D.", DURATION_BUCKETS, &[], values.iter().copied());
+        let sample = m.snapshot().pop().expect("one series");
+        let expected: Vec<u64> =
+            DURATION_BUCKETS.iter().map(|bound| values.iter().filter(|v| **v <= *bound).count() as u64).collect();
+        assert_eq!(sample.buckets, expected);
+        assert_eq!(sample.value, values.len() as f64, "every value is counted, NaN and beyond the last bound too");
+        let text = m.render();
+        for (bound, n) in DURATION_BUCKETS.iter().zip(&expected) {
+            assert!(text.contains(&format!("d_seconds_bucket{{le=\"{bound}\"}} {n}\n")), "{bound}: {text}");
+        }
     }
 
     #[test]
