@@ -21,6 +21,9 @@ use super::api_keys::{API_KEY_PREFIX, ApiKeys};
 use super::key_cache::KeyCache;
 use crate::functions::Auth;
 
+/// `X-API-Key`, named once: a header looked up by a `&str` has its name parsed each time.
+static X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+
 /// Why credentials were refused: each is a 401 with this message as the problem's detail.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -110,7 +113,7 @@ impl Authenticator {
                 }
                 token.trim().to_owned()
             }
-            None => match headers.get("x-api-key") {
+            None => match headers.get(&X_API_KEY) {
                 Some(value) => value.to_str().map_err(|_| AuthError::InvalidApiKey)?.trim().to_owned(),
                 None => return Ok(Auth::anonymous()),
             },

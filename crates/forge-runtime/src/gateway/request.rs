@@ -49,8 +49,14 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| new_uuid().to_string())
+        .map_or_else(
+            || {
+                // Written by hand: `to_string` goes through the formatter.
+                let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+                new_uuid().hyphenated().encode_lower(&mut text).to_owned()
+            },
+            str::to_owned,
+        )
 }
 
 /// The middleware: around the request's span, the load shedding (`503` past `[gateway]

@@ -1,7 +1,6 @@
 //! `POST /rpc` (JSON-RPC 2.0: single calls, batches, notifications) and `POST /rpc/{function}`
 //! (the body is the arguments; `{"data": …}` or an RFC 7807 problem).
 
-use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -102,6 +101,16 @@ fn is_json(headers: &HeaderMap) -> bool {
     })
 }
 
+/// What the request middleware learnt about the request, taken out of it (the `Extension`
+/// extractor would clone it). Missing only if the handler were routed without the middleware.
+#[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
+fn request_meta(request: &mut Request) -> Result<RequestMeta, Response> {
+    request.extensions_mut().remove::<RequestMeta>().ok_or_else(|| {
+        tracing::error!("an /rpc request reached its handler without the request middleware");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    })
+}
+
 /// The call's parts with its caller, or the 401 (503) for credentials that do not hold.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, returned at once")]
 async fn call_parts(
@@ -128,8 +137,7 @@ async fn call_parts(
         }
         response
     })?;
-    let mut parts =
-        state.request_parts(meta.request_id.clone(), meta.trace_id).with_auth(auth).with_client_ip(meta.client_ip);
+    let mut parts = state.request_parts(meta.request_id.clone(), meta.trace_id, auth).with_client_ip(meta.client_ip);
     parts.request_deadline = Some(meta.deadline);
     Ok(parts)
 }
@@ -137,10 +145,13 @@ async fn call_parts(
 /// `POST /rpc/{function}`.
 pub(crate) async fn call_rest(
     State(state): State<GatewayState>,
-    Extension(meta): Extension<RequestMeta>,
     Path(function): Path<String>,
-    request: Request,
+    mut request: Request,
 ) -> Response {
+    let meta = match request_meta(&mut request) {
+        Ok(meta) => meta,
+        Err(problem) => return problem,
+    };
     let (headers, body) = headers_and_body(request, state.http_settings().body_limit).await;
     // The problem's `instance`, written only for an answer that is one.
     let instance = Instance(&function);
@@ -192,7 +203,10 @@ fn data_response(data: &Value) -> Response {
         return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     }
     body.push(b'}');
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    // Built directly: `Vec<u8>`'s own response would set a content type only to have it replaced.
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn error_problem(e: &ForgeError, function: &str, instance: &str, request_id: &str) -> Response {
@@ -220,11 +234,11 @@ fn add_error_headers(response: &mut Response, e: &ForgeError) {
 }
 
 /// `POST /rpc`.
-pub(crate) async fn call_jsonrpc(
-    State(state): State<GatewayState>,
-    Extension(meta): Extension<RequestMeta>,
-    request: Request,
-) -> Response {
+pub(crate) async fn call_jsonrpc(State(state): State<GatewayState>, mut request: Request) -> Response {
+    let meta = match request_meta(&mut request) {
+        Ok(meta) => meta,
+        Err(problem) => return problem,
+    };
     let (headers, body) = headers_and_body(request, state.http_settings().body_limit).await;
     let body = match read_body(&headers, body, "/rpc") {
         Ok(body) => body,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::auth::Authenticator;
 use super::metrics;
 use crate::db::{Migrator, read_only_pool};
-use crate::functions::{CallParts, ForgeError, FunctionKind, FunctionRegistry};
+use crate::functions::{Auth, CallParts, ForgeError, FunctionKind, FunctionRegistry};
 use crate::jobs::{BatchedDispatcher, Dispatcher, Notifier};
 use crate::observability::{Metrics, Telemetry, TraceId, new_uuid};
 
@@ -165,15 +165,28 @@ impl GatewayState {
         self.inner.telemetry.metrics()
     }
 
-    /// The parts of a call made by an HTTP request with id `request_id` in trace `trace_id`,
-    /// before the caller is known.
-    pub(crate) fn request_parts(&self, request_id: String, trace_id: TraceId) -> CallParts {
-        self.inner.parts.clone().with_request_id(request_id).with_trace_id(trace_id)
+    /// The parts of a call by `auth` made by an HTTP request with id `request_id` in trace
+    /// `trace_id`: the template's shared parts, without cloning the id and caller it holds only
+    /// to replace them.
+    pub(crate) fn request_parts(&self, request_id: String, trace_id: TraceId, auth: Auth) -> CallParts {
+        let template = &self.inner.parts;
+        CallParts {
+            pool: template.pool.clone(),
+            read_pool: template.read_pool.clone(),
+            request_id,
+            trace_id,
+            auth,
+            client_ip: template.client_ip,
+            http: template.http.clone(),
+            notifier: template.notifier.clone(),
+            dispatcher: template.dispatcher.clone(),
+            request_deadline: template.request_deadline,
+        }
     }
 
     /// A call's parts, before the caller is known, with fresh request and trace ids.
     pub(crate) fn call_parts(&self) -> CallParts {
-        self.request_parts(new_uuid().to_string(), TraceId::new())
+        self.request_parts(new_uuid().to_string(), TraceId::new(), Auth::anonymous())
     }
 
     /// Runs a function and counts it in the metrics.
