@@ -425,6 +425,7 @@ impl Forge {
         let app = http_app(state, &self.config, self.registry.clone(), self.shutdown.token());
         let settings = gateway::ServeSettings {
             header_read_timeout: gw.header_read_timeout.as_std(),
+            request_timeout: gw.request_timeout.as_std(),
             max_connections: gw.max_connections.get(),
         };
         let handle = tokio::spawn(gateway::serve(listener, app, settings, self.shutdown.token()));

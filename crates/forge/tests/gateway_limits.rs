@@ -66,6 +66,44 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_busy_keep_alive_connection_outlives_its_time_limits_and_an_idle_one_is_closed() {
+    // The connection keeps both limits with one timer of its own: each request must start the
+    // clock again, and the wait after an answer is a wait for a head like the first.
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| {
+        c.gateway.header_read_timeout = "1s".parse().expect("duration");
+        c.gateway.request_timeout = "1s".parse().expect("duration");
+    })
+    .await;
+    let mut connection = tokio::net::TcpStream::connect(node.local_addr().expect("addr")).await.expect("connect");
+    let started = Instant::now();
+    for i in 0..8 {
+        connection.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+        let mut answer = Vec::new();
+        while !answer.ends_with(br#"{"status":"ok"}"#) {
+            let mut chunk = [0; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), connection.read(&mut chunk))
+                .await
+                .expect("an answer within 5 s")
+                .expect("read");
+            assert!(n > 0, "request {i} ({:?} in): the connection was closed", started.elapsed());
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(3), "the requests spanned both limits several times");
+    // Then nothing: closed about a second after the last answer (the 400 ms above included).
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "an idle connection was still open after 10 s");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(idle.elapsed() < Duration::from_secs(3), "closed only after {:?}", idle.elapsed());
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn past_the_limit_of_requests_in_flight_calls_are_shed_and_the_probes_still_answer() {
     let db = TestDatabase::new().await.expect("db");
     let node = gateway(&db, |c| c.gateway.max_concurrent_requests = std::num::NonZeroUsize::new(2).expect("2")).await;

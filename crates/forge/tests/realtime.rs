@@ -478,6 +478,42 @@ async fn a_transaction_that_commits_late_is_still_seen() {
 }
 
 #[tokio::test]
+async fn an_event_stream_outlives_the_header_and_request_timeouts() {
+    // A response's body has no time limit: only the wait for a head and a request before its
+    // answer do.
+    let db = database().await;
+    let (node, addr) = start(&db, |c| {
+        c.gateway.header_read_timeout = "1s".parse().expect("duration");
+        c.gateway.request_timeout = "1s".parse().expect("duration");
+    })
+    .await;
+    let mut body =
+        reqwest::get(format!("http://{addr}/sse?query=rt_notes&args=%7B%22min%22%3A0%7D")).await.expect("get");
+    assert_eq!(body.status(), 200);
+    let mut text = String::new();
+    let mut next_event = async || -> String {
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let event = text[..end].to_owned();
+                text.drain(..end + 2);
+                if !event.starts_with(':') {
+                    return event;
+                }
+                continue;
+            }
+            let chunk =
+                tokio::time::timeout(WAIT, body.chunk()).await.expect("within the wait").expect("open").expect("chunk");
+            text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    };
+    assert_eq!(next_event().await, "event: data\ndata: []");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    add_note(&addr, "later").await;
+    assert_eq!(next_event().await, "event: data\ndata: [\"later\"]");
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn sse_streams_a_live_query() {
     let db = database().await;
     let (node, addr) = start(&db, |_| {}).await;

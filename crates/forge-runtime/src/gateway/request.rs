@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::metrics;
 use super::problem::Problem;
-use super::serve::Connection;
+use super::serve::{Connection, Watch};
 use super::state::{GatewayState, HttpSettings};
 use crate::observability::{ACCESS_TARGET, HTTP_SPAN, TraceId, TraceParent, new_uuid};
 
@@ -96,6 +96,9 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
         function_kind = tracing::field::Empty,
     );
     let probe = matches!(route.as_str(), "/health" | "/ready");
+    // Served by the gateway's own server, the connection keeps the time (one timer per
+    // connection); otherwise (the router served by another server) a timer of its own.
+    let watch = request.extensions_mut().remove::<Arc<Watch>>();
     let answer = async {
         // Held until the answer is ready.
         let _slot = if probe {
@@ -104,12 +107,22 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
             let Ok(slot) = slots.try_acquire() else { return overloaded(&path) };
             Some(slot)
         };
-        match tokio::time::timeout_at(deadline.into(), next.run(request)).await {
-            Ok(response) => response,
-            Err(_) => timed_out(&path, timeout),
+        match &watch {
+            Some(watch) => {
+                watch.request_started(deadline);
+                until_expired(watch, next.run(request)).await.unwrap_or_else(|| timed_out(&path, timeout))
+            }
+            None => match tokio::time::timeout_at(deadline.into(), next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => timed_out(&path, timeout),
+            },
         }
     };
     let mut response = in_span(&span, answer).await;
+    if let Some(watch) = watch {
+        watch.answered();
+        response = response.map(|body| axum::body::Body::new(Sent { body, watch: Some(watch) }));
+    }
     if response.status().is_server_error() {
         span.record("status", "error");
     }
@@ -180,6 +193,65 @@ async fn in_span<F: Future>(span: &tracing::Span, future: F) -> F::Output {
         std::task::Poll::Ready(output)
     })
     .await
+}
+
+/// `future`'s output, or `None` once `watch` says the request ran out of time (checked at
+/// every poll: the connection's task polls the request again when it marks it expired).
+async fn until_expired<F: Future>(watch: &Watch, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if watch.expired() {
+            return std::task::Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// A response's body, telling its connection's [`Watch`] when it is all out (or dropped):
+/// from then on the connection waits for the next request's head, within
+/// `header_read_timeout`.
+struct Sent {
+    body: axum::body::Body,
+    watch: Option<Arc<Watch>>,
+}
+
+impl Sent {
+    fn done(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.idle();
+        }
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl http_body::Body for Sent {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none() {
+            self.done();
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What the request middleware ([`observe`]) holds: the gateway, its slots for
