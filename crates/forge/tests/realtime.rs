@@ -478,7 +478,7 @@ async fn a_transaction_that_commits_late_is_still_seen() {
 }
 
 #[tokio::test]
-async fn an_event_stream_outlives_the_header_and_request_timeouts() {
+async fn an_event_stream_and_a_websocket_outlive_the_header_and_request_timeouts() {
     // A response's body has no time limit: only the wait for a head and a request before its
     // answer do.
     let db = database().await;
@@ -507,9 +507,14 @@ async fn an_event_stream_outlives_the_header_and_request_timeouts() {
         }
     };
     assert_eq!(next_event().await, "event: data\ndata: []");
+    // A WebSocket too: once upgraded, the connection is the socket's, without those limits.
+    let mut socket = Client::connect(&addr, None).await;
+    socket.subscribe("w", "rt_notes", json!({"min": 0})).await;
+    assert_eq!(socket.next().await, json!({"type": "data", "id": "w", "data": []}));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     add_note(&addr, "later").await;
     assert_eq!(next_event().await, "event: data\ndata: [\"later\"]");
+    assert_eq!(socket.next().await, json!({"type": "data", "id": "w", "data": ["later"]}));
     node.stop().await.expect("stop");
 }
 
