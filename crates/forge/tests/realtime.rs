@@ -477,6 +477,33 @@ async fn a_transaction_that_commits_late_is_still_seen() {
     node.stop().await.expect("stop");
 }
 
+/// An event stream's events as they arrive (comments skipped).
+struct Events {
+    body: reqwest::Response,
+    text: String,
+}
+
+impl Events {
+    async fn next(&mut self) -> String {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let event = self.text[..end].to_owned();
+                self.text.drain(..end + 2);
+                if !event.starts_with(':') {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.chunk())
+                .await
+                .expect("within the wait")
+                .expect("open")
+                .expect("chunk");
+            self.text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_event_stream_and_a_websocket_outlive_the_header_and_request_timeouts() {
     // A response's body has no time limit: only the wait for a head and a request before its
@@ -487,33 +514,17 @@ async fn an_event_stream_and_a_websocket_outlive_the_header_and_request_timeouts
         c.gateway.request_timeout = "1s".parse().expect("duration");
     })
     .await;
-    let mut body =
-        reqwest::get(format!("http://{addr}/sse?query=rt_notes&args=%7B%22min%22%3A0%7D")).await.expect("get");
+    let body = reqwest::get(format!("http://{addr}/sse?query=rt_notes&args=%7B%22min%22%3A0%7D")).await.expect("get");
     assert_eq!(body.status(), 200);
-    let mut text = String::new();
-    let mut next_event = async || -> String {
-        loop {
-            if let Some(end) = text.find("\n\n") {
-                let event = text[..end].to_owned();
-                text.drain(..end + 2);
-                if !event.starts_with(':') {
-                    return event;
-                }
-                continue;
-            }
-            let chunk =
-                tokio::time::timeout(WAIT, body.chunk()).await.expect("within the wait").expect("open").expect("chunk");
-            text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        }
-    };
-    assert_eq!(next_event().await, "event: data\ndata: []");
+    let mut events = Events { body, text: String::new() };
+    assert_eq!(events.next().await, "event: data\ndata: []");
     // A WebSocket too: once upgraded, the connection is the socket's, without those limits.
     let mut socket = Client::connect(&addr, None).await;
     socket.subscribe("w", "rt_notes", json!({"min": 0})).await;
     assert_eq!(socket.next().await, json!({"type": "data", "id": "w", "data": []}));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     add_note(&addr, "later").await;
-    assert_eq!(next_event().await, "event: data\ndata: [\"later\"]");
+    assert_eq!(events.next().await, "event: data\ndata: [\"later\"]");
     assert_eq!(socket.next().await, json!({"type": "data", "id": "w", "data": ["later"]}));
     node.stop().await.expect("stop");
 }
@@ -526,26 +537,10 @@ async fn sse_streams_a_live_query() {
     let response = reqwest::get(&url).await.expect("get");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response;
-    let mut text = String::new();
-    let mut next_event = async || -> String {
-        loop {
-            if let Some(end) = text.find("\n\n") {
-                let event = text[..end].to_owned();
-                text.drain(..end + 2);
-                if !event.starts_with(':') {
-                    return event;
-                }
-                continue;
-            }
-            let chunk =
-                tokio::time::timeout(WAIT, body.chunk()).await.expect("within the wait").expect("open").expect("chunk");
-            text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        }
-    };
-    assert_eq!(next_event().await, "event: data\ndata: []");
+    let mut events = Events { body: response, text: String::new() };
+    assert_eq!(events.next().await, "event: data\ndata: []");
     add_note(&addr, "streamed").await;
-    assert_eq!(next_event().await, "event: data\ndata: [\"streamed\"]");
+    assert_eq!(events.next().await, "event: data\ndata: [\"streamed\"]");
 
     // Bad requests are problems.
     for (query, status) in
