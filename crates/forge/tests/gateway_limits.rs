@@ -30,6 +30,17 @@ async fn linger(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
     Ok(1)
 }
 
+/// Set once `overstay` has started.
+static OVERSTAYING: AtomicUsize = AtomicUsize::new(0);
+
+/// Answers after ten seconds, saying when it has started.
+#[forge::query(public)]
+async fn overstay(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
+    OVERSTAYING.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(1)
+}
+
 #[forge::job]
 async fn limits_noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     Ok(())
@@ -159,6 +170,28 @@ async fn a_call_longer_than_the_request_timeout_is_answered_408_and_counted() {
         "the timed-out request is counted: {metrics}"
     );
     node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_the_node_stops_is_still_answered_at_its_deadline() {
+    // The node lets requests in flight finish when it stops; one that would run past
+    // `request_timeout` gets its 408 then, with `Connection: close`.
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.request_timeout = "1s".parse().expect("duration")).await;
+    let url = format!("http://{}/rpc/overstay", node.local_addr().expect("addr"));
+    let started = Instant::now();
+    let call = tokio::spawn(async move { reqwest::Client::new().post(url).json(&()).send().await });
+    while OVERSTAYING.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the call did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(node.stop());
+    let response = call.await.expect("task").expect("response");
+    let waited = started.elapsed();
+    assert_eq!(response.status().as_u16(), 408);
+    assert_eq!(response.headers()["connection"], "close");
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    stopping.await.expect("task").expect("stop");
 }
 
 #[tokio::test]

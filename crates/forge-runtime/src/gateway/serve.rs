@@ -208,13 +208,15 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut look = std::pin::pin!(tokio::time::sleep_until(after(Instant::now(), every).into()));
+            let mut stopping = false;
             let ended = loop {
                 tokio::select! {
                     ended = connection.as_mut() => break ended,
-                    () = stop.cancelled() => {
-                        // Finish the request in flight, answer it with `Connection: close`, end.
+                    () = stop.cancelled(), if !stopping => {
+                        // Finish the request in flight (still within its time limit), answer
+                        // it with `Connection: close`, end.
                         connection.as_mut().graceful_shutdown();
-                        break connection.await;
+                        stopping = true;
                     }
                     () = look.as_mut() => {
                         let now = Instant::now();
