@@ -92,6 +92,24 @@ impl CallParts {
         self.http = http;
         self
     }
+
+    /// A call's parts sharing these pools, client, notifier and dispatcher, with its own
+    /// request id, trace and caller: what `self.clone().with_request_id(…)…` gives, without
+    /// cloning the id and caller only to replace them (the gateway does this per request).
+    pub(crate) fn for_call(&self, request_id: String, trace_id: TraceId, auth: Auth) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            read_pool: self.read_pool.clone(),
+            request_id,
+            trace_id,
+            auth,
+            client_ip: self.client_ip,
+            http: self.http.clone(),
+            notifier: self.notifier.clone(),
+            dispatcher: self.dispatcher.clone(),
+            request_deadline: self.request_deadline,
+        }
+    }
 }
 
 /// The HTTP client actions get by default: 5 s to connect, 30 s per request.

@@ -166,22 +166,9 @@ impl GatewayState {
     }
 
     /// The parts of a call by `auth` made by an HTTP request with id `request_id` in trace
-    /// `trace_id`: the template's shared parts, without cloning the id and caller it holds only
-    /// to replace them.
+    /// `trace_id`.
     pub(crate) fn request_parts(&self, request_id: String, trace_id: TraceId, auth: Auth) -> CallParts {
-        let template = &self.inner.parts;
-        CallParts {
-            pool: template.pool.clone(),
-            read_pool: template.read_pool.clone(),
-            request_id,
-            trace_id,
-            auth,
-            client_ip: template.client_ip,
-            http: template.http.clone(),
-            notifier: template.notifier.clone(),
-            dispatcher: template.dispatcher.clone(),
-            request_deadline: template.request_deadline,
-        }
+        self.inner.parts.for_call(request_id, trace_id, auth)
     }
 
     /// A call's parts, before the caller is known, with fresh request and trace ids.
