@@ -195,6 +195,36 @@ async fn a_request_in_flight_when_the_node_stops_is_still_answered_at_its_deadli
 }
 
 #[tokio::test]
+async fn idle_keep_alive_connections_are_closed_as_soon_as_the_node_stops() {
+    // The stop reaches each connection's task: an idle connection is closed then, not after its
+    // `header_read_timeout` (a minute here), and the stop does not wait for it.
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |c| c.gateway.header_read_timeout = "60s".parse().expect("duration")).await;
+    let addr = node.local_addr().expect("addr");
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut connection = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        connection.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+        let mut answer = Vec::new();
+        while !answer.ends_with(br#"{"status":"ok"}"#) {
+            let mut chunk = [0; 1024];
+            let n = connection.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before its answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        idle.push(connection);
+    }
+    let stopping = tokio::spawn(node.stop());
+    for mut connection in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), connection.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "an idle connection was still open 20 s after the node began to stop");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("stopped").expect("task").expect("stop");
+}
+
+#[tokio::test]
 async fn a_request_timeout_too_long_for_the_clock_is_no_deadline() {
     let db = TestDatabase::new().await.expect("db");
     let node = gateway(&db, |c| c.gateway.request_timeout = "300000000000y".parse().expect("duration")).await;

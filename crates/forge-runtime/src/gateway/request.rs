@@ -14,13 +14,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 
 use super::metrics;
 use super::problem::Problem;
@@ -99,26 +99,28 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
     // Served by the gateway's own server, the connection keeps the time (one timer per
     // connection); otherwise (the router served by another server) a timer of its own.
     let watch = request.extensions_mut().remove::<Arc<Watch>>();
-    let answer = async {
-        // Held until the answer is ready.
-        let _slot = if probe {
-            None
-        } else {
-            let Ok(slot) = slots.try_acquire() else { return overloaded(&path) };
-            Some(slot)
-        };
-        match &watch {
-            Some(watch) => {
-                watch.request_started(deadline);
-                until_expired(watch, next.run(request)).await.unwrap_or_else(|| timed_out(&path, timeout))
+    let mut response = {
+        let answer = std::pin::pin!(Some(async {
+            // Held until the answer is ready.
+            let _slot = if probe {
+                None
+            } else {
+                let Some(slot) = slots.take() else { return overloaded(&path) };
+                Some(slot)
+            };
+            match &watch {
+                Some(watch) => {
+                    watch.request_started(deadline);
+                    until_expired(watch, next.run(request)).await.unwrap_or_else(|| timed_out(&path, timeout))
+                }
+                None => match tokio::time::timeout_at(deadline.into(), next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => timed_out(&path, timeout),
+                },
             }
-            None => match tokio::time::timeout_at(deadline.into(), next.run(request)).await {
-                Ok(response) => response,
-                Err(_) => timed_out(&path, timeout),
-            },
-        }
+        }));
+        in_span(&span, answer).await
     };
-    let mut response = in_span(&span, answer).await;
     if let Some(watch) = watch {
         watch.answered();
         response = response.map(|body| axum::body::Body::new(Sent { body, watch: Some(watch) }));
@@ -169,7 +171,11 @@ pub(crate) async fn observe(State(gate): State<Gate>, mut request: Request, next
 /// and without entering it once more to drop a future that has returned (nothing in it is left
 /// to drop). A future dropped before it returns (the client went away) is dropped inside the
 /// span, so that what its parts log on the way out is still the request's.
-async fn in_span<F: Future>(span: &tracing::Span, future: F) -> F::Output {
+///
+/// The caller pins the future in place (`Some(future)`): taken by value, it would be kept twice
+/// in this future's state (an argument, then its pinned copy), a kilobyte more per request to
+/// allocate and copy.
+async fn in_span<F: Future>(span: &tracing::Span, future: std::pin::Pin<&mut Option<F>>) -> F::Output {
     struct Pending<'a, 'f, F> {
         span: &'a tracing::Span,
         future: std::pin::Pin<&'f mut Option<F>>,
@@ -182,7 +188,7 @@ async fn in_span<F: Future>(span: &tracing::Span, future: F) -> F::Output {
             }
         }
     }
-    let mut pending = Pending { span, future: std::pin::pin!(Some(future)) };
+    let mut pending = Pending { span, future };
     std::future::poll_fn(|cx| {
         // Never none: the `await` below stops polling once it is ready.
         let Some(future) = pending.future.as_mut().as_pin_mut() else {
@@ -262,14 +268,52 @@ pub(super) struct Gate {
     /// `[gateway] max_concurrent_requests` permits: a request without one is answered `503`
     /// with `Retry-After: 1` instead of queueing more work than the database can take (a
     /// flood of calls then cannot starve the engine of connections). Probes are never shed.
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     /// `[gateway] request_timeout`: past it, `408`.
     timeout: forge_core::config::Duration,
 }
 
 impl Gate {
     pub(super) fn new(state: GatewayState, settings: &HttpSettings) -> Self {
-        Self { state, slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)), timeout: settings.timeout }
+        Self { state, slots: Arc::new(Slots::new(settings.max_concurrent_requests)), timeout: settings.timeout }
+    }
+}
+
+/// The requests in flight, at most `limit`: one counter, no lock. A semaphore would do, but
+/// tokio's takes its lock to give each permit back, one lock per request that every core
+/// shares; a request here never waits for a slot, so a counter is all it needs.
+#[derive(Debug)]
+pub(super) struct Slots {
+    limit: usize,
+    taken: AtomicUsize,
+}
+
+/// A request's slot, given back when dropped.
+pub(super) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Self { limit, taken: AtomicUsize::new(0) }
+    }
+
+    /// A slot, or none when `limit` requests are in flight.
+    fn take(&self) -> Option<Slot<'_>> {
+        let mut taken = self.taken.load(Ordering::Relaxed);
+        loop {
+            if taken >= self.limit {
+                return None;
+            }
+            match self.taken.compare_exchange_weak(taken, taken + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(Slot(self)),
+                Err(now) => taken = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -416,14 +460,15 @@ mod tests {
         let span = tracing::info_span!("request");
         let events = || std::mem::take(&mut *seen.0.lock().expect("seen"));
 
-        assert_eq!(in_span(&span, Noisy(false)).await, 7);
+        assert_eq!(in_span(&span, std::pin::pin!(Some(Noisy(false)))).await, 7);
         assert_eq!(
             events(),
             [("polled".into(), Some("request")), ("polled".into(), Some("request")), ("dropped".into(), None)],
             "polled inside the span; a future that returned is dropped outside it"
         );
 
-        let mut cancelled = Box::pin(in_span(&span, Noisy(false)));
+        let mut noisy = std::pin::pin!(Some(Noisy(false)));
+        let mut cancelled = Box::pin(in_span(&span, noisy.as_mut()));
         assert!(futures_util::poll!(cancelled.as_mut()).is_pending());
         drop(cancelled);
         assert_eq!(
@@ -431,6 +476,19 @@ mod tests {
             [("polled".into(), Some("request")), ("dropped".into(), Some("request"))],
             "a future dropped before it returns is dropped inside the span"
         );
+    }
+
+    #[test]
+    fn slots_are_taken_up_to_the_limit_and_given_back_when_dropped() {
+        let slots = Slots::new(2);
+        let first = slots.take().expect("a first slot");
+        let second = slots.take().expect("a second slot");
+        assert!(slots.take().is_none(), "a third beyond the limit of two");
+        drop(first);
+        let third = slots.take().expect("the first one given back");
+        assert!(slots.take().is_none());
+        drop((second, third));
+        assert_eq!(slots.taken.load(Ordering::Relaxed), 0);
     }
 
     #[test]

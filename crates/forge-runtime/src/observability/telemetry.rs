@@ -128,10 +128,26 @@ impl RequestBudget {
 /// The nodes of this process that store telemetry, oldest first.
 static NODES: RwLock<Vec<Weak<Telemetry>>> = RwLock::new(Vec::new());
 
+thread_local! {
+    /// The node [`node`] found last on this thread: asked once per request span, almost always
+    /// for the same node, it is found without the lock on [`NODES`] that every core shares.
+    static LAST_NODE: std::cell::RefCell<Weak<Telemetry>> = const { std::cell::RefCell::new(Weak::new()) };
+}
+
 /// The node named `node_id`, if it stores telemetry.
 pub(crate) fn node(node_id: &str) -> Option<Arc<Telemetry>> {
-    let nodes = NODES.read().unwrap_or_else(PoisonError::into_inner);
-    nodes.iter().filter_map(Weak::upgrade).find(|t| t.node_id == node_id)
+    let last = LAST_NODE.with_borrow(Weak::upgrade);
+    if let Some(last) = last.filter(|t| t.node_id == node_id && t.is_attached()) {
+        return Some(last);
+    }
+    let found = {
+        let nodes = NODES.read().unwrap_or_else(PoisonError::into_inner);
+        nodes.iter().filter_map(Weak::upgrade).find(|t| t.node_id == node_id)
+    };
+    if let Some(found) = &found {
+        LAST_NODE.set(Arc::downgrade(found));
+    }
+    found
 }
 
 /// Where records from outside any node's spans go: the process's oldest node.
@@ -521,5 +537,26 @@ mod tests {
         t.set_request_spans(RequestSpans::All, Duration::from_millis(100));
         assert_eq!(admitted(3), 5);
         assert_eq!(t.unstored_request_spans(), 11);
+    }
+
+    #[test]
+    fn a_node_is_found_by_its_id_while_attached_and_not_after() {
+        let first = Telemetry::new("lookup-first", 10);
+        let second = Telemetry::new("lookup-second", 10);
+        first.attach();
+        second.attach();
+        let found = |id| node(id).map(|t| t.node_id().to_owned());
+        // Asked twice: the second answer comes from the thread's last one.
+        for _ in 0..2 {
+            assert_eq!(found("lookup-first").as_deref(), Some("lookup-first"));
+        }
+        assert_eq!(found("lookup-second").as_deref(), Some("lookup-second"));
+        assert_eq!(found("lookup-first").as_deref(), Some("lookup-first"));
+        first.detach();
+        assert_eq!(found("lookup-first"), None, "a detached node is not found, not even as the last one");
+        assert_eq!(found("lookup-second").as_deref(), Some("lookup-second"));
+        drop(second);
+        assert_eq!(found("lookup-second"), None, "nor a dropped one");
+        assert_eq!(found("lookup-none"), None);
     }
 }
