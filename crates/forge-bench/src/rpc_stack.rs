@@ -19,7 +19,6 @@ use forge::observability::{StoreFilter, TelemetryLayer};
 use forge::prelude::*;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
-use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::stats::Report;
@@ -59,7 +58,7 @@ pub(crate) async fn run(rounds: usize, batch: usize, threads: usize) -> Report {
     // What `Forge::start` installs when the process has no subscriber: the telemetry layer.
     let filter = StoreFilter::new("info")?;
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(TelemetryLayer::new().with_filter(filter)),
+        tracing_subscriber::registry().with(TelemetryLayer::new().filtered(filter)),
     )?;
     let config = forge::ForgeConfig::default();
     // Never connected: the query runs no SQL and the call carries no credentials.

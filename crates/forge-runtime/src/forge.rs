@@ -28,7 +28,7 @@ use crate::jobs::worker::{Worker, WorkerSettings};
 use crate::jobs::{
     self, BatchedDispatcher, CancelOutcome, Dispatcher, Job, JobId, JobRegistration, JobRegistry, JobsError, Notifier,
 };
-use crate::observability::{self, FlushSettings, StoreFilter, Telemetry, TelemetryLayer};
+use crate::observability::{self, FlushSettings, StoreFilter, Telemetry, TelemetryLayer, Unentered};
 
 /// Builds a [`Forge`] node.
 #[derive(Debug, Default)]
@@ -614,8 +614,11 @@ pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
         LogFormat::Pretty => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
-    let telemetry = config.enabled.then(|| TelemetryLayer::new().with_filter(store));
-    let _already_set = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(telemetry).try_init();
+    // Neither layer does anything when a span is entered or left, unless a directive depends on
+    // the spans an event is in (the only syntax with brackets).
+    let fmt = Unentered::new(fmt.with_filter(filter), log_directives(config).contains('['));
+    let telemetry = config.enabled.then(|| TelemetryLayer::new().filtered(store));
+    let _already_set = tracing_subscriber::registry().with(fmt).with(telemetry).try_init();
     Ok(())
 }
 
@@ -637,7 +640,7 @@ fn install_telemetry_layer(config: &ObservabilityConfig) {
     if !tracing::dispatcher::has_been_set()
         && let Ok(filter) = store_filter(config)
     {
-        let _ = tracing_subscriber::registry().with(TelemetryLayer::new().with_filter(filter)).try_init();
+        let _ = tracing_subscriber::registry().with(TelemetryLayer::new().filtered(filter)).try_init();
     }
     static WARNED: std::sync::Once = std::sync::Once::new();
     if !tracing::dispatcher::get_default(|d| d.is::<TelemetryLayer>()) {
@@ -656,11 +659,21 @@ fn store_filter(config: &ObservabilityConfig) -> Result<StoreFilter> {
     })
 }
 
-fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
-    let (key, directives) = match std::env::var("RUST_LOG") {
+/// The directives of the printed lines' filter, and where they come from: `RUST_LOG` if set,
+/// else `observability.log_level`.
+fn log_source(config: &ObservabilityConfig) -> (&'static str, String) {
+    match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => ("RUST_LOG", value),
         _ => ("observability.log_level", config.log_level.clone()),
-    };
+    }
+}
+
+fn log_directives(config: &ObservabilityConfig) -> String {
+    log_source(config).1
+}
+
+fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
+    let (key, directives) = log_source(config);
     EnvFilter::try_new(&directives)
         .map_err(|e| Error::Setting { key, message: format!("invalid log filter {directives:?}: {e}") })
 }

@@ -26,6 +26,7 @@ use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::filter::Filtered;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -158,6 +159,119 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for StoreFilter {
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if self.span_directives {
             Filter::<S>::on_close(&self.env, id, ctx);
+        }
+    }
+}
+
+impl StoreFilter {
+    /// Whether the filter must hear of each span entered and left: only a directive that
+    /// depends on the spans an event is in needs it.
+    pub fn needs_span_entries(&self) -> bool {
+        self.span_directives
+    }
+}
+
+impl TelemetryLayer {
+    /// The layer storing what `filter` enables, as Forge installs it: `with_filter(filter)`,
+    /// told when a span is entered or left only if the filter needs it (see [`Unentered`]).
+    pub fn filtered<S>(self, filter: StoreFilter) -> Unentered<Filtered<Self, StoreFilter, S>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let entries = filter.needs_span_entries();
+        Unentered::new(self.with_filter(filter), entries)
+    }
+}
+
+/// A layer that is not told when spans are entered and left (unless `entries`), for a layer and
+/// filter that do nothing then, such as [`TelemetryLayer`] and the `fmt` layer without span
+/// events. What it saves: a per-layer filter (`Filtered`) looks each span up in the registry at
+/// every entry and exit to learn whether it is enabled for its layer, and spans are entered at
+/// every poll of a future inside them: the request's span at each poll of the request, and the
+/// same span again at each poll of each query's stream (sqlx runs its streams in the current
+/// span), about twenty lookups a request for nothing. Everything else is passed on as is.
+#[derive(Debug)]
+pub struct Unentered<L> {
+    layer: L,
+    entries: bool,
+}
+
+impl<L> Unentered<L> {
+    /// `layer`, told of span entries and exits only if `entries`.
+    pub fn new(layer: L, entries: bool) -> Self {
+        Self { layer, entries }
+    }
+}
+
+impl<S: Subscriber, L: Layer<S>> Layer<S> for Unentered<L> {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.layer.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.layer.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        self.layer.register_callsite(meta)
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.layer.enabled(meta, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        self.layer.on_new_span(attrs, id, ctx);
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.layer.max_level_hint()
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        self.layer.on_record(id, values, ctx);
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.layer.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.layer.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        self.layer.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if self.entries {
+            self.layer.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if self.entries {
+            self.layer.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.layer.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.layer.on_id_change(old, new, ctx);
+    }
+
+    #[doc(hidden)]
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(std::ptr::from_ref(self).cast())
+        } else {
+            // SAFETY: passed on to the inner layer, whose answer (a pointer to itself or to a
+            // part of it, or its marker of a per-layer filter) stays valid as long as `self`.
+            unsafe { self.layer.downcast_raw(id) }
         }
     }
 }
@@ -563,7 +677,7 @@ mod tests {
     fn stored(directives: &str) -> Vec<String> {
         let noted = Arc::new(Mutex::new(Vec::new()));
         let filter = StoreFilter::new(directives).expect("directives");
-        let subscriber = tracing_subscriber::registry().with(Noted(noted.clone()).with_filter(filter));
+        let subscriber = tracing_subscriber::registry().with(as_installed(Noted(noted.clone()), filter));
         tracing::subscriber::with_default(subscriber, || {
             tracing::info_span!(HTTP_SPAN).in_scope(|| {
                 tracing::info_span!(FUNCTION_SPAN).in_scope(|| tracing::info!("inside the function"));
@@ -590,18 +704,65 @@ mod tests {
         assert_eq!(stored("warn"), [format!("{ACCESS_TARGET} WARN")]);
     }
 
-    #[test]
-    fn a_directive_naming_a_span_applies_inside_it() {
-        // Without brackets the filter skips hearing of spans entered and left; with them it
-        // must hear, or the `info` inside `bank.call` would be dropped.
+    /// `layer` filtered by `filter` as [`TelemetryLayer::filtered`] does.
+    fn as_installed<S>(layer: Noted, filter: StoreFilter) -> Unentered<Filtered<Noted, StoreFilter, S>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let entries = filter.needs_span_entries();
+        Unentered::new(layer.with_filter(filter), entries)
+    }
+
+    /// What a layer filtered by `warn,[bank.call]=info` is given of an `info` line outside and
+    /// inside a `bank.call` span, when told of span entries (`entries`) or not.
+    fn inside_bank_call(entries: bool) -> Vec<String> {
         let noted = Arc::new(Mutex::new(Vec::new()));
         let filter = StoreFilter::new("warn,[bank.call]=info").expect("directives");
-        let subscriber = tracing_subscriber::registry().with(Noted(noted.clone()).with_filter(filter));
-        tracing::subscriber::with_default(subscriber, || {
+        let layer = Unentered::new(Noted(noted.clone()).with_filter(filter), entries);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
             tracing::info!("outside");
             tracing::warn_span!("bank.call").in_scope(|| tracing::info!("inside"));
             tracing::info!("outside again");
         });
-        assert_eq!(*noted.lock().expect("noted"), ["bank.call".to_owned(), format!("{} INFO", module_path!())]);
+        noted.lock().expect("noted").clone()
+    }
+
+    #[test]
+    fn a_directive_naming_a_span_applies_inside_it() {
+        // Without brackets the filter skips hearing of spans entered and left; with them it
+        // must hear, or the `info` inside `bank.call` would be dropped.
+        let filter = StoreFilter::new("warn,[bank.call]=info").expect("directives");
+        assert!(filter.needs_span_entries());
+        assert_eq!(inside_bank_call(true), ["bank.call".to_owned(), format!("{} INFO", module_path!())]);
+        // Not told (what `Unentered` saves when no directive needs it), the filter misses it.
+        assert_eq!(inside_bank_call(false), ["bank.call".to_owned()]);
+        assert!(!StoreFilter::new("info,sqlx=warn").expect("directives").needs_span_entries());
+    }
+
+    #[test]
+    fn an_unentered_layer_keeps_its_own_filter_and_the_others_see_everything() {
+        let filtered = Arc::new(Mutex::new(Vec::new()));
+        let plain = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(as_installed(Noted(filtered.clone()), StoreFilter::new("warn").expect("directives")))
+            .with(Noted(plain.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("work").in_scope(|| {
+                tracing::info!("routine");
+                tracing::warn!("odd");
+            });
+        });
+        let here = module_path!();
+        assert_eq!(*filtered.lock().expect("noted"), [format!("{here} WARN")]);
+        assert_eq!(*plain.lock().expect("noted"), ["work".to_owned(), format!("{here} INFO"), format!("{here} WARN")]);
+    }
+
+    #[test]
+    fn the_telemetry_layer_is_found_in_a_subscriber_through_its_wrappers() {
+        let layer = TelemetryLayer::new().filtered(StoreFilter::new("info").expect("directives"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::dispatcher::get_default(|d| d.is::<TelemetryLayer>()));
+        });
     }
 }

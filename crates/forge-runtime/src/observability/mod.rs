@@ -36,7 +36,7 @@ mod traces;
 pub(crate) use dispatch_span::DispatchSpan;
 pub(crate) use layer::JOB_SPAN;
 pub(crate) use layer::current_metrics;
-pub use layer::{StoreFilter, TelemetryLayer, current_traceparent};
+pub use layer::{StoreFilter, TelemetryLayer, Unentered, current_traceparent};
 pub use logs::LogRecord;
 pub use metrics::{DURATION_BUCKETS, Metrics};
 pub use query::{LogCursor, LogEntry, LogPage, LogQuery, MAX_LOG_PAGE, Point, Series, SeriesQuery, job_trace, trace};
