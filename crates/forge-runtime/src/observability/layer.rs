@@ -189,7 +189,7 @@ impl TelemetryLayer {
 /// every entry and exit to learn whether it is enabled for its layer, and spans are entered at
 /// every poll of a future inside them: the request's span at each poll of the request, and the
 /// same span again at each poll of each query's stream (sqlx runs its streams in the current
-/// span), about twenty lookups a request for nothing. Everything else is passed on as is.
+/// span), a dozen or so lookups a request for nothing. Everything else is passed on as is.
 #[derive(Debug)]
 pub struct Unentered<L> {
     layer: L,
