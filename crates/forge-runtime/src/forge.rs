@@ -616,7 +616,7 @@ pub fn init_tracing(config: &ObservabilityConfig) -> Result<()> {
     };
     // Neither layer does anything when a span is entered or left, unless a directive depends on
     // the spans an event is in (the only syntax with brackets).
-    let fmt = Unentered::new(fmt.with_filter(filter), log_directives(config).contains('['));
+    let fmt = Unentered::new(fmt.with_filter(filter), log_source(config).1.contains('['));
     let telemetry = config.enabled.then(|| TelemetryLayer::new().filtered(store));
     let _already_set = tracing_subscriber::registry().with(fmt).with(telemetry).try_init();
     Ok(())
@@ -666,10 +666,6 @@ fn log_source(config: &ObservabilityConfig) -> (&'static str, String) {
         Ok(value) if !value.trim().is_empty() => ("RUST_LOG", value),
         _ => ("observability.log_level", config.log_level.clone()),
     }
-}
-
-fn log_directives(config: &ObservabilityConfig) -> String {
-    log_source(config).1
 }
 
 fn log_filter(config: &ObservabilityConfig) -> Result<EnvFilter> {
