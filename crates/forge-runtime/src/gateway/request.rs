@@ -283,13 +283,13 @@ impl Gate {
 /// tokio's takes its lock to give each permit back, one lock per request that every core
 /// shares; a request here never waits for a slot, so a counter is all it needs.
 #[derive(Debug)]
-pub(super) struct Slots {
+struct Slots {
     limit: usize,
     taken: AtomicUsize,
 }
 
 /// A request's slot, given back when dropped.
-pub(super) struct Slot<'a>(&'a Slots);
+struct Slot<'a>(&'a Slots);
 
 impl Slots {
     fn new(limit: usize) -> Self {

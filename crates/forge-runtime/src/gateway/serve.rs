@@ -67,8 +67,8 @@ const NO_LIMIT: u64 = u64::MAX;
 /// request's head (up to `header_read_timeout`, then it is closed, as hyper's own header timer
 /// would), running a request (up to its deadline, then the request is answered `408`), or
 /// sending a response's body (no limit: a stream of events may last hours). HTTP/1 runs one
-/// request at a time per connection, and all of this happens inside the connection's task, so
-/// the atomics are never contended.
+/// request at a time per connection, and all of this happens inside the connection's task (but
+/// the stop, set once by the accept loop), so the atomics are not contended.
 #[derive(Debug)]
 pub(crate) struct Watch {
     epoch: Instant,
