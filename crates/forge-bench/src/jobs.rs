@@ -8,7 +8,7 @@ use forge::prelude::*;
 use forge::testing::TestDatabase;
 
 use crate::stats::Report;
-use crate::stats::{CpuTime, ms, per_second, quantile};
+use crate::stats::{CpuTime, median, ms, per_second, quantile, round, run_child};
 use crate::worker::Noop;
 
 /// Jobs per `dispatch_many` call.
@@ -340,32 +340,6 @@ pub(crate) async fn overhead(pairs: usize, jobs: usize) -> Report {
     }))
 }
 
-/// The median of `v` (0 when empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Runs this binary's `args` in a process of its own and returns the JSON line it printed.
-async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let out = tokio::process::Command::new(std::env::current_exe()?)
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(format!("`forge-bench {}` failed ({})", args.join(" "), out.status).into());
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 /// `jobs --pairs N`: `floor` and `jobs` alternately (the order flips every pair, so neither
 /// always runs on a warmer machine), each in its own process; prints every run, then
 /// `{"bench":"jobs-vs-floor", "ratio_median", "ratios", "drain_median", "floor_median",
@@ -399,7 +373,6 @@ pub(crate) async fn versus_floor(pairs: usize, jobs: usize, observability: Obser
         floors.push(floor);
         ratios.push(drain / floor.max(1.0));
     }
-    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
     Ok(serde_json::json!({
         "bench": "jobs-vs-floor",
         "pairs": pairs,

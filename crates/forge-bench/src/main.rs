@@ -8,6 +8,7 @@
 //! cargo run --release -p forge-bench -- observability --pairs 10 --jobs 40000
 //! cargo run --release -p forge-bench -- floor --jobs 20000
 //! cargo run --release -p forge-bench -- jobs --pairs 5 --jobs 20000   # alternating with floor
+//! cargo run --release -p forge-bench -- rpc --pairs 10                 # alternating with rpc-floor
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --kill-every-ms 2000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --restart-db-every-ms 3000
 //! cargo run --release -p forge-bench -- chaos --jobs 20000 --nodes 3 --db-outage-ms 45000 --lease 30s --work-ms 20
@@ -104,6 +105,10 @@ enum Scenario {
         /// Concurrent keep-alive clients.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// Run `rpc-floor` and `rpc` alternately this many times (each in its own process),
+        /// print every run, then an `rpc-vs-floor` summary with the median ratio.
+        #[arg(long)]
+        pairs: Option<usize>,
     },
     /// The same query's SQL behind a bare axum handler: the floor `rpc` is compared with.
     RpcFloor {
@@ -180,7 +185,10 @@ async fn main() -> ExitCode {
         Scenario::Chaos(args) => chaos::run(args).await,
         Scenario::Testdb { iterations } => testdb(iterations.max(1)).await,
         Scenario::Worker(args) => worker::run(args).await.map(|()| serde_json::Value::Null),
-        Scenario::Rpc { seconds, connections } => rpc::run(seconds.max(1), connections.max(1)).await,
+        Scenario::Rpc { seconds, connections, pairs: Some(pairs) } => {
+            rpc::versus_floor(pairs.max(1), seconds.max(1), connections.max(1)).await
+        }
+        Scenario::Rpc { seconds, connections, pairs: None } => rpc::run(seconds.max(1), connections.max(1)).await,
         Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
         Scenario::RpcStack { rounds, batch, threads } => {
             rpc_stack::run(rounds.max(1), batch.max(1), threads.max(1)).await

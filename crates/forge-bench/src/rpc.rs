@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::stats::{CpuTime, Report};
-use crate::stats::{ms, quantile};
+use crate::stats::{median, ms, quantile, round, run_child};
 
 /// Where both servers answer.
 const PATH: &str = "/rpc/bench_echo";
@@ -138,5 +138,49 @@ async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Repor
         // (Postgres included) and this process's (server and load generator).
         "machine_us_per_req": machine_us,
         "process_us_per_req": process_us,
+    }))
+}
+
+/// `rpc --pairs N`: `rpc-floor` and `rpc` alternately (the order flips every pair, so neither
+/// always runs right after the other on a warmer machine), each in its own process with the
+/// same `seconds` and `connections`; prints every run, then `{"bench":"rpc-vs-floor",
+/// "ratio_median", "ratios", "rpc_median", "floor_median", "p99_ms_median", "floor_p99_ms_median",
+/// "machine_us_per_req_median", "floor_machine_us_per_req_median"}`. The ratio of each pair's
+/// rates is what the gateway keeps of the floor's throughput; CPU per request is the steadier
+/// view on a shared machine.
+pub(crate) async fn versus_floor(pairs: usize, seconds: u64, connections: usize) -> Report {
+    let (seconds, connections) = (seconds.to_string(), connections.to_string());
+    let args = |bench: &str| -> Vec<String> {
+        [bench, "--seconds", &seconds, "--connections", &connections].map(String::from).to_vec()
+    };
+    let (forge_args, floor_args) = (args("rpc"), args("rpc-floor"));
+    let mut ratios = Vec::new();
+    let (mut forge, mut floor): (Vec<serde_json::Value>, Vec<serde_json::Value>) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 { [&floor_args, &forge_args] } else { [&forge_args, &floor_args] };
+        for args in order {
+            let run = run_child(args).await?;
+            println!("{run}");
+            if args[0] == "rpc" { forge.push(run) } else { floor.push(run) }
+        }
+        let rate = |runs: &[serde_json::Value]| runs.last().and_then(|r| r["req_per_s"].as_f64()).unwrap_or(0.0);
+        ratios.push(rate(&forge) / rate(&floor).max(1.0));
+    }
+    let median_of = |runs: &[serde_json::Value], field: &str, places: i32| {
+        round(median(runs.iter().filter_map(|r| r[field].as_f64()).collect()), places)
+    };
+    Ok(serde_json::json!({
+        "bench": "rpc-vs-floor",
+        "pairs": pairs,
+        "seconds": seconds.parse::<u64>()?,
+        "connections": connections.parse::<usize>()?,
+        "ratio_median": round(median(ratios.clone()), 3),
+        "ratios": ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
+        "rpc_median": median_of(&forge, "req_per_s", 0),
+        "floor_median": median_of(&floor, "req_per_s", 0),
+        "p99_ms_median": median_of(&forge, "p99_ms", 2),
+        "floor_p99_ms_median": median_of(&floor, "p99_ms", 2),
+        "machine_us_per_req_median": median_of(&forge, "machine_us_per_req", 1),
+        "floor_machine_us_per_req_median": median_of(&floor, "machine_us_per_req", 1),
     }))
 }

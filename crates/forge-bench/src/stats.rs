@@ -96,3 +96,34 @@ fn process_busy() -> Option<Duration> {
     // `rest` starts at field 3 (state), so fields 14 and 15 are at 11 and 12.
     Some(ticks(v.get(11)? + v.get(12)?))
 }
+
+/// The median of `v` (0 when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `x` rounded to `places` decimals.
+pub(crate) fn round(x: f64, places: i32) -> f64 {
+    (x * 10f64.powi(places)).round() / 10f64.powi(places)
+}
+
+/// Runs this binary's `args` in a process of its own and returns the JSON line it printed.
+pub(crate) async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(format!("`forge-bench {}` failed ({})", args.join(" "), out.status).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
