@@ -138,24 +138,28 @@ pub(super) async fn insert_rows(
             break;
         }
         let batch: Vec<&NewJob> = pending.iter().map(|i| &jobs[*i]).collect();
-        let statement =
-            if batch.iter().any(|j| j.unique_key.is_some()) { sql::INSERT } else { &sql::INSERT_WITHOUT_KEYS };
-        let rows = sqlx::query(statement)
-            .bind(batch.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.args.clone()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.priority).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.run_at).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.unique_key.as_deref()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.unique_period).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| j.capability.as_deref()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|j| serde_json::json!(j.tags)).collect::<Vec<_>>())
-            .bind(pending.iter().map(|i| metadata[*i].clone()).collect::<Vec<_>>())
-            .bind(notify)
-            .bind(batch.iter().map(|j| j.client).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = if let [job] = batch[..]
+            && job.client.is_none()
+        {
+            let statement = if job.unique_key.is_some() { sql::INSERT_ONE } else { &sql::INSERT_ONE_WITHOUT_KEY };
+            sqlx::query(statement)
+                .bind(&job.kind)
+                .bind(&job.queue)
+                .bind(&job.args)
+                .bind(job.priority)
+                .bind(job.max_attempts)
+                .bind(job.run_at)
+                .bind(job.unique_key.as_deref())
+                .bind(job.unique_period)
+                .bind(job.capability.as_deref())
+                .bind(&job.tags)
+                .bind(&metadata[pending[0]])
+                .bind(notify)
+                .fetch_all(&mut *conn)
+                .await?
+        } else {
+            insert_many(conn, &batch, &pending, &metadata, notify).await?
+        };
 
         // Inserted rows come back in input order (ids are assigned in that order).
         let mut plain: VecDeque<JobId> = VecDeque::new();
@@ -219,4 +223,130 @@ pub(super) async fn insert_rows(
         pending = missing.into_iter().filter(|i| ids[*i].is_none()).collect();
     }
     ids.into_iter().map(|id| id.ok_or(JobsError::NotInserted)).collect()
+}
+
+/// [`sql::INSERT`] (or its form without keys) for `batch`, the jobs of `jobs` at `pending`.
+async fn insert_many(
+    conn: &mut PgConnection,
+    batch: &[&NewJob],
+    pending: &[usize],
+    metadata: &[serde_json::Value],
+    notify: bool,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    let statement = if batch.iter().any(|j| j.unique_key.is_some()) { sql::INSERT } else { &sql::INSERT_WITHOUT_KEYS };
+    sqlx::query(statement)
+        .bind(batch.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.args.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.unique_key.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.unique_period).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| j.capability.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|j| serde_json::json!(j.tags)).collect::<Vec<_>>())
+        .bind(pending.iter().map(|i| metadata[*i].clone()).collect::<Vec<_>>())
+        .bind(notify)
+        .bind(batch.iter().map(|j| j.client).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::*;
+
+    fn job(kind: &str) -> NewJob {
+        NewJob {
+            kind: kind.to_owned(),
+            queue: "default".to_owned(),
+            args: serde_json::json!({ "n": 1 }),
+            priority: 2,
+            max_attempts: 3,
+            run_at: None,
+            unique_key: None,
+            unique_period: false,
+            capability: None,
+            tags: vec!["a".to_owned(), "b c".to_owned()],
+            metadata: serde_json::Map::new(),
+            client: None,
+        }
+    }
+
+    /// The columns a dispatch writes, with `run_at` as whether it is in the future.
+    type Written = (
+        String,
+        String,
+        serde_json::Value,
+        String,
+        i16,
+        i32,
+        bool,
+        Option<String>,
+        bool,
+        Option<String>,
+        Vec<String>,
+        serde_json::Value,
+    );
+
+    async fn written(conn: &mut PgConnection, id: JobId) -> Written {
+        sqlx::query_as(
+            "select kind, queue, args, state, priority, max_attempts, run_at > now(), unique_key, unique_period,
+                    capability, tags, metadata
+             from forge_jobs where id = $1",
+        )
+        .bind(id.0)
+        .fetch_one(conn)
+        .await
+        .expect("the job")
+    }
+
+    /// A single job goes through its own one-row statement, a batch through the arrays: both
+    /// write the same row, answer a held unique key with its holder, and notify only for a job
+    /// available now.
+    #[tokio::test]
+    async fn a_job_alone_is_written_as_in_a_batch() {
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        let mut conn = db.pool().acquire().await.expect("conn");
+        let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await.expect("listener");
+        listener.listen("forge_jobs").await.expect("listen");
+
+        let mut keyed = job("keyed");
+        keyed.unique_key = Some("k1".to_owned());
+        let mut later = job("later");
+        later.run_at = Some(Utc::now() + Duration::hours(1));
+        later.capability = Some("gpu".to_owned());
+        later.queue = "slow".to_owned();
+        let mut period = job("period");
+        period.unique_key = Some("p1".to_owned());
+        period.unique_period = true;
+        for one in [job("plain"), keyed, later, period] {
+            let alone =
+                insert_rows(&mut conn, std::slice::from_ref(&one), true, None, Count::ByCallers).await.expect("alone");
+            let mut other = one.clone();
+            other.unique_key = other.unique_key.map(|k| format!("{k}-batch"));
+            let batch =
+                insert_rows(&mut conn, &[other, job("filler")], true, None, Count::ByCallers).await.expect("batch");
+            let (mut a, mut b) = (written(&mut conn, alone[0]).await, written(&mut conn, batch[0]).await);
+            (a.7, b.7) = (None, None);
+            assert_eq!(a, b, "{}", one.kind);
+            if one.unique_key.is_some() {
+                let again = insert_rows(&mut conn, std::slice::from_ref(&one), true, None, Count::ByCallers)
+                    .await
+                    .expect("again");
+                assert_eq!(again, alone, "a held key answers with its holder");
+            }
+        }
+        // Every statement above that wrote a job available now notified its queue once: the
+        // three jobs alone on `default` and the four batches (their filler is on `default`);
+        // never the job scheduled later on `slow`, nor the inserts that met a held key.
+        let mut queues = Vec::new();
+        while queues.len() < 7 {
+            let notice = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv()).await;
+            queues.push(notice.expect("a notice within 10 s").expect("a notice").payload().to_owned());
+        }
+        assert!(queues.iter().all(|q| q == "default"), "{queues:?}");
+    }
 }
