@@ -41,6 +41,12 @@ async fn overstay(_ctx: &QueryContext, _args: ()) -> Result<u32, ForgeError> {
     Ok(1)
 }
 
+/// The sum of its arguments.
+#[forge::query(public)]
+async fn limits_sum(_ctx: &QueryContext, numbers: Vec<i64>) -> Result<i64, ForgeError> {
+    Ok(numbers.iter().sum())
+}
+
 #[forge::job]
 async fn limits_noop(_ctx: &JobContext, _args: ()) -> Result<(), JobError> {
     Ok(())
@@ -345,4 +351,31 @@ async fn a_static_dir_that_is_not_a_folder_is_refused_at_build() {
     let error = Forge::builder().config(config).build().expect_err("a missing folder is refused");
     let message = error.to_string();
     assert!(message.contains("gateway.static_dir") && message.contains("no/such/folder"), "{message}");
+}
+
+/// A body sent in chunks (with a trailer) is read whole, and so is one of a declared length
+/// right after it on the same keep-alive connection: the reader stops once a declared length is
+/// all in, and leaves the connection ready for the next request.
+#[tokio::test]
+async fn bodies_in_chunks_and_of_a_declared_length_share_a_keep_alive_connection() {
+    let db = TestDatabase::new().await.expect("db");
+    let node = gateway(&db, |_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(node.local_addr().expect("addr")).await.expect("connect");
+    let chunked = "POST /rpc/limits_sum HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n\
+                   transfer-encoding: chunked\r\n\r\n5\r\n[1,2,\r\n2\r\n3]\r\n0\r\nx-note: end\r\n\r\n";
+    let sized = "POST /rpc/limits_sum HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n\
+                 content-length: 7\r\nconnection: close\r\n\r\n[10,20]";
+    stream.write_all(chunked.as_bytes()).await.expect("write");
+    stream.write_all(sized.as_bytes()).await.expect("write");
+    let mut answers = String::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut answers))
+        .await
+        .expect("both answers within 15 s")
+        .expect("read");
+    let statuses: Vec<&str> = answers.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(statuses.len(), 2, "{answers}");
+    let first = answers.find(r#"{"data":6}"#).expect(&answers);
+    let second = answers.find(r#"{"data":30}"#).expect(&answers);
+    assert!(first < second, "{answers}");
+    node.stop().await.expect("stop");
 }

@@ -61,6 +61,11 @@ async fn read_whole(mut body: axum::body::Body, limit: usize) -> Result<Bytes, B
             }
             (_, Some(joined)) => joined.extend_from_slice(&data),
         }
+        // A body whose declared length is all in: done, without polling it once more for its
+        // end (a wake-up of the connection's reader and a look at the trailers).
+        if axum::body::HttpBody::is_end_stream(&body) {
+            break;
+        }
     }
     Ok(pieces.map(Bytes::from).or(whole).unwrap_or_default())
 }
