@@ -149,9 +149,9 @@ async fn load(bench: &str, url: &str, seconds: u64, connections: usize) -> Repor
 /// rates is what the gateway keeps of the floor's throughput; CPU per request is the steadier
 /// view on a shared machine.
 pub(crate) async fn versus_floor(pairs: usize, seconds: u64, connections: usize) -> Report {
-    let (seconds, connections) = (seconds.to_string(), connections.to_string());
+    let (secs, conns) = (seconds.to_string(), connections.to_string());
     let args = |bench: &str| -> Vec<String> {
-        [bench, "--seconds", &seconds, "--connections", &connections].map(String::from).to_vec()
+        [bench, "--seconds", &secs, "--connections", &conns].map(String::from).to_vec()
     };
     let (forge_args, floor_args) = (args("rpc"), args("rpc-floor"));
     let mut ratios = Vec::new();
@@ -172,8 +172,8 @@ pub(crate) async fn versus_floor(pairs: usize, seconds: u64, connections: usize)
     Ok(serde_json::json!({
         "bench": "rpc-vs-floor",
         "pairs": pairs,
-        "seconds": seconds.parse::<u64>()?,
-        "connections": connections.parse::<usize>()?,
+        "seconds": seconds,
+        "connections": connections,
         "ratio_median": round(median(ratios.clone()), 3),
         "ratios": ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
         "rpc_median": median_of(&forge, "req_per_s", 0),
