@@ -8,7 +8,7 @@ use forge::prelude::*;
 use forge::testing::TestDatabase;
 
 use crate::stats::Report;
-use crate::stats::{CpuTime, median, ms, per_second, quantile, round, run_child};
+use crate::stats::{CpuTime, alternate, median, ms, per_second, quantile, round};
 use crate::worker::Noop;
 
 /// Jobs per `dispatch_many` call.
@@ -353,21 +353,11 @@ pub(crate) async fn versus_floor(pairs: usize, jobs: usize, observability: Obser
     let forge_args: Vec<String> = ["jobs", "--jobs", &n, "--observability", mode].map(String::from).to_vec();
     let floor_args: Vec<String> = ["floor", "--jobs", &n].map(String::from).to_vec();
     let (mut drains, mut floors, mut cpus, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for pair in 0..pairs {
-        let (mut drain, mut floor) = (0.0, 0.0);
-        let order = if pair % 2 == 0 { [&floor_args, &forge_args] } else { [&forge_args, &floor_args] };
-        for args in order {
-            let run = run_child(args).await?;
-            println!("{run}");
-            let per_s = run["drain_per_s"].as_f64().ok_or("a run without drain_per_s")?;
-            if args[0] == "floor" {
-                floor = per_s;
-            } else {
-                drain = per_s;
-                if let Some(cpu) = run["drain_cpu"]["machine_us_per_job"].as_f64() {
-                    cpus.push(cpu);
-                }
-            }
+    for (floor_run, forge_run) in alternate(pairs, &floor_args, &forge_args).await? {
+        let per_s = |run: &serde_json::Value| run["drain_per_s"].as_f64().ok_or("a run without drain_per_s");
+        let (floor, drain) = (per_s(&floor_run)?, per_s(&forge_run)?);
+        if let Some(cpu) = forge_run["drain_cpu"]["machine_us_per_job"].as_f64() {
+            cpus.push(cpu);
         }
         drains.push(drain);
         floors.push(floor);

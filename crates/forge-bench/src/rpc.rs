@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::stats::{CpuTime, Report};
-use crate::stats::{median, ms, quantile, round, run_child};
+use crate::stats::{alternate, median, ms, quantile, round};
 
 /// Where both servers answer.
 const PATH: &str = "/rpc/bench_echo";
@@ -154,18 +154,10 @@ pub(crate) async fn versus_floor(pairs: usize, seconds: u64, connections: usize)
         [bench, "--seconds", &secs, "--connections", &conns].map(String::from).to_vec()
     };
     let (forge_args, floor_args) = (args("rpc"), args("rpc-floor"));
-    let mut ratios = Vec::new();
-    let (mut forge, mut floor): (Vec<serde_json::Value>, Vec<serde_json::Value>) = (Vec::new(), Vec::new());
-    for pair in 0..pairs {
-        let order = if pair % 2 == 0 { [&floor_args, &forge_args] } else { [&forge_args, &floor_args] };
-        for args in order {
-            let run = run_child(args).await?;
-            println!("{run}");
-            if args[0] == "rpc" { forge.push(run) } else { floor.push(run) }
-        }
-        let rate = |runs: &[serde_json::Value]| runs.last().and_then(|r| r["req_per_s"].as_f64()).unwrap_or(0.0);
-        ratios.push(rate(&forge) / rate(&floor).max(1.0));
-    }
+    let (floor, forge): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
+        alternate(pairs, &floor_args, &forge_args).await?.into_iter().unzip();
+    let rate = |run: &serde_json::Value| run["req_per_s"].as_f64().unwrap_or(0.0);
+    let ratios: Vec<f64> = floor.iter().zip(&forge).map(|(f, r)| rate(r) / rate(f).max(1.0)).collect();
     let median_of = |runs: &[serde_json::Value], field: &str, places: i32| {
         round(median(runs.iter().filter_map(|r| r[field].as_f64()).collect()), places)
     };

@@ -116,7 +116,7 @@ pub(crate) fn round(x: f64, places: i32) -> f64 {
 }
 
 /// Runs this binary's `args` in a process of its own and returns the JSON line it printed.
-pub(crate) async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .args(args)
         .stderr(std::process::Stdio::inherit())
@@ -126,4 +126,30 @@ pub(crate) async fn run_child(args: &[String]) -> Result<serde_json::Value, Box<
         return Err(format!("`forge-bench {}` failed ({})", args.join(" "), out.status).into());
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Runs `floor` and `subject` (argument lists of this binary) alternately `pairs` times, each
+/// in its own process, the order flipped every pair so neither always runs on a warmer
+/// machine; prints every run's line and returns each pair as (floor's line, subject's line).
+pub(crate) async fn alternate(
+    pairs: usize,
+    floor: &[String],
+    subject: &[String],
+) -> Result<Vec<(serde_json::Value, serde_json::Value)>, Box<dyn std::error::Error>> {
+    async fn run(args: &[String]) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let line = run_child(args).await?;
+        println!("{line}");
+        Ok(line)
+    }
+    let mut runs = Vec::with_capacity(pairs);
+    for pair in 0..pairs {
+        runs.push(if pair % 2 == 0 {
+            let first = run(floor).await?;
+            (first, run(subject).await?)
+        } else {
+            let first = run(subject).await?;
+            (run(floor).await?, first)
+        });
+    }
+    Ok(runs)
 }
