@@ -54,7 +54,8 @@ pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Opti
         Noop::dispatch(db.pool(), work_ms).await?;
     }
     let enqueue_single = started.elapsed();
-    let enqueue_concurrent = enqueue_concurrently(&db, concurrent, work_ms).await?;
+    let enqueue_single_batched = enqueue_through_dispatcher(&db, singles, 1, work_ms).await?;
+    let enqueue_concurrent = enqueue_through_dispatcher(&db, concurrent, CALLERS, work_ms).await?;
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
@@ -110,6 +111,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Opti
         "enqueue_batch": BATCH.min(jobs),
         "enqueue_per_s": per_second(jobs - singles - concurrent, enqueue),
         "enqueue_single_per_s": per_second(singles, enqueue_single),
+        "enqueue_single_batched_per_s": per_second(singles, enqueue_single_batched),
         "enqueue_concurrent_per_s": per_second(concurrent, enqueue_concurrent),
         "drain_per_s": per_second(jobs, drain),
         "node_start_ms": ms(node_start),
@@ -122,20 +124,22 @@ pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Opti
     }))
 }
 
-/// `n` single dispatches made by [`CALLERS`] tasks at once, each waiting for its own before the
-/// next, through a [`BatchedDispatcher`] over a pool of one connection: how long they took.
-async fn enqueue_concurrently(
+/// `n` single dispatches made by `tasks` tasks at once, each waiting for its own before the
+/// next, through a [`BatchedDispatcher`] (as a node dispatches) over a pool of one connection:
+/// how long they took.
+async fn enqueue_through_dispatcher(
     db: &TestDatabase,
     n: usize,
+    tasks: usize,
     work_ms: Option<u64>,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let pool = forge::sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(db.url()).await?;
     let dispatcher = BatchedDispatcher::new(pool.clone());
     let started = Instant::now();
-    let callers: Vec<_> = (0..CALLERS)
+    let callers: Vec<_> = (0..tasks)
         .map(|i| {
             let dispatcher = dispatcher.clone();
-            let calls = n / CALLERS + usize::from(i < n % CALLERS);
+            let calls = n / tasks + usize::from(i < n % tasks);
             tokio::spawn(async move {
                 for _ in 0..calls {
                     Noop::dispatch(&dispatcher, work_ms).await?;

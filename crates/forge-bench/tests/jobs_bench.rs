@@ -27,9 +27,15 @@ fn jobs_reports_with_and_without_observability() {
     assert_eq!(off["observability"], "off");
     assert_eq!(stored(&off), [0, 0, 0], "{off}");
     for report in [&on, &off] {
-        for key in
-            ["enqueue_per_s", "enqueue_single_per_s", "drain_per_s", "pickup_p50_ms", "rss_peak_mb", "rss_final_mb"]
-        {
+        for key in [
+            "enqueue_per_s",
+            "enqueue_single_per_s",
+            "enqueue_single_batched_per_s",
+            "drain_per_s",
+            "pickup_p50_ms",
+            "rss_peak_mb",
+            "rss_final_mb",
+        ] {
             assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
         }
         // Measured over the last 100,000 jobs: only in runs of 200,000 or more.

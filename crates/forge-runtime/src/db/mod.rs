@@ -8,6 +8,7 @@ mod fault;
 mod migrations;
 mod pauses;
 mod pool;
+pub(crate) mod spares;
 pub(crate) mod sql;
 mod tx;
 

@@ -4,11 +4,12 @@
 //!
 //! A `dispatch` on its own is a statement and a commit, and a commit waits for the WAL to
 //! reach the disk: one connection dispatching one job after another is held to the disk's
-//! flush rate (about 1,650 a second for a bare one-row INSERT on the 2-core machine the
-//! figures come from, `pgbench -c 1`). Callers dispatching at the same moment from different
-//! tasks (request handlers, jobs) need not wait for each other's flushes: what waits when an
-//! inserter is free goes in its next statement, so each commit carries many jobs. Alone, a
-//! dispatch goes at once, as a batch of one.
+//! flush rate (`pgbench -c 1` of a bare one-row INSERT, on the machine of the performance
+//! page). Callers dispatching at the same moment from different tasks (request handlers, jobs)
+//! need not wait for each other's flushes: what waits when an inserter is free goes in its next
+//! statement, so each commit carries many jobs. Alone, a dispatch goes at once, as a batch of
+//! one, on the connection the last statement kept (`db::spares`): not one taken from the pool
+//! and handed back (with sqlx's ping of it) for every job.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use super::insert::{Count, Prepared, insert_jobs, insert_rows};
 use super::new_job::NewJob;
 use super::notifier::Notifier;
 use crate::db::batch::Batcher;
+use crate::db::spares::Spares;
 
 /// Something jobs can be dispatched through: a pool, a running node, a job's context.
 pub trait Dispatcher: Send + Sync {
@@ -107,6 +109,10 @@ const INSERTERS: usize = 2;
 /// value over a limit) fails only its own dispatch: the batch is undone and its other jobs are
 /// inserted one by one. A job's `forge.dispatch` span and its count in
 /// `forge_jobs_enqueued_total` stay the caller's.
+///
+/// While dispatches keep coming, its statements keep their connections (at most two of the
+/// pool's) from one to the next instead of handing them back, and sqlx pinging them, after each;
+/// they go back to the pool 10–20 ms after the last dispatch (a pool closing waits that long).
 #[derive(Clone)]
 pub struct BatchedDispatcher {
     inner: Arc<Inner>,
@@ -138,10 +144,11 @@ impl BatchedDispatcher {
 
     fn start(pool: PgPool, notifier: Option<Notifier>) -> Self {
         let batcher = {
-            let (pool, notifier) = (pool.clone(), notifier.clone());
+            // A statement keeps its connection for the next one (see `Spares`).
+            let (spares, notifier) = (Spares::new(pool.clone()), notifier.clone());
             Batcher::start(INSERTERS, MAX_BATCH, move |jobs| {
-                let (pool, notifier) = (pool.clone(), notifier.clone());
-                async move { insert_batch(&pool, notifier.as_ref(), jobs).await }
+                let (spares, notifier) = (spares.clone(), notifier.clone());
+                async move { insert_batch(&spares, notifier.as_ref(), jobs).await }
             })
         };
         Self { inner: Arc::new(Inner { pool, notifier, batcher }) }
@@ -179,14 +186,21 @@ impl Dispatcher for BatchedDispatcher {
 }
 
 /// One statement for `jobs`: an answer for each, in order.
-async fn insert_batch(pool: &PgPool, notifier: Option<&Notifier>, jobs: Vec<NewJob>) -> Vec<Result<JobId, JobsError>> {
-    let mut conn = match pool.acquire().await {
+async fn insert_batch(
+    spares: &Spares,
+    notifier: Option<&Notifier>,
+    jobs: Vec<NewJob>,
+) -> Vec<Result<JobId, JobsError>> {
+    let mut conn = match spares.take().await {
         Ok(conn) => conn,
         Err(e) => return everyone(JobsError::Database(e), jobs.len()),
     };
     let notify = notifier.is_none();
     match insert_rows(&mut conn, &jobs, notify, None, Count::ByCallers).await {
         Ok(ids) => {
+            // Kept only after a statement that went well: a connection that failed goes back
+            // to the pool, which checks it.
+            spares.keep(conn);
             if let Some(notifier) = notifier {
                 notify_queues(notifier, &jobs);
             }
@@ -258,7 +272,7 @@ mod tests {
     async fn a_batch_is_one_statement_and_a_job_the_database_refuses_fails_alone() {
         let db = TestDatabase::new().await.expect("db");
         let jobs: Vec<NewJob> = ["a", "b", "c"].into_iter().map(job).collect();
-        let answers = insert_batch(db.pool(), None, jobs).await;
+        let answers = insert_batch(&Spares::new(db.pool().clone()), None, jobs).await;
         let ids: Vec<i64> = answers.into_iter().map(|a| a.expect("inserted").0).collect();
         let names: Vec<String> = sqlx::query_scalar(
             "select args->>'name' from forge_jobs where id = any($1) order by array_position($1, id)",
@@ -275,7 +289,7 @@ mod tests {
         // constraint refuses it, which undoes the statement for every job in it.
         let mut jobs: Vec<NewJob> = ["d", "e", "f"].into_iter().map(job).collect();
         jobs[1] = job("e").with_queue("q".repeat(65));
-        let answers = insert_batch(db.pool(), None, jobs).await;
+        let answers = insert_batch(&Spares::new(db.pool().clone()), None, jobs).await;
         assert!(
             matches!(&answers[1], Err(JobsError::Database(e)) if crate::db::refused_data(e)),
             "the refused job's own answer: {:?}",
@@ -299,7 +313,7 @@ mod tests {
             job.unique_key = Some("k".to_owned());
             job
         };
-        let answers = insert_batch(db.pool(), None, vec![keyed("g"), keyed("h"), job("i")]).await;
+        let answers = insert_batch(&Spares::new(db.pool().clone()), None, vec![keyed("g"), keyed("h"), job("i")]).await;
         let ids: Vec<i64> = answers.into_iter().map(|a| a.expect("answered").0).collect();
         assert_eq!(ids[0], ids[1], "the key's holder for both: {ids:?}");
         assert_ne!(ids[0], ids[2]);
@@ -340,5 +354,27 @@ mod tests {
         xmins.dedup();
         // One at a time, they would be 100 statements and 100 commits.
         assert!(xmins.len() < 20, "100 dispatches waiting together took {} commits", xmins.len());
+    }
+
+    #[tokio::test]
+    async fn dispatches_one_after_another_keep_their_connection_and_give_it_back_when_idle() {
+        use std::sync::atomic::Ordering;
+
+        use crate::db::spares::tests::{counted_pool, wait_for};
+
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, returns) = counted_pool(&db).await;
+        let dispatcher = BatchedDispatcher::new(pool.clone());
+        for i in 0..50 {
+            dispatcher.insert(&[job(&format!("n{i}"))]).await.expect("dispatched");
+        }
+        // Returned to its pool after each, the connection would have been pinged 50 times.
+        assert_eq!(returns.load(Ordering::SeqCst), 0, "kept from one dispatch to the next");
+        let total: i64 =
+            sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await.expect("count");
+        assert_eq!(total, 50);
+        wait_for("the connection goes back to the pool once dispatches stop", || pool.num_idle() == 1).await;
+        drop(dispatcher);
+        tokio::time::timeout(std::time::Duration::from_secs(10), pool.close()).await.expect("the pool closes");
     }
 }

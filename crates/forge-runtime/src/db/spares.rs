@@ -1,0 +1,221 @@
+//! [`Spares`]: the connections kept between statements that follow each other closely.
+//!
+//! sqlx pings every connection going back to its pool (a round trip, and a wake-up of the
+//! server's backend, on every release). A caller dispatching one job after another would pay
+//! that ping for every job, and wait for it when the pool has no other connection. The
+//! statements of a [`BatchedDispatcher`](crate::jobs::BatchedDispatcher) keep their connection
+//! here instead, and the next statement takes it back; a connection nobody took back for
+//! [`KEEP_IDLE`] goes back to the pool.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::Notify;
+
+/// How long a connection is kept for the next statement: longer than the gap between the
+/// statements of a caller dispatching one job after another, short enough that a pool shared
+/// with workers gets it back at once for what they do.
+pub(crate) const KEEP_IDLE: Duration = Duration::from_millis(10);
+
+/// A connection first taken longer ago than this goes back to the pool after its statement
+/// (where sqlx checks its age against `max_lifetime`) rather than being kept on.
+const KEEP_AT_MOST: Duration = Duration::from_secs(30);
+
+/// A connection taken from [`Spares`]: the pool's, and when it was first taken.
+pub(crate) struct Spare {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+impl std::ops::Deref for Spare {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Spare {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+/// The connections kept between statements, over one pool.
+#[derive(Clone)]
+pub(crate) struct Spares {
+    pool: PgPool,
+    kept: Arc<Mutex<Kept>>,
+    /// Told when a connection is kept: a statement waiting for the pool takes it instead.
+    kept_one: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Each with when it was kept.
+    spares: Vec<(Spare, Instant)>,
+    /// Whether a task is on its way to hand back what stays unused.
+    reaper: bool,
+}
+
+impl std::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spares").field("kept", &self.lock().spares.len()).finish()
+    }
+}
+
+impl Spares {
+    /// None kept yet, over `pool`.
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool, kept: Arc::default(), kept_one: Arc::default() }
+    }
+
+    /// A kept connection, or the pool's next one, whichever comes first: a statement waiting
+    /// for the pool while its only connection is kept here gets that one.
+    pub(crate) async fn take(&self) -> Result<Spare, sqlx::Error> {
+        loop {
+            // One the pool no longer wants (it is closing) is dropped: it goes back.
+            if let Some((spare, _)) = self.lock().spares.pop()
+                && !self.pool.is_closed()
+            {
+                return Ok(spare);
+            }
+            tokio::select! {
+                biased;
+                () = self.kept_one.notified() => continue,
+                conn = self.pool.acquire() => return Ok(Spare { conn: conn?, since: Instant::now() }),
+            }
+        }
+    }
+
+    /// Keeps `spare` for the next statement (after one that went well), unless the pool is
+    /// closing or the connection was first taken [`KEEP_AT_MOST`] ago: then it goes back.
+    pub(crate) fn keep(&self, spare: Spare) {
+        if self.pool.is_closed() || spare.since.elapsed() >= KEEP_AT_MOST {
+            return;
+        }
+        let mut kept = self.lock();
+        kept.spares.push((spare, Instant::now()));
+        if !std::mem::replace(&mut kept.reaper, true) {
+            tokio::spawn(self.clone().reap());
+        }
+        drop(kept);
+        self.kept_one.notify_one();
+    }
+
+    /// Every [`KEEP_IDLE`], hands back the connections kept for that long; ends when none is
+    /// left.
+    async fn reap(self) {
+        loop {
+            tokio::time::sleep(KEEP_IDLE).await;
+            let mut kept = self.lock();
+            let now = Instant::now();
+            let unused: Vec<_> = kept.spares.extract_if(.., |(_, at)| now - *at >= KEEP_IDLE).collect();
+            if kept.spares.is_empty() {
+                kept.reaper = false;
+            }
+            let done = !kept.reaper;
+            drop(kept);
+            drop(unused);
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// A pool of one connection over `db` that counts its connections' returns.
+    pub(crate) async fn counted_pool(db: &TestDatabase) -> (PgPool, Arc<AtomicUsize>) {
+        let returns = Arc::new(AtomicUsize::new(0));
+        let counted = returns.clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .after_release(move |_, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(true) })
+            })
+            .connect(db.url())
+            .await
+            .expect("pool");
+        // `connect` opened the connection and returned it: counted from here.
+        wait_for("the first connection in the pool", || pool.num_idle() == 1).await;
+        returns.store(0, Ordering::SeqCst);
+        (pool, returns)
+    }
+
+    pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn statements_one_after_another_keep_one_connection_and_give_it_back_when_idle() {
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, returns) = counted_pool(&db).await;
+        let spares = Spares::new(pool.clone());
+        let mut backends = Vec::new();
+        for _ in 0..50 {
+            let mut conn = spares.take().await.expect("connection");
+            backends.push(
+                sqlx::query_scalar::<_, i32>("select pg_backend_pid()").fetch_one(&mut *conn).await.expect("pid"),
+            );
+            spares.keep(conn);
+        }
+        assert!(backends.iter().all(|b| *b == backends[0]), "one connection throughout");
+        assert_eq!(returns.load(Ordering::SeqCst), 0, "not returned (and pinged) after each statement");
+        // Nobody takes it: it goes back to the pool, where others get it.
+        wait_for("the kept connection goes back to the pool", || pool.num_idle() == 1).await;
+        assert_eq!(returns.load(Ordering::SeqCst), 1);
+        let mut other = pool.acquire().await.expect("the pool's connection");
+        let pid: i32 = sqlx::query_scalar("select pg_backend_pid()").fetch_one(&mut *other).await.expect("pid");
+        assert_eq!(pid, backends[0]);
+    }
+
+    #[tokio::test]
+    async fn a_statement_waiting_for_the_pool_gets_the_connection_the_last_one_keeps() {
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, returns) = counted_pool(&db).await;
+        let spares = Spares::new(pool.clone());
+        let first = spares.take().await.expect("the only connection");
+        let waiting = tokio::spawn({
+            let spares = spares.clone();
+            async move { spares.take().await }
+        });
+        tokio::task::yield_now().await;
+        let since = first.since;
+        spares.keep(first);
+        let taken = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("taken").expect("task");
+        let taken = taken.expect("connection");
+        assert_eq!(taken.since, since, "the kept connection itself");
+        assert_eq!(returns.load(Ordering::SeqCst), 0, "handed over, not through the pool");
+    }
+
+    #[tokio::test]
+    async fn a_closing_pool_gets_its_connections_back() {
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, _) = counted_pool(&db).await;
+        let spares = Spares::new(pool.clone());
+        let conn = spares.take().await.expect("connection");
+        spares.keep(conn);
+        // `close` waits for every connection: the kept one comes back within KEEP_IDLE.
+        tokio::time::timeout(Duration::from_secs(10), pool.close()).await.expect("closed");
+        assert!(matches!(spares.take().await, Err(sqlx::Error::PoolClosed)));
+    }
+}
