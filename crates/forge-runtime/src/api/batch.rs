@@ -8,6 +8,7 @@ use sqlx::postgres::PgRow;
 
 use super::sql;
 use crate::db::batch::Batcher;
+use crate::db::spares::Spares;
 use crate::jobs::NewJob;
 
 /// The most submissions one statement carries.
@@ -39,9 +40,11 @@ pub(super) struct Submitter {
 impl Submitter {
     /// Starts [`SUBMITTERS`] tasks over `pool`, storing answers for `ttl` seconds.
     pub(super) fn start(pool: sqlx::PgPool, ttl: f64) -> Self {
+        // A statement keeps its connection for the next one (see `Spares`).
+        let spares = Spares::new(pool);
         let batcher = Batcher::start(SUBMITTERS, MAX_BATCH, move |batch| {
-            let pool = pool.clone();
-            async move { submit_batch(&pool, ttl, batch).await }
+            let spares = spares.clone();
+            async move { submit_batch(&spares, ttl, batch).await }
         });
         Self { batcher }
     }
@@ -57,12 +60,19 @@ impl Submitter {
 /// [`sql::SUBMIT`], or `None` when it is to go the transactional way: a repeat of a key already
 /// in the batch (where the first holds the key or has answered it), and every submission when
 /// the statement fails or is undone.
-pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<Pending>) -> Vec<Option<PgRow>> {
+pub(super) async fn submit_batch(spares: &Spares, ttl: f64, batch: Vec<Pending>) -> Vec<Option<PgRow>> {
     let mut keys = HashSet::new();
     let firsts: Vec<bool> = batch.iter().map(|p| p.lock_key.as_ref().is_none_or(|k| keys.insert(k.clone()))).collect();
     let all = firsts.len();
     let batch: Vec<Pending> = batch.into_iter().zip(&firsts).filter(|(_, first)| **first).map(|(p, _)| p).collect();
     let jobs = || batch.iter().map(|p| &p.job);
+    let mut conn = match spares.take().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, submissions = batch.len(), "/v1: no connection for a batch of submissions; each goes alone");
+            return (0..all).map(|_| None).collect();
+        }
+    };
     let rows: Result<Vec<PgRow>, sqlx::Error> = sqlx::query(sql::SUBMIT)
         .bind(batch.iter().map(|p| p.lock_key.as_deref()).collect::<Vec<_>>())
         .bind(batch.iter().map(|p| p.owner.as_str()).collect::<Vec<_>>())
@@ -80,10 +90,11 @@ pub(super) async fn submit_batch(pool: &sqlx::PgPool, ttl: f64, batch: Vec<Pendi
         .bind(batch.iter().map(|p| p.path.as_str()).collect::<Vec<_>>())
         .bind(batch.iter().map(|p| p.fingerprint.as_slice()).collect::<Vec<_>>())
         .bind(ttl)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await;
     match rows {
         Ok(rows) if rows.len() == batch.len() => {
+            spares.keep(conn);
             let mut rows = rows.into_iter();
             firsts.into_iter().map(|first| if first { rows.next() } else { None }).collect()
         }

@@ -86,6 +86,7 @@ mod tests {
 
     use super::super::batch::submit_batch;
     use super::*;
+    use crate::db::spares::Spares;
     use crate::testing::TestDatabase;
 
     fn parse(row: Option<PgRow>) -> Option<Row> {
@@ -143,6 +144,25 @@ mod tests {
         }
     }
 
+    /// Submissions one after another (a client posting a job, waiting, posting the next) keep
+    /// one connection: not handed back to the pool, and pinged by it, after each statement.
+    #[tokio::test]
+    async fn submissions_one_after_another_keep_their_connection() {
+        use std::sync::atomic::Ordering;
+
+        use crate::db::spares::tests::counted_pool;
+
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, returns) = counted_pool(&db).await;
+        let spares = Spares::new(pool);
+        for n in 0..20 {
+            let answer = submit_batch(&spares, 3600.0, vec![pending("a", None, n)]).await;
+            assert!(parse(answer.into_iter().next().expect("an answer")).is_some(), "submitted");
+        }
+        assert_eq!(returns.load(Ordering::SeqCst), 0, "kept from one statement to the next");
+        assert_eq!(jobs(&db).await, 20);
+    }
+
     /// One statement for many submissions: each new key gets its own job, answer and record
     /// (rows and jobs paired up, whatever order the database inserts in); a key stored
     /// before is replayed, not inserted again; a key twice in one batch is sent back for the
@@ -151,7 +171,7 @@ mod tests {
     async fn a_batch_submits_each_key_once_and_sends_back_a_repeat_within_it() {
         let db = TestDatabase::new().await.expect("db");
         let ttl = 3600.0;
-        let first = submit_batch(db.pool(), ttl, vec![pending("a", Some("old"), 0)]).await;
+        let first = submit_batch(&Spares::new(db.pool().clone()), ttl, vec![pending("a", Some("old"), 0)]).await;
         let old = parse(first.into_iter().next().expect("an answer")).expect("row").body.expect("inserted");
 
         let batch: Vec<Pending> = [("a", Some("k1"), 1), ("b", Some("k1"), 2), ("a", None, 3), ("a", Some("old"), 0)]
@@ -161,7 +181,8 @@ mod tests {
             .map(|(owner, key, n)| pending(owner, key, n))
             .collect();
         let sent = batch.len();
-        let mut answered: Vec<Option<Row>> = submit_batch(db.pool(), ttl, batch).await.into_iter().map(parse).collect();
+        let mut answered: Vec<Option<Row>> =
+            submit_batch(&Spares::new(db.pool().clone()), ttl, batch).await.into_iter().map(parse).collect();
         assert_eq!(answered.len(), sent, "an answer for each submission");
         let repeat = answered.pop().expect("the repeat");
         assert!(repeat.is_none(), "a key twice in one batch goes the transactional way");

@@ -3,9 +3,10 @@
 //! sqlx pings every connection going back to its pool (a round trip, and a wake-up of the
 //! server's backend, on every release). A caller dispatching one job after another would pay
 //! that ping for every job, and wait for it when the pool has no other connection. The
-//! statements of a [`BatchedDispatcher`](crate::jobs::BatchedDispatcher) keep their connection
-//! here instead, and the next statement takes it back; a connection nobody took back for
-//! [`KEEP_IDLE`] goes back to the pool.
+//! statements of a [`BatchedDispatcher`](crate::jobs::BatchedDispatcher), of the job API's
+//! batched submissions and of its webhook delivery records keep their connection here instead,
+//! and the next statement takes it back; a connection nobody took back for [`KEEP_IDLE`] goes
+//! back to the pool.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::sql;
 use crate::db::batch::Batcher;
+use crate::db::spares::Spares;
 use crate::jobs::JobError;
 
 /// One attempt of a delivery, as `forge_webhook_deliveries` records it.
@@ -45,9 +46,11 @@ impl Recorder {
     /// Starts the recorder's task over `pool`, marking endpoints overdue after `disable_after`.
     pub(super) fn start(pool: sqlx::PgPool, disable_after: Duration) -> Self {
         let disable_after = disable_after.as_secs_f64();
+        // A statement keeps its connection for the next one (see `Spares`).
+        let spares = Spares::new(pool);
         let batcher = Batcher::start(1, MAX_RECORDS, move |records: Vec<Record>| {
-            let pool = pool.clone();
-            async move { record_batch(&pool, disable_after, records).await }
+            let spares = spares.clone();
+            async move { record_batch(&spares, disable_after, records).await }
         });
         Self { batcher }
     }
@@ -65,8 +68,8 @@ impl Recorder {
 
 /// Records `records` in one statement; if that fails (a deadlock with another node's batch,
 /// one bad row), each alone, so one record's failure is its own.
-async fn record_batch(pool: &sqlx::PgPool, disable_after: f64, records: Vec<Record>) -> Vec<Result<bool, String>> {
-    match record_all(pool, disable_after, &records).await {
+async fn record_batch(spares: &Spares, disable_after: f64, records: Vec<Record>) -> Vec<Result<bool, String>> {
+    match record_all(spares, disable_after, &records).await {
         Ok(overdue) if overdue.len() == records.len() => overdue.into_iter().map(Ok).collect(),
         outcome if records.len() > 1 => {
             if let Err(e) = outcome {
@@ -74,7 +77,7 @@ async fn record_batch(pool: &sqlx::PgPool, disable_after: f64, records: Vec<Reco
             }
             let mut answers = Vec::with_capacity(records.len());
             for record in records {
-                let answer = record_all(pool, disable_after, std::slice::from_ref(&record)).await;
+                let answer = record_all(spares, disable_after, std::slice::from_ref(&record)).await;
                 answers.push(
                     answer
                         .map_err(|e| e.to_string())
@@ -88,8 +91,10 @@ async fn record_batch(pool: &sqlx::PgPool, disable_after: f64, records: Vec<Reco
     }
 }
 
-async fn record_all(pool: &sqlx::PgPool, disable_after: f64, records: &[Record]) -> Result<Vec<bool>, sqlx::Error> {
-    sqlx::query_scalar(sql::RECORD_DELIVERIES)
+/// Records `records` in one statement, on a kept connection (kept again if it went well).
+async fn record_all(spares: &Spares, disable_after: f64, records: &[Record]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut conn = spares.take().await?;
+    let overdue = sqlx::query_scalar(sql::RECORD_DELIVERIES)
         .bind(records.iter().map(|r| r.endpoint).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.event).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.job).collect::<Vec<_>>())
@@ -99,8 +104,10 @@ async fn record_all(pool: &sqlx::PgPool, disable_after: f64, records: &[Record])
         .bind(records.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.succeeded).collect::<Vec<_>>())
         .bind(disable_after)
-        .fetch_all(pool)
-        .await
+        .fetch_all(&mut *conn)
+        .await?;
+    spares.keep(conn);
+    Ok(overdue)
 }
 
 #[cfg(test)]
@@ -151,7 +158,8 @@ mod tests {
         // new one starts (not overdue). c fails again: its hour-old streak is overdue (60 s).
         let batch =
             vec![record(a, 1, false), record(b, 2, true), record(a, 3, true), record(b, 4, false), record(c, 5, false)];
-        let answers = record_batch(pool, 60.0, batch).await;
+        let spares = Spares::new(pool.clone());
+        let answers = record_batch(&spares, 60.0, batch).await;
         assert_eq!(answers, vec![Ok(false), Ok(false), Ok(false), Ok(false), Ok(true)]);
         let streaks: Vec<(Uuid, bool)> = sqlx::query_as(
             "select id, failing_since is not null from forge_webhook_endpoints order by array_position($1, id)",
@@ -164,12 +172,39 @@ mod tests {
 
         let gone = Uuid::new_v4();
         let answers =
-            record_batch(pool, 60.0, vec![record(a, 6, true), record(gone, 7, true), record(c, 8, true)]).await;
+            record_batch(&spares, 60.0, vec![record(a, 6, true), record(gone, 7, true), record(c, 8, true)]).await;
         assert!(matches!(answers[..], [Ok(false), Err(_), Ok(false)]), "{answers:?}");
         let recorded: Vec<i64> = sqlx::query_scalar("select event_id from forge_webhook_deliveries order by event_id")
             .fetch_all(pool)
             .await
             .expect("deliveries");
         assert_eq!(recorded, [1, 2, 3, 4, 5, 6, 8]);
+    }
+
+    /// Batches one after another keep their connection: not handed back to the pool, and
+    /// pinged by it, after each statement.
+    #[tokio::test]
+    async fn batches_one_after_another_keep_their_connection() {
+        use std::sync::atomic::Ordering;
+
+        use crate::db::spares::tests::counted_pool;
+
+        let db = TestDatabase::new().await.expect("db");
+        let (client, endpoint) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query(
+            "with c as (insert into forge_api_clients (id, name) values ($1, 'c'))
+             insert into forge_webhook_endpoints (id, client_id, url, secrets) values ($2, $1, 'http://x', '{s}')",
+        )
+        .bind(client)
+        .bind(endpoint)
+        .execute(db.pool())
+        .await
+        .expect("endpoint");
+        let (pool, returns) = counted_pool(&db).await;
+        let spares = Spares::new(pool);
+        for event in 1..=10 {
+            assert_eq!(record_batch(&spares, 60.0, vec![record(endpoint, event, true)]).await, vec![Ok(false)]);
+        }
+        assert_eq!(returns.load(Ordering::SeqCst), 0, "kept from one statement to the next");
     }
 }
