@@ -150,7 +150,7 @@ mod tests {
     async fn submissions_one_after_another_keep_their_connection() {
         use std::sync::atomic::Ordering;
 
-        use crate::db::spares::tests::counted_pool;
+        use crate::testing::counted_pool;
 
         let db = TestDatabase::new().await.expect("db");
         let (pool, returns) = counted_pool(&db).await;

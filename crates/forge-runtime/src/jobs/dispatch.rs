@@ -360,7 +360,7 @@ mod tests {
     async fn dispatches_one_after_another_keep_their_connection_and_give_it_back_when_idle() {
         use std::sync::atomic::Ordering;
 
-        use crate::db::spares::tests::{counted_pool, wait_for};
+        use crate::testing::{counted_pool, wait_for};
 
         let db = TestDatabase::new().await.expect("db");
         let (pool, returns) = counted_pool(&db).await;

@@ -34,9 +34,13 @@
 mod database;
 mod functions;
 mod jobs;
+#[cfg(test)]
+mod pools;
 mod workflows;
 
 pub use database::{TestDatabase, project_root};
 pub use functions::TestCaller;
 pub use jobs::{DrainOptions, Drained};
+#[cfg(test)]
+pub(crate) use pools::{counted_pool, wait_for};
 pub use workflows::{MockCall, MockHttp, MockRule, RunOutcome, TestRun};

@@ -187,7 +187,7 @@ mod tests {
     async fn batches_one_after_another_keep_their_connection() {
         use std::sync::atomic::Ordering;
 
-        use crate::db::spares::tests::counted_pool;
+        use crate::testing::counted_pool;
 
         let db = TestDatabase::new().await.expect("db");
         let (client, endpoint) = (Uuid::new_v4(), Uuid::new_v4());
