@@ -13,7 +13,8 @@ use crate::worker::Noop;
 
 /// Jobs per `dispatch_many` call.
 const BATCH: usize = 10_000;
-/// Jobs enqueued by single `dispatch` calls (one connection, one after another), at most.
+/// Jobs enqueued by single `dispatch` calls one after another, at most: as many through the
+/// test database's pool, then through a `BatchedDispatcher` over one connection.
 const SINGLES: usize = 2_000;
 /// Jobs enqueued by concurrent single `dispatch` calls (through a `BatchedDispatcher` over one
 /// connection), at most.
@@ -38,11 +39,13 @@ pub(crate) enum Observability {
 pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Option<u64>) -> Report {
     let db = TestDatabase::new().await?;
 
-    // Enqueue: most in batches, one statement each; then some one at a time.
+    // Enqueue: most in batches, one statement each; then some one at a time (through the pool,
+    // then as many through a dispatcher), then some by concurrent callers. `jobs` in all.
     let singles = SINGLES.min(jobs / 10);
     let concurrent = CONCURRENT.min(jobs / 10);
+    let batched = jobs - 2 * singles - concurrent;
     let started = Instant::now();
-    let mut left = jobs - singles - concurrent;
+    let mut left = batched;
     while left > 0 {
         let n = left.min(BATCH);
         Noop::dispatch_many(db.pool(), vec![work_ms; n], DispatchOptions::new()).await?;
@@ -56,6 +59,7 @@ pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Opti
     let enqueue_single = started.elapsed();
     let enqueue_single_batched = enqueue_through_dispatcher(&db, singles, 1, work_ms).await?;
     let enqueue_concurrent = enqueue_through_dispatcher(&db, concurrent, CALLERS, work_ms).await?;
+    let enqueued: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(db.pool()).await?;
 
     // Drain: one node, default concurrency, until every job is completed.
     let started = Instant::now();
@@ -109,7 +113,8 @@ pub(crate) async fn run(jobs: usize, observability: Observability, work_ms: Opti
         "stored": { "logs": logs, "spans": spans, "metrics": metrics },
         "dropped": node_dropped,
         "enqueue_batch": BATCH.min(jobs),
-        "enqueue_per_s": per_second(jobs - singles - concurrent, enqueue),
+        "enqueued": enqueued,
+        "enqueue_per_s": per_second(batched, enqueue),
         "enqueue_single_per_s": per_second(singles, enqueue_single),
         "enqueue_single_batched_per_s": per_second(singles, enqueue_single_batched),
         "enqueue_concurrent_per_s": per_second(concurrent, enqueue_concurrent),

@@ -20,6 +20,9 @@ fn run(observability: &str) -> serde_json::Value {
 fn jobs_reports_with_and_without_observability() {
     let on = run("on");
     assert_eq!((on["bench"].as_str(), on["observability"].as_str()), (Some("jobs"), Some("on")));
+    // Batches, singles through the pool, singles through a dispatcher, concurrent callers: the
+    // drain's rate is per job asked for, so exactly that many are enqueued.
+    assert_eq!(on["enqueued"].as_i64(), Some(300), "{on}");
     let stored = |r: &serde_json::Value| ["logs", "spans", "metrics"].map(|k| r["stored"][k].as_i64().expect(k));
     assert!(stored(&on).iter().sum::<i64>() > 0, "on stores telemetry: {on}");
     assert_eq!(stored(&on)[1], 0, "no span row per attempt (the job's row is its span): {on}");
