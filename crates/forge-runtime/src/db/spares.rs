@@ -113,10 +113,8 @@ impl Spares {
             let mut kept = self.lock();
             let now = Instant::now();
             let unused: Vec<_> = kept.spares.extract_if(.., |(_, at)| now - *at >= KEEP_IDLE).collect();
-            if kept.spares.is_empty() {
-                kept.reaper = false;
-            }
-            let done = !kept.reaper;
+            let done = kept.spares.is_empty();
+            kept.reaper = !done;
             drop(kept);
             drop(unused);
             if done {
