@@ -118,6 +118,11 @@ enum Scenario {
         /// Concurrent keep-alive clients.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// The handler keeps its connections between requests (all of them opened first, each
+        /// handed from one request to the next), instead of running its statement on the pool:
+        /// no release round trip, what Forge's queries do.
+        #[arg(long)]
+        kept: bool,
     },
     /// The gateway's own CPU per request, without sockets or SQL: Forge's router and a bare
     /// axum router answering the same request in alternating slices on one thread.
@@ -189,7 +194,7 @@ async fn main() -> ExitCode {
             rpc::versus_floor(pairs.max(1), seconds.max(1), connections.max(1)).await
         }
         Scenario::Rpc { seconds, connections, pairs: None } => rpc::run(seconds.max(1), connections.max(1)).await,
-        Scenario::RpcFloor { seconds, connections } => rpc::floor(seconds.max(1), connections.max(1)).await,
+        Scenario::RpcFloor { seconds, connections, kept } => rpc::floor(seconds.max(1), connections.max(1), kept).await,
         Scenario::RpcStack { rounds, batch, threads } => {
             rpc_stack::run(rounds.max(1), batch.max(1), threads.max(1)).await
         }

@@ -14,8 +14,9 @@ use axum::{Json, Router};
 use forge::config::{Role, Roles};
 use forge::prelude::*;
 use forge::testing::TestDatabase;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
 
 use crate::stats::{CpuTime, Report};
 use crate::stats::{alternate, median, ms, quantile, round};
@@ -60,12 +61,22 @@ pub(crate) async fn run(seconds: u64, connections: usize) -> Report {
 /// 1,200 instructions more per request than the `/echo` it served until 2026-12-06). The pool
 /// does not ping a connection each time it is taken (sqlx's default does, one more round trip
 /// per request; Forge's pools ping only a connection idle for a second): the floor is the
-/// leanest handler, not the default one.
-pub(crate) async fn floor(seconds: u64, connections: usize) -> Report {
+/// leanest handler, not the default one. It runs its statement on the pool (`&PgPool`), which
+/// sqlx pings as it takes the connection back; with `kept`, the handler hands its connections
+/// from one request to the next itself (no such ping, as Forge's queries since 2026-12-07).
+pub(crate) async fn floor(seconds: u64, connections: usize, kept: bool) -> Report {
     let db = TestDatabase::new().await?;
     let pool_size = db.config().database.pool_size.get();
     let pool = PgPoolOptions::new().max_connections(pool_size).test_before_acquire(false).connect(db.url()).await?;
-    let app = Router::new().route(PATH, post(echo)).with_state(pool.clone());
+    let app = if kept {
+        let kept = Arc::new(Kept::default());
+        for _ in 0..pool_size {
+            kept.put(pool.acquire().await?);
+        }
+        Router::new().route(PATH, post(echo_kept)).with_state(kept)
+    } else {
+        Router::new().route(PATH, post(echo)).with_state(pool.clone())
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -74,12 +85,43 @@ pub(crate) async fn floor(seconds: u64, connections: usize) -> Report {
     pool.close().await;
     report.map(|mut r| {
         r["pool_size"] = pool_size.into();
+        r["kept"] = kept.into();
         r
     })
 }
 
 async fn echo(State(pool): State<PgPool>, Json(n): Json<i32>) -> Result<Json<serde_json::Value>, String> {
     let n: i32 = sqlx::query_scalar(ECHO_SQL).bind(n).fetch_one(&pool).await.map_err(|e| e.to_string())?;
+    Ok(Json(serde_json::json!({ "data": n })))
+}
+
+/// `rpc-floor --kept`'s connections, each handed from one request to the next.
+#[derive(Default)]
+struct Kept {
+    idle: std::sync::Mutex<Vec<PoolConnection<Postgres>>>,
+    put: tokio::sync::Notify,
+}
+
+impl Kept {
+    fn put(&self, conn: PoolConnection<Postgres>) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.put.notify_one();
+    }
+
+    async fn take(&self) -> PoolConnection<Postgres> {
+        loop {
+            if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                return conn;
+            }
+            self.put.notified().await;
+        }
+    }
+}
+
+async fn echo_kept(State(kept): State<Arc<Kept>>, Json(n): Json<i32>) -> Result<Json<serde_json::Value>, String> {
+    let mut conn = kept.take().await;
+    let n: i32 = sqlx::query_scalar(ECHO_SQL).bind(n).fetch_one(&mut *conn).await.map_err(|e| e.to_string())?;
+    kept.put(conn);
     Ok(Json(serde_json::json!({ "data": n })))
 }
 

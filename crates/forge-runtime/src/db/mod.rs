@@ -5,6 +5,7 @@ pub(crate) mod announce;
 pub(crate) mod batch;
 mod embedded;
 mod fault;
+mod kept;
 mod migrations;
 mod pauses;
 mod pool;
@@ -14,6 +15,7 @@ mod tx;
 
 pub use embedded::{EMBEDDED_USER, EmbeddedError, EmbeddedPostgres, find_binaries};
 pub(crate) use fault::refused_data;
+pub use kept::Db;
 pub use migrations::{
     AppliedMigration, Migration, MigrationError, MigrationSource, MigrationState, MigrationStatus, Migrator,
     SchemaCheck,

@@ -8,12 +8,13 @@
 //! and the next statement takes it back; a connection nobody took back for [`KEEP_IDLE`] goes
 //! back to the pool.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 /// How long a connection is kept for the next statement: longer than the gap between the
 /// statements of a caller dispatching one job after another, short enough that a pool shared
@@ -21,13 +22,23 @@ use tokio::sync::Notify;
 pub(crate) const KEEP_IDLE: Duration = Duration::from_millis(10);
 
 /// A connection first taken longer ago than this goes back to the pool after its statement
-/// (where sqlx checks its age against `max_lifetime`) rather than being kept on.
-const KEEP_AT_MOST: Duration = Duration::from_secs(30);
+/// rather than being kept on: under a steady load, each kept connection still passes through the
+/// pool about once a second, where sqlx checks it (its ping, its `max_lifetime`) and where
+/// whoever waits for the pool directly gets a turn.
+const KEEP_AT_MOST: Duration = Duration::from_secs(1);
 
 /// A connection taken from [`Spares`]: the pool's, and when it was first taken.
 pub(crate) struct Spare {
     conn: PoolConnection<Postgres>,
     since: Instant,
+}
+
+impl Spare {
+    /// The pool's connection, to be handed back to the pool when dropped (a transaction begun
+    /// on it, for one).
+    pub(crate) fn into_inner(self) -> PoolConnection<Postgres> {
+        self.conn
+    }
 }
 
 impl std::ops::Deref for Spare {
@@ -48,14 +59,15 @@ impl std::ops::DerefMut for Spare {
 pub(crate) struct Spares {
     pool: PgPool,
     kept: Arc<Mutex<Kept>>,
-    /// Told when a connection is kept: a statement waiting for the pool takes it instead.
-    kept_one: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Kept {
     /// Each with when it was kept.
     spares: Vec<(Spare, Instant)>,
+    /// Statements waiting while the pool has no connection left to open or hand out: the next
+    /// connection kept goes to the first of them still waiting.
+    waiting: VecDeque<oneshot::Sender<Spare>>,
     /// Whether a task is on its way to hand back what stays unused.
     reaper: bool,
 }
@@ -69,40 +81,65 @@ impl std::fmt::Debug for Spares {
 impl Spares {
     /// None kept yet, over `pool`.
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool, kept: Arc::default(), kept_one: Arc::default() }
+        Self { pool, kept: Arc::default() }
     }
 
-    /// A kept connection, or the pool's next one, whichever comes first: a statement waiting
-    /// for the pool while its only connection is kept here gets that one.
+    /// The pool the connections are kept from.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A kept connection, or the pool's next one. While the pool can still hand one out or open
+    /// one, it is asked (and not interrupted: a connection it is opening is not thrown away);
+    /// once every connection is out, the statement waits for whichever comes first, a connection
+    /// kept by another statement or one back in the pool.
     pub(crate) async fn take(&self) -> Result<Spare, sqlx::Error> {
-        loop {
-            // One the pool no longer wants (it is closing) is dropped: it goes back.
-            if let Some((spare, _)) = self.lock().spares.pop()
-                && !self.pool.is_closed()
-            {
-                return Ok(spare);
+        let handed = {
+            let mut kept = self.lock();
+            while let Some((spare, _)) = kept.spares.pop() {
+                // One the pool no longer wants (it is closing) is dropped: it goes back.
+                if !self.pool.is_closed() {
+                    return Ok(spare);
+                }
             }
-            tokio::select! {
-                biased;
-                () = self.kept_one.notified() => continue,
-                conn = self.pool.acquire() => return Ok(Spare { conn: conn?, since: Instant::now() }),
-            }
+            let full = self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections();
+            full.then(|| {
+                // Those that got one from the pool instead are forgotten.
+                kept.waiting.retain(|w| !w.is_closed());
+                let (tx, rx) = oneshot::channel();
+                kept.waiting.push_back(tx);
+                rx
+            })
+        };
+        let Some(handed) = handed else {
+            return Ok(Spare { conn: self.pool.acquire().await?, since: Instant::now() });
+        };
+        tokio::select! {
+            biased;
+            Ok(spare) = handed => Ok(spare),
+            conn = self.pool.acquire() => Ok(Spare { conn: conn?, since: Instant::now() }),
         }
     }
 
-    /// Keeps `spare` for the next statement (after one that went well), unless the pool is
-    /// closing or the connection was first taken [`KEEP_AT_MOST`] ago: then it goes back.
-    pub(crate) fn keep(&self, spare: Spare) {
+    /// Keeps `spare` for the next statement (after one that went well): handed to the first
+    /// statement waiting for one, or kept until one comes. It goes back to the pool instead when
+    /// the pool is closing or the connection was first taken [`KEEP_AT_MOST`] ago.
+    pub(crate) fn keep(&self, mut spare: Spare) {
         if self.pool.is_closed() || spare.since.elapsed() >= KEEP_AT_MOST {
             return;
         }
         let mut kept = self.lock();
+        while let Some(waiting) = kept.waiting.pop_front() {
+            match waiting.send(spare) {
+                Ok(()) => return,
+                // That statement got one from the pool meanwhile.
+                Err(back) => spare = back,
+            }
+        }
         kept.spares.push((spare, Instant::now()));
         if !std::mem::replace(&mut kept.reaper, true) {
             tokio::spawn(self.clone().reap());
         }
-        drop(kept);
-        self.kept_one.notify_one();
     }
 
     /// Every [`KEEP_IDLE`], hands back the connections kept for that long; ends when none is
@@ -175,6 +212,21 @@ mod tests {
         let taken = taken.expect("connection");
         assert_eq!(taken.since, since, "the kept connection itself");
         assert_eq!(returns.load(Ordering::SeqCst), 0, "handed over, not through the pool");
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_steady_use_still_goes_back_through_the_pool_about_once_a_second() {
+        let db = TestDatabase::new().await.expect("db");
+        let (pool, returns) = counted_pool(&db).await;
+        let spares = Spares::new(pool.clone());
+        let started = Instant::now();
+        while started.elapsed() < KEEP_AT_MOST + Duration::from_millis(500) {
+            let mut conn = spares.take().await.expect("connection");
+            sqlx::query("select 1").execute(&mut *conn).await.expect("statement");
+            spares.keep(conn);
+        }
+        let back = returns.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&back), "through the pool {back} times in 1.5 s");
     }
 
     #[tokio::test]

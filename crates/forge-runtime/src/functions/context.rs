@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 
 use super::{Auth, ForgeError};
-use crate::db::{Tx, TxSlot};
+use crate::db::{Db, Tx, TxSlot};
 use crate::jobs::{BatchedDispatcher, DispatchOptions, Dispatcher, Job, NewJob, Notifier, insert_jobs};
 use crate::observability::TraceId;
 
@@ -19,7 +19,7 @@ use crate::observability::TraceId;
 #[derive(Clone, Debug)]
 pub struct CallParts {
     pub(crate) pool: PgPool,
-    pub(crate) read_pool: PgPool,
+    pub(crate) read_db: Db,
     pub(crate) request_id: String,
     pub(crate) trace_id: TraceId,
     pub(crate) auth: Auth,
@@ -38,7 +38,7 @@ impl CallParts {
     pub fn new(pool: PgPool, read_pool: PgPool) -> Self {
         Self {
             pool,
-            read_pool,
+            read_db: Db::new(read_pool),
             request_id: crate::observability::new_uuid().to_string(),
             trace_id: TraceId::new(),
             auth: Auth::anonymous(),
@@ -99,7 +99,7 @@ impl CallParts {
     pub(crate) fn for_call(&self, request_id: String, trace_id: TraceId, auth: Auth) -> Self {
         Self {
             pool: self.pool.clone(),
-            read_pool: self.read_pool.clone(),
+            read_db: self.read_db.clone(),
             request_id,
             trace_id,
             auth,
@@ -183,9 +183,10 @@ impl QueryContext {
     }
 
     /// A pool whose sessions are read-only (`default_transaction_read_only`): a write fails
-    /// with an error instead of slipping through a query.
-    pub fn db(&self) -> &PgPool {
-        &self.parts.read_pool
+    /// with an error instead of slipping through a query. Statements run on it keep their
+    /// connection for the next one (see [`Db`]).
+    pub fn db(&self) -> &Db {
+        &self.parts.read_db
     }
 
     /// The caller.

@@ -42,5 +42,5 @@ pub use database::{TestDatabase, project_root};
 pub use functions::TestCaller;
 pub use jobs::{DrainOptions, Drained};
 #[cfg(test)]
-pub(crate) use pools::{counted_pool, wait_for};
+pub(crate) use pools::{counted_pool, counted_pool_of, wait_for};
 pub use workflows::{MockCall, MockHttp, MockRule, RunOutcome, TestRun};

@@ -11,10 +11,16 @@ use super::TestDatabase;
 
 /// A pool of one connection over `db` that counts its connections' returns.
 pub(crate) async fn counted_pool(db: &TestDatabase) -> (PgPool, Arc<AtomicUsize>) {
+    counted_pool_of(db, 1).await
+}
+
+/// A pool of up to `size` connections over `db` (one open at first) that counts its
+/// connections' returns.
+pub(crate) async fn counted_pool_of(db: &TestDatabase, size: u32) -> (PgPool, Arc<AtomicUsize>) {
     let returns = Arc::new(AtomicUsize::new(0));
     let counted = returns.clone();
     let pool = PgPoolOptions::new()
-        .max_connections(1)
+        .max_connections(size)
         .after_release(move |_, _| {
             counted.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Ok(true) })
