@@ -36,9 +36,15 @@ impl CallParts {
     /// A call by an anonymous caller, writing through `pool` and reading through `read_pool`
     /// (see [`crate::db::read_only_pool`]), with fresh request and trace ids.
     pub fn new(pool: PgPool, read_pool: PgPool) -> Self {
+        Self::reading_through(pool, Db::new(read_pool))
+    }
+
+    /// [`CallParts::new`] with queries reading through `read_db`, shared with other calls (so
+    /// that a connection one call keeps serves the next).
+    pub(crate) fn reading_through(pool: PgPool, read_db: Db) -> Self {
         Self {
             pool,
-            read_db: Db::new(read_pool),
+            read_db,
             request_id: crate::observability::new_uuid().to_string(),
             trace_id: TraceId::new(),
             auth: Auth::anonymous(),

@@ -26,7 +26,7 @@ pub struct TestDatabase {
     name: String,
     url: String,
     pool: PgPool,
-    pub(super) read_pool: OnceLock<PgPool>,
+    pub(super) read_db: OnceLock<crate::db::Db>,
     admin: PgConnectOptions,
 }
 
@@ -138,7 +138,7 @@ impl TestDatabase {
             .await
             .map_err(|source| server.error(source))?;
         let url = server.url_for(&name);
-        Ok(Self { name, url, pool, read_pool: OnceLock::new(), admin: server.admin_options() })
+        Ok(Self { name, url, pool, read_db: OnceLock::new(), admin: server.admin_options() })
     }
 }
 

@@ -113,7 +113,7 @@ impl TestDatabase {
         caller: &TestCaller,
     ) -> std::result::Result<serde_json::Value, ForgeError> {
         let args = serde_json::to_value(args).map_err(|e| ForgeError::Internal(format!("bad test arguments: {e}")))?;
-        let parts = CallParts::new(self.pool().clone(), self.read_pool().clone())
+        let parts = CallParts::reading_through(self.pool().clone(), self.read_db().clone())
             .with_auth(caller.auth.clone())
             .with_client_ip(caller.ip);
         registry().call(function, parts, args).await
@@ -151,6 +151,12 @@ impl TestDatabase {
 
     /// A read-only pool to this database (what queries get).
     pub fn read_pool(&self) -> &sqlx::PgPool {
-        self.read_pool.get_or_init(|| read_only_pool(self.pool()))
+        self.read_db().pool()
+    }
+
+    /// The read-only pool as queries get it (see [`crate::db::Db`]), shared by the calls made
+    /// through [`TestDatabase::call`].
+    fn read_db(&self) -> &crate::db::Db {
+        self.read_db.get_or_init(|| crate::db::Db::new(read_only_pool(self.pool())))
     }
 }
