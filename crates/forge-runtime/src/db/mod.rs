@@ -21,6 +21,8 @@ pub use migrations::{
     SchemaCheck,
 };
 pub(crate) use pauses::{Pauses, pauses};
+#[cfg(test)]
+pub(crate) use pool::pool_options;
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;
 pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, read_only_pool, redact_url};

@@ -89,12 +89,13 @@ impl Spares {
         &self.pool
     }
 
-    /// A kept connection, or the pool's next one. While the pool can still hand one out or open
-    /// one, it is asked (and not interrupted: a connection it is opening is not thrown away);
-    /// once every connection is out, the statement waits for whichever comes first, a connection
-    /// kept by another statement or one back in the pool.
+    /// A kept connection, or the pool's next one, whichever comes first. A statement that
+    /// finds none kept asks the pool and waits in line for the next connection kept by another
+    /// statement. When the pool may be opening a connection for it (it had room), a kept one
+    /// handed over first does not throw that connection away: it is kept for the next statement
+    /// when it opens.
     pub(crate) async fn take(&self) -> Result<Spare, sqlx::Error> {
-        let handed = {
+        let (handed, full) = {
             let mut kept = self.lock();
             while let Some((spare, _)) = kept.spares.pop() {
                 // One the pool no longer wants (it is closing) is dropped: it goes back.
@@ -102,22 +103,34 @@ impl Spares {
                     return Ok(spare);
                 }
             }
-            let full = self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections();
-            full.then(|| {
-                // Those that got one from the pool instead are forgotten.
-                kept.waiting.retain(|w| !w.is_closed());
-                let (tx, rx) = oneshot::channel();
-                kept.waiting.push_back(tx);
-                rx
-            })
+            // Those that got one from the pool instead are forgotten.
+            kept.waiting.retain(|w| !w.is_closed());
+            let (tx, rx) = oneshot::channel();
+            kept.waiting.push_back(tx);
+            (rx, self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections())
         };
-        let Some(handed) = handed else {
-            return Ok(Spare { conn: self.pool.acquire().await?, since: Instant::now() });
-        };
+        if full {
+            // The pool can only hand back a connection: waiting for it costs nothing to drop.
+            return tokio::select! {
+                biased;
+                Ok(spare) = handed => Ok(spare),
+                conn = self.pool.acquire() => Ok(Spare { conn: conn?, since: Instant::now() }),
+            };
+        }
+        let pool = self.pool.clone();
+        let mut acquiring = Box::pin(async move { pool.acquire().await });
         tokio::select! {
             biased;
-            Ok(spare) = handed => Ok(spare),
-            conn = self.pool.acquire() => Ok(Spare { conn: conn?, since: Instant::now() }),
+            Ok(spare) = handed => {
+                let spares = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(conn) = acquiring.await {
+                        spares.keep(Spare { conn, since: Instant::now() });
+                    }
+                });
+                Ok(spare)
+            }
+            conn = &mut acquiring => Ok(Spare { conn: conn?, since: Instant::now() }),
         }
     }
 
@@ -212,6 +225,38 @@ mod tests {
         let taken = taken.expect("connection");
         assert_eq!(taken.since, since, "the kept connection itself");
         assert_eq!(returns.load(Ordering::SeqCst), 0, "handed over, not through the pool");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_pool_opens_for_a_statement_handed_another_one_is_kept_not_thrown_away() {
+        let db = TestDatabase::new().await.expect("db");
+        // Room for a second connection, which takes the pool a while to open.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(())
+                })
+            })
+            .connect(db.url())
+            .await
+            .expect("pool");
+        let spares = Spares::new(pool.clone());
+        let first = spares.take().await.expect("the open connection");
+        let waiting = tokio::spawn({
+            let spares = spares.clone();
+            async move { spares.take().await }
+        });
+        // It waits for the pool, which opens the second connection.
+        wait_for("a statement waiting", || spares.lock().waiting.iter().filter(|w| !w.is_closed()).count() == 1).await;
+        let since = first.since;
+        spares.keep(first);
+        let taken = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("taken").expect("task");
+        assert_eq!(taken.expect("connection").since, since, "handed the kept connection at once");
+        // The second connection, once open, is kept for the next statement.
+        wait_for("the opened connection kept", || spares.lock().spares.len() == 1).await;
+        assert_eq!(pool.size(), 2);
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use super::TestDatabase;
 
@@ -15,11 +14,12 @@ pub(crate) async fn counted_pool(db: &TestDatabase) -> (PgPool, Arc<AtomicUsize>
 }
 
 /// A pool of up to `size` connections over `db` (one open at first) that counts its
-/// connections' returns.
+/// connections' returns, and pings a connection only when it was idle for a second, as the
+/// node's pools do.
 pub(crate) async fn counted_pool_of(db: &TestDatabase, size: u32) -> (PgPool, Arc<AtomicUsize>) {
     let returns = Arc::new(AtomicUsize::new(0));
     let counted = returns.clone();
-    let pool = PgPoolOptions::new()
+    let pool = crate::db::pool_options()
         .max_connections(size)
         .after_release(move |_, _| {
             counted.fetch_add(1, Ordering::SeqCst);
