@@ -205,3 +205,127 @@ async fn a_second_run_prints_no_already_exists_notice() {
     migrator.run(db.pool()).await.expect("second run");
     assert_eq!(notices.0.load(std::sync::atomic::Ordering::Relaxed), 1, "the migrator logged a notice");
 }
+
+/// The columns of `forge_jobs` with limits, and the domain each has after migration 0019.
+const LIMITED: [(&str, &str); 6] = [
+    ("state", "forge_job_state"),
+    ("kind", "forge_job_kind"),
+    ("queue", "forge_queue_name"),
+    ("priority", "forge_job_priority"),
+    ("attempt", "forge_job_attempt"),
+    ("max_attempts", "forge_job_max_attempts"),
+];
+
+/// The types of the limited columns, in [`LIMITED`]'s order, and the table's check constraints.
+async fn job_limits(pool: &sqlx::PgPool) -> (Vec<String>, i64) {
+    let mut types = Vec::new();
+    for (column, _) in LIMITED {
+        let ty: String = sqlx::query_scalar(
+            "select format_type(atttypid, null) from pg_attribute
+             where attrelid = 'forge_jobs'::regclass and attname = $1",
+        )
+        .bind(column)
+        .fetch_one(pool)
+        .await
+        .expect("column type");
+        types.push(ty);
+    }
+    let checks: i64 = sqlx::query_scalar(
+        "select count(*) from pg_constraint where conrelid = 'forge_jobs'::regclass and contype = 'c'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("checks");
+    (types, checks)
+}
+
+/// Every limit of a job's row refuses what it refused as a table check (SQLSTATE 23514), and
+/// writes nothing.
+async fn assert_job_limits_refuse(pool: &sqlx::PgPool) {
+    let insert =
+        |columns: &str, values: &str| format!("insert into forge_jobs (kind, {columns}) values ('k', {values})");
+    let refused = [
+        insert("state", "'bogus'"),
+        insert("priority", "5"),
+        insert("priority", "-1"),
+        insert("attempt", "-1"),
+        insert("max_attempts", "0"),
+        insert("queue", "''"),
+        insert("queue", "repeat('q', 65)"),
+        "insert into forge_jobs (kind) values ('')".to_owned(),
+        "insert into forge_jobs (kind) values (repeat('k', 256))".to_owned(),
+    ];
+    for statement in refused {
+        let err = sqlx::query(&statement).execute(pool).await.expect_err(&statement);
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("23514"), "{statement}: {err}");
+    }
+    let rows: i64 = sqlx::query_scalar("select count(*) from forge_jobs").fetch_one(pool).await.expect("count");
+    assert_eq!(rows, 0, "a refused row was written");
+    // The limits' edges are allowed.
+    sqlx::query(
+        "insert into forge_jobs (kind, queue, state, priority, attempt, max_attempts)
+         values (repeat('k', 255), repeat('q', 64), 'cancelled', 4, 0, 1)",
+    )
+    .execute(pool)
+    .await
+    .expect("a row at the limits");
+    sqlx::query("delete from forge_jobs").execute(pool).await.expect("clean up");
+}
+
+/// A job's limits are domains on its columns, not table checks, which Postgres prepares anew
+/// for every statement writing the table (a single dispatch's INSERT was an eighth slower with
+/// them); they refuse the same values.
+#[tokio::test]
+async fn a_jobs_limits_are_domains_that_refuse_what_the_table_checks_did() {
+    let db = TestDatabase::new().await.expect("database");
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
+    assert_eq!(checks, 0, "no check constraint left on the table");
+    assert_job_limits_refuse(db.pool()).await;
+}
+
+/// An application's view over the limited columns blocks moving them to domains: migration
+/// 0019 then keeps the table's checks (it applies, the limits hold), and
+/// `forge_jobs_use_domains()` makes the move once the view is gone.
+#[tokio::test]
+async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_dropped() {
+    let db = TestDatabase::empty().await.expect("empty database");
+    let migrator = Migrator::forge().expect("migrator");
+    migrator.run(db.pool()).await.expect("up");
+    let undone = migrator.down(db.pool(), 1).await.expect("down 0019");
+    assert_eq!(undone.iter().map(|m| m.label()).collect::<Vec<_>>(), ["forge/0019_job_domains"]);
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!((types[0].as_str(), checks), ("text", 5), "rolled back to the table's checks");
+
+    sqlx::query("create view job_kinds as select id, kind, state from forge_jobs")
+        .execute(db.pool())
+        .await
+        .expect("view");
+    migrator.run(db.pool()).await.expect("0019 with the view in place");
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!(types, ["text", "text", "text", "smallint", "integer", "integer"]);
+    assert_eq!(checks, 5, "the table's checks are kept");
+    assert_job_limits_refuse(db.pool()).await;
+    let moved: bool =
+        sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("try again");
+    assert!(!moved, "the view is still there");
+    assert_eq!(job_limits(db.pool()).await.1, 5);
+
+    sqlx::query("drop view job_kinds").execute(db.pool()).await.expect("drop view");
+    let moved: bool = sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("move");
+    assert!(moved);
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
+    assert_eq!(checks, 0);
+    assert_job_limits_refuse(db.pool()).await;
+    let again: bool =
+        sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("once more");
+    assert!(again, "a second call finds the columns moved");
+
+    // And back: the rollback restores the table's checks from either form.
+    migrator.down(db.pool(), 1).await.expect("down 0019 after the move");
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!((types[0].as_str(), checks), ("text", 5));
+    assert_job_limits_refuse(db.pool()).await;
+}
