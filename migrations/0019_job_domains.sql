@@ -15,9 +15,9 @@
 -- and the checks are added after, which only reads the table. An object of the application's
 -- that reads these columns (a view, a rule, a trigger's WHEN, a row-level policy) blocks the
 -- move, as Postgres does not change the type of a column such an object depends on: then the
--- table keeps its checks, with a NOTICE naming the object, and everything works as before, only
--- without the gain. `select forge_jobs_use_domains()` makes the move later (with the object
--- dropped meanwhile); it answers whether the columns are domains.
+-- table keeps its checks, with a WARNING naming the object (in the node's log), and everything
+-- works as before, only without the gain. `select forge_jobs_use_domains()` makes the move
+-- later (with the object dropped meanwhile); it answers whether the columns are domains.
 
 -- @up
 create domain forge_job_state as text;
@@ -65,7 +65,7 @@ begin
         -- "cannot alter type of a column used by a view or rule" (or in a trigger's or policy's
         -- definition): this block's changes are undone, the table stays as it was.
         get stacked diagnostics detail = pg_exception_detail;
-        raise notice 'forge_jobs keeps its check constraints (%: %); for faster one-row writes, '
+        raise warning 'forge_jobs keeps its check constraints (%: %); for faster one-row writes, '
             'drop that, run "select forge_jobs_use_domains()", then create it again', sqlerrm, detail;
         moved := false;
     end;

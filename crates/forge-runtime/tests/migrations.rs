@@ -302,7 +302,13 @@ async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_d
         .execute(db.pool())
         .await
         .expect("view");
-    migrator.run(db.pool()).await.expect("0019 with the view in place");
+    let warnings = NoticeLevels::default();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+        migrator.run(db.pool()).await.expect("0019 with the view in place");
+    }
+    assert_eq!(warnings.0.lock().expect("levels").as_slice(), [tracing::Level::WARN], "one warning, in the log");
     let (types, checks) = job_limits(db.pool()).await;
     assert_eq!(types, ["text", "text", "text", "smallint", "integer", "integer"]);
     assert_eq!(checks, 5, "the table's checks are kept");
@@ -328,4 +334,16 @@ async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_d
     let (types, checks) = job_limits(db.pool()).await;
     assert_eq!((types[0].as_str(), checks), ("text", 5));
     assert_job_limits_refuse(db.pool()).await;
+}
+
+/// The levels of the server's notices logged, in order.
+#[derive(Clone, Default)]
+struct NoticeLevels(std::sync::Arc<std::sync::Mutex<Vec<tracing::Level>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoticeLevels {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::postgres::notice" {
+            self.0.lock().expect("levels").push(*event.metadata().level());
+        }
+    }
 }
