@@ -336,6 +336,51 @@ async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_d
     assert_job_limits_refuse(db.pool()).await;
 }
 
+/// On a database in use (here: a job in it), migration 0019 leaves the columns' types alone:
+/// processes started before it would fail their prepared statements returning those columns
+/// ("cached plan must not change result type"). It says so in one warning; the operator's
+/// `forge_jobs_use_domains()` makes the move, keeping the rows.
+#[tokio::test]
+async fn a_database_in_use_keeps_the_table_checks_until_the_operator_moves_them() {
+    let db = TestDatabase::empty().await.expect("empty database");
+    let migrator = Migrator::forge().expect("migrator");
+    migrator.run(db.pool()).await.expect("up");
+    migrator.down(db.pool(), 1).await.expect("down 0019");
+    sqlx::query("insert into forge_jobs (kind) values ('k')").execute(db.pool()).await.expect("a job");
+
+    let warnings = NoticeLevels::default();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+        migrator.run(db.pool()).await.expect("0019 on a database in use");
+    }
+    assert_eq!(warnings.0.lock().expect("levels").as_slice(), [tracing::Level::WARN], "one warning, in the log");
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!(types, ["text", "text", "text", "smallint", "integer", "integer"]);
+    assert_eq!(checks, 5, "the table's checks are kept");
+    // The rows checked below must not be counted with the job already there.
+    sqlx::query("delete from forge_jobs").execute(db.pool()).await.expect("clear");
+    assert_job_limits_refuse(db.pool()).await;
+
+    let id: i64 = sqlx::query_scalar("insert into forge_jobs (kind) values ('k') returning id")
+        .fetch_one(db.pool())
+        .await
+        .expect("a job again");
+    let moved: bool = sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("move");
+    assert!(moved);
+    let (types, checks) = job_limits(db.pool()).await;
+    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
+    assert_eq!(checks, 0);
+    let kept: String = sqlx::query_scalar("select kind from forge_jobs where id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .expect("the row is kept");
+    assert_eq!(kept, "k");
+    sqlx::query("delete from forge_jobs").execute(db.pool()).await.expect("clear");
+    assert_job_limits_refuse(db.pool()).await;
+}
+
 /// The levels of the server's notices logged, in order.
 #[derive(Clone, Default)]
 struct NoticeLevels(std::sync::Arc<std::sync::Mutex<Vec<tracing::Level>>>);
