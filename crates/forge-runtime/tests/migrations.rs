@@ -273,66 +273,75 @@ async fn assert_job_limits_refuse(pool: &sqlx::PgPool) {
     sqlx::query("delete from forge_jobs").execute(pool).await.expect("clean up");
 }
 
+/// The limited columns' types while the table keeps its checks, as [`job_limits`] lists them.
+fn base_types() -> Vec<String> {
+    ["text", "text", "text", "smallint", "integer", "integer"].map(str::to_owned).to_vec()
+}
+
+/// The domains of [`LIMITED`], as [`job_limits`] lists the types.
+fn domains() -> Vec<String> {
+    LIMITED.map(|(_, domain)| domain.to_owned()).to_vec()
+}
+
+/// A database migrated up to 0018 (0019 applied and rolled back), its table on its checks.
+async fn before_0019() -> (TestDatabase, Migrator) {
+    let db = TestDatabase::empty().await.expect("empty database");
+    let migrator = Migrator::forge().expect("migrator");
+    migrator.run(db.pool()).await.expect("up");
+    let undone = migrator.down(db.pool(), 1).await.expect("down 0019");
+    assert_eq!(undone.iter().map(|m| m.label()).collect::<Vec<_>>(), ["forge/0019_job_domains"]);
+    assert_eq!(job_limits(db.pool()).await, (base_types(), 5));
+    (db, migrator)
+}
+
+/// Applies the pending migrations; the levels of the server's notices logged meanwhile.
+async fn run_logging(migrator: &Migrator, pool: &sqlx::PgPool) -> Vec<tracing::Level> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let levels = NoticeLevels::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(levels.clone()));
+    migrator.run(pool).await.expect("0019");
+    levels.0.lock().expect("levels").clone()
+}
+
+/// `forge_jobs_use_domains()`'s answer: whether the columns are domains now.
+async fn use_domains(pool: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(pool).await.expect("forge_jobs_use_domains")
+}
+
 /// A job's limits are domains on its columns, not table checks, which Postgres prepares anew
 /// for every statement writing the table (a single dispatch's INSERT was an eighth slower with
 /// them); they refuse the same values.
 #[tokio::test]
 async fn a_jobs_limits_are_domains_that_refuse_what_the_table_checks_did() {
     let db = TestDatabase::new().await.expect("database");
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
-    assert_eq!(checks, 0, "no check constraint left on the table");
+    assert_eq!(job_limits(db.pool()).await, (domains(), 0), "no check constraint left on the table");
     assert_job_limits_refuse(db.pool()).await;
 }
 
 /// An application's view over the limited columns blocks moving them to domains: migration
-/// 0019 then keeps the table's checks (it applies, the limits hold), and
-/// `forge_jobs_use_domains()` makes the move once the view is gone.
+/// 0019 then keeps the table's checks (it applies, the limits hold, a warning says why), and
+/// `forge_jobs_use_domains()` makes the move once the view is gone; rolling back restores the
+/// checks from either form.
 #[tokio::test]
 async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_dropped() {
-    let db = TestDatabase::empty().await.expect("empty database");
-    let migrator = Migrator::forge().expect("migrator");
-    migrator.run(db.pool()).await.expect("up");
-    let undone = migrator.down(db.pool(), 1).await.expect("down 0019");
-    assert_eq!(undone.iter().map(|m| m.label()).collect::<Vec<_>>(), ["forge/0019_job_domains"]);
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!((types[0].as_str(), checks), ("text", 5), "rolled back to the table's checks");
-
+    let (db, migrator) = before_0019().await;
     sqlx::query("create view job_kinds as select id, kind, state from forge_jobs")
         .execute(db.pool())
         .await
         .expect("view");
-    let warnings = NoticeLevels::default();
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
-        migrator.run(db.pool()).await.expect("0019 with the view in place");
-    }
-    assert_eq!(warnings.0.lock().expect("levels").as_slice(), [tracing::Level::WARN], "one warning, in the log");
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!(types, ["text", "text", "text", "smallint", "integer", "integer"]);
-    assert_eq!(checks, 5, "the table's checks are kept");
+    assert_eq!(run_logging(&migrator, db.pool()).await, [tracing::Level::WARN], "one warning, in the log");
+    assert_eq!(job_limits(db.pool()).await, (base_types(), 5), "the checks are kept");
     assert_job_limits_refuse(db.pool()).await;
-    let moved: bool =
-        sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("try again");
-    assert!(!moved, "the view is still there");
-    assert_eq!(job_limits(db.pool()).await.1, 5);
+    assert!(!use_domains(db.pool()).await, "the view is still there");
 
     sqlx::query("drop view job_kinds").execute(db.pool()).await.expect("drop view");
-    let moved: bool = sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("move");
-    assert!(moved);
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
-    assert_eq!(checks, 0);
+    assert!(use_domains(db.pool()).await);
+    assert_eq!(job_limits(db.pool()).await, (domains(), 0));
     assert_job_limits_refuse(db.pool()).await;
-    let again: bool =
-        sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("once more");
-    assert!(again, "a second call finds the columns moved");
+    assert!(use_domains(db.pool()).await, "a second call finds the columns moved");
 
-    // And back: the rollback restores the table's checks from either form.
     migrator.down(db.pool(), 1).await.expect("down 0019 after the move");
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!((types[0].as_str(), checks), ("text", 5));
+    assert_eq!(job_limits(db.pool()).await, (base_types(), 5));
     assert_job_limits_refuse(db.pool()).await;
 }
 
@@ -342,35 +351,16 @@ async fn a_view_over_a_jobs_limited_columns_keeps_the_table_checks_until_it_is_d
 /// `forge_jobs_use_domains()` makes the move, keeping the rows.
 #[tokio::test]
 async fn a_database_in_use_keeps_the_table_checks_until_the_operator_moves_them() {
-    let db = TestDatabase::empty().await.expect("empty database");
-    let migrator = Migrator::forge().expect("migrator");
-    migrator.run(db.pool()).await.expect("up");
-    migrator.down(db.pool(), 1).await.expect("down 0019");
-    sqlx::query("insert into forge_jobs (kind) values ('k')").execute(db.pool()).await.expect("a job");
-
-    let warnings = NoticeLevels::default();
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
-        migrator.run(db.pool()).await.expect("0019 on a database in use");
-    }
-    assert_eq!(warnings.0.lock().expect("levels").as_slice(), [tracing::Level::WARN], "one warning, in the log");
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!(types, ["text", "text", "text", "smallint", "integer", "integer"]);
-    assert_eq!(checks, 5, "the table's checks are kept");
-    // The rows checked below must not be counted with the job already there.
-    sqlx::query("delete from forge_jobs").execute(db.pool()).await.expect("clear");
-    assert_job_limits_refuse(db.pool()).await;
-
+    let (db, migrator) = before_0019().await;
     let id: i64 = sqlx::query_scalar("insert into forge_jobs (kind) values ('k') returning id")
         .fetch_one(db.pool())
         .await
-        .expect("a job again");
-    let moved: bool = sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("move");
-    assert!(moved);
-    let (types, checks) = job_limits(db.pool()).await;
-    assert_eq!(types, LIMITED.map(|(_, domain)| domain.to_owned()));
-    assert_eq!(checks, 0);
+        .expect("a job");
+    assert_eq!(run_logging(&migrator, db.pool()).await, [tracing::Level::WARN], "one warning, in the log");
+    assert_eq!(job_limits(db.pool()).await, (base_types(), 5), "the checks are kept");
+
+    assert!(use_domains(db.pool()).await);
+    assert_eq!(job_limits(db.pool()).await, (domains(), 0));
     let kept: String = sqlx::query_scalar("select kind from forge_jobs where id = $1")
         .bind(id)
         .fetch_one(db.pool())
