@@ -17,8 +17,10 @@
 -- connections live (sqlx 0.8: up to 30 minutes). Nodes of the previous version in a rolling
 -- deploy, and any program dispatching through its own pool, would fail to claim and dispatch
 -- until then. There the table keeps its checks (a WARNING in the node's log says so), and
--- `select forge_jobs_use_domains()` makes the move when the operator chooses, with every
--- process that talks to the database restarted just after (or stopped meanwhile).
+-- `select forge_jobs_use_domains()` makes the move when the operator chooses: it bumps
+-- forge_schema_epoch, and every node of this version or later replaces the connections it had
+-- opened before within a heartbeat (`[node] heartbeat_interval`, 5 s), its statements failing
+-- meanwhile; older nodes, and programs dispatching through their own pool, need a restart.
 --
 -- How: the columns move while their domains have no checks, which keeps the table's rows where
 -- they are (no rewrite; the five partial indexes whose predicates name these columns are
@@ -29,6 +31,10 @@
 -- false. It answers true once the columns are domains.
 
 -- @up
+-- Bumped by a change that leaves statements prepared before it refusing to run: each node reads
+-- it with its heartbeat and, when it has moved, replaces the connections it opened before.
+create sequence forge_schema_epoch;
+
 create domain forge_job_state as text check (value in
     ('scheduled', 'available', 'running', 'retryable', 'completed', 'discarded', 'cancelled'));
 create domain forge_job_kind as text check (char_length(value) between 1 and 255);
@@ -79,6 +85,7 @@ begin
         alter domain forge_job_priority add constraint forge_job_priority_check check (value between 0 and 4);
         alter domain forge_job_attempt add constraint forge_job_attempt_check check (value >= 0);
         alter domain forge_job_max_attempts add constraint forge_job_max_attempts_check check (value > 0);
+        perform nextval('forge_schema_epoch');
     exception when feature_not_supported then
         -- "cannot alter type of a column used by a view or rule" (or in a trigger's or policy's
         -- definition): this block's changes are undone, the table and the domains stay as they were.
@@ -126,5 +133,6 @@ begin
 end $$;
 
 drop function forge_jobs_use_domains();
+drop sequence forge_schema_epoch;
 drop domain forge_job_state, forge_job_kind, forge_queue_name, forge_job_priority,
     forge_job_attempt, forge_job_max_attempts;

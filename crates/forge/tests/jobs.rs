@@ -1075,3 +1075,92 @@ async fn a_job_of_higher_priority_dispatched_into_a_deep_backlog_runs_long_befor
     node.stop().await.expect("stop");
     assert!(after >= 1000, "only {after} of the {backlog} backlog jobs started after the urgent one");
 }
+
+/// `forge_jobs_use_domains()` on a database in use, under a running node: the columns' new
+/// types make Postgres refuse the statements the node prepared before ("cached plan must not
+/// change result type"); the node's heartbeat sees the schema epoch move and its pools replace
+/// the connections opened before, so within a few heartbeats its dispatches and claims work
+/// again, every one.
+#[tokio::test]
+async fn a_node_keeps_working_after_the_job_table_moves_to_domains_under_it() {
+    let db = TestDatabase::empty().await.expect("db");
+    let migrator = forge::db::Migrator::forge().expect("migrator");
+    migrator.run(db.pool()).await.expect("up");
+    migrator.down(db.pool(), 1).await.expect("down 0019");
+    sqlx::query("insert into forge_jobs (kind, state) values ('earlier', 'completed')")
+        .execute(db.pool())
+        .await
+        .expect("a database in use");
+    migrator.run(db.pool()).await.expect("0019, keeping the table's checks");
+    let state_type = || {
+        sqlx::query_scalar::<_, String>(
+            "select format_type(atttypid, null) from pg_attribute where attrelid = 'forge_jobs'::regclass and attname = 'state'",
+        )
+        .fetch_one(db.pool())
+    };
+    assert_eq!(state_type().await.expect("type"), "text");
+
+    let node = node(&db, |c| {
+        c.node.heartbeat_interval = "100ms".parse().expect("duration");
+        c.database.pool_size = std::num::NonZeroU32::new(POOL).expect("size");
+    })
+    .await;
+    // The node's statements are prepared on its connections: dispatches, claims, outcomes.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(Greet::dispatch(&node, GreetArgs { name: format!("before {i}") }).await.expect("dispatch"));
+    }
+    for id in &ids {
+        wait_state(db.pool(), *id, "completed").await;
+    }
+
+    // And one more, returning a moved column, on every connection of the node's pool.
+    for result in on_every_connection(node.pool()).await {
+        result.expect("before the move");
+    }
+
+    let moved: bool = sqlx::query_scalar("select forge_jobs_use_domains()").fetch_one(db.pool()).await.expect("move");
+    assert!(moved);
+    assert_eq!(state_type().await.expect("type"), "forge_job_state");
+
+    // A few heartbeats later, every dispatch works and every job runs. (The test's own pool is
+    // not a node's: it is read through a new one, its statements prepared before the move being
+    // refused as the node's were.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reader = sqlx::PgPool::connect(db.url()).await.expect("a pool opened after the move");
+    for result in on_every_connection(node.pool()).await {
+        result.expect("a connection prepared before the move was replaced");
+    }
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(Greet::dispatch(&node, GreetArgs { name: format!("after {i}") }).await.expect("dispatch after"));
+    }
+    let concurrent = futures_util::future::join_all(
+        (0..20).map(|i| Greet::dispatch(&node, GreetArgs { name: format!("together {i}") })),
+    )
+    .await;
+    ids.extend(concurrent.into_iter().map(|r| r.expect("concurrent dispatch after")));
+    for id in &ids {
+        let r = wait_state(&reader, *id, "completed").await;
+        assert_eq!(r.attempt, 1, "no attempt failed");
+    }
+    node.stop().await.expect("stop");
+}
+
+/// The node's pool size in the test above.
+const POOL: u32 = 4;
+
+/// Holds every connection of `pool` it can get at once (the node keeps one for its LISTEN) and
+/// runs, on each, a statement that returns the job table's `state`.
+async fn on_every_connection(pool: &sqlx::PgPool) -> Vec<Result<Option<String>, sqlx::Error>> {
+    let mut held = Vec::new();
+    while let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_millis(300), pool.acquire()).await {
+        held.push(conn);
+    }
+    assert!(held.len() >= 2, "{} connections of {POOL}", held.len());
+    let mut results = Vec::new();
+    for conn in &mut held {
+        results.push(sqlx::query_scalar("select state from forge_jobs limit 1").fetch_optional(&mut **conn).await);
+    }
+    results
+}

@@ -130,17 +130,22 @@ pub(crate) struct RegisteredNode {
 
 impl RegisteredNode {
     pub(crate) async fn register(pool: PgPool, info: &NodeInfo, every: Duration) -> Result<Self, sqlx::Error> {
-        sqlx::query(sql::REGISTER)
+        let epoch: i64 = sqlx::query_scalar(sql::REGISTER)
             .bind(&info.id)
             .bind(&info.hostname)
             .bind(i32::try_from(info.pid).unwrap_or(i32::MAX))
             .bind(&info.roles)
             .bind(&info.capabilities)
             .bind(&info.version)
-            .execute(&pool)
+            .fetch_one(&pool)
             .await?;
         let stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(beat(pool.clone(), info.id.clone(), every, stop.clone()));
+        let heartbeat = tokio::spawn(beat(
+            pool.clone(),
+            info.id.clone(),
+            (every, epoch, crate::db::replace_connections_opened_before_now),
+            stop.clone(),
+        ));
         Ok(Self { pool, id: info.id.clone(), heartbeat, stop })
     }
 
@@ -158,14 +163,66 @@ impl RegisteredNode {
     }
 }
 
-async fn beat(pool: PgPool, id: String, every: Duration, stop: CancellationToken) {
+/// Heartbeats every `every`. When the schema epoch has moved since `epoch` (a change that makes
+/// statements prepared before it fail, such as `forge_jobs_use_domains()`), calls `moved`: the
+/// node's replaces the connections this process opened before, as they are next taken from
+/// their pools.
+async fn beat(pool: PgPool, id: String, (every, mut epoch, moved): (Duration, i64, fn()), stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = sqlx::query(sql::HEARTBEAT).bind(&id).execute(&pool).await {
-            tracing::warn!(error = %e, "node heartbeat failed");
+        match sqlx::query_scalar::<_, i64>(sql::HEARTBEAT).bind(&id).fetch_optional(&pool).await {
+            Ok(Some(now)) if now != epoch => {
+                tracing::info!(epoch = now, "the schema changed: replacing connections opened before");
+                moved();
+                epoch = now;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing::{TestDatabase, wait_for};
+
+    /// A heartbeat that finds the schema epoch moved says so, once per move.
+    #[tokio::test]
+    async fn a_heartbeat_that_finds_the_schema_epoch_moved_calls_for_new_connections() {
+        static MOVES: AtomicUsize = AtomicUsize::new(0);
+        fn moved() {
+            MOVES.fetch_add(1, Ordering::SeqCst);
+        }
+        let db = TestDatabase::new().await.expect("db");
+        let epoch: i64 = sqlx::query_scalar(sql::REGISTER)
+            .bind("n1")
+            .bind("h")
+            .bind(1)
+            .bind(vec!["worker".to_owned()])
+            .bind(Vec::<String>::new())
+            .bind("0")
+            .fetch_one(db.pool())
+            .await
+            .expect("register");
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(20);
+        let task = tokio::spawn(beat(db.pool().clone(), "n1".to_owned(), (every, epoch, moved), stop.clone()));
+        tokio::time::sleep(every * 5).await;
+        assert_eq!(MOVES.load(Ordering::SeqCst), 0, "no move, no call");
+
+        sqlx::query("select nextval('forge_schema_epoch')").execute(db.pool()).await.expect("move");
+        wait_for("a call after the move", || MOVES.load(Ordering::SeqCst) == 1).await;
+        tokio::time::sleep(every * 5).await;
+        assert_eq!(MOVES.load(Ordering::SeqCst), 1, "once per move");
+        sqlx::query("select nextval('forge_schema_epoch')").execute(db.pool()).await.expect("move again");
+        wait_for("a call after the second move", || MOVES.load(Ordering::SeqCst) == 2).await;
+        stop.cancel();
+        task.await.expect("beat");
     }
 }

@@ -1,14 +1,19 @@
 //! The cluster component's statements.
 
+/// Registers the node; answers the schema epoch (`forge_schema_epoch`) it starts with.
 pub(crate) const REGISTER: &str = r#"
 insert into forge_nodes (id, hostname, pid, roles, capabilities, version)
 values ($1, $2, $3, $4, $5, $6)
+returning (select case when is_called then last_value else 0 end from forge_schema_epoch)
 "#;
 
+/// The node's heartbeat; answers the schema epoch: how many times a change (such as
+/// `forge_jobs_use_domains()`) has left statements prepared before it refusing to run.
 pub(crate) const HEARTBEAT: &str = r#"
 update forge_nodes set last_heartbeat = now(),
     status = case when status = 'dead' then 'running' else status end
 where id = $1
+returning (select case when is_called then last_value else 0 end from forge_schema_epoch)
 "#;
 
 pub(crate) const SET_STATUS: &str = r#"update forge_nodes set status = $2, last_heartbeat = now() where id = $1"#;

@@ -25,6 +25,7 @@ pub(crate) use pauses::{Pauses, pauses};
 pub(crate) use pool::pool_options;
 #[cfg(feature = "testing")]
 pub(crate) use pool::quote_ident;
+pub(crate) use pool::replace_connections_opened_before_now;
 pub use pool::{Database, DbError, EMBEDDED_DATABASE, ensure_database, read_only_pool, redact_url};
 pub use tx::Tx;
 pub(crate) use tx::TxSlot;

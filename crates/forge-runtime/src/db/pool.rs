@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use forge_core::ForgeConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -20,16 +23,66 @@ use super::sql;
 pub(crate) const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The options every Forge pool starts from: sqlx's, pinging only connections idle for
-/// [`PING_AFTER_IDLE`] or more.
+/// [`PING_AFTER_IDLE`] or more, and closing those opened before the last
+/// [`replace_connections_opened_before_now`].
 pub(crate) fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new().test_before_acquire(false).before_acquire(|conn, meta| {
+    options_replacing(&REPLACEMENT)
+}
+
+/// [`pool_options`], closing the connections `replacement` asks to replace.
+fn options_replacing(replacement: &'static Replacement) -> PgPoolOptions {
+    PgPoolOptions::new().test_before_acquire(false).before_acquire(move |conn, meta| {
         Box::pin(async move {
+            if replacement.due(meta.age) {
+                // Closed; the pool takes or opens another.
+                return Ok(false);
+            }
             if meta.idle_for >= PING_AFTER_IDLE {
                 conn.ping().await?;
             }
             Ok(true)
         })
     })
+}
+
+/// The moment in this process's life before which connections are to be replaced: in
+/// nanoseconds after [`process_start`], 0 for never.
+struct Replacement(AtomicU64);
+
+impl Replacement {
+    const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// Every connection opened before now is due for replacement.
+    fn now(&self) {
+        let since_start = u64::try_from(process_start().elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.0.fetch_max(since_start, Ordering::Relaxed);
+    }
+
+    /// Whether a connection `age` old was opened before the last [`Replacement::now`].
+    fn due(&self, age: Duration) -> bool {
+        let mark = self.0.load(Ordering::Relaxed);
+        mark != 0 && process_start().elapsed().saturating_sub(age) < Duration::from_nanos(mark)
+    }
+}
+
+static REPLACEMENT: Replacement = Replacement::new();
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Every connection of every Forge pool in this process opened before now is closed instead of
+/// handed out the next time it is taken from its pool (one in use finishes what it does first).
+///
+/// For a change of the schema that makes statements prepared before it fail: Postgres refuses to
+/// run a prepared statement whose result columns changed type ("cached plan must not change
+/// result type"), and sqlx keeps a connection's prepared statements as long as the connection.
+/// A node calls it when its heartbeat finds the schema epoch moved (see `cluster::node`).
+pub(crate) fn replace_connections_opened_before_now() {
+    REPLACEMENT.now();
 }
 
 /// The database Forge creates and uses inside the embedded cluster.
@@ -279,6 +332,28 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column's type changed under a connection's prepared statement: Postgres refuses it for
+    /// as long as the connection lives, until the connection is replaced.
+    #[tokio::test]
+    async fn a_connection_opened_before_a_replacement_is_closed_instead_of_handed_out() {
+        static LOCAL: Replacement = Replacement::new();
+        let db = crate::testing::TestDatabase::new().await.expect("db");
+        let pool = options_replacing(&LOCAL).max_connections(1).connect(db.url()).await.expect("pool");
+        sqlx::query("create table widths (v int)").execute(&pool).await.expect("table");
+        let select = || sqlx::query("select v from widths");
+        select().fetch_all(&pool).await.expect("prepared");
+        sqlx::query("alter table widths alter v type bigint").execute(&pool).await.expect("alter");
+
+        let refused = select().fetch_all(&pool).await.expect_err("the cached statement is refused");
+        assert_eq!(refused.as_database_error().and_then(|e| e.code()).as_deref(), Some("0A000"), "{refused}");
+        let again = select().fetch_all(&pool).await.expect_err("and again, on the same connection");
+        assert_eq!(again.as_database_error().and_then(|e| e.code()).as_deref(), Some("0A000"));
+
+        LOCAL.now();
+        select().fetch_all(&pool).await.expect("a new connection prepares it anew");
+        assert!(!LOCAL.due(Duration::ZERO), "a connection opened after the replacement is kept");
+    }
 
     #[test]
     fn passwords_are_redacted() {
