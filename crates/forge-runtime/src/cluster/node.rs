@@ -164,8 +164,8 @@ impl RegisteredNode {
 }
 
 /// Heartbeats every `every`. When the schema epoch has moved since `epoch` (a change that makes
-/// statements prepared before it fail, such as `forge_jobs_use_domains()`), calls `moved`: the
-/// node's replaces the connections this process opened before, as they are next taken from
+/// statements prepared before it fail, such as `forge_jobs_use_domains()`), calls `moved`, which
+/// for a node replaces the connections this process opened before, as they are next taken from
 /// their pools.
 async fn beat(pool: PgPool, id: String, (every, mut epoch, moved): (Duration, i64, fn()), stop: CancellationToken) {
     loop {
