@@ -1,6 +1,8 @@
 //! The cluster component's statements.
 
-/// Registers the node; answers the schema epoch (`forge_schema_epoch`) it starts with.
+/// Registers the node; answers the schema epoch (`forge_schema_epoch`) it starts with. (A
+/// sequence's `last_value` is its start value both before and after its first `nextval`:
+/// `is_called` tells the two apart.)
 pub(crate) const REGISTER: &str = r#"
 insert into forge_nodes (id, hostname, pid, roles, capabilities, version)
 values ($1, $2, $3, $4, $5, $6)
